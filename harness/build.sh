@@ -1,0 +1,213 @@
+#!/usr/bin/env bash
+# Build every control-plane binary the tests use from Go modules, at the versions pinned in
+# harness/versions.env, into ${STOREOPS_CACHE:-$HOME/.cache/storeops}/bin/<name>-<version>/.
+#
+# Idempotent: a finished folder is reused as is; a folder is only moved into place once complete,
+# so an interrupted build leaves nothing half-made behind. The Go build cache (go env GOCACHE) is
+# never cleaned, so a rebuild after a version bump only recompiles what changed.
+#
+# Usage: bash harness/build.sh            build what is missing
+#        bash harness/build.sh --print    print the bin folder of each component and exit
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=versions.env
+. "$HERE/versions.env"
+
+CACHE=${STOREOPS_CACHE:-$HOME/.cache/storeops}
+BIN=$CACHE/bin
+WORK=$CACHE/work
+# -trimpath and -s -w keep the binaries lean; CGO off so nothing needs a C toolchain.
+export CGO_ENABLED=0
+export GOFLAGS="-mod=mod -buildvcs=false"
+export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
+# Two cores: two parallel compiles is what the machine can take without thrashing.
+GO_P=${STOREOPS_GO_P:-2}
+
+log() { printf '[build %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+die() { printf '[build] ERROR: %s\n' "$*" >&2; exit 1; }
+
+declare -A DIRS=(
+  [etcd]="$BIN/etcd-$ETCD_VERSION"
+  [kubernetes]="$BIN/kubernetes-$KUBERNETES_VERSION"
+  [kwok]="$BIN/kwok-$KWOK_VERSION"
+  [helm]="$BIN/helm-$HELM_VERSION"
+  [argocd]="$BIN/argocd-$ARGOCD_VERSION"
+)
+
+if [[ ${1:-} == --print ]]; then
+  for name in etcd kubernetes kwok helm argocd; do printf '%s=%s\n' "$name" "${DIRS[$name]}"; done
+  exit 0
+fi
+
+ensure_apt_packages() {
+  # command -> Debian package
+  local -A want=([redis-server]=redis-server [openssl]=openssl [git]=git)
+  local missing=()
+  for cmd in "${!want[@]}"; do
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("${want[$cmd]}")
+  done
+  if ((${#missing[@]})); then
+    log "installing Debian packages: ${missing[*]}"
+    local sudo=()
+    ((EUID == 0)) || sudo=(sudo)
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      "${missing[@]}" >/dev/null
+  fi
+}
+
+check_go() {
+  command -v go >/dev/null 2>&1 || die "go is not installed; Go >= 1.26.3 is needed (argo-cd $ARGOCD_VERSION's go.mod)"
+  local v
+  v=$(go env GOVERSION)
+  v=${v#go}
+  local major minor patch
+  IFS=. read -r major minor patch <<<"$v"
+  patch=${patch:-0}
+  if ((major < 1 || (major == 1 && (minor < 26 || (minor == 26 && patch < 3))))); then
+    die "go $v is too old; Go >= 1.26.3 is needed (argo-cd $ARGOCD_VERSION's go.mod)"
+  fi
+}
+
+# timed NAME CMD...: run CMD, log how long it took.
+timed() {
+  local name=$1 start
+  shift
+  start=$(date +%s)
+  "$@"
+  log "$name built in $(($(date +%s) - start))s"
+}
+
+# begin NAME: prints 1 and returns non-zero when the folder is already complete.
+begin() {
+  local name=$1 dir=${DIRS[$1]}
+  if [[ -d $dir ]]; then
+    log "$name: cached in $dir"
+    return 1
+  fi
+  rm -rf "$dir.partial"
+  mkdir -p "$dir.partial"
+  log "$name: building into $dir"
+}
+finish() {
+  local dir=${DIRS[$1]}
+  mv "$dir.partial" "$dir"
+}
+
+build_etcd() {
+  begin etcd || return 0
+  (cd "$HERE/gomod/etcd" &&
+    grep -q "go.etcd.io/etcd/server/v3 $ETCD_VERSION\$" go.mod ||
+    die "harness/gomod/etcd/go.mod does not require go.etcd.io/etcd/server/v3 $ETCD_VERSION")
+  (cd "$HERE/gomod/etcd" &&
+    timed etcd go build -p "$GO_P" -trimpath -ldflags="-s -w" \
+      -o "${DIRS[etcd]}.partial/etcd" go.etcd.io/etcd/server/v3)
+  finish etcd
+}
+
+build_kubernetes() {
+  begin kubernetes || return 0
+  local v=$KUBERNETES_VERSION staging=v0.${KUBERNETES_VERSION#v1.}
+  local mod=$HERE/gomod/kubernetes/go.mod
+  grep -q "require k8s.io/kubernetes $v\$" "$mod" || die "$mod does not require k8s.io/kubernetes $v"
+  if grep '=> k8s.io/' "$mod" | grep -v " $staging\$" >&2; then
+    die "$mod: every staging replace must be $staging (lines above)"
+  fi
+  local minor=${v#v1.}
+  minor=${minor%%.*}
+  local ld="-s -w" pkg
+  # Without these /version says v0.0.0 and Argo CD hands Helm a wrong --kube-version.
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld+=" -X $pkg.gitVersion=$v -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
+  done
+  local cmd
+  for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+    (cd "$HERE/gomod/kubernetes" &&
+      timed "$cmd" go build -p "$GO_P" -trimpath -ldflags="$ld" \
+        -o "${DIRS[kubernetes]}.partial/$cmd" "k8s.io/kubernetes/cmd/$cmd")
+  done
+  finish kubernetes
+}
+
+build_kwok() {
+  begin kwok || return 0
+  timed kwok env GOBIN="${DIRS[kwok]}.partial" go install -p "$GO_P" -trimpath \
+    -ldflags="-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}" \
+    "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+  # Stage configs ship in the module, not in the binary's defaults we want to rely on: copy the
+  # node (initialize + lease heartbeat) and pod (ready/complete/delete) stages into one file.
+  local src
+  src=$(go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  [[ -d $src/kustomize/stage ]] || die "kwok module has no kustomize/stage folder at $src"
+  local out=${DIRS[kwok]}.partial/stages.yaml f first=1
+  : >"$out"
+  for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+    pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+    [[ -f $src/kustomize/stage/$f ]] || die "kwok stage $f missing from $src/kustomize/stage"
+    ((first)) || echo '---' >>"$out"
+    first=0
+    cat "$src/kustomize/stage/$f" >>"$out"
+  done
+  finish kwok
+}
+
+build_helm() {
+  begin helm || return 0
+  timed helm env GOBIN="${DIRS[helm]}.partial" go install -p "$GO_P" -trimpath \
+    -ldflags="-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION" \
+    "helm.sh/helm/v4/cmd/helm@$HELM_VERSION"
+  finish helm
+}
+
+build_argocd() {
+  begin argocd || return 0
+  # The published argo-cd module replaces github.com/argoproj/argo-cd/gitops-engine with its
+  # ./gitops-engine folder, which module zips leave out. Build from a writable copy whose replace
+  # points at the proxy's copy of that module instead; every other replace stays as upstream has it.
+  local src
+  src=$(go mod download -json "github.com/argoproj/argo-cd/v3@$ARGOCD_VERSION" |
+    sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  [[ -f $src/go.mod ]] || die "could not download github.com/argoproj/argo-cd/v3@$ARGOCD_VERSION"
+  local work=$WORK/argo-cd-$ARGOCD_VERSION
+  if [[ ! -f $work/.ready ]]; then
+    rm -rf "$work"
+    mkdir -p "$work"
+    cp -r "$src/." "$work/"
+    chmod -R u+w "$work"
+    (cd "$work" &&
+      go mod edit -replace "github.com/argoproj/argo-cd/gitops-engine=github.com/argoproj/argo-cd/gitops-engine@$GITOPS_ENGINE_VERSION" &&
+      go mod download github.com/argoproj/argo-cd/gitops-engine)
+    touch "$work/.ready"
+  fi
+  local out=${DIRS[argocd]}.partial
+  (cd "$work" &&
+    timed argocd go build -p "$GO_P" -trimpath \
+      -ldflags="-s -w -X github.com/argoproj/argo-cd/v3/common.version=${ARGOCD_VERSION#v} -X github.com/argoproj/argo-cd/v3/common.gitTreeState=clean" \
+      -o "$out/argocd" ./cmd)
+  # The multi-call binary picks its role from its file name (or ARGOCD_BINARY_NAME).
+  local role
+  for role in argocd-application-controller argocd-repo-server; do ln -s argocd "$out/$role"; done
+  mkdir -p "$out/crds"
+  cp "$work"/manifests/crds/*-crd.yaml "$out/crds/"
+  ls "$out/crds/application-crd.yaml" "$out/crds/appproject-crd.yaml" >/dev/null ||
+    die "argo-cd $ARGOCD_VERSION has no manifests/crds/application-crd.yaml"
+  finish argocd
+}
+
+main() {
+  local start
+  start=$(date +%s)
+  ensure_apt_packages
+  check_go
+  mkdir -p "$BIN" "$WORK"
+  log "cache: $BIN (Go build cache: $(go env GOCACHE))"
+  build_etcd
+  build_kwok
+  build_helm
+  build_kubernetes
+  build_argocd
+  log "all binaries ready in $(($(date +%s) - start))s"
+}
+
+main "$@"

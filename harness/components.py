@@ -1,0 +1,326 @@
+"""How each component is launched on 127.0.0.1 and how its readiness is probed.
+
+Each start_* function spawns one process and waits until it is ready; it never stops anything it
+did not start. Ports come from the caller so a restart can reuse them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+import socket
+import ssl
+import urllib.request
+
+from harness import kube, pki, processes, versions
+
+__all__ = [
+    "SERVICE_CLUSTER_IP_RANGE",
+    "start_etcd",
+    "etcd_revision",
+    "compact_etcd",
+    "start_apiserver",
+    "start_controller_manager",
+    "start_scheduler",
+    "start_kwok",
+    "start_redis",
+    "start_repo_server",
+    "start_application_controller",
+    "port_open",
+]
+
+logger = logging.getLogger(__name__)
+
+SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
+STARTUP_TIMEOUT = 90.0
+
+
+def start_etcd(
+    binaries: versions.Binaries, *, state: pathlib.Path, client_port: int, peer_port: int
+) -> processes.Process:
+    peer = f"http://127.0.0.1:{peer_port}"
+    client = f"http://127.0.0.1:{client_port}"
+    argv = [
+        str(binaries.etcd),
+        "--name=storeops",
+        f"--data-dir={state / 'etcd'}",
+        f"--listen-client-urls={client}",
+        f"--advertise-client-urls={client}",
+        f"--listen-peer-urls={peer}",
+        f"--initial-advertise-peer-urls={peer}",
+        f"--initial-cluster=storeops={peer}",
+        # Test data is disposable: skipping fsync makes every write (and the whole suite) faster.
+        "--unsafe-no-fsync=true",
+        "--log-level=warn",
+    ]
+    process = processes.spawn("etcd", argv, log_dir=state / "logs")
+    processes.wait_until(
+        "etcd /health",
+        lambda: _http_json(f"{client}/health").get("health") == "true",
+        timeout=STARTUP_TIMEOUT,
+        process=process,
+    )
+    return process
+
+
+def etcd_revision(client_port: int) -> int:
+    """The current etcd revision, through etcd's JSON gateway."""
+    header = _http_json(f"http://127.0.0.1:{client_port}/v3/kv/range", {"key": "AA=="}).get("header", {})
+    assert isinstance(header, dict)
+    return int(header["revision"])
+
+
+def compact_etcd(client_port: int) -> int:
+    """Compact etcd up to its current revision (physically); returns that revision."""
+    revision = etcd_revision(client_port)
+    _http_json(
+        f"http://127.0.0.1:{client_port}/v3/kv/compaction", {"revision": str(revision), "physical": True}
+    )
+    return revision
+
+
+def start_apiserver(
+    binaries: versions.Binaries,
+    *,
+    state: pathlib.Path,
+    certs: pki.Pki,
+    etcd_port: int,
+    port: int,
+    watch_cache: bool,
+) -> processes.Process:
+    argv = [
+        str(binaries.kube_apiserver),
+        f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+        "--bind-address=127.0.0.1",
+        "--advertise-address=127.0.0.1",
+        f"--secure-port={port}",
+        f"--cert-dir={state / 'apiserver'}",
+        f"--tls-cert-file={certs.server_cert}",
+        f"--tls-private-key-file={certs.server_key}",
+        f"--client-ca-file={certs.ca_cert}",
+        "--authorization-mode=Node,RBAC",
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+        f"--service-account-key-file={certs.service_account_pub}",
+        f"--service-account-signing-key-file={certs.service_account_key}",
+        f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+        # 127.0.0.1 is not a valid Endpoints address, so do not publish one for `kubernetes`.
+        "--endpoint-reconciler-type=none",
+        "--enable-priority-and-fairness=false",
+        "--profiling=false",
+        # Off for the bare API server fixture: watches then read etcd directly, so compacting etcd
+        # makes an old resourceVersion answer 410 Gone at once, as status-reader tests need.
+        f"--watch-cache={'true' if watch_cache else 'false'}",
+        "--v=1",
+    ]
+    process = processes.spawn("kube-apiserver", argv, log_dir=state / "logs")
+    client = kube.ApiClient(url=f"https://127.0.0.1:{port}", ca_cert=certs.ca_cert, client=certs.clients["admin"])
+    processes.wait_until("kube-apiserver /readyz", client.ready, timeout=STARTUP_TIMEOUT, process=process)
+    return process
+
+
+def start_controller_manager(
+    binaries: versions.Binaries, *, state: pathlib.Path, certs: pki.Pki, kubeconfig: pathlib.Path, port: int
+) -> processes.Process:
+    argv = [
+        str(binaries.kube_controller_manager),
+        f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={port}",
+        f"--cert-dir={state / 'controller-manager'}",
+        "--leader-elect=false",
+        # Each controller acts as its own service account, as on a real cluster (RBAC applies).
+        "--use-service-account-credentials=true",
+        f"--service-account-private-key-file={certs.service_account_key}",
+        f"--root-ca-file={certs.ca_cert}",
+        f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+        "--cluster-name=storeops",
+        "--v=1",
+    ]
+    process = processes.spawn("kube-controller-manager", argv, log_dir=state / "logs")
+    processes.wait_until(
+        "kube-controller-manager /healthz",
+        lambda: _https_ok(f"https://127.0.0.1:{port}/healthz"),
+        timeout=STARTUP_TIMEOUT,
+        process=process,
+    )
+    return process
+
+
+def start_scheduler(
+    binaries: versions.Binaries, *, state: pathlib.Path, kubeconfig: pathlib.Path, port: int
+) -> processes.Process:
+    argv = [
+        str(binaries.kube_scheduler),
+        f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={port}",
+        f"--cert-dir={state / 'scheduler'}",
+        "--leader-elect=false",
+        "--v=1",
+    ]
+    process = processes.spawn("kube-scheduler", argv, log_dir=state / "logs")
+    processes.wait_until(
+        "kube-scheduler /healthz",
+        lambda: _https_ok(f"https://127.0.0.1:{port}/healthz"),
+        timeout=STARTUP_TIMEOUT,
+        process=process,
+    )
+    return process
+
+
+def start_kwok(
+    binaries: versions.Binaries, *, state: pathlib.Path, kubeconfig: pathlib.Path, port: int
+) -> processes.Process:
+    """kwok managing the nodes labelled type=kwok, with the stage configs build.sh copied."""
+    argv = [
+        str(binaries.kwok),
+        f"--kubeconfig={kubeconfig}",
+        f"--config={binaries.kwok_stages}",
+        "--manage-all-nodes=false",
+        "--manage-nodes-with-label-selector=type=kwok",
+        f"--server-address=127.0.0.1:{port}",
+        "--cidr=10.244.0.0/16",
+        "--node-ip=10.244.0.1",
+    ]
+    process = processes.spawn("kwok", argv, log_dir=state / "logs")
+    processes.wait_until(
+        "kwok /healthz",
+        lambda: _http_ok(f"http://127.0.0.1:{port}/healthz"),
+        timeout=STARTUP_TIMEOUT,
+        process=process,
+    )
+    return process
+
+
+def start_redis(*, state: pathlib.Path, port: int) -> processes.Process:
+    data = state / "redis"
+    data.mkdir(parents=True, exist_ok=True)
+    argv = [
+        "redis-server",
+        "--bind", "127.0.0.1",
+        "--port", str(port),
+        "--save", "",
+        "--appendonly", "no",
+        "--dir", str(data),
+    ]  # fmt: skip
+    process = processes.spawn("redis", argv, log_dir=state / "logs")
+    processes.wait_until("redis PING", lambda: _redis_ping(port), timeout=STARTUP_TIMEOUT, process=process)
+    return process
+
+
+def _argocd_env(binaries: versions.Binaries, state: pathlib.Path, kubeconfig: pathlib.Path) -> dict[str, str]:
+    root = state / "argocd"
+    for sub in ("tls", "ssh", "gpg", "tmp", "home"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    return {
+        # Use the kubeconfig (and its namespace) instead of a pod's service account.
+        "ARGOCD_FAKE_IN_CLUSTER": "true",
+        "KUBECONFIG": str(kubeconfig),
+        "ARGOCD_TLS_DATA_PATH": str(root / "tls"),
+        "ARGOCD_SSH_DATA_PATH": str(root / "ssh"),
+        "ARGOCD_GNUPGHOME": str(root / "gpg"),
+        "ARGOCD_GPG_ENABLED": "false",
+        # Repo checkouts and helm caches stay inside this stack's state folder.
+        "TMPDIR": str(root / "tmp"),
+        "HOME": str(root / "home"),
+        "PATH": f"{binaries.helm.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "HOSTNAME": "argocd-application-controller-0",
+    }
+
+
+def start_repo_server(
+    binaries: versions.Binaries,
+    *,
+    state: pathlib.Path,
+    kubeconfig: pathlib.Path,
+    port: int,
+    metrics_port: int,
+    redis_port: int,
+) -> processes.Process:
+    argv = [
+        str(binaries.argocd),
+        "--address=127.0.0.1",
+        f"--port={port}",
+        "--metrics-address=127.0.0.1",
+        f"--metrics-port={metrics_port}",
+        f"--redis=127.0.0.1:{redis_port}",
+        "--loglevel=info",
+    ]
+    env = _argocd_env(binaries, state, kubeconfig) | {"ARGOCD_BINARY_NAME": "argocd-repo-server"}
+    process = processes.spawn("argocd-repo-server", argv, log_dir=state / "logs", env=env)
+    processes.wait_until(
+        "argocd-repo-server port", lambda: port_open(port), timeout=STARTUP_TIMEOUT, process=process
+    )
+    return process
+
+
+def start_application_controller(
+    binaries: versions.Binaries,
+    *,
+    state: pathlib.Path,
+    kubeconfig: pathlib.Path,
+    metrics_port: int,
+    redis_port: int,
+    repo_server_port: int,
+) -> processes.Process:
+    argv = [
+        str(binaries.argocd),
+        f"--metrics-port={metrics_port}",
+        f"--redis=127.0.0.1:{redis_port}",
+        f"--repo-server=127.0.0.1:{repo_server_port}",
+        "--loglevel=info",
+        # Small, frequent resyncs keep tests quick; operations/status work in parallel.
+        "--app-resync=30",
+        "--status-processors=4",
+        "--operation-processors=4",
+    ]
+    env = _argocd_env(binaries, state, kubeconfig) | {"ARGOCD_BINARY_NAME": "argocd-application-controller"}
+    process = processes.spawn("argocd-application-controller", argv, log_dir=state / "logs", env=env)
+    processes.wait_until(
+        "argocd-application-controller /healthz",
+        lambda: _http_ok(f"http://127.0.0.1:{metrics_port}/healthz"),
+        timeout=STARTUP_TIMEOUT,
+        process=process,
+    )
+    return process
+
+
+def port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _http_json(url: str, body: object | None = None) -> dict[str, object]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        decoded = json.loads(response.read())
+    assert isinstance(decoded, dict)
+    return decoded
+
+
+def _http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return bool(response.status == 200)
+
+
+def _https_ok(url: str) -> bool:
+    # The components' own self-signed serving certs: only liveness is checked here.
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with urllib.request.urlopen(url, timeout=5, context=context) as response:
+        return bool(response.status == 200)
+
+
+def _redis_ping(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        s.sendall(b"PING\r\n")
+        return s.recv(64).startswith(b"+PONG")

@@ -1,0 +1,321 @@
+"""Start, inspect and stop the control plane; also the command line behind harness/stack.sh.
+
+Two shapes:
+  * minimal: etcd + kube-apiserver (client-cert authn, RBAC), watch cache off - fast, for watch loops;
+  * full: the above plus controller-manager, scheduler, kwok with one simulated node, Redis, the
+    Argo CD CRDs/config, and Argo CD's application-controller and repo-server.
+
+Everything listens on 127.0.0.1 at ports picked free at start. All state (certs, etcd data, logs,
+kubeconfigs) lives in one state folder outside the repo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import pathlib
+import sys
+import time
+
+from harness import argocd, components, errors, kube, pki, processes, versions
+
+__all__ = ["Stack", "start", "load", "main", "DEFAULT_STATE", "KWOK_NODE"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_STATE = pathlib.Path("/tmp/storeops-stack")
+STATE_FILE = "stack.json"
+KWOK_NODE = "kwok-node-0"
+
+
+@dataclasses.dataclass
+class Stack:
+    """A running control plane. Attributes are what tests and people need to reach it."""
+
+    state: pathlib.Path
+    binaries: versions.Binaries
+    certs: pki.Pki
+    ports: dict[str, int]
+    kubeconfig: pathlib.Path
+    full: bool
+    watch_cache: bool
+    processes: dict[str, processes.Process] = dataclasses.field(default_factory=dict)
+    namespace: str = argocd.NAMESPACE
+    started_seconds: float = 0.0
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.ports['apiserver']}"
+
+    @property
+    def kubectl(self) -> kube.Kubectl:
+        return kube.Kubectl(binary=self.binaries.kubectl, kubeconfig=self.kubeconfig)
+
+    @property
+    def api(self) -> kube.ApiClient:
+        return kube.ApiClient(url=self.url, ca_cert=self.certs.ca_cert, client=self.certs.clients["admin"])
+
+    @property
+    def helm(self) -> pathlib.Path:
+        return self.binaries.helm
+
+    def restart_apiserver(self) -> None:
+        """Stop kube-apiserver and start it again on the same port and etcd; waits for /readyz."""
+        self.processes["kube-apiserver"].stop()
+        self.processes["kube-apiserver"] = components.start_apiserver(
+            self.binaries,
+            state=self.state,
+            certs=self.certs,
+            etcd_port=self.ports["etcd"],
+            port=self.ports["apiserver"],
+            watch_cache=self.watch_cache,
+        )
+        self.save()
+
+    def compact_etcd(self) -> int:
+        """Compact etcd to its current revision: watches from older resourceVersions then get 410."""
+        return components.compact_etcd(self.ports["etcd"])
+
+    def logs(self, *, lines: int = 60) -> str:
+        """The last lines of each component's log, one titled block per component."""
+        blocks = []
+        for name, process in self.processes.items():
+            state = "running" if process.alive() else "exited"
+            blocks.append(f"----- {name} (pid {process.pid}, {state}) {process.log_path} -----")
+            blocks.append(processes.tail(process.log_path, lines=lines))
+        return "\n".join(blocks)
+
+    def stop(self) -> None:
+        """Stop every process this stack started, newest first, by pid."""
+        for name in reversed(list(self.processes)):
+            self.processes[name].stop()
+        (self.state / STATE_FILE).unlink(missing_ok=True)
+
+    def status(self) -> dict[str, bool]:
+        return {name: process.alive() for name, process in self.processes.items()}
+
+    def save(self) -> None:
+        record = {
+            "full": self.full,
+            "watch_cache": self.watch_cache,
+            "ports": self.ports,
+            "kubeconfig": str(self.kubeconfig),
+            "namespace": self.namespace,
+            "processes": [p.describe() for p in self.processes.values()],
+        }
+        (self.state / STATE_FILE).write_text(json.dumps(record, indent=2) + "\n")
+
+    # Helpers for Argo CD tests -------------------------------------------------------------
+
+    def application(self, name: str) -> dict[str, object] | None:
+        return self.kubectl.get("applications.argoproj.io", name, namespace=self.namespace)
+
+    def wait_application(
+        self, name: str, *, sync: str = "Synced", health: str = "Healthy", timeout: float = 180.0
+    ) -> dict[str, object]:
+        """Wait until the Application reports this sync and health status; returns it."""
+        seen: dict[str, object] = {}
+
+        def reached() -> bool:
+            app = self.application(name)
+            if app is None:
+                return False
+            seen.clear()
+            seen.update(app)
+            status = app.get("status") or {}
+            assert isinstance(status, dict)
+            return bool(
+                (status.get("sync") or {}).get("status") == sync
+                and (status.get("health") or {}).get("status") == health
+            )
+
+        try:
+            self.kubectl.wait_for(f"Application {name} {sync}/{health}", reached, timeout=timeout)
+        except TimeoutError as e:
+            raise TimeoutError(f"{e}; last status: {json.dumps(seen.get('status'), indent=1)}") from e
+        return seen
+
+    def wait_gone(self, kind: str, name: str, *, namespace: str | None = None, timeout: float = 120.0) -> None:
+        self.kubectl.wait_for(
+            f"{kind} {namespace or ''}/{name} to be deleted",
+            lambda: self.kubectl.get(kind, name, namespace=namespace) is None,
+            timeout=timeout,
+        )
+
+
+def start(
+    state: pathlib.Path, *, full: bool, watch_cache: bool | None = None, binaries: versions.Binaries | None = None
+) -> Stack:
+    """Start a stack in `state` (created; must not hold a running stack). Stops what it started on failure."""
+    began = time.monotonic()
+    found = binaries or versions.locate()
+    state.mkdir(parents=True, exist_ok=True)
+    if (state / STATE_FILE).exists():
+        raise errors.StartupError(f"{state} already holds a stack ({state / STATE_FILE}); stop it first")
+    names = ["etcd", "etcd-peer", "apiserver"]
+    if full:
+        names += ["controller-manager", "scheduler", "kwok", "redis", "repo-server", "repo-server-metrics"]
+        names += ["controller-metrics"]
+    ports = _free_ports(names)
+    certs = pki.create(state / "pki")
+    admin = kube.write_kubeconfig(
+        state / "kubeconfig", server=f"https://127.0.0.1:{ports['apiserver']}", ca_cert=certs.ca_cert,
+        client=certs.clients["admin"],
+    )  # fmt: skip
+    stack = Stack(
+        state=state,
+        binaries=found,
+        certs=certs,
+        ports=ports,
+        kubeconfig=admin,
+        full=full,
+        watch_cache=full if watch_cache is None else watch_cache,
+    )
+    try:
+        _start_components(stack)
+    except BaseException:
+        logger.error("stack failed to start; stopping what started. Logs:\n%s", stack.logs(lines=30))
+        stack.stop()
+        raise
+    stack.started_seconds = time.monotonic() - began
+    stack.save()
+    logger.info("stack ready in %.1fs: %s, kubeconfig %s", stack.started_seconds, stack.url, stack.kubeconfig)
+    return stack
+
+
+def _start_components(stack: Stack) -> None:
+    b, state, ports, certs = stack.binaries, stack.state, stack.ports, stack.certs
+    run = stack.processes
+    run["etcd"] = components.start_etcd(b, state=state, client_port=ports["etcd"], peer_port=ports["etcd-peer"])
+    run["kube-apiserver"] = components.start_apiserver(
+        b, state=state, certs=certs, etcd_port=ports["etcd"], port=ports["apiserver"], watch_cache=stack.watch_cache
+    )
+    stack.save()
+    if not stack.full:
+        return
+
+    def kubeconfig(client: str, namespace: str | None = None) -> pathlib.Path:
+        return kube.write_kubeconfig(
+            state / "kubeconfigs" / f"{client}.kubeconfig", server=stack.url, ca_cert=certs.ca_cert,
+            client=certs.clients[client], namespace=namespace,
+        )  # fmt: skip
+
+    run["kube-controller-manager"] = components.start_controller_manager(
+        b, state=state, certs=certs, kubeconfig=kubeconfig("controller-manager"), port=ports["controller-manager"]
+    )
+    run["kube-scheduler"] = components.start_scheduler(
+        b, state=state, kubeconfig=kubeconfig("scheduler"), port=ports["scheduler"]
+    )
+    run["kwok"] = components.start_kwok(b, state=state, kubeconfig=kubeconfig("kwok"), port=ports["kwok"])
+    stack.kubectl.apply(_kwok_node(KWOK_NODE), server_side=False)
+    stack.kubectl.wait_for(f"node {KWOK_NODE} Ready", lambda: _node_ready(stack, KWOK_NODE), timeout=60)
+    run["redis"] = components.start_redis(state=state, port=ports["redis"])
+    stack.save()
+
+    crds = argocd.crd_files(b.argocd_crds)
+    stack.kubectl.run("apply", "--server-side", "--field-manager=storeops-harness", *(f"-f={c}" for c in crds))
+    stack.kubectl.run("wait", "--for=condition=Established", "--timeout=60s", *(f"-f={c}" for c in crds))
+    stack.kubectl.apply(
+        *argocd.bootstrap_manifests(namespace=stack.namespace, argocd_user=certs.clients["argocd"].user)
+    )
+    argocd_kubeconfig = kubeconfig("argocd", namespace=stack.namespace)
+    run["argocd-repo-server"] = components.start_repo_server(
+        b, state=state, kubeconfig=argocd_kubeconfig, port=ports["repo-server"],
+        metrics_port=ports["repo-server-metrics"], redis_port=ports["redis"],
+    )  # fmt: skip
+    run["argocd-application-controller"] = components.start_application_controller(
+        b, state=state, kubeconfig=argocd_kubeconfig, metrics_port=ports["controller-metrics"],
+        redis_port=ports["redis"], repo_server_port=ports["repo-server"],
+    )  # fmt: skip
+
+
+def _free_ports(names: list[str]) -> dict[str, int]:
+    ports: dict[str, int] = {}
+    while len(ports) < len(names):
+        port = processes.free_port()
+        if port not in ports.values():
+            ports[names[len(ports)]] = port
+    return ports
+
+
+def _kwok_node(name: str) -> dict[str, object]:
+    """A simulated node kwok manages (label type=kwok). Deliberately untainted: ordinary pods land on it."""
+    resources = {"cpu": "32", "memory": "256Gi", "pods": "110"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "type": "kwok",
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "node-role.kubernetes.io/agent": "",
+            },
+            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+        },
+        "status": {"allocatable": resources, "capacity": resources},
+    }
+
+
+def _node_ready(stack: Stack, name: str) -> bool:
+    node = stack.kubectl.get("node", name)
+    status = (node or {}).get("status") or {}
+    assert isinstance(status, dict)
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+
+
+def load(state: pathlib.Path) -> Stack:
+    """The stack a previous `start` left in `state` (processes adopted by pid)."""
+    path = state / STATE_FILE
+    if not path.exists():
+        raise errors.HarnessError(f"no stack in {state} (no {path})")
+    record = json.loads(path.read_text())
+    return Stack(
+        state=state,
+        binaries=versions.binaries(),
+        certs=pki.load(state / "pki"),
+        ports={k: int(v) for k, v in record["ports"].items()},
+        kubeconfig=pathlib.Path(record["kubeconfig"]),
+        full=bool(record["full"]),
+        watch_cache=bool(record["watch_cache"]),
+        processes={d["name"]: processes.adopt(d) for d in record["processes"]},
+        namespace=str(record["namespace"]),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="harness/stack.sh", description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=["start", "stop", "status", "logs"])
+    parser.add_argument("--state", type=pathlib.Path, default=DEFAULT_STATE, help=f"state folder (default {DEFAULT_STATE})")
+    parser.add_argument("--minimal", action="store_true", help="etcd + kube-apiserver only")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        if args.command == "start":
+            stack = start(args.state, full=not args.minimal)
+            print(f"stack ready in {stack.started_seconds:.1f}s")
+            print(f"export KUBECONFIG={stack.kubeconfig}")
+            print(f"API server {stack.url}; logs in {stack.state / 'logs'}; stop with: harness/stack.sh stop")
+        elif args.command == "stop":
+            load(args.state).stop()
+            print(f"stopped the stack in {args.state}")
+        elif args.command == "status":
+            stack = load(args.state)
+            for name, alive in stack.status().items():
+                print(f"{name:32} {'running' if alive else 'STOPPED'}  pid {stack.processes[name].pid}")
+            print(f"KUBECONFIG={stack.kubeconfig}  {stack.url}")
+            return 0 if all(stack.status().values()) else 1
+        else:
+            print(load(args.state).logs())
+    except errors.HarnessError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""The pinned versions (harness/versions.env) and where build.sh puts each binary."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+
+from harness import errors
+
+__all__ = [
+    "HARNESS_DIR",
+    "VERSIONS_FILE",
+    "BUILD_COMMAND",
+    "Versions",
+    "Binaries",
+    "read_versions",
+    "cache_dir",
+    "binaries",
+    "locate",
+]
+
+HARNESS_DIR = pathlib.Path(__file__).resolve().parent
+VERSIONS_FILE = HARNESS_DIR / "versions.env"
+BUILD_COMMAND = "bash harness/build.sh"
+
+
+@dataclasses.dataclass(frozen=True)
+class Versions:
+    argocd: str
+    gitops_engine: str
+    kubernetes: str
+    etcd: str
+    helm: str
+    kwok: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Binaries:
+    """Absolute paths of everything build.sh produces."""
+
+    versions: Versions
+    etcd: pathlib.Path
+    kube_apiserver: pathlib.Path
+    kube_controller_manager: pathlib.Path
+    kube_scheduler: pathlib.Path
+    kubectl: pathlib.Path
+    kwok: pathlib.Path
+    kwok_stages: pathlib.Path
+    helm: pathlib.Path
+    argocd: pathlib.Path
+    argocd_crds: pathlib.Path
+
+    def required(self) -> list[pathlib.Path]:
+        return [
+            self.etcd,
+            self.kube_apiserver,
+            self.kube_controller_manager,
+            self.kube_scheduler,
+            self.kubectl,
+            self.kwok,
+            self.kwok_stages,
+            self.helm,
+            self.argocd,
+            self.argocd_crds,
+        ]
+
+
+def read_versions(path: pathlib.Path = VERSIONS_FILE) -> Versions:
+    """Parse the KEY=value lines of versions.env (comments and blank lines ignored)."""
+    values: dict[str, str] = {}
+    for number, raw in enumerate(path.read_text().splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.isidentifier():
+            raise errors.HarnessError(f"{path}:{number}: expected KEY=value, got {raw!r}")
+        values[key] = value
+    try:
+        return Versions(
+            argocd=values["ARGOCD_VERSION"],
+            gitops_engine=values["GITOPS_ENGINE_VERSION"],
+            kubernetes=values["KUBERNETES_VERSION"],
+            etcd=values["ETCD_VERSION"],
+            helm=values["HELM_VERSION"],
+            kwok=values["KWOK_VERSION"],
+        )
+    except KeyError as e:
+        raise errors.HarnessError(f"{path}: missing {e.args[0]}") from e
+
+
+def cache_dir() -> pathlib.Path:
+    """The cache build.sh writes to: $STOREOPS_CACHE, else ~/.cache/storeops."""
+    configured = os.environ.get("STOREOPS_CACHE")
+    if configured:
+        return pathlib.Path(configured)
+    return pathlib.Path.home() / ".cache" / "storeops"
+
+
+def binaries(versions: Versions | None = None, *, cache: pathlib.Path | None = None) -> Binaries:
+    """Where each binary lives for these versions (whether or not it was built)."""
+    v = versions or read_versions()
+    bin_dir = (cache or cache_dir()) / "bin"
+    kube = bin_dir / f"kubernetes-{v.kubernetes}"
+    kwok = bin_dir / f"kwok-{v.kwok}"
+    argocd = bin_dir / f"argocd-{v.argocd}"
+    return Binaries(
+        versions=v,
+        etcd=bin_dir / f"etcd-{v.etcd}" / "etcd",
+        kube_apiserver=kube / "kube-apiserver",
+        kube_controller_manager=kube / "kube-controller-manager",
+        kube_scheduler=kube / "kube-scheduler",
+        kubectl=kube / "kubectl",
+        kwok=kwok / "kwok",
+        kwok_stages=kwok / "stages.yaml",
+        helm=bin_dir / f"helm-{v.helm}" / "helm",
+        argocd=argocd / "argocd",
+        argocd_crds=argocd / "crds",
+    )
+
+
+def locate(*, cache: pathlib.Path | None = None) -> Binaries:
+    """The built binaries, or MissingBinariesError naming what is missing and how to build it."""
+    found = binaries(cache=cache)
+    missing = [str(p) for p in found.required() if not p.exists()]
+    if missing:
+        raise errors.MissingBinariesError(
+            f"control-plane binaries are not built (missing: {', '.join(missing)}); "
+            f"run `{BUILD_COMMAND}` first (it caches them under {found.etcd.parent.parent})"
+        )
+    return found
