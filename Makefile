@@ -1,0 +1,36 @@
+# The two commands: `make demo` (set up and run the main job) and `make test` (run every test).
+PYTHON ?= python3
+export STOREOPS_STATE_DIR ?= $(CURDIR)/.storeops
+
+.PHONY: setup demo test lint unit harness bench clean
+
+setup:
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+
+## Validate the example stores, render them and publish to the local Git remote.
+demo: setup
+	storeops validate
+	storeops render
+	storeops check
+	storeops publish
+	@echo "local remote: $(STOREOPS_STATE_DIR)/remote.git"
+
+## Lint, type-check and run every test, building the control plane first (cached after the first run).
+test: setup harness lint
+	$(PYTHON) -m pytest
+
+lint:
+	$(PYTHON) -m ruff check generator webhook tests bench
+	$(PYTHON) -m mypy
+
+unit: setup
+	$(PYTHON) -m pytest tests/unit
+
+harness:
+	@if [ -f harness/build.sh ]; then bash harness/build.sh; fi
+
+bench: setup
+	$(PYTHON) bench/render.py
+
+clean:
+	rm -rf .storeops .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,139 @@
+"""The generator's commands. Each parses its flags and calls one function."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from generator import operations, publishing
+from generator.errors import InvalidInput, StoreopsError
+from generator.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Command = Callable[[argparse.Namespace, Settings], int]
+
+
+def _root(args: argparse.Namespace, settings: Settings) -> Path:
+    return Path(args.repo) if args.repo else settings.repo
+
+
+def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
+    loaded, problems = operations.validate(_root(args, settings))
+    if args.json:
+        print(json.dumps({"valid": not problems, "problems": [p.as_dict() for p in problems]}, indent=2))
+    elif problems:
+        for problem in problems:
+            print(problem)
+    else:
+        print(f"ok: {len(loaded.store_ids())} stores, {len(loaded.clusters)} clusters, {len(loaded.plans)} plans")
+    return 1 if problems else 0
+
+
+def cmd_render(args: argparse.Namespace, settings: Settings) -> int:
+    report = operations.render(_root(args, settings), repo_url=settings.repo_url,
+                               allow_mass_delete=args.allow_mass_delete, share=settings.mass_delete_share)
+    changes = report.changes
+    print(f"rendered {len(report.fleet.store_ids())} stores: {changes.summary()}; "
+          f"{len(changes.files.written)} files written, {len(changes.files.removed)} removed")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    report = operations.check(_root(args, settings), repo_url=settings.repo_url)
+    if not report.changes:
+        print(f"ok: rendered/ is up to date for {len(report.fleet.store_ids())} stores")
+        return 0
+    print("rendered/ is stale; run `storeops render` and commit the result. Differences:")
+    for path in report.changes.files.paths:
+        print(f"  {path}")
+    return 1
+
+
+def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
+    result = operations.plan(_root(args, settings), args.base, repo_url=settings.repo_url)
+    changes = result.changes
+    if args.json:
+        print(json.dumps({**changes.as_dict(), "diff": result.diff}, indent=2))
+        return 0
+    print(f"plan against {args.base}: {changes.summary()}")
+    for ids, sign in ((changes.added, "+"), (changes.changed, "~"), (changes.removed, "-")):
+        for store_id in ids:
+            print(f"  {sign} {store_id}")
+    if result.diff:
+        print()
+        print(result.diff, end="")
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
+    result = publishing.publish(settings, allow_mass_delete=args.allow_mass_delete)
+    if result.committed:
+        print(f"published {result.sha}: {result.changes.summary()}")
+    else:
+        print(f"up to date at {result.sha or '(empty branch)'}: nothing to publish")
+    return 0
+
+
+def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register the generator's commands on a parser (the service adds its own beside them)."""
+
+    def command(name: str, func: Command, help_text: str) -> argparse.ArgumentParser:
+        parser = subparsers.add_parser(name, help=help_text, description=help_text)
+        parser.set_defaults(func=func)
+        return parser
+
+    def with_repo(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        parser.add_argument("--repo", help="the checkout holding stores/ and clusters/ (default: STOREOPS_REPO or .)")
+        return parser
+
+    validate = with_repo(command("validate", cmd_validate, "check every store entry, cluster and plan"))
+    validate.add_argument("--json", action="store_true", help="print the problems as JSON")
+    render = with_repo(command("render", cmd_render, "render rendered/ from the inputs"))
+    render.add_argument("--allow-mass-delete", action="store_true",
+                        help="remove more stores at once than STOREOPS_MASS_DELETE_SHARE allows")
+    with_repo(command("check", cmd_check, "exit 1 if the committed rendered/ is stale"))
+    plan = with_repo(command("plan", cmd_plan, "stores added, changed and removed, and the diff of rendered/"))
+    plan.add_argument("--base", default="HEAD", help="git revision to compare with (default: HEAD)")
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    publish = command("publish", cmd_publish,
+                      "render the remote's inputs, commit and push (STOREOPS_REMOTE; a local remote by default)")
+    publish.add_argument("--allow-mass-delete", action="store_true",
+                         help="remove more stores at once than STOREOPS_MASS_DELETE_SHARE allows")
+
+
+def build_parser(extra: Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None] | None = None,
+                 ) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="storeops", description="Run a fleet of stores on Kubernetes with GitOps.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_commands(subparsers)
+    if extra:
+        extra(subparsers)
+    return parser
+
+
+def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
+    """Parse, run one command; known errors print without a traceback and exit 1."""
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings.from_env()
+        code: int = args.func(args, settings)
+        return code
+    except InvalidInput as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    except StoreopsError as e:
+        print(f"storeops: {e}", file=sys.stderr)
+        return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(build_parser(), argv)

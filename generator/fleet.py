@@ -1,0 +1,148 @@
+"""The fleet: every input file parsed and checked, ready to render. Pure: file contents in.
+
+A :class:`Fleet` keeps each store's own checks, so replacing one store file re-parses that file
+only and re-runs the cross-entry rules, which are a single pass over the fleet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from generator import constants, documents, models, rendering, validation
+from generator.errors import InvalidInput, MassDeleteRefused, Problem
+
+
+@dataclass(frozen=True)
+class _StoreFile:
+    entry: validation.Entry | None
+    problems: tuple[Problem, ...]
+
+
+@dataclass(frozen=True)
+class Fleet:
+    stores: dict[str, _StoreFile] = field(default_factory=dict)
+    clusters: dict[str, tuple[models.Cluster, documents.Document]] = field(default_factory=dict)
+    plans: dict[str, models.Plan] = field(default_factory=dict)
+    base_problems: tuple[Problem, ...] = ()
+    cross_problems: tuple[Problem, ...] = ()
+
+    @property
+    def problems(self) -> list[Problem]:
+        out = list(self.base_problems) + list(self.cross_problems)
+        for store_file in self.stores.values():
+            out.extend(store_file.problems)
+        return sorted(out)
+
+    def store_ids(self) -> set[str]:
+        return {s.entry.store.id for s in self.stores.values() if s.entry}
+
+    def targets(self) -> list[rendering.Target]:
+        """The stores to render, sorted by id; raises InvalidInput unless every input is valid."""
+        problems = self.problems
+        if problems:
+            raise InvalidInput(problems)
+        out = []
+        for path in sorted(self.stores):
+            entry = self.stores[path].entry
+            assert entry is not None
+            store = entry.store
+            out.append(rendering.Target(store, self.clusters[store.cluster][0], self.plans[store.plan]))
+        return out
+
+    def target(self, store_id: str) -> rendering.Target:
+        for target in self.targets():
+            if target.store.id == store_id:
+                return target
+        raise KeyError(store_id)
+
+    def with_store(self, path: str, content: bytes | str | None) -> Fleet:
+        """This fleet with one store file replaced (or removed when ``content`` is None)."""
+        stores = dict(self.stores)
+        if content is None:
+            stores.pop(path, None)
+        else:
+            stores[path] = _store_file(path, content)
+        return _with_cross_rules(replace(self, stores=stores))
+
+
+def _store_file(path: str, content: bytes | str) -> _StoreFile:
+    if not path.endswith(constants.ENTRY_SUFFIX):
+        return _StoreFile(None, (Problem(path, 0, "", f"store entries end in {constants.ENTRY_SUFFIX}; "
+                                                       f"rename to {path.rsplit('.', 1)[0]}{constants.ENTRY_SUFFIX}"),))
+    try:
+        doc = documents.parse(content, path)
+    except documents.ParseFailed as e:
+        return _StoreFile(None, (e.problem,))
+    problems = validation.store_problems(doc)
+    if problems:
+        return _StoreFile(None, tuple(problems))
+    return _StoreFile(validation.Entry(models.Store.from_data(doc.data), doc), ())
+
+
+def _with_cross_rules(fleet: Fleet) -> Fleet:
+    entries = [fleet.stores[p].entry for p in sorted(fleet.stores)]
+    cross = validation.fleet_problems([e for e in entries if e], fleet.clusters, fleet.plans)
+    return replace(fleet, cross_problems=tuple(cross))
+
+
+def is_input(path: str) -> bool:
+    """Whether a repo-relative path is a store entry, a cluster profile or the plans file."""
+    if path == constants.PLANS_FILE:
+        return True
+    folder, _, name = path.partition("/")
+    return (folder in (constants.STORES_DIR, constants.CLUSTERS_DIR) and "/" not in name
+            and not name.startswith(constants.IGNORED_PREFIXES)
+            and name.endswith((constants.ENTRY_SUFFIX, ".yml")))
+
+
+def build(files: Mapping[str, bytes | str]) -> Fleet:
+    """Parse and check every input; ``files`` maps repo-relative paths to contents."""
+    base: list[Problem] = []
+    plans: dict[str, models.Plan] = {}
+    clusters: dict[str, tuple[models.Cluster, documents.Document]] = {}
+    stores: dict[str, _StoreFile] = {}
+
+    if constants.PLANS_FILE not in files:
+        base.append(Problem(constants.PLANS_FILE, 0, "", "is missing; it defines the plans stores use"))
+    else:
+        try:
+            doc = documents.parse(files[constants.PLANS_FILE], constants.PLANS_FILE)
+        except documents.ParseFailed as e:
+            base.append(e.problem)
+        else:
+            found = validation.plans_problems(doc)
+            base.extend(found)
+            if not found:
+                plans = {name: models.Plan.from_data(name, data) for name, data in doc.data["plans"].items()}
+
+    for path in sorted(files):
+        folder = path.split("/", 1)[0]
+        if folder == constants.CLUSTERS_DIR and is_input(path):
+            if not path.endswith(constants.ENTRY_SUFFIX):
+                base.append(Problem(path, 0, "", f"cluster profiles end in {constants.ENTRY_SUFFIX}"))
+                continue
+            try:
+                doc = documents.parse(files[path], path)
+            except documents.ParseFailed as e:
+                base.append(e.problem)
+                continue
+            found = validation.cluster_problems(doc)
+            base.extend(found)
+            if not found:
+                cluster = models.Cluster.from_data(doc.data)
+                clusters[cluster.name] = (cluster, doc)
+        elif folder == constants.STORES_DIR and is_input(path):
+            stores[path] = _store_file(path, files[path])
+
+    return _with_cross_rules(Fleet(stores=stores, clusters=clusters, plans=plans, base_problems=tuple(base)))
+
+
+def check_removals(existing: set[str], remaining: set[str], *, share: float, allow: bool) -> None:
+    """Refuse a run that would remove an outsized part of the fleet (or all of it)."""
+    removed = sorted(existing - remaining)
+    if allow or not removed:
+        return
+    limit = max(1, int(share * len(existing)))
+    if not remaining or len(removed) > limit:
+        raise MassDeleteRefused(removed, len(existing), limit)

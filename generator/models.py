@@ -1,0 +1,172 @@
+"""The validated inputs as typed values: stores, clusters and plans."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from generator import constants
+
+_CPU = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m?)$")
+_MEMORY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([KMGTPE]i?)?$")
+_MEMORY_FACTORS = {
+    None: 1,
+    **{s: 1000 ** (i + 1) for i, s in enumerate("KMGTPE")},
+    **{s + "i": 1024 ** (i + 1) for i, s in enumerate("KMGTPE")},
+}
+
+
+def cpu_millis(quantity: str) -> int:
+    """``"500m"`` -> 500, ``"2"`` -> 2000."""
+    match = _CPU.match(quantity)
+    if not match:
+        raise ValueError(f"{quantity!r} is not a CPU quantity such as 500m or 2")
+    number, milli = match.groups()
+    return round(float(number)) if milli else round(float(number) * 1000)
+
+
+def memory_bytes(quantity: str) -> int:
+    """``"512Mi"`` -> 536870912, ``"1G"`` -> 10**9."""
+    match = _MEMORY.match(quantity)
+    if not match:
+        raise ValueError(f"{quantity!r} is not a memory quantity such as 512Mi or 4Gi")
+    number, suffix = match.groups()
+    return round(float(number) * _MEMORY_FACTORS[suffix])
+
+
+@dataclass(frozen=True)
+class Owner:
+    name: str
+    email: str
+    github: str | None = None
+
+
+@dataclass(frozen=True)
+class Store:
+    id: str
+    name: str
+    engine: str
+    plan: str
+    cluster: str
+    owner: Owner
+    state: str = "active"
+    domain: str | None = None
+    callback_url: str | None = None
+
+    @property
+    def namespace(self) -> str:
+        return constants.NAMESPACE_PREFIX + self.id
+
+    @property
+    def app_name(self) -> str:
+        return constants.NAMESPACE_PREFIX + self.id
+
+    @property
+    def source(self) -> str:
+        return f"{constants.STORES_DIR}/{self.id}{constants.ENTRY_SUFFIX}"
+
+    @property
+    def suspended(self) -> bool:
+        return self.state == "suspended"
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> Store:
+        owner = data["owner"]
+        return cls(
+            id=data["id"],
+            name=data["name"],
+            engine=data["engine"],
+            plan=data["plan"],
+            cluster=data["cluster"],
+            owner=Owner(name=owner["name"], email=owner["email"], github=owner.get("github")),
+            state=data.get("state", "active"),
+            domain=data.get("domain"),
+            callback_url=data.get("callbackUrl"),
+        )
+
+
+@dataclass(frozen=True)
+class Capacity:
+    stores: int
+    cpu_millis: int | None = None
+    memory_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class Cluster:
+    name: str
+    argocd_namespace: str
+    repo_url: str
+    base_domain: str
+    ingress_class: str
+    capacity: Capacity
+    server: str | None = None
+    destination_name: str | None = None
+    target_revision: str = "main"
+    storage_class: str | None = None
+    tls_issuer: str | None = None
+    review: bool = False
+
+    @property
+    def source(self) -> str:
+        return f"{constants.CLUSTERS_DIR}/{self.name}{constants.ENTRY_SUFFIX}"
+
+    def host_for(self, store: Store) -> str:
+        return store.domain or f"{store.id}.{self.base_domain}"
+
+    def url_for(self, store: Store) -> str:
+        scheme = "https" if self.tls_issuer else "http"
+        return f"{scheme}://{self.host_for(store)}"
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> Cluster:
+        capacity = data["capacity"]
+        argocd = data["argocd"]
+        return cls(
+            name=data["name"],
+            server=data["destination"].get("server"),
+            destination_name=data["destination"].get("name"),
+            argocd_namespace=argocd["namespace"],
+            repo_url=argocd["repoURL"],
+            target_revision=argocd.get("targetRevision", "main"),
+            base_domain=data["baseDomain"],
+            ingress_class=data["ingressClassName"],
+            storage_class=data.get("storageClassName"),
+            tls_issuer=data.get("tlsIssuer"),
+            capacity=Capacity(
+                stores=capacity["stores"],
+                cpu_millis=cpu_millis(capacity["cpu"]) if "cpu" in capacity else None,
+                memory_bytes=memory_bytes(capacity["memory"]) if "memory" in capacity else None,
+            ),
+            review=data.get("review", False),
+        )
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    cpu: str
+    memory: str
+    storage: str
+    database_volume: str
+    content_volume: str
+
+    @property
+    def cpu_millis(self) -> int:
+        return cpu_millis(self.cpu)
+
+    @property
+    def memory_bytes(self) -> int:
+        return memory_bytes(self.memory)
+
+    @classmethod
+    def from_data(cls, name: str, data: dict[str, Any]) -> Plan:
+        return cls(
+            name=name,
+            cpu=data["cpu"],
+            memory=data["memory"],
+            storage=data["storage"],
+            database_volume=data["volumes"]["database"],
+            content_volume=data["volumes"]["content"],
+        )

@@ -1,0 +1,78 @@
+"""The generator's commands on a checkout: validate, render, check and plan."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from generator import fleet, planning, rendering, trees
+from generator.errors import InvalidInput, Problem
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Report:
+    """What one render (real or in memory) produced and how it differs from what was there."""
+
+    fleet: fleet.Fleet
+    files: dict[str, str]
+    changes: planning.ChangeSet
+
+
+def load(root: Path) -> fleet.Fleet:
+    return fleet.build(trees.read_inputs(root))
+
+
+def validate(root: Path) -> tuple[fleet.Fleet, list[Problem]]:
+    loaded = load(root)
+    return loaded, loaded.problems
+
+
+def render_files(loaded: fleet.Fleet, repo_url: str = "") -> dict[str, str]:
+    """Render every store of a valid fleet; raises InvalidInput listing every problem."""
+    return rendering.render_fleet(loaded.targets(), repo_url)
+
+
+def _as_bytes(files: dict[str, str]) -> dict[str, bytes]:
+    return {p: c.encode() for p, c in files.items()}
+
+
+def render(root: Path, *, repo_url: str = "", allow_mass_delete: bool = False, share: float = 0.25,
+           write: bool = True) -> Report:
+    """Render ``root``'s inputs into ``root/rendered`` (or only compare, with ``write=False``)."""
+    loaded = load(root)
+    files = render_files(loaded, repo_url)
+    current = trees.read_rendered(root)
+    existing = {i for i in map(rendering.store_id_of, current) if i}
+    fleet.check_removals(existing, loaded.store_ids(), share=share, allow=allow_mass_delete)
+    changes = planning.compare(current, _as_bytes(files))
+    if write and changes:
+        trees.write_rendered(root, files, current)
+    log.info("rendered %d stores from %s: %s", len(loaded.store_ids()), root, changes.summary())
+    return Report(loaded, files, changes)
+
+
+def check(root: Path, *, repo_url: str = "") -> Report:
+    """Compare the committed ``rendered/`` with what the inputs render to; writes nothing."""
+    return render(root, repo_url=repo_url, allow_mass_delete=True, write=False)
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    changes: planning.ChangeSet
+    diff: str
+
+
+def plan(root: Path, base: str, *, repo_url: str = "") -> PlanResult:
+    """What the working tree's inputs change against the inputs committed at ``base``."""
+    after = _as_bytes(render_files(load(root), repo_url))
+    base_fleet = fleet.build(trees.read_inputs_at(root, base))
+    try:
+        before = _as_bytes(render_files(base_fleet, repo_url))
+    except InvalidInput:
+        # A broken base cannot be rendered; compare against what it had committed instead.
+        before = trees.read_rendered_at(root, base)
+    changes = planning.compare(before, after)
+    return PlanResult(changes, planning.unified_diff(before, after, changes))

@@ -1,0 +1,69 @@
+"""What a render changes: stores added, changed and removed, the diff, and the commit message."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+from generator import constants, rendering
+from generator.trees import Changes, diff_tree
+
+
+@dataclass(frozen=True)
+class ChangeSet:
+    added: list[str]
+    changed: list[str]
+    removed: list[str]
+    files: Changes
+
+    def __bool__(self) -> bool:
+        return bool(self.files)
+
+    def summary(self) -> str:
+        parts = [f"{len(ids)} {word}" for ids, word in
+                 ((self.added, "added"), (self.changed, "changed"), (self.removed, "removed")) if ids]
+        return ", ".join(parts) or "no store changes"
+
+    def as_dict(self) -> dict[str, object]:
+        return {"added": self.added, "changed": self.changed, "removed": self.removed,
+                "files": self.files.paths}
+
+
+def compare(before: dict[str, bytes], after: dict[str, bytes]) -> ChangeSet:
+    """Compare two rendered trees (repo-relative path -> bytes)."""
+    files = diff_tree(before, after)
+    ids_before = {i for i in map(rendering.store_id_of, before) if i}
+    ids_after = {i for i in map(rendering.store_id_of, after) if i}
+    touched = {i for i in map(rendering.store_id_of, files.paths) if i}
+    return ChangeSet(
+        added=sorted(ids_after - ids_before),
+        changed=sorted((touched & ids_before) & ids_after),
+        removed=sorted(ids_before - ids_after),
+        files=files,
+    )
+
+
+def unified_diff(before: dict[str, bytes], after: dict[str, bytes], changes: ChangeSet) -> str:
+    out: list[str] = []
+    for path in changes.files.paths:
+        old = before.get(path, b"").decode().splitlines(keepends=True)
+        new = after.get(path, b"").decode().splitlines(keepends=True)
+        out.extend(difflib.unified_diff(old, new, f"a/{path}" if path in before else "/dev/null",
+                                        f"b/{path}" if path in after else "/dev/null"))
+    return "".join(out)
+
+
+def commit_message(changes: ChangeSet, source: str, *, extra: str = "") -> str:
+    """A commit message built from the change set; ``source`` is the input commit rendered."""
+    verbs = [(changes.added, "add"), (changes.changed, "update"), (changes.removed, "remove")]
+    named = "; ".join(f"{verb} {', '.join(ids)}" for ids, verb in verbs if ids)
+    subject = f"Render stores: {named}" if named and len(named) <= 60 else f"Render stores: {changes.summary()}"
+    body: list[str] = []
+    for ids, title in ((changes.added, "Added"), (changes.changed, "Changed"), (changes.removed, "Removed")):
+        if ids:
+            body.append(f"{title}: {', '.join(ids)}")
+    if extra:
+        body.append(extra)
+    body.append("")
+    body.append(f"{constants.COMMIT_TRAILER}: {source}")
+    return subject + "\n\n" + "\n".join(body) + "\n"

@@ -1,0 +1,154 @@
+"""Publishing: render on top of the remote's branch, commit, push; retry when the remote moved.
+
+``publish`` works in a clone that storeops owns (``Settings.workdir``). Each attempt starts from
+the remote's branch, applies the caller's edit (the intake service writes store entries there),
+renders, and pushes without force. A rejected push means someone else landed first: the attempt
+is thrown away and redone on top of their commit. Nothing is committed when nothing changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+
+from generator import constants, operations, planning
+from generator.errors import GitError, PushConflict
+from generator.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Folders copied from the example repository when storeops seeds a new local remote.
+SEED_FOLDERS = (constants.STORES_DIR, constants.CLUSTERS_DIR, constants.TEMPLATES_DIR, constants.ARGOCD_DIR,
+                constants.RENDERED_DIR, "generator/schemas")
+
+#: An edit applied to the work tree before rendering; returns the repo-relative paths it touched.
+Edit = Callable[[Path], list[str]]
+
+_REJECTED = ("[rejected]", "non-fast-forward", "fetch first", "[remote rejected]", "cannot lock ref",
+             "failed to update ref", "stale info")
+
+
+@dataclass(frozen=True)
+class Published:
+    sha: str
+    changes: planning.ChangeSet
+    committed: bool
+    attempts: int
+    edited: tuple[str, ...] = ()
+
+
+def remote_url(settings: Settings) -> str:
+    """The remote to publish to, seeding the default local bare repository on first use."""
+    if settings.remote:
+        return settings.remote
+    bare = settings.default_remote
+    if not (bare / "HEAD").exists():
+        seed_remote(bare, settings.repo, settings.branch)
+    return str(bare.resolve())
+
+
+def seed_remote(bare: Path, source: Path, branch: str) -> None:
+    """Create a bare repository holding the data folders of ``source`` on ``branch``."""
+    log.info("creating local remote %s from %s", bare, source)
+    bare.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="remote-", dir=bare.parent))
+    try:
+        git.Repo.init(staging / "repo.git", bare=True, initial_branch=branch)
+        clone = git.Repo.init(staging / "seed", initial_branch=branch)
+        for folder in SEED_FOLDERS:
+            if (source / folder).is_dir():
+                shutil.copytree(source / folder, staging / "seed" / folder)
+        clone.git.add("-A")
+        clone.git.commit("-q", "--allow-empty", "-m", f"Seed the GitOps repository from {source.resolve().name}",
+                         env=_identity_env(constants.COMMIT_AUTHOR_NAME, constants.COMMIT_AUTHOR_EMAIL))
+        clone.git.push(str(staging / "repo.git"), f"HEAD:refs/heads/{branch}")
+        (staging / "repo.git").rename(bare)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _identity_env(name: str, email: str) -> dict[str, str]:
+    return {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email,
+            "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email}
+
+
+def open_workdir(settings: Settings, url: str) -> git.Repo:
+    """The storeops-owned clone of ``url``, created on first use."""
+    workdir = settings.workdir
+    try:
+        if (workdir / ".git").is_dir():
+            repo = git.Repo(workdir)
+            if repo.remotes.origin.url != url:
+                repo.remotes.origin.set_url(url)
+            return repo
+        workdir.parent.mkdir(parents=True, exist_ok=True)
+        return git.Repo.clone_from(url, workdir, no_checkout=False)
+    except git.GitCommandError as e:
+        raise GitError(f"cannot clone {url} into {workdir}: {_stderr(e)}") from e
+
+
+def _stderr(e: git.GitCommandError) -> str:
+    return " ".join(str(e.stderr).split()) or str(e)
+
+
+def sync(repo: git.Repo, branch: str) -> str:
+    """Make the work tree exactly the remote's ``branch``; return its commit (or '' when empty)."""
+    try:
+        repo.git.fetch("origin", "--prune")
+    except git.GitCommandError as e:
+        raise GitError(f"cannot fetch from {repo.remotes.origin.url}: {_stderr(e)}") from e
+    ref = f"origin/{branch}"
+    try:
+        sha: str = repo.git.rev_parse("--verify", "--quiet", f"{ref}^{{commit}}")
+    except git.GitCommandError:
+        sha = ""
+    if sha:
+        repo.git.checkout("-B", branch, ref)
+        repo.git.reset("--hard", ref)
+    repo.git.clean("-ffdx")
+    return sha
+
+
+def publish(settings: Settings, *, allow_mass_delete: bool = False, edit: Edit | None = None,
+            message_extra: str = "") -> Published:
+    """Render the remote's inputs (plus ``edit``), commit and push; see the module docstring."""
+    url = remote_url(settings)
+    repo = open_workdir(settings, url)
+    root = Path(repo.working_tree_dir or settings.workdir)
+    identity = _identity_env(settings.author_name, settings.author_email)
+    for attempt in range(1, settings.push_attempts + 1):
+        base = sync(repo, settings.branch)
+        edited = edit(root) if edit else []
+        report = operations.render(root, repo_url=settings.repo_url, allow_mass_delete=allow_mass_delete,
+                                   share=settings.mass_delete_share)
+        paths = sorted(set(edited) | set(report.changes.files.paths))
+        if paths:
+            repo.git.add("-A", "--", *paths)
+        if not paths or not repo.git.diff("--cached", "--name-only"):
+            log.info("nothing to publish; %s is at %s", settings.branch, base[:12] or "(empty)")
+            return Published(base, report.changes, False, attempt, tuple(edited))
+        message = planning.commit_message(report.changes, base or "(none)", extra=message_extra)
+        repo.git.commit("-q", "-m", message, env=identity)
+        sha = repo.head.commit.hexsha
+        try:
+            repo.git.push("--porcelain", "origin", f"HEAD:refs/heads/{settings.branch}")
+        except git.GitCommandError as e:
+            output = f"{e.stdout} {e.stderr}"
+            if not any(marker in output for marker in _REJECTED):
+                raise GitError(f"cannot push to {url}: {_stderr(e)}") from e
+            delay = min(2.0, 0.05 * 2 ** attempt) * (0.5 + random.random())
+            log.info("push of %s rejected (attempt %d/%d); re-rendering on top in %.2fs",
+                     sha[:12], attempt, settings.push_attempts, delay)
+            time.sleep(delay)
+            continue
+        log.info("published %s to %s: %s", sha[:12], url, report.changes.summary())
+        return Published(sha, report.changes, True, attempt, tuple(edited))
+    raise PushConflict(f"{url} kept moving; gave up after {settings.push_attempts} attempts")

@@ -1,0 +1,213 @@
+"""Rendering: a validated store and its cluster profile and plan become Argo CD objects and values.
+
+Pure functions; nothing here reads or writes files. Output paths are relative to the repo root.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from generator import constants, emitting
+from generator.models import Cluster, Plan, Store
+
+
+def app_path(cluster: str, store_id: str) -> str:
+    return f"{constants.RENDERED_DIR}/{cluster}/{constants.APPS_SUBDIR}/{store_id}{constants.ENTRY_SUFFIX}"
+
+
+def values_path(cluster: str, store_id: str) -> str:
+    return f"{constants.RENDERED_DIR}/{cluster}/{constants.VALUES_SUBDIR}/{store_id}{constants.ENTRY_SUFFIX}"
+
+
+def chart_path(engine: str) -> str:
+    return f"{constants.TEMPLATES_DIR}/{engine}"
+
+
+def labels(store: Store) -> dict[str, str]:
+    """Recommended Kubernetes labels plus the storeops labels to select stores by."""
+    out = {
+        constants.LABEL_NAME: store.engine,
+        constants.LABEL_INSTANCE: store.app_name,
+        constants.LABEL_PART_OF: constants.PART_OF,
+        constants.LABEL_MANAGED_BY: constants.MANAGED_BY,
+        constants.LABEL_COMPONENT: "store",
+        constants.LABEL_STORE: store.id,
+        constants.LABEL_ENGINE: store.engine,
+        constants.LABEL_CLUSTER: store.cluster,
+        constants.LABEL_PLAN: store.plan,
+        constants.LABEL_STATE: store.state,
+    }
+    if store.owner.github:
+        # GitHub logins are case-insensitive; labels are compared exactly.
+        out[constants.LABEL_OWNER] = store.owner.github.lower()
+    return out
+
+
+def values(store: Store, cluster: Cluster, plan: Plan) -> dict[str, Any]:
+    """The Helm values for the store's chart: the contract between generator and charts."""
+    owner: dict[str, Any] = {"name": store.owner.name, "email": store.owner.email}
+    if store.owner.github:
+        owner["github"] = store.owner.github
+    tls: dict[str, Any] = {"enabled": cluster.tls_issuer is not None}
+    if cluster.tls_issuer:
+        tls["issuer"] = cluster.tls_issuer
+    persistence: dict[str, Any] = {
+        "database": {"size": plan.database_volume},
+        "content": {"size": plan.content_volume},
+    }
+    if cluster.storage_class:
+        persistence["storageClassName"] = cluster.storage_class
+    return {
+        "store": {
+            "id": store.id,
+            "name": store.name,
+            "engine": store.engine,
+            "plan": store.plan,
+            "owner": owner,
+        },
+        "suspended": store.suspended,
+        "host": cluster.host_for(store),
+        "url": cluster.url_for(store),
+        "ingress": {"className": cluster.ingress_class, "tls": tls},
+        "persistence": persistence,
+        "quota": {"cpu": plan.cpu, "memory": plan.memory, "storage": plan.storage},
+    }
+
+
+def _destination(store: Store, cluster: Cluster) -> dict[str, str]:
+    destination = {"namespace": store.namespace}
+    if cluster.server:
+        destination["server"] = cluster.server
+    else:
+        assert cluster.destination_name is not None
+        destination["name"] = cluster.destination_name
+    return destination
+
+
+def app_project(store: Store, cluster: Cluster, repo_url: str) -> dict[str, Any]:
+    """A project per store: its Application may deploy from this repo into its own namespace only."""
+    return {
+        "apiVersion": constants.ARGOCD_API_VERSION,
+        "kind": constants.APPPROJECT_KIND,
+        "metadata": {
+            "name": store.app_name,
+            "namespace": cluster.argocd_namespace,
+            "labels": labels(store),
+            "annotations": {
+                constants.ANNOTATION_SOURCE: store.source,
+                # Before the Application that names it.
+                constants.ANNOTATION_SYNC_WAVE: "-1",
+            },
+        },
+        "spec": {
+            "description": f"Store {store.id} ({store.name})",
+            "sourceRepos": [repo_url],
+            "destinations": [_destination(store, cluster)],
+            # The only cluster-scoped object a store may own is its own namespace.
+            "clusterResourceWhitelist": [{"group": "", "kind": "Namespace"}],
+            "namespaceResourceBlacklist": [],
+        },
+    }
+
+
+def application(store: Store, cluster: Cluster, repo_url: str) -> dict[str, Any]:
+    url = cluster.url_for(store)
+    chart = chart_path(store.engine)
+    values_file = values_path(cluster.name, store.id)
+    return {
+        "apiVersion": constants.ARGOCD_API_VERSION,
+        "kind": constants.APPLICATION_KIND,
+        "metadata": {
+            "name": store.app_name,
+            "namespace": cluster.argocd_namespace,
+            "labels": labels(store),
+            "annotations": {
+                constants.ANNOTATION_SOURCE: store.source,
+                constants.ANNOTATION_URL: url,
+                constants.ANNOTATION_STORE_LINK: url,
+                constants.ANNOTATION_OWNER_EMAIL: store.owner.email,
+                # Only pushes touching the store's chart or values refresh this Application.
+                constants.ANNOTATION_MANIFEST_PATHS: f"/{chart};/{values_file};/{constants.PLANS_FILE}",
+            },
+            "finalizers": [constants.RESOURCES_FINALIZER],
+        },
+        "spec": {
+            "project": store.app_name,
+            "source": {
+                "repoURL": repo_url,
+                "targetRevision": cluster.target_revision,
+                "path": chart,
+                "helm": {
+                    "releaseName": store.app_name,
+                    # Value files are resolved from the chart directory; this one stays inside the repo.
+                    "valueFiles": ["../../" + values_file],
+                },
+            },
+            "destination": _destination(store, cluster),
+            "syncPolicy": {
+                "automated": {"prune": True, "selfHeal": True},
+                "syncOptions": ["CreateNamespace=true", "PruneLast=true"],
+                "managedNamespaceMetadata": {
+                    "labels": {
+                        constants.POD_SECURITY_ENFORCE: "baseline",
+                        constants.POD_SECURITY_AUDIT: "restricted",
+                        constants.POD_SECURITY_WARN: "restricted",
+                        constants.LABEL_STORE: store.id,
+                        constants.LABEL_PART_OF: constants.PART_OF,
+                    },
+                },
+                "retry": {
+                    "limit": 5,
+                    "backoff": {"duration": "10s", "factor": 2, "maxDuration": "3m"},
+                },
+            },
+            "revisionHistoryLimit": 5,
+            "info": [{"name": "Store", "value": url}],
+        },
+    }
+
+
+@dataclass(frozen=True)
+class Target:
+    """Everything one store renders from."""
+
+    store: Store
+    cluster: Cluster
+    plan: Plan
+
+
+def _header(source: str, cluster: Cluster) -> str:
+    return (f"Generated by storeops from {source} and {cluster.source}.\n"
+            "Do not edit: change the store entry and run storeops render.")
+
+
+def render_store(target: Target, repo_url: str = "") -> dict[str, str]:
+    """The files of one store: ``{repo-relative path: content}``."""
+    store, cluster = target.store, target.cluster
+    url = repo_url or cluster.repo_url
+    header = _header(store.source, cluster)
+    return {
+        app_path(cluster.name, store.id): emitting.dump_all(
+            [app_project(store, cluster, url), application(store, cluster, url)], header
+        ),
+        values_path(cluster.name, store.id): emitting.dump(
+            values(store, cluster, target.plan), header + f"\nPlan from {constants.PLANS_FILE}."
+        ),
+    }
+
+
+def render_fleet(targets: Iterable[Target], repo_url: str = "") -> dict[str, str]:
+    files: dict[str, str] = {}
+    for target in targets:
+        files.update(render_store(target, repo_url))
+    return files
+
+
+def store_id_of(path: str) -> str | None:
+    """The store a rendered file belongs to, from its path."""
+    parts = path.split("/")
+    if len(parts) == 4 and parts[0] == constants.RENDERED_DIR and parts[3].endswith(constants.ENTRY_SUFFIX):
+        return parts[3].removesuffix(constants.ENTRY_SUFFIX)
+    return None

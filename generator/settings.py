@@ -1,0 +1,87 @@
+"""Settings: one frozen object built once from ``STOREOPS_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from generator import errors
+
+
+def _default_state_dir() -> Path:
+    return Path(".storeops")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the generator needs to know beyond the repository's own files.
+
+    ``repo`` is the checkout holding ``stores/``, ``clusters/`` and ``templates/`` (the embedded
+    example data when nothing is set). ``remote`` is where ``publish`` pushes; empty means a local
+    bare repository under ``state_dir`` that is seeded from ``repo`` on first use.
+    """
+
+    repo: Path = field(default_factory=lambda: Path("."))
+    remote: str = ""
+    branch: str = "main"
+    state_dir: Path = field(default_factory=_default_state_dir)
+    #: Overrides every cluster profile's ``argocd.repoURL`` (tests point Argo CD at a local remote).
+    repo_url: str = ""
+    #: Largest share of existing stores one run may remove without ``--allow-mass-delete``.
+    mass_delete_share: float = 0.25
+    push_attempts: int = 5
+    author_name: str = "storeops"
+    author_email: str = "storeops@localhost"
+
+    @property
+    def workdir(self) -> Path:
+        """The clone that ``publish`` commits in; storeops owns it and may reset it."""
+        return self.state_dir / "work"
+
+    @property
+    def default_remote(self) -> Path:
+        return self.state_dir / "remote.git"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        defaults = cls()
+        return cls(
+            repo=Path(env.get("STOREOPS_REPO", str(defaults.repo))),
+            remote=env.get("STOREOPS_REMOTE", defaults.remote),
+            branch=env.get("STOREOPS_BRANCH", defaults.branch),
+            state_dir=Path(env.get("STOREOPS_STATE_DIR", str(defaults.state_dir))),
+            repo_url=env.get("STOREOPS_REPO_URL", defaults.repo_url),
+            mass_delete_share=_fraction(env, "STOREOPS_MASS_DELETE_SHARE", defaults.mass_delete_share),
+            push_attempts=_positive_int(env, "STOREOPS_PUSH_ATTEMPTS", defaults.push_attempts),
+            author_name=env.get("STOREOPS_GIT_AUTHOR_NAME", defaults.author_name),
+            author_email=env.get("STOREOPS_GIT_AUTHOR_EMAIL", defaults.author_email),
+        )
+
+
+def _fraction(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = env.get(key)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise errors.ConfigError(f"{key} has value {raw!r}. Not a number.") from None
+    if not 0 <= value <= 1:
+        raise errors.ConfigError(f"{key} has value {raw!r}. Must be between 0 and 1.")
+    return value
+
+
+def _positive_int(env: Mapping[str, str], key: str, default: int) -> int:
+    raw = env.get(key)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise errors.ConfigError(f"{key} has value {raw!r}. Not an integer.") from None
+    if value < 1:
+        raise errors.ConfigError(f"{key} has value {raw!r}. Must be at least 1.")
+    return value

@@ -1,0 +1,224 @@
+"""Validation of store entries, cluster profiles and plans: the schema, then cross-entry rules.
+
+Pure: documents in, :class:`~generator.errors.Problem` lists out. Every rule reports every
+violation it finds, so one run names all that is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import jsonschema
+
+from generator import constants, models
+from generator.documents import Document, FieldPath, field_name
+from generator.errors import Problem
+
+
+@cache
+def load_schema(name: str) -> dict[str, Any]:
+    """One of the JSON Schemas shipped in ``generator/schemas/``."""
+    text = resources.files("generator").joinpath("schemas").joinpath(name).read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+@cache
+def _validator(name: str) -> jsonschema.Draft202012Validator:
+    schema = load_schema(name)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 60 else repr(value[:57] + "...")
+    return json.dumps(value, default=str)[:60]
+
+
+_TYPE_NAMES = {
+    "string": "a string",
+    "object": "a mapping",
+    "array": "a list",
+    "integer": "an integer",
+    "boolean": "true or false",
+    "number": "a number",
+}
+
+
+def _type_name(value: Any) -> str:
+    for python_type, name in ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"),
+                              (dict, "mapping"), (list, "list")):
+        if isinstance(value, python_type):
+            return name
+    return "null" if value is None else type(value).__name__
+
+
+def schema_problems(doc: Document, schema_name: str) -> list[Problem]:
+    """Every schema violation in ``doc``, each pinned to its field and line."""
+    problems: list[Problem] = []
+    for error in _validator(schema_name).iter_errors(doc.data):
+        field: FieldPath = tuple(error.absolute_path)
+        validator = error.validator
+        if validator == "additionalProperties" and isinstance(error.instance, dict):
+            allowed = sorted(error.schema.get("properties", {}))
+            for key in sorted(set(error.instance) - set(allowed)):
+                problems.append(Problem(doc.path, doc.line_of((*field, key)), field_name((*field, key)),
+                                        f"unknown field (allowed: {', '.join(allowed)})"))
+            continue
+        if validator == "required" and isinstance(error.instance, dict):
+            missing = [k for k in error.validator_value if k not in error.instance]
+            for key in missing:
+                problems.append(Problem(doc.path, doc.line_of(field), field_name((*field, key)), "is required"))
+            continue
+        if validator == "enum":
+            choices = ", ".join(str(c) for c in error.validator_value)
+            message = f"{_describe(error.instance)} is not one of {choices}"
+        elif validator == "type":
+            message = f"must be {_TYPE_NAMES.get(str(error.validator_value), error.validator_value)}, " \
+                      f"not {_type_name(error.instance)} {_describe(error.instance)}"
+        elif validator == "pattern":
+            hint = error.schema.get("x-pattern-message", f"does not match {error.validator_value}")
+            message = f"{_describe(error.instance)} is {hint}" if hint.startswith("not ") \
+                else f"{_describe(error.instance)}: {hint}"
+        elif validator in ("minLength", "maxLength"):
+            message = f"must be {'at least' if validator == 'minLength' else 'at most'} " \
+                      f"{error.validator_value} characters, not {len(error.instance)}"
+        elif validator in ("minProperties", "maxProperties"):
+            message = "must set exactly one of: " + ", ".join(sorted(error.schema.get("properties", {})))
+        else:
+            message = error.message
+        problems.append(Problem(doc.path, doc.line_of(field), field_name(field) or "(top)", message))
+    return problems
+
+
+def _expected_name(path: str) -> str:
+    return path.rsplit("/", 1)[-1].removesuffix(constants.ENTRY_SUFFIX)
+
+
+def store_problems(doc: Document) -> list[Problem]:
+    """Schema, file name and name-length rules for one store entry."""
+    if not isinstance(doc.data, dict):
+        return [Problem(doc.path, doc.line_of(()), "", f"must be a mapping of fields, not {_type_name(doc.data)}")]
+    problems = schema_problems(doc, constants.STORE_SCHEMA)
+    store_id = doc.data.get("id")
+    if isinstance(store_id, str):
+        expected = _expected_name(doc.path)
+        if store_id != expected:
+            problems.append(Problem(doc.path, doc.line_of(("id",)), "id",
+                                    f"{_describe(store_id)} does not match the file name; "
+                                    f"the file must be {constants.STORES_DIR}/{store_id}{constants.ENTRY_SUFFIX}"))
+        for what, template, limit in constants.DERIVED_NAME_LIMITS:
+            derived = template.format(id=store_id)
+            if len(derived) > limit:
+                longest = limit - len(template.format(id=""))
+                problems.append(Problem(doc.path, doc.line_of(("id",)), "id",
+                                        f"is {len(store_id)} characters; the {what} name {template} must fit "
+                                        f"{limit}, so an id may have at most {longest}"))
+                break
+    return problems
+
+
+def cluster_problems(doc: Document) -> list[Problem]:
+    if not isinstance(doc.data, dict):
+        return [Problem(doc.path, doc.line_of(()), "", f"must be a mapping of fields, not {_type_name(doc.data)}")]
+    problems = schema_problems(doc, constants.CLUSTER_SCHEMA)
+    name = doc.data.get("name")
+    if isinstance(name, str) and name != _expected_name(doc.path):
+        problems.append(Problem(doc.path, doc.line_of(("name",)), "name",
+                                f"{_describe(name)} does not match the file name; "
+                                f"the file must be {constants.CLUSTERS_DIR}/{name}{constants.ENTRY_SUFFIX}"))
+    return problems
+
+
+def plans_problems(doc: Document) -> list[Problem]:
+    if not isinstance(doc.data, dict):
+        return [Problem(doc.path, doc.line_of(()), "", f"must be a mapping of fields, not {_type_name(doc.data)}")]
+    problems = schema_problems(doc, constants.PLANS_SCHEMA)
+    offered = load_schema(constants.STORE_SCHEMA)["properties"]["plan"]["enum"]
+    plans = doc.data.get("plans")
+    if isinstance(plans, dict):
+        for name in offered:
+            if name not in plans:
+                problems.append(Problem(doc.path, doc.line_of(("plans",)), f"plans.{name}",
+                                        "is offered by the store schema but not defined"))
+    return problems
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A store entry that passed its own checks, with its document for error locations."""
+
+    store: models.Store
+    doc: Document
+
+
+def fleet_problems(
+    stores: Iterable[Entry],
+    clusters: Mapping[str, tuple[models.Cluster, Document]],
+    plans: Mapping[str, models.Plan],
+) -> list[Problem]:
+    """The rules that span entries: unique ids and hosts, known clusters and plans, capacity."""
+    problems: list[Problem] = []
+    by_id: dict[str, Entry] = {}
+    by_host: dict[str, Entry] = {}
+    load: dict[str, list[Entry]] = {}
+    for entry in stores:
+        store, doc = entry.store, entry.doc
+        first = by_id.setdefault(store.id, entry)
+        if first is not entry:
+            problems.append(Problem(doc.path, doc.line_of(("id",)), "id",
+                                    f"{store.id!r} is already used by {first.doc.path}"))
+            continue
+        if store.plan not in plans:
+            problems.append(Problem(doc.path, doc.line_of(("plan",)), "plan",
+                                    f"{store.plan!r} is not defined in {constants.PLANS_FILE}"))
+        target = clusters.get(store.cluster)
+        if target is None:
+            known = ", ".join(sorted(clusters)) or "none"
+            problems.append(Problem(doc.path, doc.line_of(("cluster",)), "cluster",
+                                    f"{store.cluster!r} has no profile in {constants.CLUSTERS_DIR}/ "
+                                    f"(known: {known})"))
+            continue
+        cluster = target[0]
+        host = cluster.host_for(store)
+        holder = by_host.setdefault(host, entry)
+        if holder is not entry:
+            field = ("domain",) if store.domain else ("id",)
+            problems.append(Problem(doc.path, doc.line_of(field), field[0],
+                                    f"host {host!r} is already served by {holder.doc.path}"))
+        load.setdefault(store.cluster, []).append(entry)
+    for name, entries in sorted(load.items()):
+        cluster, cdoc = clusters[name]
+        problems.extend(_capacity_problems(cluster, cdoc, entries, plans))
+    return problems
+
+
+def _capacity_problems(
+    cluster: models.Cluster, doc: Document, entries: list[Entry], plans: Mapping[str, models.Plan]
+) -> list[Problem]:
+    problems = []
+    capacity = cluster.capacity
+    if len(entries) > capacity.stores:
+        problems.append(Problem(doc.path, doc.line_of(("capacity", "stores")), "capacity.stores",
+                                f"{len(entries)} stores are placed on cluster {cluster.name!r}; "
+                                f"its capacity is {capacity.stores}"))
+    sized = [plans[e.store.plan] for e in entries if e.store.plan in plans]
+    if capacity.cpu_millis is not None:
+        used = sum(p.cpu_millis for p in sized)
+        if used > capacity.cpu_millis:
+            problems.append(Problem(doc.path, doc.line_of(("capacity", "cpu")), "capacity.cpu",
+                                    f"the plans of {len(sized)} stores need {used}m CPU; "
+                                    f"capacity is {capacity.cpu_millis}m"))
+    if capacity.memory_bytes is not None:
+        used = sum(p.memory_bytes for p in sized)
+        if used > capacity.memory_bytes:
+            problems.append(Problem(doc.path, doc.line_of(("capacity", "memory")), "capacity.memory",
+                                    f"the plans of {len(sized)} stores need {used / 2**30:.1f}Gi memory; "
+                                    f"capacity is {capacity.memory_bytes / 2**30:.1f}Gi"))
+    return problems

@@ -1,0 +1,3 @@
+"""storeops service: store requests in, store entries in Git, status out."""
+
+from __future__ import annotations
