@@ -17,6 +17,8 @@ from generator.errors import InvalidInput, MassDeleteRefused, Problem
 class _StoreFile:
     entry: validation.Entry | None
     problems: tuple[Problem, ...]
+    #: The parsed document of an entry that failed its own checks (cross rules still look at it).
+    doc: documents.Document | None = None
 
 
 @dataclass(frozen=True)
@@ -76,13 +78,18 @@ def _store_file(path: str, content: bytes | str) -> _StoreFile:
         return _StoreFile(None, (e.problem,))
     problems = validation.store_problems(doc)
     if problems:
-        return _StoreFile(None, tuple(problems))
+        return _StoreFile(None, tuple(problems), doc)
     return _StoreFile(validation.Entry(models.Store.from_data(doc.data), doc), ())
 
 
 def _with_cross_rules(fleet: Fleet) -> Fleet:
     entries = [fleet.stores[p].entry for p in sorted(fleet.stores)]
     cross = validation.fleet_problems([e for e in entries if e], fleet.clusters, fleet.plans)
+    for store_file in fleet.stores.values():
+        if store_file.doc is not None and fleet.clusters:
+            problem = validation.unknown_cluster(store_file.doc, fleet.clusters)
+            if problem:
+                cross.append(problem)
     return replace(fleet, cross_problems=tuple(cross))
 
 

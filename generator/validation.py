@@ -113,14 +113,14 @@ def store_problems(doc: Document) -> list[Problem]:
             problems.append(Problem(doc.path, doc.line_of(("id",)), "id",
                                     f"{_describe(store_id)} does not match the file name; "
                                     f"the file must be {constants.STORES_DIR}/{store_id}{constants.ENTRY_SUFFIX}"))
-        for what, template, limit in constants.DERIVED_NAME_LIMITS:
-            derived = template.format(id=store_id)
-            if len(derived) > limit:
-                longest = limit - len(template.format(id=""))
-                problems.append(Problem(doc.path, doc.line_of(("id",)), "id",
-                                        f"is {len(store_id)} characters; the {what} name {template} must fit "
-                                        f"{limit}, so an id may have at most {longest}"))
-                break
+        exceeded = [(limit - len(template.format(id="")), what, template, limit)
+                     for what, template, limit in constants.DERIVED_NAME_LIMITS
+                     if len(template.format(id=store_id)) > limit]
+        if exceeded:
+            longest, what, template, limit = min(exceeded)
+            problems.append(Problem(doc.path, doc.line_of(("id",)), "id",
+                                    f"is {len(store_id)} characters; the {what} name {template} must fit "
+                                    f"{limit}, so an id may have at most {longest}"))
     return problems
 
 
@@ -158,6 +158,16 @@ class Entry:
     doc: Document
 
 
+def unknown_cluster(doc: Document, clusters: Mapping[str, object]) -> Problem | None:
+    """The problem when a store names a cluster with no profile (also for otherwise invalid entries)."""
+    name = doc.data.get("cluster") if isinstance(doc.data, dict) else None
+    if not isinstance(name, str) or name in clusters:
+        return None
+    known = ", ".join(sorted(clusters)) or "none"
+    return Problem(doc.path, doc.line_of(("cluster",)), "cluster",
+                   f"{name!r} has no profile in {constants.CLUSTERS_DIR}/ (known: {known})")
+
+
 def fleet_problems(
     stores: Iterable[Entry],
     clusters: Mapping[str, tuple[models.Cluster, Document]],
@@ -180,10 +190,7 @@ def fleet_problems(
                                     f"{store.plan!r} is not defined in {constants.PLANS_FILE}"))
         target = clusters.get(store.cluster)
         if target is None:
-            known = ", ".join(sorted(clusters)) or "none"
-            problems.append(Problem(doc.path, doc.line_of(("cluster",)), "cluster",
-                                    f"{store.cluster!r} has no profile in {constants.CLUSTERS_DIR}/ "
-                                    f"(known: {known})"))
+            problems.append(unknown_cluster(doc, clusters))  # type: ignore[arg-type]
             continue
         cluster = target[0]
         host = cluster.host_for(store)

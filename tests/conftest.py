@@ -1,0 +1,51 @@
+"""Shared fixtures: example repositories on disk and the control plane from harness/."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["tests.controlplane"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+#: What a GitOps repository holds: the data folders of this one.
+DATA_FOLDERS = ("stores", "clusters", "templates", "argocd", "rendered", "generator/schemas")
+
+
+def git(cwd: Path, *args: str) -> str:
+    result = subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True, check=True,
+                            env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.test",
+                                 "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.test",
+                                 "PATH": "/usr/bin:/bin:/usr/local/bin", "HOME": str(cwd)})
+    return result.stdout.strip()
+
+
+def copy_example(target: Path, *, with_git: bool = True) -> Path:
+    """A copy of the example data folders at ``target``, committed on ``main`` when ``with_git``."""
+    target.mkdir(parents=True, exist_ok=True)
+    for folder in DATA_FOLDERS:
+        if (REPO_ROOT / folder).is_dir():
+            shutil.copytree(REPO_ROOT / folder, target / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    if with_git:
+        git(target, "init", "-q", "-b", "main")
+        git(target, "add", "-A")
+        git(target, "commit", "-qm", "example")
+    return target
+
+
+@pytest.fixture
+def example_repo(tmp_path: Path) -> Path:
+    """A git checkout holding the example stores, clusters, plans, charts and rendered output."""
+    return copy_example(tmp_path / "repo")
+
+
+@pytest.fixture
+def bare_remote(tmp_path: Path, example_repo: Path) -> Path:
+    """A bare repository whose main branch is the example repository."""
+    bare = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(bare))
+    git(example_repo, "push", "-q", str(bare), "main:main")
+    return bare
