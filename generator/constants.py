@@ -64,6 +64,8 @@ LABEL_STATE = "storeops.io/state"
 ANNOTATION_SOURCE = "storeops.io/source"
 ANNOTATION_URL = "storeops.io/url"
 ANNOTATION_OWNER_EMAIL = "storeops.io/owner-email"
+#: Where the status reader POSTs this store's status changes (besides the global callback).
+ANNOTATION_CALLBACK_URL = "storeops.io/callback-url"
 ANNOTATION_MANIFEST_PATHS = "argocd.argoproj.io/manifest-generate-paths"
 ANNOTATION_SYNC_WAVE = "argocd.argoproj.io/sync-wave"
 #: Argo CD shows ``link.argocd.argoproj.io/<title>`` annotations as links on the Application.

@@ -19,7 +19,7 @@ _PLAIN = re.compile(r"^[A-Za-z0-9/][-A-Za-z0-9 ._/@=+,():;]*[-A-Za-z0-9._/@=+()]
 _resolver = yaml.resolver.Resolver()
 _STR_TAG = "tag:yaml.org,2002:str"
 #: Characters YAML does not allow unescaped even inside a double-quoted scalar.
-_NOT_PRINTABLE = re.compile("[\x7f-\x84\x86-\x9f\u2028\u2029\ud800-\udfff\ufeff\ufffe\uffff]")
+_NOT_PRINTABLE = re.compile("[\x7f-\x9f\u2028\u2029\ud800-\udfff\ufeff\ufffe\uffff]")
 
 
 @lru_cache(maxsize=65536)
@@ -27,7 +27,7 @@ def _string(value: str) -> str:
     if _PLAIN.match(value) and ": " not in value and _resolver.resolve(yaml.ScalarNode, value, (True, False)) == _STR_TAG:
         return value
     quoted = json.dumps(value, ensure_ascii=False)
-    return json.dumps(value) if _NOT_PRINTABLE.search(quoted) else quoted
+    return _NOT_PRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", quoted)
 
 
 def _scalar(value: Any) -> str:

@@ -116,6 +116,16 @@ def application(store: Store, cluster: Cluster, repo_url: str) -> dict[str, Any]
     url = cluster.url_for(store)
     chart = chart_path(store.engine)
     values_file = values_path(cluster.name, store.id)
+    annotations = {
+        constants.ANNOTATION_SOURCE: store.source,
+        constants.ANNOTATION_URL: url,
+        constants.ANNOTATION_STORE_LINK: url,
+        constants.ANNOTATION_OWNER_EMAIL: store.owner.email,
+        # Only pushes touching the store's chart or values refresh this Application.
+        constants.ANNOTATION_MANIFEST_PATHS: f"/{chart};/{values_file};/{constants.PLANS_FILE}",
+    }
+    if store.callback_url:
+        annotations[constants.ANNOTATION_CALLBACK_URL] = store.callback_url
     return {
         "apiVersion": constants.ARGOCD_API_VERSION,
         "kind": constants.APPLICATION_KIND,
@@ -123,14 +133,7 @@ def application(store: Store, cluster: Cluster, repo_url: str) -> dict[str, Any]
             "name": store.app_name,
             "namespace": cluster.argocd_namespace,
             "labels": labels(store),
-            "annotations": {
-                constants.ANNOTATION_SOURCE: store.source,
-                constants.ANNOTATION_URL: url,
-                constants.ANNOTATION_STORE_LINK: url,
-                constants.ANNOTATION_OWNER_EMAIL: store.owner.email,
-                # Only pushes touching the store's chart or values refresh this Application.
-                constants.ANNOTATION_MANIFEST_PATHS: f"/{chart};/{values_file};/{constants.PLANS_FILE}",
-            },
+            "annotations": annotations,
             "finalizers": [constants.RESOURCES_FINALIZER],
         },
         "spec": {
