@@ -1,0 +1,161 @@
+"""The storeops commands on a real checkout: validate, render, check and plan."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import git
+
+ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n" \
+             "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+
+
+def storeops(repo: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "webhook.cli", *args, "--repo", str(repo)]
+                          if args[0] != "publish" else [sys.executable, "-m", "webhook.cli", *args],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2],
+                          env={**os.environ, **(env or {})}, timeout=120)
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    out = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and ".git" not in path.parts:
+            out[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def test_validate_render_check_on_the_examples(example_repo: Path) -> None:
+    result = storeops(example_repo, "validate")
+    assert result.returncode == 0 and result.stdout.startswith("ok: 4 stores, 2 clusters, 3 plans")
+    result = storeops(example_repo, "render")
+    assert result.returncode == 0, result.stderr
+    assert "no store changes" in result.stdout
+    assert storeops(example_repo, "check").returncode == 0
+
+
+def test_render_adds_changes_and_removes_stores(example_repo: Path) -> None:
+    text = (example_repo / "stores/bookworm.yaml").read_text()
+    (example_repo / "stores/pages.yaml").write_text(text.replace("bookworm", "pages"))
+    (example_repo / "stores/acme-outdoor.yaml").write_text(
+        (example_repo / "stores/acme-outdoor.yaml").read_text().replace("plan: small", "plan: medium"))
+    (example_repo / "stores/coffee-lab.yaml").unlink()
+    result = storeops(example_repo, "render")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("rendered 4 stores: 1 added, 1 changed, 1 removed; 4 files written, 2 removed")
+    assert (example_repo / "rendered/local/apps/pages.yaml").is_file()
+    assert not (example_repo / "rendered/prod/apps/coffee-lab.yaml").exists()
+    assert not (example_repo / "rendered/prod/values/coffee-lab.yaml").exists()
+    assert "storage: 40Gi" in (example_repo / "rendered/local/values/acme-outdoor.yaml").read_text()
+
+
+def test_unchanged_files_keep_their_inode(example_repo: Path) -> None:
+    kept = example_repo / "rendered/local/apps/bookworm.yaml"
+    before = kept.stat()
+    (example_repo / "stores/acme-outdoor.yaml").write_text(
+        (example_repo / "stores/acme-outdoor.yaml").read_text().replace("Acme Outdoor Gear", "Acme Gear"))
+    assert storeops(example_repo, "render").returncode == 0
+    after = kept.stat()
+    assert (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns)
+
+
+def test_check_fails_on_stale_output(example_repo: Path) -> None:
+    (example_repo / "rendered/local/values/bookworm.yaml").write_text("edited: by hand\n")
+    (example_repo / "rendered/local/apps/stray.yaml").write_text("kind: Stray\n")
+    result = storeops(example_repo, "check")
+    assert result.returncode == 1
+    assert "rendered/local/values/bookworm.yaml" in result.stdout
+    assert "rendered/local/apps/stray.yaml" in result.stdout
+    assert storeops(example_repo, "render").returncode == 0
+    assert not (example_repo / "rendered/local/apps/stray.yaml").exists()
+    assert storeops(example_repo, "check").returncode == 0
+
+
+BAD_INPUTS = {
+    "malformed": ("stores/bookworm.yaml", "id: bookworm\nname: [unclosed\n", "stores/bookworm.yaml:3: malformed YAML"),
+    "alias bomb": ("stores/bomb.yaml", ALIAS_BOMB, "stores/bomb.yaml:1: defines the YAML anchor &a"),
+    "wrong type": ("stores/bookworm.yaml", None, "stores/bookworm.yaml:3: name: must be a string, not list"),
+    "unknown key": ("stores/bookworm.yaml", None, "stores/bookworm.yaml:11: shoe_size: unknown field"),
+    "duplicate id": ("stores/copy.yaml", None, "stores/copy.yaml:2: id: 'bookworm' does not match the file name"),
+    "path id": ("stores/x.yaml", None, "stores/x.yaml:2: id: '../x': lower-case letters"),
+    "upper id": ("stores/A_B.yaml", None, "stores/A_B.yaml:2: id: 'A_B': lower-case letters"),
+    "unicode id": ("stores/ünï.yaml", None, "id: 'ünï': lower-case letters"),
+    "200 chars": ("stores/" + "a" * 200 + ".yaml", None, "id: is 200 characters"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_named_and_nothing_is_written(example_repo: Path, case: str) -> None:
+    path, text, expected = BAD_INPUTS[case]
+    original = (example_repo / "stores/bookworm.yaml").read_text()
+    if text is None:
+        text = {
+            "wrong type": original.replace("name: Bookworm Books", "name: [Bookworm]"),
+            "unknown key": original + "shoe_size: 44\n",
+            "duplicate id": original,
+            "path id": original.replace("id: bookworm", 'id: "../x"'),
+            "upper id": original.replace("id: bookworm", "id: A_B"),
+            "unicode id": original.replace("id: bookworm", "id: ünï"),
+            "200 chars": original.replace("id: bookworm", "id: " + "a" * 200),
+        }[case]
+    (example_repo / path).write_text(text)
+    before = snapshot(example_repo / "rendered")
+    result = storeops(example_repo, "render")
+    assert result.returncode == 1
+    assert expected in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert snapshot(example_repo / "rendered") == before
+
+
+def test_empty_stores_folder_does_not_delete_the_fleet(example_repo: Path) -> None:
+    for entry in (example_repo / "stores").glob("*.yaml"):
+        entry.unlink()
+    before = snapshot(example_repo / "rendered")
+    result = storeops(example_repo, "render")
+    assert result.returncode == 1
+    assert "no store entries are left; refusing to remove all 4 stores" in result.stderr
+    assert snapshot(example_repo / "rendered") == before
+    result = storeops(example_repo, "render", "--allow-mass-delete")
+    assert result.returncode == 0, result.stderr
+    assert not (example_repo / "rendered").exists() or not any((example_repo / "rendered").rglob("*.yaml"))
+
+
+def test_mass_delete_share_is_configurable(example_repo: Path) -> None:
+    for store_id in ("bookworm", "coffee-lab"):
+        (example_repo / f"stores/{store_id}.yaml").unlink()
+    result = storeops(example_repo, "render")
+    assert result.returncode == 1 and "refusing to remove 2 of 4 stores at once (limit 1)" in result.stderr
+    result = storeops(example_repo, "render", env={"STOREOPS_MASS_DELETE_SHARE": "0.5"})
+    assert result.returncode == 0, result.stderr
+    bad = storeops(example_repo, "render", env={"STOREOPS_MASS_DELETE_SHARE": "lots"})
+    assert bad.returncode == 1 and "STOREOPS_MASS_DELETE_SHARE has value 'lots'. Not a number." in bad.stderr
+
+
+def test_plan_against_a_base_revision(example_repo: Path) -> None:
+    text = (example_repo / "stores/bookworm.yaml").read_text()
+    (example_repo / "stores/pages.yaml").write_text(text.replace("bookworm", "pages"))
+    (example_repo / "stores/coffee-lab.yaml").unlink()
+    result = storeops(example_repo, "plan", "--base", "HEAD")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "plan against HEAD: 1 added, 1 removed"
+    assert "  + pages" in lines and "  - coffee-lab" in lines
+    assert "+++ b/rendered/local/apps/pages.yaml" in result.stdout
+    assert "--- a/rendered/prod/apps/coffee-lab.yaml" in result.stdout
+    git(example_repo, "add", "-A")
+    git(example_repo, "commit", "-qm", "change stores")
+    result = storeops(example_repo, "plan", "--base", "HEAD~1", "--json")
+    assert '"added": [\n    "pages"\n  ]' in result.stdout
+
+
+def test_validate_json_lists_every_problem(example_repo: Path) -> None:
+    (example_repo / "stores/bad.yaml").write_text("id: bad\nplan: huge\n")
+    result = storeops(example_repo, "validate", "--json")
+    assert result.returncode == 1
+    assert '"field": "plan"' in result.stdout and '"field": "engine"' in result.stdout
