@@ -67,7 +67,7 @@ def parse(text: str | bytes, path: str) -> Document:
         return _build(text, path)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark else 0
+        line = mark.line + 1 if mark is not None else 0
         what = " ".join(str(p) for p in (e.context, e.problem) if p)
         raise ParseFailed(Problem(path, line, "", f"malformed YAML: {what}")) from None
     except yaml.YAMLError as e:
@@ -117,7 +117,7 @@ def _build(text: str, path: str) -> Document:
         return field
 
     for event in yaml.parse(text, Loader=_Parser):
-        line = event.start_mark.line + 1
+        line = event.start_mark.line + 1 if event.start_mark is not None else 0
         if isinstance(event, yaml.DocumentStartEvent):
             documents += 1
             if documents > 1:
@@ -159,6 +159,6 @@ def _build(text: str, path: str) -> Document:
 
 
 def _scalar(event: yaml.ScalarEvent) -> Any:
-    tag = _resolver.resolve(yaml.ScalarNode, event.value, event.implicit)
-    node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+    tag = _resolver.resolve(yaml.ScalarNode, event.value, event.implicit)  # type: ignore[no-untyped-call]
+    node = yaml.ScalarNode(tag, event.value, style=event.style)
     return _constructor.construct_object(node)

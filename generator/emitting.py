@@ -22,9 +22,15 @@ _STR_TAG = "tag:yaml.org,2002:str"
 _NOT_PRINTABLE = re.compile("[\x7f-\x9f\u2028\u2029\ud800-\udfff\ufeff\ufffe\uffff]")
 
 
+def _resolve(value: str, implicit: tuple[bool, bool]) -> str:
+    """The tag YAML gives ``value`` as a plain scalar."""
+    tag: str = _resolver.resolve(yaml.ScalarNode, value, implicit)  # type: ignore[no-untyped-call]
+    return tag
+
+
 @lru_cache(maxsize=65536)
 def _string(value: str) -> str:
-    if _PLAIN.match(value) and ": " not in value and _resolver.resolve(yaml.ScalarNode, value, (True, False)) == _STR_TAG:
+    if _PLAIN.fullmatch(value) and ": " not in value and _resolve(value, (True, False)) == _STR_TAG:
         return value
     quoted = json.dumps(value, ensure_ascii=False)
     return _NOT_PRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", quoted)

@@ -10,7 +10,7 @@ from generator import constants
 
 _CPU = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m?)$")
 _MEMORY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([KMGTPE]i?)?$")
-_MEMORY_FACTORS = {
+_MEMORY_FACTORS: dict[str | None, int] = {
     None: 1,
     **{s: 1000 ** (i + 1) for i, s in enumerate("KMGTPE")},
     **{s + "i": 1024 ** (i + 1) for i, s in enumerate("KMGTPE")},
@@ -32,7 +32,7 @@ def memory_bytes(quantity: str) -> int:
     if not match:
         raise ValueError(f"{quantity!r} is not a memory quantity such as 512Mi or 4Gi")
     number, suffix = match.groups()
-    return round(float(number) * _MEMORY_FACTORS[suffix])
+    return round(float(number) * _MEMORY_FACTORS[suffix or None])
 
 
 @dataclass(frozen=True)

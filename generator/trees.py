@@ -58,10 +58,10 @@ def read_git_tree(repo: Path, revision: str, paths: list[str]) -> dict[str, byte
     for record in listing.split(b"\0"):
         if not record:
             continue
-        meta, _, path = record.partition(b"\t")
+        meta, _, raw_path = record.partition(b"\t")
         mode, kind, sha = meta.split()
         if kind == b"blob" and mode != b"120000":
-            blobs.append((path.decode(), sha.decode()))
+            blobs.append((raw_path.decode(), sha.decode()))
     if not blobs:
         return {}
     out = _git(repo, "cat-file", "--batch", stdin="\n".join(sha for _, sha in blobs).encode() + b"\n")

@@ -99,7 +99,7 @@ def test_project_confines_the_store_to_its_namespace() -> None:
 
 
 def test_values_follow_cluster_and_plan() -> None:
-    _, app, values = docs("nordic-knits")
+    _, _, values = docs("nordic-knits")
     assert values["host"] == "shop.nordicknits.example"
     assert values["url"] == "https://shop.nordicknits.example"
     assert values["ingress"] == {"className": "nginx", "tls": {"enabled": True, "issuer": "letsencrypt-prod"}}
