@@ -1,0 +1,104 @@
+"""The Starlette app: routes and middleware declared as data; the writer runs in its lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import anyio
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from webhook import endpoints, service, settings
+from webhook.errors import NotReady, Rejected
+from webhook.reviews import Reviews
+
+log = logging.getLogger(__name__)
+
+ROUTES = [
+    Route("/", endpoints.form_page, methods=["GET"]),
+    Route("/", endpoints.submit_form, methods=["POST"]),
+    Route("/requests/{request_id}", endpoints.status_page, methods=["GET"]),
+    Route("/v1/stores", endpoints.create_store, methods=["POST"]),
+    Route("/v1/stores", endpoints.list_stores, methods=["GET"]),
+    Route("/v1/stores/{store_id}", endpoints.get_store, methods=["GET"]),
+    Route("/v1/stores/{store_id}", endpoints.delete_store, methods=["DELETE"]),
+    Route("/v1/requests/{request_id}", endpoints.get_request, methods=["GET"], name="request_status"),
+    Route("/v1/webhooks/form", endpoints.form_webhook, methods=["POST"]),
+    Route("/healthz", endpoints.healthz, methods=["GET"]),
+    Route("/readyz", endpoints.readyz, methods=["GET"]),
+    Route("/metrics", endpoints.metrics, methods=["GET"]),
+    Route("/openapi.json", endpoints.openapi_document, methods=["GET"]),
+]
+
+
+class MetricsMiddleware:
+    """Counts every answer by endpoint and status, and times it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            endpoint = scope.get("endpoint")
+            route = getattr(endpoint, "__name__", "unmatched")
+            built: service.Service | None = getattr(scope["app"].state, "service", None)
+            if built is not None:
+                built.metrics.count("storeops_http_requests_total", route=route, code=str(status))
+                built.metrics.observe("storeops_http_request_seconds", time.monotonic() - started, route=route)
+
+
+async def _rejected(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Rejected)
+    return endpoints.error_response(exc)
+
+
+async def _not_ready(request: Request, exc: Exception) -> Response:
+    return JSONResponse({"error": str(exc), "problems": []}, status_code=503, headers={"Retry-After": "1"})
+
+
+async def _http(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"error": exc.detail, "problems": []}, status_code=exc.status_code, headers=exc.headers)
+
+
+def create_app(config: settings.ServiceSettings, *, reviews: Reviews | None = None) -> Starlette:
+    """The app; the queue opens and the writer starts when the app starts (its lifespan)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        built = service.build(config, reviews=reviews)
+        app.state.service = built
+        stop = anyio.Event()
+        async with anyio.create_task_group() as group:
+            group.start_soon(lambda: built.writer.run(stop=stop))
+            log.info("storeops intake on %s:%d; queue %s", config.host, config.port, config.queue_path)
+            try:
+                yield
+            finally:
+                stop.set()
+        built.close()
+
+    return Starlette(routes=ROUTES, middleware=[Middleware(MetricsMiddleware)], lifespan=lifespan,
+                     exception_handlers={Rejected: _rejected, NotReady: _not_ready, HTTPException: _http})

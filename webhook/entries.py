@@ -1,0 +1,69 @@
+"""Store entries as the service writes them: request data in, ``stores/<id>.yaml`` text out. Pure.
+
+Files are written with ruamel.yaml in round-trip mode, fields in the schema's order, under the
+comment that points editors at the schema, so they read like the ones people write by hand.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap
+
+from generator import constants, documents
+
+#: The order fields are written in (the order of the store schema); unknown keys follow, sorted.
+FIELD_ORDER = ("id", "name", "engine", "plan", "cluster", "owner", "domain", "state", "callbackUrl")
+OWNER_ORDER = ("name", "email", "github")
+
+
+def path_for(store_id: str) -> str:
+    return f"{constants.STORES_DIR}/{store_id}{constants.ENTRY_SUFFIX}"
+
+
+def depth(value: Any) -> int:
+    """How deeply ``value`` nests (iteratively: request bodies may nest past the recursion limit)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if isinstance(item, dict):
+            stack.extend((v, level + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, level + 1) for v in item)
+    return deepest
+
+
+def too_deep(value: Any) -> bool:
+    return depth(value) > documents.MAX_DEPTH
+
+
+def _ordered(data: Mapping[str, Any], order: tuple[str, ...]) -> CommentedMap:
+    out = CommentedMap()
+    for key in [k for k in order if k in data] + sorted(k for k in data if k not in order):
+        value = data[key]
+        if key == "owner" and isinstance(value, Mapping):
+            value = _ordered(value, OWNER_ORDER)
+        out[key] = value
+    return out
+
+
+def with_defaults(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The entry a request asks for: ``state`` is written out (``active``) as the examples do."""
+    out = dict(data)
+    out.setdefault("state", "active")
+    return out
+
+
+def dump(data: Mapping[str, Any]) -> str:
+    """The text of a store file holding ``data``."""
+    yaml = YAML(typ="rt")
+    yaml.default_flow_style = False
+    yaml.width = 4096
+    buffer = io.StringIO()
+    yaml.dump(_ordered(data, FIELD_ORDER), buffer)
+    return constants.STORE_SCHEMA_COMMENT + "\n" + buffer.getvalue()

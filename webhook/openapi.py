@@ -1,0 +1,97 @@
+"""The OpenAPI document of the service, with the store schema the generator uses as the request body."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from generator import constants, validation
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+_ACCEPTED = {"description": "Accepted and durably queued",
+             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}}
+_AUTH = {"401": _error("Missing or unknown bearer token"), "403": _error("The token may only read"),
+         "429": _error("Over the client's rate")}
+
+
+def document() -> dict[str, Any]:
+    store = {k: v for k, v in validation.load_schema(constants.STORE_SCHEMA).items() if k not in ("$schema", "$id")}
+    idem = {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"},
+            "description": "A retry with the same key returns the first answer."}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "storeops intake", "version": "1",
+                 "description": "Store requests in; store entries committed to Git."},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Store": store,
+                "Accepted": {"type": "object", "required": ["request_id", "store_id", "status_url"],
+                             "properties": {"request_id": {"type": "string"}, "store_id": {"type": "string"},
+                                            "status": {"type": "string"}, "status_url": {"type": "string"}}},
+                "Problem": {"type": "object", "properties": {
+                    "field": {"type": "string"}, "message": {"type": "string"},
+                    "path": {"type": "string"}, "line": {"type": "integer"}}},
+                "Error": {"type": "object", "properties": {
+                    "error": {"type": "string"},
+                    "problems": {"type": "array", "items": {"$ref": "#/components/schemas/Problem"}}}},
+            },
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/v1/stores": {
+                "post": {"summary": "Request a new store", "parameters": [idem],
+                         "requestBody": {"required": True, "content": {
+                             "application/json": {"schema": {"$ref": "#/components/schemas/Store"}}}},
+                         "responses": {"202": _ACCEPTED, "400": _error("The body is not JSON"),
+                                       "409": _error("The id or domain is taken in Git or in the queue"),
+                                       "413": _error("The body is too large"),
+                                       "415": _error("The body is not application/json"),
+                                       "422": _error("The store breaks the schema or a fleet rule"), **_AUTH}},
+                "get": {"summary": "Stores in Git and in the queue", "responses": {"200": {"description": "Stores"},
+                                                                                   **_AUTH}},
+            },
+            "/v1/stores/{store_id}": {
+                "parameters": [{"name": "store_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "get": {"summary": "One store and its queued requests",
+                        "responses": {"200": {"description": "The store"}, "404": _error("Unknown store"), **_AUTH}},
+                "delete": {"summary": "Request the store's removal", "parameters": [idem],
+                           "responses": {"202": _ACCEPTED, "404": _error("Unknown store"),
+                                         "409": _error("Already being deleted, or too many deletions queued"),
+                                         **_AUTH}},
+            },
+            "/v1/requests/{request_id}": {
+                "parameters": [{"name": "request_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "get": {"summary": "What became of a request (requested, pending-review, committed, rejected)",
+                        "responses": {"200": {"description": "The request"}, "404": _error("Unknown request"),
+                                      **_AUTH}},
+            },
+            "/v1/webhooks/form": {
+                "post": {"summary": "A form service's delivery, signed with HMAC-SHA256 of the raw body",
+                         "security": [], "parameters": [
+                             {"name": "X-Storeops-Signature", "in": "header", "required": True,
+                              "schema": {"type": "string"}, "description": "sha256=<hex>; header name configurable"},
+                             {"name": "X-Delivery-Id", "in": "header", "required": False,
+                              "schema": {"type": "string"}, "description": "de-duplicates redeliveries"}],
+                         "requestBody": {"required": True, "content": {
+                             "application/json": {"schema": {"type": "object"}},
+                             "application/x-www-form-urlencoded": {"schema": {"type": "object"}}}},
+                         "responses": {"202": _ACCEPTED, "401": _error("No signature"),
+                                       "403": _error("Wrong signature, or the webhook is off"),
+                                       "409": _error("Taken"), "413": _error("Too large"),
+                                       "415": _error("Wrong content type"), "422": _error("Invalid store")}},
+            },
+            "/": {"get": {"summary": "The request form (HTML)", "security": [],
+                          "responses": {"200": {"description": "HTML form"}}}},
+            "/healthz": {"get": {"summary": "The process is up", "security": [],
+                                 "responses": {"200": {"description": "ok"}}}},
+            "/readyz": {"get": {"summary": "Git state loaded; requests can be checked", "security": [],
+                                "responses": {"200": {"description": "ready"}, "503": {"description": "not yet"}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "security": [],
+                                 "responses": {"200": {"description": "text exposition format"}}}},
+        },
+    }

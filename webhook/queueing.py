@@ -1,0 +1,177 @@
+"""The durable intake queue: one SQLite file in WAL mode, every row committed before the 2xx.
+
+A row is a request and, after it is done, the ledger entry of what became of it. The writer reads
+``requested`` rows in order and marks them only after their commit is pushed, so a crash between
+the push and the mark makes the writer apply them again, which changes nothing (see ``writer``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from generator.errors import Problem
+
+log = logging.getLogger(__name__)
+
+REQUESTED = "requested"
+PENDING_REVIEW = "pending-review"
+COMMITTED = "committed"
+REJECTED = "rejected"
+#: Requests that still hold their store id (queued, or waiting in a pull request).
+ACTIVE = (REQUESTED, PENDING_REVIEW)
+
+CREATE = "create"
+DELETE = "delete"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    store_id TEXT NOT NULL,
+    action TEXT NOT NULL,
+    content TEXT,
+    cluster TEXT NOT NULL,
+    review INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    client TEXT NOT NULL,
+    idempotency_key TEXT,
+    body_hash TEXT NOT NULL,
+    status TEXT NOT NULL,
+    commit_sha TEXT,
+    review_url TEXT,
+    problems TEXT,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS requests_idempotency
+    ON requests (client, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS requests_status ON requests (status, seq);
+"""
+
+
+@dataclass(frozen=True)
+class Request:
+    """One accepted request. ``content`` is the exact desired ``stores/<id>.yaml`` (None to delete)."""
+
+    id: str
+    store_id: str
+    action: str
+    content: str | None
+    cluster: str
+    review: bool
+    source: str
+    client: str
+    idempotency_key: str | None
+    body_hash: str
+    status: str = REQUESTED
+    commit_sha: str | None = None
+    review_url: str | None = None
+    problems: tuple[Problem, ...] = ()
+    created: float = field(default_factory=time.time)
+    updated: float = field(default_factory=time.time)
+    seq: int = 0
+
+    @property
+    def path(self) -> str:
+        return f"stores/{self.store_id}.yaml"
+
+
+_COLUMNS = ("seq", "id", "store_id", "action", "content", "cluster", "review", "source", "client",
+            "idempotency_key", "body_hash", "status", "commit_sha", "review_url", "problems", "created", "updated")
+
+
+def _row(row: tuple[Any, ...]) -> Request:
+    values = dict(zip(_COLUMNS, row, strict=True))
+    problems = tuple(Problem(**p) for p in json.loads(values.pop("problems") or "[]"))
+    values["review"] = bool(values["review"])
+    return Request(problems=problems, **values)
+
+
+class Queue:
+    """The SQLite queue. Safe to share between threads; each call is one transaction."""
+
+    def __init__(self, *, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a committed row survives power loss too, not only a crash of the process.
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _select(self, where: str, args: Iterable[Any] = ()) -> list[Request]:
+        with self._lock:
+            rows = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM requests {where}", tuple(args)).fetchall()
+        return [_row(r) for r in rows]
+
+    def add(self, request: Request) -> Request:
+        """Store ``request`` durably; returns it with its sequence number."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                f"INSERT INTO requests ({', '.join(_COLUMNS[1:])}) VALUES ({', '.join('?' * (len(_COLUMNS) - 1))})",
+                (request.id, request.store_id, request.action, request.content, request.cluster, int(request.review),
+                 request.source, request.client, request.idempotency_key, request.body_hash, request.status,
+                 request.commit_sha, request.review_url, "[]", request.created, request.updated))
+            seq = cursor.lastrowid or 0
+        log.info("queued request %s: %s %s", request.id, request.action, request.store_id)
+        return Request(**{**request.__dict__, "seq": seq})
+
+    def get(self, request_id: str) -> Request | None:
+        found = self._select("WHERE id = ?", (request_id,))
+        return found[0] if found else None
+
+    def by_idempotency_key(self, *, client: str, key: str) -> Request | None:
+        found = self._select("WHERE client = ? AND idempotency_key = ?", (client, key))
+        return found[0] if found else None
+
+    def active(self) -> list[Request]:
+        """Requests that still hold their store id, oldest first."""
+        return self._select(f"WHERE status IN ({', '.join('?' * len(ACTIVE))}) ORDER BY seq", ACTIVE)
+
+    def pending(self, *, limit: int) -> list[Request]:
+        """Requests the writer has not landed yet, oldest first."""
+        return self._select("WHERE status = ? ORDER BY seq LIMIT ?", (REQUESTED, limit))
+
+    def for_store(self, store_id: str) -> list[Request]:
+        return self._select("WHERE store_id = ? ORDER BY seq", (store_id,))
+
+    def finish(self, *, request_ids: Iterable[str], status: str, commit_sha: str | None = None,
+               review_url: str | None = None, problems: Iterable[Problem] = ()) -> None:
+        """Record what became of requests (one transaction for all of them)."""
+        encoded = json.dumps([p.as_dict() for p in problems])
+        now = time.time()
+        ids = list(request_ids)
+        with self._transaction() as db:
+            db.executemany("UPDATE requests SET status = ?, commit_sha = ?, review_url = ?, problems = ?, updated = ? "
+                           "WHERE id = ?", [(status, commit_sha, review_url, encoded, now, i) for i in ids])
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT status, COUNT(*) FROM requests GROUP BY status").fetchall()
+        return {str(status): int(count) for status, count in rows}

@@ -1,0 +1,82 @@
+"""Helpers for tests and benchmarks: example repositories, settings and reading the remote.
+
+Everything here is real: a copy of the example data, a bare Git remote on disk, the real app.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import yaml
+
+from generator import constants
+from generator.settings import Settings
+from webhook.settings import ServiceSettings, Token
+
+ROOT = Path(__file__).resolve().parent.parent
+WRITE_TOKEN = "test-write-token"
+READ_TOKEN = "test-read-token"
+FORM_SECRET = "test-form-secret"
+
+
+def example_repo(target: Path, *, capacity: int | None = None) -> Path:
+    """A copy of the example inputs at ``target``; ``capacity`` raises the local cluster's store limit."""
+    for folder in (constants.STORES_DIR, constants.CLUSTERS_DIR, constants.TEMPLATES_DIR, constants.RENDERED_DIR,
+                   "generator/schemas"):
+        shutil.copytree(ROOT / folder, target / folder)
+    if capacity is not None:
+        profile = target / constants.CLUSTERS_DIR / "local.yaml"
+        text = profile.read_text()
+        text = text.replace("  stores: 20\n", f"  stores: {capacity}\n")
+        text = text.replace('  cpu: "40"\n', f'  cpu: "{capacity * 4}"\n')
+        text = text.replace("  memory: 80Gi\n", f"  memory: {capacity * 8}Gi\n")
+        profile.write_text(text)
+    return target
+
+
+def service_settings(tmp: Path, *, capacity: int | None = None, **overrides: object) -> ServiceSettings:
+    """Settings for a service on a fresh copy of the example data and its own local bare remote."""
+    repo = example_repo(tmp / "repo", capacity=capacity)
+    git = Settings(repo=repo, state_dir=tmp / "state")
+    base = ServiceSettings(git=git, tokens=(Token(WRITE_TOKEN), Token(READ_TOKEN, write=False)),
+                           form_secret=FORM_SECRET, batch_window=0.01, retry_min=0.05, retry_max=0.5)
+    return replace(base, **overrides)  # type: ignore[arg-type]
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout
+
+
+def remote_stores(bare: Path, branch: str = "main") -> dict[str, dict[str, object]]:
+    """The store entries on ``branch`` of the bare remote, by id."""
+    out: dict[str, dict[str, object]] = {}
+    listing = git(bare, "ls-tree", "--name-only", f"{branch}", f"{constants.STORES_DIR}/")
+    for path in listing.split():
+        if path.endswith(constants.ENTRY_SUFFIX):
+            data = yaml.safe_load(git(bare, "show", f"{branch}:{path}"))
+            out[data["id"]] = data
+    return out
+
+
+def additions(bare: Path, branch: str = "main") -> dict[str, int]:
+    """How many commits on ``branch`` added each store file (exactly once means never doubled)."""
+    log = git(bare, "log", "--format=", "--name-only", "--diff-filter=A", branch, "--", f"{constants.STORES_DIR}/")
+    counts: dict[str, int] = {}
+    for path in log.split():
+        counts[path] = counts.get(path, 0) + 1
+    return counts
+
+
+def commit_count(bare: Path, branch: str = "main") -> int:
+    return int(git(bare, "rev-list", "--count", branch).strip())
+
+
+def store_payload(store_id: str, **extra: object) -> dict[str, object]:
+    data: dict[str, object] = {"id": store_id, "name": f"Store {store_id}", "engine": "woocommerce",
+                               "plan": "small", "cluster": "local",
+                               "owner": {"name": "Test Owner", "email": f"owner@{store_id}.example"}}
+    data.update(extra)
+    return data
