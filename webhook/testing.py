@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from generator import constants
+from generator import constants, publishing
 from generator.settings import Settings
 from webhook.settings import ServiceSettings, Token
 
@@ -40,7 +40,9 @@ def example_repo(target: Path, *, capacity: int | None = None) -> Path:
 def service_settings(tmp: Path, *, capacity: int | None = None, **overrides: object) -> ServiceSettings:
     """Settings for a service on a fresh copy of the example data and its own local bare remote."""
     repo = example_repo(tmp / "repo", capacity=capacity)
-    git = Settings(repo=repo, state_dir=tmp / "state")
+    bare = tmp / "remote.git"
+    publishing.seed_remote(bare, repo, "main")
+    git = Settings(repo=repo, state_dir=tmp / "state", remote=str(bare))
     base = ServiceSettings(git=git, tokens=(Token(WRITE_TOKEN), Token(READ_TOKEN, write=False)),
                            form_secret=FORM_SECRET, batch_window=0.01, retry_min=0.05, retry_max=0.5)
     return replace(base, **overrides)  # type: ignore[arg-type]

@@ -1,0 +1,365 @@
+"""The intake service end to end: the real app in-process, a real bare Git remote on disk."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from webhook import app, auth, testing
+from webhook.settings import ServiceSettings
+
+WRITE = {"Authorization": f"Bearer {testing.WRITE_TOKEN}"}
+READ = {"Authorization": f"Bearer {testing.READ_TOKEN}"}
+
+
+def wait_for(check: Callable[[], Any], *, timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"not true within {timeout}s: {check}")
+
+
+class Running:
+    def __init__(self, client: TestClient, settings: ServiceSettings) -> None:
+        self.client = client
+        self.settings = settings
+
+    @property
+    def bare(self) -> Path:
+        return Path(self.settings.git.remote)
+
+    def status(self, request_id: str) -> dict[str, Any]:
+        answer = self.client.get(f"/v1/requests/{request_id}", headers=READ)
+        assert answer.status_code == 200
+        result: dict[str, Any] = answer.json()
+        return result
+
+    def settled(self, request_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = wait_for(lambda: (s := self.status(request_id))["status"] != "requested" and s)
+        return result
+
+    def create(self, store_id: str, **extra: object) -> dict[str, Any]:
+        answer = self.client.post("/v1/stores", json=testing.store_payload(store_id, **extra), headers=WRITE)
+        assert answer.status_code == 202, answer.text
+        result: dict[str, Any] = answer.json()
+        return result
+
+
+def start(tmp_path: Path, **overrides: object) -> Iterator[Running]:
+    settings = testing.service_settings(tmp_path, **overrides)
+    with TestClient(app.create_app(settings)) as client:
+        wait_for(lambda: client.get("/readyz").status_code == 200)
+        yield Running(client, settings)
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Running]:
+    yield from start(tmp_path)
+
+
+# --- POST /v1/stores ------------------------------------------------------------------------------
+
+def test_a_store_request_lands_in_the_remote_with_the_schema_comment(service: Running) -> None:
+    accepted = service.create("alpine-gear")
+    assert accepted["store_id"] == "alpine-gear"
+    assert accepted["status_url"].endswith(f"/v1/requests/{accepted['request_id']}")
+    done = service.settled(accepted["request_id"])
+    assert done["status"] == "committed"
+    stores = testing.remote_stores(service.bare)
+    assert stores["alpine-gear"]["owner"] == {"name": "Test Owner", "email": "owner@alpine-gear.example"}
+    text = testing.git(service.bare, "show", "main:stores/alpine-gear.yaml")
+    assert text.startswith("# yaml-language-server: $schema=../generator/schemas/store.schema.json\nid: alpine-gear\n")
+    assert testing.git(service.bare, "rev-parse", "main").strip() == done["commit"]
+    assert "rendered/local/apps/alpine-gear.yaml" in testing.git(service.bare, "ls-tree", "-r", "--name-only", "main")
+
+
+def test_invalid_fields_get_422_naming_each_field_and_write_nothing(service: Running) -> None:
+    before = testing.git(service.bare, "rev-parse", "main")
+    body = testing.store_payload("Bad_Id", plan="huge", color="red")
+    answer = service.client.post("/v1/stores", json=body, headers=WRITE)
+    assert answer.status_code == 422
+    fields = {p["field"]: p["message"] for p in answer.json()["problems"]}
+    assert set(fields) == {"id", "plan", "color"}
+    assert "is not one of small, medium, large" in fields["plan"]
+    assert "unknown field" in fields["color"]
+    assert service.client.post("/v1/stores", json=["not", "an", "object"], headers=WRITE).status_code == 422
+    assert service.client.post("/v1/stores", content=b"{nope", headers={**WRITE, "content-type": "application/json"}
+                               ).status_code == 400
+    time.sleep(0.3)
+    assert testing.git(service.bare, "rev-parse", "main") == before
+    assert not list((service.settings.git.workdir / "stores").glob("*Bad*"))
+
+
+def test_an_unknown_cluster_and_an_over_capacity_cluster_are_422(service: Running) -> None:
+    answer = service.client.post("/v1/stores", json=testing.store_payload("nowhere", cluster="mars"), headers=WRITE)
+    assert answer.status_code == 422
+    assert answer.json()["problems"][0]["field"] == "cluster"
+    # The local cluster takes 20 stores (cpu 40: 40 small ones); it holds 2. Fill it up.
+    for i in range(18):
+        service.create(f"filler-{i}")
+    full = service.client.post("/v1/stores", json=testing.store_payload("one-too-many"), headers=WRITE)
+    assert full.status_code == 422
+    assert full.json()["problems"][0]["field"] == "capacity.stores"
+
+
+def test_an_id_taken_in_git_is_409(service: Running) -> None:
+    answer = service.client.post("/v1/stores", json=testing.store_payload("acme-outdoor"), headers=WRITE)
+    assert answer.status_code == 409
+    assert "already taken in Git" in answer.json()["error"]
+
+
+def test_a_domain_taken_in_git_is_409_told_from_the_request_side(service: Running) -> None:
+    body = testing.store_payload("knits-two", cluster="prod", domain="shop.nordicknits.example")
+    answer = service.client.post("/v1/stores", json=body, headers=WRITE)
+    assert answer.status_code == 409
+    problem = answer.json()["problems"][0]
+    assert problem["field"] == "domain"
+    assert problem["path"] == "stores/knits-two.yaml"
+    assert "stores/nordic-knits.yaml" in problem["message"]
+
+
+def test_unreachable_remote_keeps_requests_queued_then_lands_them_in_one_commit(service: Running) -> None:
+    bare = service.bare
+    hidden = bare.with_name("remote-away.git")
+    commits = testing.commit_count(bare)
+    bare.rename(hidden)
+    try:
+        accepted = [service.create(f"batch-{i}") for i in range(12)]
+        # Same id while the first is still queued: taken "by a queued request".
+        again = service.client.post("/v1/stores", json=testing.store_payload("batch-3"), headers=WRITE)
+        assert again.status_code == 409
+        assert "queued request" in again.json()["error"]
+        same_domain = service.client.post("/v1/stores", json=testing.store_payload("other", domain="x.example.com"),
+                                          headers=WRITE)
+        assert same_domain.status_code == 202
+        clash = service.client.post("/v1/stores", json=testing.store_payload("other-two", domain="x.example.com"),
+                                    headers=WRITE)
+        assert clash.status_code == 409
+        wait_for(lambda: service.client.get("/readyz").json()["writer"] == "retrying")
+        assert all(service.status(a["request_id"])["status"] == "requested" for a in accepted)
+    finally:
+        hidden.rename(bare)
+    results = [service.settled(a["request_id"]) for a in accepted]
+    assert {r["status"] for r in results} == {"committed"}
+    assert len({r["commit"] for r in results}) == 1, "everything pending goes in one commit"
+    assert testing.commit_count(bare) == commits + 1
+    assert {f"batch-{i}" for i in range(12)} <= set(testing.remote_stores(bare))
+    metrics = service.client.get("/metrics").text
+    assert "storeops_writer_failures_total" in metrics
+
+
+def test_a_store_taken_in_git_while_queued_is_rejected_late(service: Running, tmp_path: Path) -> None:
+    bare = service.bare
+    hidden = bare.with_name("remote-away.git")
+    bare.rename(hidden)
+    try:
+        accepted = service.create("raced")
+        # Someone else lands stores/raced.yaml directly meanwhile.
+        clone = tmp_path / "other"
+        testing.git(tmp_path, "clone", "-q", str(hidden), str(clone))
+        entry = (clone / "stores/raced.yaml")
+        entry.write_text("id: raced\nname: Raced elsewhere\nengine: medusa\nplan: small\ncluster: local\n"
+                         "owner:\n  name: Other\n  email: other@example.com\n")
+        testing.git(clone, "add", "-A")
+        testing.git(clone, "-c", "user.name=o", "-c", "user.email=o@example.com", "commit", "-qm", "other")
+        testing.git(clone, "push", "-q", "origin", "HEAD:main")
+    finally:
+        hidden.rename(bare)
+    result = service.settled(accepted["request_id"])
+    assert result["status"] == "rejected"
+    assert "taken in Git" in result["problems"][0]["message"]
+    assert testing.remote_stores(bare)["raced"]["name"] == "Raced elsewhere"
+
+
+# --- auth, limits, content -----------------------------------------------------------------------
+
+def test_tokens_401_without_or_unknown_and_403_when_read_only(service: Running) -> None:
+    body = testing.store_payload("authz")
+    assert service.client.post("/v1/stores", json=body).status_code == 401
+    assert service.client.post("/v1/stores", json=body, headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert service.client.post("/v1/stores", json=body, headers={"Authorization": "Basic x"}).status_code == 401
+    denied = service.client.post("/v1/stores", json=body, headers=READ)
+    assert denied.status_code == 403
+    assert service.client.delete("/v1/stores/acme-outdoor", headers=READ).status_code == 403
+    assert service.client.get("/v1/stores").status_code == 401
+    assert service.client.get("/v1/stores", headers=READ).status_code == 200
+
+
+def test_too_large_is_413_and_wrong_type_is_415(service: Running) -> None:
+    big = json.dumps(testing.store_payload("big", name="x" * 70_000)).encode()
+    answer = service.client.post("/v1/stores", content=big, headers={**WRITE, "content-type": "application/json"})
+    assert answer.status_code == 413
+    wrong = service.client.post("/v1/stores", content=b"id=x", headers={**WRITE, "content-type": "text/plain"})
+    assert wrong.status_code == 415
+    assert "application/json" in wrong.json()["error"]
+
+
+def test_over_the_rate_is_429_with_retry_after(tmp_path: Path) -> None:
+    for running in start(tmp_path, rate=0.5, burst=3):
+        codes = [running.client.get("/v1/stores", headers=READ).status_code for _ in range(5)]
+        assert codes[:3] == [200, 200, 200]
+        assert codes[3:] == [429, 429]
+        limited = running.client.get("/v1/stores", headers=READ)
+        assert int(limited.headers["retry-after"]) >= 1
+
+
+def test_an_idempotency_key_returns_the_first_answer(service: Running) -> None:
+    body = testing.store_payload("once-only")
+    headers = {**WRITE, "Idempotency-Key": "k-1"}
+    first = service.client.post("/v1/stores", json=body, headers=headers)
+    second = service.client.post("/v1/stores", json=body, headers=headers)
+    assert first.status_code == second.status_code == 202
+    assert first.json()["request_id"] == second.json()["request_id"]
+    reused = service.client.post("/v1/stores", json=testing.store_payload("not-once"), headers=headers)
+    assert reused.status_code == 409
+    service.settled(first.json()["request_id"])
+    assert testing.additions(service.bare)["stores/once-only.yaml"] == 1
+
+
+# --- reading and deleting ------------------------------------------------------------------------
+
+def test_list_and_get_stores_and_requests(service: Running) -> None:
+    accepted = service.create("listed")
+    service.settled(accepted["request_id"])
+    listing = service.client.get("/v1/stores", headers=READ).json()
+    ids = {s["id"]: s for s in listing["stores"]}
+    assert {"acme-outdoor", "bookworm", "coffee-lab", "nordic-knits", "listed"} <= set(ids)
+    assert ids["listed"]["status"] == "committed"
+    one = service.client.get("/v1/stores/listed", headers=READ).json()
+    assert one["entry"]["owner"]["email"] == "owner@listed.example"
+    assert service.client.get("/v1/stores/nope", headers=READ).status_code == 404
+    assert service.client.get("/v1/requests/nope", headers=READ).status_code == 404
+
+
+def test_delete_removes_the_entry_and_its_rendered_files(service: Running) -> None:
+    answer = service.client.delete("/v1/stores/bookworm", headers=WRITE)
+    assert answer.status_code == 202
+    again = service.client.delete("/v1/stores/bookworm", headers=WRITE)
+    assert again.status_code in (404, 409)  # already being deleted (409), or already gone (404)
+    assert service.settled(answer.json()["request_id"])["status"] == "committed"
+    assert "bookworm" not in testing.remote_stores(service.bare)
+    tree = testing.git(service.bare, "ls-tree", "-r", "--name-only", "main")
+    assert "rendered/local/apps/bookworm.yaml" not in tree
+    assert service.client.delete("/v1/stores/bookworm", headers=WRITE).status_code == 404
+    # Four stores, share 0.25: one deletion at a time may be queued.
+    busy = service.client.delete("/v1/stores/acme-outdoor", headers=WRITE)
+    assert busy.status_code == 202
+    over = service.client.delete("/v1/stores/coffee-lab", headers=WRITE)
+    assert over.status_code in (202, 409)
+    if over.status_code == 409:
+        assert "deletions are already queued" in over.json()["error"]
+
+
+def test_a_review_cluster_gets_a_branch_not_a_commit_on_main(service: Running) -> None:
+    accepted = service.create("reviewed-shop", cluster="prod")
+    result = service.settled(accepted["request_id"])
+    assert result["status"] == "pending-review"
+    assert result["mode"] == "review"
+    branch = f"storeops/request-{accepted['request_id']}"
+    assert result["review_url"].endswith("#" + branch)
+    assert "reviewed-shop" in testing.remote_stores(service.bare, branch)
+    assert "reviewed-shop" not in testing.remote_stores(service.bare)
+    # Still held: nobody else can take the id while the pull request is open.
+    assert service.client.post("/v1/stores", json=testing.store_payload("reviewed-shop"), headers=WRITE
+                               ).status_code == 409
+
+
+# --- the form-service webhook --------------------------------------------------------------------
+
+def test_form_webhook_maps_fields_and_checks_the_signature(tmp_path: Path) -> None:
+    mapping = {"answers.slug": "id", "answers.title": "name", "answers.software": "engine", "tier": "plan",
+               "where": "cluster", "contact.name": "owner.name", "contact.email": "owner.email"}
+    for running in start(tmp_path, form_fields=mapping):
+        delivery = {"answers": {"slug": "form-shop", "title": "Form Shop", "software": "medusa"}, "tier": "small",
+                    "where": "local", "contact": {"name": "Ann", "email": "ann@example.com"}, "meta": {"x": 1}}
+        body = json.dumps(delivery).encode()
+        headers = {"content-type": "application/json", "X-Delivery-Id": "d-1",
+                   "X-Storeops-Signature": auth.sign(secret=testing.FORM_SECRET, body=body)}
+        first = running.client.post("/v1/webhooks/form", content=body, headers=headers)
+        assert first.status_code == 202, first.text
+        redelivered = running.client.post("/v1/webhooks/form", content=body, headers=headers)
+        assert redelivered.json()["request_id"] == first.json()["request_id"]
+        assert running.settled(first.json()["request_id"])["status"] == "committed"
+        assert testing.remote_stores(running.bare)["form-shop"]["owner"]["email"] == "ann@example.com"
+
+        unsigned = running.client.post("/v1/webhooks/form", content=body, headers={"content-type": "application/json"})
+        assert unsigned.status_code == 401
+        forged = running.client.post("/v1/webhooks/form", content=body + b" ",
+                                     headers={**headers, "X-Delivery-Id": "d-2"})
+        assert forged.status_code == 403
+        bad = json.dumps({**delivery, "answers": {"slug": "Bad Slug"}}).encode()
+        invalid = running.client.post("/v1/webhooks/form", content=bad, headers={
+            "content-type": "application/json", "X-Storeops-Signature": auth.sign(secret=testing.FORM_SECRET, body=bad)})
+        assert invalid.status_code == 422
+        assert {"id", "name", "engine"} <= {p["field"] for p in invalid.json()["problems"]}
+
+
+def test_form_webhook_takes_urlencoded_and_is_off_without_a_secret(tmp_path: Path) -> None:
+    for running in start(tmp_path):
+        body = (b"id=url-shop&name=Url+Shop&engine=woocommerce&plan=small&cluster=local"
+                b"&owner_name=Bo&owner_email=bo%40example.com")
+        headers = {"content-type": "application/x-www-form-urlencoded",
+                   "X-Storeops-Signature": auth.sign(secret=testing.FORM_SECRET, body=body)}
+        answer = running.client.post("/v1/webhooks/form", content=body, headers=headers)
+        assert answer.status_code == 202
+        xml = running.client.post("/v1/webhooks/form", content=b"<x/>", headers={
+            "content-type": "text/xml", "X-Storeops-Signature": auth.sign(secret=testing.FORM_SECRET, body=b"<x/>")})
+        assert xml.status_code == 415
+
+
+def test_form_webhook_is_403_when_no_secret_is_configured(tmp_path: Path) -> None:
+    for running in start(tmp_path, form_secret=""):
+        answer = running.client.post("/v1/webhooks/form", content=b"{}", headers={
+            "content-type": "application/json", "X-Storeops-Signature": auth.sign(secret="", body=b"{}")})
+        assert answer.status_code == 403
+
+
+# --- the request page -----------------------------------------------------------------------------
+
+def test_the_form_labels_its_fields_shows_errors_beside_them_and_then_a_status_page(service: Running) -> None:
+    page = service.client.get("/")
+    assert page.status_code == 200
+    for name in ("id", "name", "engine", "plan", "cluster", "owner_name", "owner_email"):
+        assert f'<label for="{name}">' in page.text
+        assert f'id="{name}" name="{name}"' in page.text
+    assert '<option value="local">' in page.text
+    form = {"id": "Nope!", "name": "Shop", "engine": "woocommerce", "plan": "small", "cluster": "local",
+            "owner_name": "Ann", "owner_email": "ann@example.com", "owner_github": "", "domain": ""}
+    bad = service.client.post("/", data=form)
+    assert bad.status_code == 422
+    assert 'id="id-error"' in bad.text and 'aria-invalid="true" aria-describedby="id-error"' in bad.text
+    assert 'value="Nope!"' in bad.text
+    good = service.client.post("/", data={**form, "id": "form-page-shop"}, follow_redirects=False)
+    assert good.status_code == 303
+    status_page = service.client.get(good.headers["location"])
+    assert status_page.status_code == 200
+    assert "form-page-shop" in status_page.text
+    wait_for(lambda: '<dd id="status">committed</dd>' in service.client.get(good.headers["location"]).text)
+    assert "form-page-shop" in testing.remote_stores(service.bare)
+
+
+# --- operations -----------------------------------------------------------------------------------
+
+def test_health_ready_metrics_and_openapi(service: Running) -> None:
+    assert service.client.get("/healthz").json() == {"status": "ok"}
+    ready = service.client.get("/readyz").json()
+    assert ready["status"] == "ready" and ready["git_loaded"] is True
+    service.settled(service.create("metered")["request_id"])
+    text = service.client.get("/metrics").text
+    assert 'storeops_http_requests_total{code="202",route="create_store"} 1' in text
+    assert 'storeops_requests_accepted_total{action="create",source="api"} 1' in text
+    assert "storeops_pushes_total 1" in text
+    assert 'storeops_queue_requests{status="committed"} 1' in text
+    spec = service.client.get("/openapi.json").json()
+    assert spec["openapi"].startswith("3.")
+    assert {"/v1/stores", "/v1/stores/{store_id}", "/v1/requests/{request_id}", "/v1/webhooks/form"} <= set(spec["paths"])
+    assert spec["components"]["schemas"]["Store"]["properties"]["id"]["pattern"]
