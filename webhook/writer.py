@@ -10,6 +10,8 @@ failed push leaves the requests queued and the writer retries with exponential b
 from __future__ import annotations
 
 import logging
+import shutil
+import subprocess
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -106,6 +108,26 @@ class Writer:
 
     # --- one pass (blocking; runs in a worker thread) ---------------------------------------------
 
+    def recover(self) -> None:
+        """Undo what a kill -9 can leave in the storeops-owned clone: stale locks, a half-made clone.
+
+        Only the writer uses the clone, and this runs before its first pass, so no lock is live.
+        """
+        workdir = self.git.workdir
+        dot_git = workdir / ".git"
+        if not dot_git.is_dir():
+            if workdir.exists():
+                shutil.rmtree(workdir)
+            return
+        for lock in dot_git.rglob("*.lock"):
+            log.warning("removing stale %s left by a crash", lock)
+            lock.unlink(missing_ok=True)
+        check = subprocess.run(["git", "-C", str(workdir), "rev-parse", "--verify", "--quiet", "HEAD"],
+                               capture_output=True, check=False)
+        if check.returncode != 0:
+            log.warning("the work clone %s is broken; cloning afresh", workdir)
+            shutil.rmtree(workdir)
+
     def refresh(self) -> None:
         """Read the remote's branch into the intake's view of Git."""
         url = publishing.remote_url(self.git)
@@ -180,6 +202,7 @@ class Writer:
     async def run(self, *, stop: anyio.Event) -> None:
         """Drain until ``stop`` is set; retries with backoff while Git cannot be reached."""
         delay = self.retry_min
+        await anyio.to_thread.run_sync(self.recover)
         loaded = False
         last_refresh = 0.0
         while not stop.is_set():
