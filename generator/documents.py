@@ -8,6 +8,7 @@ outright: an entry has no use for them, and refusing them is what makes alias bo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import yaml
@@ -159,6 +160,21 @@ def _build(text: str, path: str) -> Document:
 
 
 def _scalar(event: yaml.ScalarEvent) -> Any:
-    tag = _resolver.resolve(yaml.ScalarNode, event.value, event.implicit)  # type: ignore[no-untyped-call]
-    node = yaml.ScalarNode(tag, event.value, style=event.style)
-    return _constructor.construct_object(node)
+    value: str = event.value
+    if not event.implicit[0] or (value and value[0] not in _IMPLICIT_FIRST_CHARS):
+        # Quoted, or plain text that no implicit YAML type can start with: a string as written.
+        return value
+    return _plain(value)
+
+
+#: First characters that can make a plain scalar something other than a string (bool, int, null...).
+_IMPLICIT_FIRST_CHARS = frozenset(c for c in _resolver.yaml_implicit_resolvers if c is not None)
+
+
+@lru_cache(maxsize=4096)
+def _plain(value: str) -> Any:
+    tag = _resolver.resolve(yaml.ScalarNode, value, (True, False))  # type: ignore[no-untyped-call]
+    if tag == "tag:yaml.org,2002:merge":
+        # ``<<`` means "merge" only as a key with an alias, and aliases are refused anyway.
+        return value
+    return _constructor.construct_object(yaml.ScalarNode(tag, value))

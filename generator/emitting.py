@@ -55,14 +55,18 @@ def _emit(value: Any, indent: str, out: list[str]) -> None:
     if isinstance(value, dict):
         for key in sorted(value):
             item = value[key]
-            if isinstance(item, dict | list) and item:
+            if type(item) is str:  # the common case first
+                out.append(f"{indent}{_string(key)}: {_string(item)}\n")
+            elif isinstance(item, dict | list) and item:
                 out.append(f"{indent}{_string(key)}:\n")
                 _emit(item, indent + "  ", out)
             else:
                 out.append(f"{indent}{_string(key)}: {_inline(item)}\n")
     else:
         for item in value:
-            if isinstance(item, dict) and item:
+            if type(item) is str:
+                out.append(f"{indent}- {_string(item)}\n")
+            elif isinstance(item, dict) and item:
                 # First key on the dash line, the rest aligned under it.
                 lines: list[str] = []
                 _emit(item, indent + "  ", lines)

@@ -76,3 +76,28 @@ def plan(root: Path, base: str, *, repo_url: str = "") -> PlanResult:
         before = trees.read_rendered_at(root, base)
     changes = planning.compare(before, after)
     return PlanResult(changes, planning.unified_diff(before, after, changes))
+
+
+def update_store(root: Path, loaded: fleet.Fleet, path: str, content: bytes | str | None,
+                 *, repo_url: str = "") -> tuple[fleet.Fleet, trees.Changes]:
+    """Re-check and re-render after one store file changed, writing only that store's files.
+
+    All rules still run (the cross-entry ones are one pass over the fleet); only the changed
+    store is parsed and rendered again. Raises InvalidInput, leaving the files untouched.
+    """
+    old = loaded.stores.get(path)
+    updated = loaded.with_store(path, content)
+    problems = updated.problems
+    if problems:
+        raise InvalidInput(problems)
+    stale: list[str] = []
+    if old is not None and old.entry is not None:
+        previous = old.entry.store
+        stale = [rendering.app_path(previous.cluster, previous.id), rendering.values_path(previous.cluster, previous.id)]
+    files: dict[str, str] = {}
+    new = updated.stores.get(path)
+    if new is not None and new.entry is not None:
+        store = new.entry.store
+        target = rendering.Target(store, updated.clusters[store.cluster][0], updated.plans[store.plan])
+        files = rendering.render_store(target, repo_url)
+    return updated, trees.replace_files(root, files, [p for p in stale if p not in files])

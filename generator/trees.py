@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,6 +164,31 @@ def write_rendered(root: Path, files: dict[str, str], current: dict[str, bytes] 
         shutil.rmtree(staging, ignore_errors=True)
     log.info("rendered tree updated: %d written, %d removed", len(changes.written), len(changes.removed))
     return changes
+
+
+def replace_files(root: Path, files: dict[str, str], remove: Sequence[str] = ()) -> Changes:
+    """Write a few rendered files in place (each atomically) and remove others; for one-store updates."""
+    written = []
+    for path, content in sorted(files.items()):
+        target = root / path
+        data = content.encode()
+        try:
+            if target.read_bytes() == data:
+                continue
+        except FileNotFoundError:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        staged = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        staged.write_bytes(data)
+        os.replace(staged, target)
+        written.append(path)
+    removed = []
+    for path in remove:
+        try:
+            (root / path).unlink()
+            removed.append(path)
+        except FileNotFoundError:
+            pass
+    return Changes(written, sorted(removed))
 
 
 def _prune_empty_dirs(base: Path) -> None:

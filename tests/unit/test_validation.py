@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from generator import fleet, trees
+from generator import fleet, trees, validation
 from generator.errors import InvalidInput, MassDeleteRefused
 
 REPO = Path(__file__).resolve().parents[2]
@@ -204,3 +207,29 @@ def test_mass_delete_guard() -> None:
     fleet.check_removals(existing, set(), share=0.25, allow=True)
     # One store may always go.
     fleet.check_removals({"a", "b"}, {"a"}, share=0.0, allow=False)
+
+
+# The fast schema check decides whether jsonschema runs at all, so the two must never disagree.
+_store_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.one_of(st.from_regex(r"[a-z][-a-z0-9]{0,10}", fullmatch=True), st.text(max_size=8), st.integers()),
+        "name": st.one_of(st.text(max_size=120), st.none()),
+        "engine": st.sampled_from(["woocommerce", "medusa", "shopify", ""]),
+        "plan": st.sampled_from(["small", "medium", "large", "huge"]),
+        "cluster": st.one_of(st.sampled_from(["local", "prod", "A"]), st.integers()),
+        "owner": st.one_of(st.fixed_dictionaries(
+            {"name": st.text(max_size=5), "email": st.sampled_from(["a@b.co", "nope", ""])},
+            optional={"github": st.sampled_from(["ok-user", "-bad", "a" * 40]), "x": st.integers()}), st.text()),
+        "domain": st.sampled_from(["shop.example.com", "Shop.Example.com", "x", "a..b"]),
+        "state": st.sampled_from(["active", "suspended", "paused"]),
+        "extra": st.integers(),
+    },
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_store_like)
+def test_fast_schema_check_agrees_with_jsonschema(data: dict[str, object]) -> None:
+    reference = jsonschema.Draft202012Validator(validation.load_schema("store.schema.json")).is_valid(data)
+    assert validation.is_valid(data, "store.schema.json") is reference
