@@ -56,7 +56,8 @@ def make_repo(root: Path, count: int) -> None:
         text = (ROOT / "clusters" / f"{name}.yaml").read_text()
         text = text.replace("stores: 20", f"stores: {count}").replace("stores: 500", f"stores: {count}")
         text = text.replace('cpu: "40"', f'cpu: "{count * 4}"').replace('cpu: "1000"', f'cpu: "{count * 4}"')
-        text = text.replace("memory: 80Gi", f"memory: {count * 8}Gi").replace("memory: 2000Gi", f"memory: {count * 8}Gi")
+        for memory in ("memory: 80Gi", "memory: 2000Gi"):
+            text = text.replace(memory, f"memory: {count * 8}Gi")
         (root / "clusters" / f"{name}.yaml").write_text(text)
     (root / "stores").mkdir()
     for n in range(count):

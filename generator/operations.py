@@ -93,7 +93,8 @@ def update_store(root: Path, loaded: fleet.Fleet, path: str, content: bytes | st
     stale: list[str] = []
     if old is not None and old.entry is not None:
         previous = old.entry.store
-        stale = [rendering.app_path(previous.cluster, previous.id), rendering.values_path(previous.cluster, previous.id)]
+        stale = [rendering.app_path(previous.cluster, previous.id),
+                 rendering.values_path(previous.cluster, previous.id)]
     files: dict[str, str] = {}
     new = updated.stores.get(path)
     if new is not None and new.entry is not None:
