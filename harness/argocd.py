@@ -12,7 +12,7 @@ import base64
 import pathlib
 import secrets
 
-__all__ = ["NAMESPACE", "PART_OF", "crd_files", "bootstrap_manifests"]
+__all__ = ["NAMESPACE", "PART_OF", "bootstrap_manifests", "crd_files"]
 
 NAMESPACE = "argocd"
 PART_OF = {"app.kubernetes.io/part-of": "argocd"}
@@ -66,7 +66,11 @@ def bootstrap_manifests(*, namespace: str, argocd_user: str) -> list[dict[str, o
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRoleBinding",
             "metadata": {"name": "storeops-argocd-cluster-admin"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "cluster-admin",
+            },
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": argocd_user}],
         },
     ]

@@ -98,7 +98,7 @@ finish() {
 build_etcd() {
   begin etcd || return 0
   (cd "$HERE/gomod/etcd" &&
-    grep -q "go.etcd.io/etcd/server/v3 $ETCD_VERSION\$" go.mod ||
+    grep -Eq "^\s*(require )?go.etcd.io/etcd/server/v3 $ETCD_VERSION( |\$)" go.mod ||
     die "harness/gomod/etcd/go.mod does not require go.etcd.io/etcd/server/v3 $ETCD_VERSION")
   (cd "$HERE/gomod/etcd" &&
     timed etcd go build -p "$GO_P" -trimpath -ldflags="-s -w" \
@@ -110,7 +110,7 @@ build_kubernetes() {
   begin kubernetes || return 0
   local v=$KUBERNETES_VERSION staging=v0.${KUBERNETES_VERSION#v1.}
   local mod=$HERE/gomod/kubernetes/go.mod
-  grep -q "require k8s.io/kubernetes $v\$" "$mod" || die "$mod does not require k8s.io/kubernetes $v"
+  grep -Eq "^\s*(require )?k8s.io/kubernetes $v( |\$)" "$mod" || die "$mod does not require k8s.io/kubernetes $v"
   if grep '=> k8s.io/' "$mod" | grep -v " $staging\$" >&2; then
     die "$mod: every staging replace must be $staging (lines above)"
   fi

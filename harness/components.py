@@ -18,17 +18,17 @@ from harness import kube, pki, processes, versions
 
 __all__ = [
     "SERVICE_CLUSTER_IP_RANGE",
-    "start_etcd",
-    "etcd_revision",
     "compact_etcd",
+    "etcd_revision",
+    "port_open",
     "start_apiserver",
+    "start_application_controller",
     "start_controller_manager",
-    "start_scheduler",
+    "start_etcd",
     "start_kwok",
     "start_redis",
     "start_repo_server",
-    "start_application_controller",
-    "port_open",
+    "start_scheduler",
 ]
 
 logger = logging.getLogger(__name__)
@@ -115,7 +115,9 @@ def start_apiserver(
         "--v=1",
     ]
     process = processes.spawn("kube-apiserver", argv, log_dir=state / "logs")
-    client = kube.ApiClient(url=f"https://127.0.0.1:{port}", ca_cert=certs.ca_cert, client=certs.clients["admin"])
+    client = kube.ApiClient(
+        url=f"https://127.0.0.1:{port}", ca_cert=certs.ca_cert, client=certs.clients["admin"]
+    )
     processes.wait_until("kube-apiserver /readyz", client.ready, timeout=STARTUP_TIMEOUT, process=process)
     return process
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["HarnessError", "MissingBinariesError", "StartupError", "CommandError"]
+__all__ = ["CommandError", "HarnessError", "MissingBinariesError", "StartupError"]
 
 
 class HarnessError(Exception):

@@ -12,7 +12,7 @@ import subprocess
 
 from harness import errors
 
-__all__ = ["Pki", "ClientCert", "create", "load"]
+__all__ = ["ClientCert", "Pki", "create", "load"]
 
 # Identities of the clients of the API server. system:masters skips RBAC (the admin and kwok, which
 # manages nodes and pods); the controller-manager and scheduler get the roles Kubernetes bootstraps
@@ -75,7 +75,9 @@ def create(directory: pathlib.Path) -> Pki:
     clients: dict[str, ClientCert] = {}
     for name, (user, group) in CLIENTS.items():
         subject = (f"/O={group}" if group else "") + f"/CN={user}"
-        cert, key = _signed(directory, name, ca_cert, ca_key, subject=subject, extensions=["extendedKeyUsage=clientAuth"])
+        cert, key = _signed(
+            directory, name, ca_cert, ca_key, subject=subject, extensions=["extendedKeyUsage=clientAuth"]
+        )
         clients[name] = ClientCert(user=user, cert=cert, key=key)
     return Pki(
         directory=directory,

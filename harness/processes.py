@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections.abc
+import contextlib
 import dataclasses
 import logging
 import os
@@ -14,7 +15,7 @@ import time
 
 from harness import errors
 
-__all__ = ["Process", "spawn", "adopt", "free_port", "wait_until", "tail"]
+__all__ = ["Process", "adopt", "free_port", "spawn", "tail", "wait_until"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +97,9 @@ def spawn(
             start_new_session=True,
         )
     logger.info("started %s (pid %d), log %s", name, popen.pid, log_path)
-    return Process(name=name, argv=list(argv), env=dict(env or {}), log_path=log_path, pid=popen.pid, popen=popen)
+    return Process(
+        name=name, argv=list(argv), env=dict(env or {}), log_path=log_path, pid=popen.pid, popen=popen
+    )
 
 
 def adopt(description: collections.abc.Mapping[str, object]) -> Process:
@@ -139,7 +142,7 @@ def wait_until(
         try:
             if check():
                 return
-        except Exception as e:  # noqa: BLE001 - any failure of a probe means "not ready yet"
+        except Exception as e:
             last_error = e
         time.sleep(interval)
     detail = f" (last probe error: {last_error})" if last_error else ""
@@ -161,10 +164,8 @@ def tail(path: pathlib.Path, *, lines: int = 60) -> str:
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _pid_runs(pid: int, executable: str) -> bool:

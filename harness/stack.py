@@ -21,7 +21,7 @@ import time
 
 from harness import argocd, components, errors, kube, pki, processes, versions
 
-__all__ = ["Stack", "start", "load", "main", "DEFAULT_STATE", "KWOK_NODE"]
+__all__ = ["DEFAULT_STATE", "KWOK_NODE", "Stack", "load", "main", "start"]
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +137,9 @@ class Stack:
             raise TimeoutError(f"{e}; last status: {json.dumps(seen.get('status'), indent=1)}") from e
         return seen
 
-    def wait_gone(self, kind: str, name: str, *, namespace: str | None = None, timeout: float = 120.0) -> None:
+    def wait_gone(
+        self, kind: str, name: str, *, namespace: str | None = None, timeout: float = 120.0
+    ) -> None:
         self.kubectl.wait_for(
             f"{kind} {namespace or ''}/{name} to be deleted",
             lambda: self.kubectl.get(kind, name, namespace=namespace) is None,
@@ -146,7 +148,11 @@ class Stack:
 
 
 def start(
-    state: pathlib.Path, *, full: bool, watch_cache: bool | None = None, binaries: versions.Binaries | None = None
+    state: pathlib.Path,
+    *,
+    full: bool,
+    watch_cache: bool | None = None,
+    binaries: versions.Binaries | None = None,
 ) -> Stack:
     """Start a stack in `state` (created; must not hold a running stack). Stops what it started on failure."""
     began = time.monotonic()
@@ -188,9 +194,16 @@ def start(
 def _start_components(stack: Stack) -> None:
     b, state, ports, certs = stack.binaries, stack.state, stack.ports, stack.certs
     run = stack.processes
-    run["etcd"] = components.start_etcd(b, state=state, client_port=ports["etcd"], peer_port=ports["etcd-peer"])
+    run["etcd"] = components.start_etcd(
+        b, state=state, client_port=ports["etcd"], peer_port=ports["etcd-peer"]
+    )
     run["kube-apiserver"] = components.start_apiserver(
-        b, state=state, certs=certs, etcd_port=ports["etcd"], port=ports["apiserver"], watch_cache=stack.watch_cache
+        b,
+        state=state,
+        certs=certs,
+        etcd_port=ports["etcd"],
+        port=ports["apiserver"],
+        watch_cache=stack.watch_cache,
     )
     stack.save()
     if not stack.full:
@@ -203,7 +216,11 @@ def _start_components(stack: Stack) -> None:
         )  # fmt: skip
 
     run["kube-controller-manager"] = components.start_controller_manager(
-        b, state=state, certs=certs, kubeconfig=kubeconfig("controller-manager"), port=ports["controller-manager"]
+        b,
+        state=state,
+        certs=certs,
+        kubeconfig=kubeconfig("controller-manager"),
+        port=ports["controller-manager"],
     )
     run["kube-scheduler"] = components.start_scheduler(
         b, state=state, kubeconfig=kubeconfig("scheduler"), port=ports["scheduler"]
@@ -215,7 +232,9 @@ def _start_components(stack: Stack) -> None:
     stack.save()
 
     crds = argocd.crd_files(b.argocd_crds)
-    stack.kubectl.run("apply", "--server-side", "--field-manager=storeops-harness", *(f"-f={c}" for c in crds))
+    stack.kubectl.run(
+        "apply", "--server-side", "--field-manager=storeops-harness", *(f"-f={c}" for c in crds)
+    )
     stack.kubectl.run("wait", "--for=condition=Established", "--timeout=60s", *(f"-f={c}" for c in crds))
     stack.kubectl.apply(
         *argocd.bootstrap_manifests(namespace=stack.namespace, argocd_user=certs.clients["argocd"].user)
@@ -290,7 +309,9 @@ def load(state: pathlib.Path) -> Stack:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="harness/stack.sh", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["start", "stop", "status", "logs"])
-    parser.add_argument("--state", type=pathlib.Path, default=DEFAULT_STATE, help=f"state folder (default {DEFAULT_STATE})")
+    parser.add_argument(
+        "--state", type=pathlib.Path, default=DEFAULT_STATE, help=f"state folder (default {DEFAULT_STATE})"
+    )
     parser.add_argument("--minimal", action="store_true", help="etcd + kube-apiserver only")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

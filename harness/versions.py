@@ -9,15 +9,15 @@ import pathlib
 from harness import errors
 
 __all__ = [
+    "BUILD_COMMAND",
     "HARNESS_DIR",
     "VERSIONS_FILE",
-    "BUILD_COMMAND",
-    "Versions",
     "Binaries",
-    "read_versions",
-    "cache_dir",
+    "Versions",
     "binaries",
+    "cache_dir",
     "locate",
+    "read_versions",
 ]
 
 HARNESS_DIR = pathlib.Path(__file__).resolve().parent
