@@ -1,0 +1,341 @@
+{{- /*
+Shared by the storeops store charts. templates/woocommerce/templates/_storeops.tpl and
+templates/medusa/templates/_storeops.tpl are the same file (tests/integration/test_charts.py checks),
+as are files/credentials.py. Each chart defines "store.credentialKeys" and "store.webService".
+
+Everything here lives in the store's own namespace, so object names are fixed component names;
+the namespace carries the store id.
+*/ -}}
+
+{{- define "storeops.labels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: storeops
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+storeops.io/store: {{ .Values.store.id }}
+{{- end }}
+
+{{- /* Selector labels of one component: (dict "root" $ "component" "mariadb") */ -}}
+{{- define "storeops.selectorLabels" -}}
+app.kubernetes.io/name: {{ .root.Chart.Name }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "storeops.componentLabels" -}}
+{{ include "storeops.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- /* Argo CD sync wave and, for plain Helm, nothing: waves only order Argo CD syncs. */ -}}
+{{- define "storeops.wave" -}}
+argocd.argoproj.io/sync-wave: {{ . | quote }}
+{{- end }}
+
+{{- /* Hook annotations for Argo CD and Helm: (dict "argocd" "PreSync" "helm" "pre-install,pre-upgrade" "weight" -5) */ -}}
+{{- define "storeops.hook" -}}
+argocd.argoproj.io/hook: {{ .argocd }}
+argocd.argoproj.io/hook-delete-policy: BeforeHookCreation
+argocd.argoproj.io/sync-wave: {{ .weight | quote }}
+helm.sh/hook: {{ .helm }}
+helm.sh/hook-delete-policy: before-hook-creation
+helm.sh/hook-weight: {{ .weight | quote }}
+{{- end }}
+
+{{- define "storeops.replicas" -}}
+{{- if .root.Values.suspended }}0{{ else }}{{ .replicas }}{{ end }}
+{{- end }}
+
+{{- /* Pod-level security: non-root with the image's user, RuntimeDefault seccomp. (dict "user" 999 "extra" dict) */ -}}
+{{- define "storeops.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .user }}
+runAsGroup: {{ .user }}
+fsGroup: {{ .user }}
+fsGroupChangePolicy: OnRootMismatch
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "storeops.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: {{ . }}
+capabilities:
+  drop: ["ALL"]
+{{- end }}
+
+{{- define "storeops.namespace" -}}
+{{- if .Values.namespace.create }}
+# The store's namespace is part of the release so that deleting the store (the Argo CD Application,
+# with its resources finalizer) deletes the namespace and everything in it, PVCs included.
+# Argo CD never deletes a namespace it only created through CreateNamespace=true. This manifest takes
+# precedence over the Application's managedNamespaceMetadata, so it carries the same labels.
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: {{ .Release.Namespace }}
+  labels:
+    {{- include "storeops.labels" . | nindent 4 }}
+    pod-security.kubernetes.io/enforce: {{ .Values.namespace.podSecurity.enforce }}
+    pod-security.kubernetes.io/audit: {{ .Values.namespace.podSecurity.audit }}
+    pod-security.kubernetes.io/warn: {{ .Values.namespace.podSecurity.warn }}
+  annotations:
+    {{- include "storeops.wave" "-10" | nindent 4 }}
+{{- end }}
+{{- end }}
+
+{{- define "storeops.isolation" -}}
+apiVersion: v1
+kind: ResourceQuota
+metadata:
+  name: store-quota
+  namespace: {{ .Release.Namespace }}
+  labels:
+    {{- include "storeops.labels" . | nindent 4 }}
+  annotations:
+    {{- include "storeops.wave" "-5" | nindent 4 }}
+spec:
+  hard:
+    requests.cpu: {{ .Values.quota.cpu | quote }}
+    requests.memory: {{ .Values.quota.memory | quote }}
+    requests.storage: {{ .Values.quota.storage | quote }}
+---
+apiVersion: v1
+kind: LimitRange
+metadata:
+  name: store-limits
+  namespace: {{ .Release.Namespace }}
+  labels:
+    {{- include "storeops.labels" . | nindent 4 }}
+  annotations:
+    {{- include "storeops.wave" "-5" | nindent 4 }}
+spec:
+  limits:
+    - type: Container
+      defaultRequest:
+        {{- toYaml .Values.limitRange.defaultRequest | nindent 8 }}
+      default:
+        {{- toYaml .Values.limitRange.default | nindent 8 }}
+      max:
+        cpu: {{ .Values.quota.cpu | quote }}
+        memory: {{ .Values.quota.memory | quote }}
+    - type: PersistentVolumeClaim
+      max:
+        storage: {{ .Values.quota.storage | quote }}
+---
+# Nothing reaches a store's pods from outside the namespace...
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: default-deny-ingress
+  namespace: {{ .Release.Namespace }}
+  labels:
+    {{- include "storeops.labels" . | nindent 4 }}
+  annotations:
+    {{- include "storeops.wave" "-5" | nindent 4 }}
+spec:
+  podSelector: {}
+  policyTypes: ["Ingress"]
+  ingress:
+    # ...except from pods of this same namespace,
+    - from:
+        - podSelector: {}
+---
+# ...and from the ingress controller, to the web port of the web component only.
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: allow-ingress-controller
+  namespace: {{ .Release.Namespace }}
+  labels:
+    {{- include "storeops.labels" . | nindent 4 }}
+  annotations:
+    {{- include "storeops.wave" "-5" | nindent 4 }}
+spec:
+  podSelector:
+    matchLabels:
+      {{- include "storeops.selectorLabels" (dict "root" . "component" (include "store.webService" . | fromYaml).component) | nindent 6 }}
+  policyTypes: ["Ingress"]
+  ingress:
+    - from:
+        - namespaceSelector:
+            matchLabels:
+              kubernetes.io/metadata.name: {{ .Values.networkPolicy.ingressControllerNamespace | quote }}
+          {{- with .Values.networkPolicy.ingressControllerPodLabels }}
+          podSelector:
+            matchLabels:
+              {{- toYaml . | nindent 14 }}
+          {{- end }}
+      ports:
+        - protocol: TCP
+          port: {{ (include "store.webService" . | fromYaml).targetPort }}
+{{- end }}
+
+{{- define "storeops.ingress" -}}
+{{- $web := include "store.webService" . | fromYaml -}}
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: store
+  namespace: {{ .Release.Namespace }}
+  labels:
+    {{- include "storeops.labels" . | nindent 4 }}
+  annotations:
+    {{- include "storeops.wave" "5" | nindent 4 }}
+    {{- if .Values.ingress.tls.enabled }}
+    {{- if eq (.Values.ingress.tls.issuerKind | default "ClusterIssuer") "Issuer" }}
+    cert-manager.io/issuer: {{ required "ingress.tls.issuer is required when ingress.tls.enabled" .Values.ingress.tls.issuer | quote }}
+    {{- else }}
+    cert-manager.io/cluster-issuer: {{ required "ingress.tls.issuer is required when ingress.tls.enabled" .Values.ingress.tls.issuer | quote }}
+    {{- end }}
+    {{- end }}
+    {{- with .Values.ingress.annotations }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+spec:
+  ingressClassName: {{ .Values.ingress.className | quote }}
+  {{- if .Values.ingress.tls.enabled }}
+  tls:
+    - hosts: [{{ .Values.host | quote }}]
+      secretName: {{ .Values.ingress.tls.secretName | default "store-tls" | quote }}
+  {{- end }}
+  rules:
+    - host: {{ .Values.host | quote }}
+      http:
+        paths:
+          - path: /
+            pathType: Prefix
+            backend:
+              service:
+                name: {{ $web.name }}
+                port:
+                  name: http
+{{- end }}
+
+{{- /*
+The credentials Secret: created inside the cluster by a hook Job, before anything that reads it.
+A ServiceAccount whose Role may create Secrets and get/patch only this one; its token is mounted
+in the Job's pod only. Skipped while suspended (nothing runs then); the Secret stays.
+*/ -}}
+{{- define "storeops.credentials" -}}
+{{- if not .Values.suspended }}
+{{- $name := .Values.credentials.secretName -}}
+{{- $hook := dict "argocd" "PreSync" "helm" "pre-install,pre-upgrade" -}}
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: credentials-writer
+  namespace: {{ .Release.Namespace }}
+  labels:
+    {{- include "storeops.componentLabels" (dict "root" . "component" "credentials") | nindent 4 }}
+  annotations:
+    {{- include "storeops.hook" (merge (dict "weight" -20) $hook) | nindent 4 }}
+automountServiceAccountToken: false
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  name: credentials-writer
+  namespace: {{ .Release.Namespace }}
+  labels:
+    {{- include "storeops.componentLabels" (dict "root" . "component" "credentials") | nindent 4 }}
+  annotations:
+    {{- include "storeops.hook" (merge (dict "weight" -20) $hook) | nindent 4 }}
+rules:
+  # create cannot be limited to a name (the name is in the body); get and patch are.
+  - apiGroups: [""]
+    resources: ["secrets"]
+    verbs: ["create"]
+  - apiGroups: [""]
+    resources: ["secrets"]
+    resourceNames: [{{ $name | quote }}]
+    verbs: ["get", "patch"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: credentials-writer
+  namespace: {{ .Release.Namespace }}
+  labels:
+    {{- include "storeops.componentLabels" (dict "root" . "component" "credentials") | nindent 4 }}
+  annotations:
+    {{- include "storeops.hook" (merge (dict "weight" -20) $hook) | nindent 4 }}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: Role
+  name: credentials-writer
+subjects:
+  - kind: ServiceAccount
+    name: credentials-writer
+    namespace: {{ .Release.Namespace }}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: credentials-writer
+  namespace: {{ .Release.Namespace }}
+  labels:
+    {{- include "storeops.componentLabels" (dict "root" . "component" "credentials") | nindent 4 }}
+  annotations:
+    {{- include "storeops.hook" (merge (dict "weight" -20) $hook) | nindent 4 }}
+data:
+  credentials.py: |
+    {{- .Files.Get "files/credentials.py" | nindent 4 }}
+---
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: credentials
+  namespace: {{ .Release.Namespace }}
+  labels:
+    {{- include "storeops.componentLabels" (dict "root" . "component" "credentials") | nindent 4 }}
+  annotations:
+    {{- include "storeops.hook" (merge (dict "weight" -10) $hook) | nindent 4 }}
+spec:
+  backoffLimit: 4
+  activeDeadlineSeconds: 300
+  template:
+    metadata:
+      labels:
+        {{- include "storeops.componentLabels" (dict "root" . "component" "credentials") | nindent 8 }}
+    spec:
+      restartPolicy: Never
+      serviceAccountName: credentials-writer
+      # The only pod of a store that gets an API token.
+      automountServiceAccountToken: true
+      securityContext:
+        {{- include "storeops.podSecurityContext" (dict "user" 65534) | nindent 8 }}
+      containers:
+        - name: credentials
+          image: {{ printf "%s:%s" .Values.credentials.image.repository .Values.credentials.image.tag | quote }}
+          imagePullPolicy: IfNotPresent
+          command: ["python3", "/scripts/credentials.py"]
+          env:
+            - name: SECRET_NAME
+              value: {{ $name | quote }}
+            - name: SECRET_KEYS
+              value: {{ include "store.credentialKeys" . | quote }}
+            - name: SECRET_LABELS
+              value: {{ dict "app.kubernetes.io/part-of" "storeops" "app.kubernetes.io/instance" .Release.Name "storeops.io/store" .Values.store.id | toJson | quote }}
+            - name: POD_NAMESPACE
+              valueFrom:
+                fieldRef:
+                  fieldPath: metadata.namespace
+            - name: PYTHONDONTWRITEBYTECODE
+              value: "1"
+          securityContext:
+            {{- include "storeops.containerSecurityContext" true | nindent 12 }}
+          resources:
+            {{- toYaml .Values.credentials.resources | nindent 12 }}
+          volumeMounts:
+            - name: script
+              mountPath: /scripts
+              readOnly: true
+      volumes:
+        - name: script
+          configMap:
+            name: credentials-writer
+{{- end }}
+{{- end }}

@@ -1,0 +1,45 @@
+{{- /* WooCommerce-specific helpers the shared _storeops.tpl calls. */ -}}
+
+{{- /* Keys of the credentials Secret (the Job adds any that are missing, never changes one). */ -}}
+{{- define "store.credentialKeys" -}}
+mariadb-root-password mariadb-password admin-password auth-key secure-auth-key logged-in-key nonce-key auth-salt secure-auth-salt logged-in-salt nonce-salt
+{{- end }}
+
+{{- /* The component the Ingress and the ingress NetworkPolicy point at. */ -}}
+{{- define "store.webService" -}}
+name: wordpress
+component: wordpress
+targetPort: 80
+{{- end }}
+
+{{- define "store.secretEnv" -}}
+- name: {{ .env }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ .root.Values.credentials.secretName }}
+      key: {{ .key }}
+{{- end }}
+
+{{- /* What WordPress and wp-cli both need to reach the database. */ -}}
+{{- define "store.wordpressEnv" -}}
+- name: WORDPRESS_DB_HOST
+  value: mariadb:3306
+- name: WORDPRESS_DB_NAME
+  value: {{ .Values.mariadb.database | quote }}
+- name: WORDPRESS_DB_USER
+  value: {{ .Values.mariadb.username | quote }}
+{{ include "store.secretEnv" (dict "root" . "env" "WORDPRESS_DB_PASSWORD" "key" "mariadb-password") }}
+{{- range $key := list "auth-key" "secure-auth-key" "logged-in-key" "nonce-key" "auth-salt" "secure-auth-salt" "logged-in-salt" "nonce-salt" }}
+{{ include "store.secretEnv" (dict "root" $ "env" (printf "WORDPRESS_%s" ($key | upper | replace "-" "_")) "key" $key) }}
+{{- end }}
+- name: STORE_URL
+  value: {{ .Values.url | quote }}
+- name: WORDPRESS_CONFIG_EXTRA
+  value: |
+    define('WP_HOME', getenv('STORE_URL'));
+    define('WP_SITEURL', getenv('STORE_URL'));
+    define('DISALLOW_FILE_EDIT', true);
+    {{- with .Values.wordpress.configExtra }}
+    {{- . | nindent 4 }}
+    {{- end }}
+{{- end }}

@@ -1,0 +1,573 @@
+"""The store charts under templates/, rendered by the real helm with values from the real generator.
+
+Every engine x plan x cluster profile: helm lint, helm template (twice, identical), the shape of what
+comes out (quota = plan, ingress, suspension, security settings, no literal secrets), and a
+server-side dry-run against the real API server. The credentials script the charts ship is run for
+real against the API server, with the token of the ServiceAccount the chart creates for it.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import uuid
+from typing import Any
+
+import pytest
+import yaml
+
+from generator import emitting, models, operations, rendering
+from harness import stack, versions
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+ENGINES = ("woocommerce", "medusa")
+SHARED_FILES = ("templates/_storeops.tpl", "files/credentials.py")
+WORKLOADS = ("Deployment", "StatefulSet")
+# Env vars that hold a credential: they must come from the Secret, never be literal.
+SECRET_ENV = re.compile(r"PASSWORD|SECRET|_KEY$|_SALT$")
+# ...except the credentials script's own settings, which name the Secret and its keys.
+SCRIPT_SETTINGS = ("SECRET_NAME", "SECRET_KEYS", "SECRET_LABELS")
+POD_SECURITY_LABELS = (
+    "pod-security.kubernetes.io/enforce",
+    "pod-security.kubernetes.io/audit",
+    "pod-security.kubernetes.io/warn",
+)
+
+Manifest = dict[str, Any]
+
+
+# --- the matrix: every engine x plan x cluster profile, values from the generator ------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    engine: str
+    plan: models.Plan
+    cluster: models.Cluster
+    store: models.Store
+
+    @property
+    def id(self) -> str:
+        return f"{self.engine}-{self.plan.name}-{self.cluster.name}-{self.store.state}"
+
+    @property
+    def namespace(self) -> str:
+        return self.store.namespace
+
+    def values(self) -> dict[str, Any]:
+        return rendering.values(self.store, self.cluster, self.plan)
+
+    def values_text(self) -> str:
+        """The values file exactly as `storeops render` writes it."""
+        return emitting.dump(self.values(), "test values")
+
+
+def _store(engine: str, plan: str, cluster: str, *, state: str = "active", github: bool = True) -> models.Store:
+    return models.Store(
+        id=f"{engine[:3]}-{plan}-{cluster}-{state[:3]}",
+        name=f"Test {engine} {plan} on {cluster}",
+        engine=engine,
+        plan=plan,
+        cluster=cluster,
+        owner=models.Owner(name="Jane Doe", email="jane@example.test", github="janedoe" if github else None),
+        state=state,
+    )
+
+
+def _cases() -> list[Case]:
+    fleet = operations.load(REPO)
+    clusters = {name: cluster for name, (cluster, _) in fleet.clusters.items()}
+    cases = []
+    for engine in ENGINES:
+        for plan in sorted(fleet.plans):
+            for name in sorted(clusters):
+                store = _store(engine, plan, name, github=plan != "small")
+                cases.append(Case(engine, fleet.plans[plan], clusters[name], store))
+        # Suspension, on each profile, with the smallest plan.
+        for name in sorted(clusters):
+            store = _store(engine, "small", name, state="suspended")
+            cases.append(Case(engine, fleet.plans["small"], clusters[name], store))
+    return cases
+
+
+CASES = _cases()
+ACTIVE = [c for c in CASES if not c.store.suspended]
+SUSPENDED = [c for c in CASES if c.store.suspended]
+
+
+def _ids(case: Case) -> str:
+    return case.id
+
+
+# --- running helm ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def helm() -> pathlib.Path:
+    """The helm binary harness/build.sh built at the version pinned in harness/versions.env."""
+    if os.environ.get("STOREOPS_SKIP_CONTROLPLANE") == "1":
+        pytest.skip("STOREOPS_SKIP_CONTROLPLANE=1: tests needing the harness binaries skipped")
+    path = versions.binaries().helm
+    if not path.exists():
+        pytest.fail(f"{path} is not built; run `{versions.BUILD_COMMAND}`", pytrace=False)
+    return path
+
+
+def _kube_version() -> str:
+    return versions.read_versions().kubernetes.removeprefix("v")
+
+
+def _helm(helm: pathlib.Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([str(helm), *args], capture_output=True, text=True, timeout=120, check=False)
+    if check:
+        assert result.returncode == 0, f"helm {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def _values_file(tmp_path: pathlib.Path, text: str) -> pathlib.Path:
+    path = tmp_path / f"values-{uuid.uuid4().hex[:8]}.yaml"
+    path.write_text(text)
+    return path
+
+
+def _template_text(helm: pathlib.Path, case: Case, values: pathlib.Path) -> str:
+    return _helm(
+        helm, "template", case.store.app_name, str(REPO / "templates" / case.engine),
+        "--namespace", case.namespace, "--values", str(values), "--kube-version", _kube_version(),
+    ).stdout  # fmt: skip
+
+
+def _documents(text: str) -> list[Manifest]:
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+@pytest.fixture(scope="module")
+def rendered(helm: pathlib.Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """helm template output of every case, rendered once per module."""
+    folder = tmp_path_factory.mktemp("values")
+    return {case.id: _template_text(helm, case, _values_file(folder, case.values_text())) for case in CASES}
+
+
+def _manifests(rendered: dict[str, str], case: Case) -> list[Manifest]:
+    return _documents(rendered[case.id])
+
+
+def _of_kind(manifests: list[Manifest], kind: str) -> list[Manifest]:
+    return [m for m in manifests if m["kind"] == kind]
+
+
+def _one(manifests: list[Manifest], kind: str, name: str) -> Manifest:
+    found = [m for m in manifests if m["kind"] == kind and m["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name}, found {len(found)}"
+    return found[0]
+
+
+def _pod_specs(manifests: list[Manifest]) -> list[tuple[str, Manifest]]:
+    out = []
+    for m in manifests:
+        if m["kind"] in (*WORKLOADS, "Job"):
+            out.append((f"{m['kind']}/{m['metadata']['name']}", m["spec"]["template"]["spec"]))
+    return out
+
+
+def _containers(pod: Manifest) -> list[Manifest]:
+    return [*pod.get("initContainers", []), *pod["containers"]]
+
+
+# --- lint, determinism, sharing -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_helm_lint_passes_strictly(helm: pathlib.Path, case: Case, tmp_path: pathlib.Path) -> None:
+    values = _values_file(tmp_path, case.values_text())
+    result = _helm(
+        helm, "lint", "--strict", str(REPO / "templates" / case.engine), "--namespace", case.namespace,
+        "--values", str(values), "--kube-version", _kube_version(),
+    )  # fmt: skip
+    assert "0 chart(s) failed" in result.stdout
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_rendering_twice_gives_identical_manifests(
+    helm: pathlib.Path, case: Case, rendered: dict[str, str], tmp_path: pathlib.Path
+) -> None:
+    again = _template_text(helm, case, _values_file(tmp_path, case.values_text()))
+    assert again == rendered[case.id]
+    assert len(_documents(again)) > 10
+
+
+@pytest.mark.parametrize("path", SHARED_FILES)
+def test_shared_pieces_are_the_same_file_in_both_charts(path: str) -> None:
+    texts = {engine: (REPO / "templates" / engine / path).read_text() for engine in ENGINES}
+    assert texts["woocommerce"] == texts["medusa"], f"templates/*/{path} differ: copy one over the other"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_the_committed_example_values_render(helm: pathlib.Path, engine: str) -> None:
+    """The generator's committed output for the example stores is accepted as it is."""
+    files = sorted((REPO / "rendered").glob("*/values/*.yaml"))
+    mine = [f for f in files if yaml.safe_load(f.read_text())["store"]["engine"] == engine]
+    assert mine, f"no example {engine} store under rendered/"
+    for values in mine:
+        store_id = values.stem
+        _helm(helm, "template", f"store-{store_id}", str(REPO / "templates" / engine),
+              "--namespace", f"store-{store_id}", "--values", str(values))  # fmt: skip
+
+
+# --- values schema --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize(
+    ("change", "complaint"),
+    [
+        ({"quota": {"cpux": "1"}}, "cpux"),
+        ({"ingress": {"tls": {"enabled": True}}}, "issuer"),
+        ({"store": {"engine": "magento"}}, "engine"),
+        ({"hots": "typo.example"}, "hots"),
+        ({"suspended": "yes"}, "suspended"),
+    ],
+    ids=["unknown-nested-key", "tls-without-issuer", "wrong-engine", "unknown-top-key", "string-bool"],
+)
+def test_values_schema_rejects_bad_values(
+    helm: pathlib.Path, engine: str, change: dict[str, Any], complaint: str, tmp_path: pathlib.Path
+) -> None:
+    case = next(c for c in ACTIVE if c.engine == engine and c.cluster.name == "local")
+    values = _values_file(tmp_path, case.values_text())
+    override = _values_file(tmp_path, yaml.safe_dump(change))
+    result = _helm(
+        helm, "template", "store-x", str(REPO / "templates" / engine), "--namespace", case.namespace,
+        "-f", str(values), "-f", str(override), check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "schema" in result.stderr and complaint in result.stderr, result.stderr
+
+
+# --- what the manifests say -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_quota_and_limits_come_from_the_plan(case: Case, rendered: dict[str, str]) -> None:
+    manifests = _manifests(rendered, case)
+    quota = _one(manifests, "ResourceQuota", "store-quota")
+    assert quota["spec"]["hard"] == {
+        "requests.cpu": case.plan.cpu,
+        "requests.memory": case.plan.memory,
+        "requests.storage": case.plan.storage,
+    }
+    limits = {item["type"]: item for item in _one(manifests, "LimitRange", "store-limits")["spec"]["limits"]}
+    assert limits["Container"]["max"] == {"cpu": case.plan.cpu, "memory": case.plan.memory}
+    assert limits["PersistentVolumeClaim"]["max"] == {"storage": case.plan.storage}
+
+
+def _millis(quantity: str) -> int:
+    return models.cpu_millis(quantity)
+
+
+@pytest.mark.parametrize("case", ACTIVE, ids=_ids)
+def test_everything_running_at_once_fits_the_plan(case: Case, rendered: dict[str, str]) -> None:
+    """Every workload, every hook Job and every volume together stay inside the plan's quota."""
+    manifests = _manifests(rendered, case)
+    cpu = memory = 0
+    for kind_name, pod in _pod_specs(manifests):
+        replicas = 1
+        for m in manifests:
+            if f"{m['kind']}/{m['metadata']['name']}" == kind_name and m["kind"] in WORKLOADS:
+                replicas = m["spec"]["replicas"]
+        for container in pod["containers"]:
+            requests = container["resources"]["requests"]
+            cpu += replicas * _millis(str(requests["cpu"]))
+            memory += replicas * models.memory_bytes(str(requests["memory"]))
+        for container in pod.get("initContainers", []):
+            assert container["resources"]["requests"], f"{kind_name} init container without requests"
+    storage = sum(models.memory_bytes(p["spec"]["resources"]["requests"]["storage"]) for p in _pvcs(manifests))
+    assert cpu <= case.plan.cpu_millis
+    assert memory <= case.plan.memory_bytes
+    assert storage <= models.memory_bytes(case.plan.storage)
+    assert storage == models.memory_bytes(case.plan.database_volume) + models.memory_bytes(case.plan.content_volume)
+
+
+def _pvcs(manifests: list[Manifest]) -> list[Manifest]:
+    pvcs = list(_of_kind(manifests, "PersistentVolumeClaim"))
+    for m in _of_kind(manifests, "StatefulSet"):
+        pvcs.extend(m["spec"].get("volumeClaimTemplates", []))
+    return pvcs
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_volumes_have_the_plan_sizes_and_the_cluster_storage_class(case: Case, rendered: dict[str, str]) -> None:
+    pvcs = _pvcs(_manifests(rendered, case))
+    sizes = sorted(p["spec"]["resources"]["requests"]["storage"] for p in pvcs)
+    assert sizes == sorted([case.plan.database_volume, case.plan.content_volume])
+    for pvc in pvcs:
+        assert pvc["spec"].get("storageClassName") == case.cluster.storage_class
+        assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_ingress_has_the_host_class_and_tls_of_the_profile(case: Case, rendered: dict[str, str]) -> None:
+    ingress = _one(_manifests(rendered, case), "Ingress", "store")
+    host = case.cluster.host_for(case.store)
+    assert ingress["spec"]["ingressClassName"] == case.cluster.ingress_class
+    assert [rule["host"] for rule in ingress["spec"]["rules"]] == [host]
+    annotations = ingress["metadata"].get("annotations", {})
+    if case.cluster.tls_issuer:
+        assert ingress["spec"]["tls"] == [{"hosts": [host], "secretName": "store-tls"}]
+        assert annotations["cert-manager.io/cluster-issuer"] == case.cluster.tls_issuer
+    else:
+        assert "tls" not in ingress["spec"]
+        assert not any(key.startswith("cert-manager.io/") for key in annotations)
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    services = {s["metadata"]["name"]: s for s in _of_kind(_manifests(rendered, case), "Service")}
+    assert backend["port"]["name"] in [p["name"] for p in services[backend["name"]]["spec"]["ports"]]
+
+
+@pytest.mark.parametrize("case", SUSPENDED, ids=_ids)
+def test_suspended_scales_every_workload_to_zero_and_keeps_volumes(case: Case, rendered: dict[str, str]) -> None:
+    manifests = _manifests(rendered, case)
+    workloads = [m for m in manifests if m["kind"] in WORKLOADS]
+    assert workloads
+    assert {f"{m['kind']}/{m['metadata']['name']}": m["spec"]["replicas"] for m in workloads} == {
+        f"{m['kind']}/{m['metadata']['name']}": 0 for m in workloads
+    }
+    assert _of_kind(manifests, "Job") == [] and _of_kind(manifests, "CronJob") == []
+    assert len(_pvcs(manifests)) == 2
+    for statefulset in _of_kind(manifests, "StatefulSet"):
+        assert statefulset["spec"]["persistentVolumeClaimRetentionPolicy"]["whenScaled"] == "Retain"
+
+
+@pytest.mark.parametrize("case", ACTIVE, ids=_ids)
+def test_active_store_runs_one_of_each_workload(case: Case, rendered: dict[str, str]) -> None:
+    manifests = _manifests(rendered, case)
+    assert {m["spec"]["replicas"] for m in manifests if m["kind"] in WORKLOADS} == {1}
+    jobs = {m["metadata"]["name"] for m in _of_kind(manifests, "Job")}
+    assert jobs == ({"credentials", "setup"} if case.engine == "woocommerce" else {"credentials", "admin-user"})
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_no_credential_is_rendered(case: Case, rendered: dict[str, str]) -> None:
+    manifests = _manifests(rendered, case)
+    assert _of_kind(manifests, "Secret") == []
+    for where, pod in _pod_specs(manifests):
+        for container in _containers(pod):
+            for env in container.get("env", []):
+                if SECRET_ENV.search(env["name"]) and env["name"] not in SCRIPT_SETTINGS:
+                    ref = env.get("valueFrom", {}).get("secretKeyRef", {})
+                    assert ref.get("name") == "store-credentials", f"{where} {container['name']} {env['name']}"
+                    assert "value" not in env
+                elif "value" in env and "://" in env["value"] and "@" in env["value"]:
+                    # A connection URL: its password part may only be a reference to another variable.
+                    assert re.search(r"://[^:/@]+:\$\([A-Z_]+\)@", env["value"]), f"{where} {env['name']}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_pods_are_locked_down(case: Case, rendered: dict[str, str]) -> None:
+    for where, pod in _pod_specs(_manifests(rendered, case)):
+        assert pod["securityContext"]["runAsNonRoot"] is True, where
+        assert pod["securityContext"]["runAsUser"] > 0, where
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, where
+        assert pod.get("hostNetwork") is not True and pod.get("hostPID") is not True, where
+        token = pod.get("automountServiceAccountToken")
+        if where == "Job/credentials":
+            assert token is True and pod["serviceAccountName"] == "credentials-writer"
+        else:
+            assert token is False, where
+        for container in _containers(pod):
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False, f"{where} {container['name']}"
+            assert context["capabilities"] == {"drop": ["ALL"]}, f"{where} {container['name']}"
+            assert context.get("privileged") is not True
+            assert container["resources"]["limits"], f"{where} {container['name']}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_namespace_is_owned_and_labelled_like_the_application_says(case: Case, rendered: dict[str, str]) -> None:
+    """The chart's Namespace overrides managedNamespaceMetadata, so it must carry the same labels."""
+    namespace = _one(_manifests(rendered, case), "Namespace", case.namespace)
+    app = rendering.application(case.store, case.cluster, "https://git.example.test/fleet.git")
+    expected = app["spec"]["syncPolicy"]["managedNamespaceMetadata"]["labels"]
+    labels = namespace["metadata"]["labels"]
+    for key, value in expected.items():
+        assert labels.get(key) == value, key
+    assert set(POD_SECURITY_LABELS) <= set(labels)
+    assert namespace["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"] == "-10"
+    # The AppProject lets the store own exactly this cluster-scoped kind.
+    project = rendering.app_project(case.store, case.cluster, "https://git.example.test/fleet.git")
+    assert project["spec"]["clusterResourceWhitelist"] == [{"group": "", "kind": "Namespace"}]
+    for m in _manifests(rendered, case):
+        if m["kind"] != "Namespace":
+            assert m["metadata"]["namespace"] == case.namespace, f"{m['kind']}/{m['metadata']['name']}"
+
+
+@pytest.mark.parametrize("case", ACTIVE, ids=_ids)
+def test_network_policies_admit_only_the_namespace_and_the_ingress_controller(
+    case: Case, rendered: dict[str, str]
+) -> None:
+    policies = {p["metadata"]["name"]: p["spec"] for p in _of_kind(_manifests(rendered, case), "NetworkPolicy")}
+    assert policies["default-deny-ingress"] == {
+        "podSelector": {},
+        "policyTypes": ["Ingress"],
+        "ingress": [{"from": [{"podSelector": {}}]}],
+    }
+    controller = policies["allow-ingress-controller"]
+    web = "wordpress" if case.engine == "woocommerce" else "medusa"
+    assert controller["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == web
+    (rule,) = controller["ingress"]
+    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 80 if web == "wordpress" else 9000}]
+
+
+@pytest.mark.parametrize("case", ACTIVE, ids=_ids)
+def test_credentials_exist_before_anything_reads_them(case: Case, rendered: dict[str, str]) -> None:
+    """The Job that writes the Secret is a PreSync hook after its RBAC; readers run in the Sync phase or later."""
+    manifests = _manifests(rendered, case)
+    annotations = {f"{m['kind']}/{m['metadata']['name']}": m["metadata"].get("annotations", {}) for m in manifests}
+    job = annotations["Job/credentials"]
+    assert job["argocd.argoproj.io/hook"] == "PreSync"
+    assert job["helm.sh/hook"] == "pre-install,pre-upgrade"
+    for rbac in ("ServiceAccount", "Role", "RoleBinding", "ConfigMap"):
+        hook = annotations[f"{rbac}/credentials-writer"]
+        assert hook["argocd.argoproj.io/hook"] == "PreSync"
+        assert int(hook["argocd.argoproj.io/sync-wave"]) < int(job["argocd.argoproj.io/sync-wave"])
+    role = _one(manifests, "Role", "credentials-writer")
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": ["store-credentials"],
+            "verbs": ["get", "patch"],
+        },
+    ]
+    for where, _ in _pod_specs(manifests):
+        if where != "Job/credentials":
+            assert annotations[where].get("argocd.argoproj.io/hook") in (None, "PostSync"), where
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_notes_name_the_credentials_secret(helm: pathlib.Path, engine: str, tmp_path: pathlib.Path) -> None:
+    case = next(c for c in ACTIVE if c.engine == engine)
+    values = _values_file(tmp_path, case.values_text())
+    result = _helm(
+        helm, "install", case.store.app_name, str(REPO / "templates" / engine), "--dry-run=client",
+        "--namespace", case.namespace, "--values", str(values),
+    )  # fmt: skip
+    notes = result.stdout.split("NOTES:", 1)[1]
+    assert f'Secret "store-credentials" in namespace {case.namespace}' in notes
+    assert case.cluster.url_for(case.store) in notes
+
+
+# --- against the real API server ------------------------------------------------------------------
+
+
+def _kubectl(api: stack.Stack, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(api.binaries.kubectl), f"--kubeconfig={api.kubeconfig}", *args],
+        input=input, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def _create_namespace(api: stack.Stack, case: Case, manifests: list[Manifest]) -> None:
+    namespace = _one(manifests, "Namespace", case.namespace)
+    result = _kubectl(api, "apply", "-f", "-", input=json.dumps(namespace))
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_server_side_dry_run_accepts_every_manifest_without_pod_security_warnings(
+    kube_apiserver: stack.Stack, case: Case, rendered: dict[str, str]
+) -> None:
+    manifests = _manifests(rendered, case)
+    _create_namespace(kube_apiserver, case, manifests)
+    result = _kubectl(kube_apiserver, "apply", "--dry-run=server", "-o", "name", "-f", "-", input=rendered[case.id])
+    assert result.returncode == 0, result.stderr
+    applied = set(result.stdout.split())
+    assert len(applied) == len(manifests)
+    # The namespace warns on the restricted profile: every pod template must meet it.
+    assert "PodSecurity" not in result.stderr, result.stderr
+    assert "Warning" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_credentials_script_creates_the_secret_once_and_never_rotates_it(
+    kube_apiserver: stack.Stack, helm: pathlib.Path, engine: str, tmp_path: pathlib.Path
+) -> None:
+    """Run the shipped script as the chart's ServiceAccount against the real API server."""
+    store = _store(engine, "small", "local", state="active")
+    store = dataclasses.replace(store, id=f"cred-{engine[:3]}-{uuid.uuid4().hex[:6]}")
+    fleet = operations.load(REPO)
+    case = Case(engine, fleet.plans["small"], fleet.clusters["local"][0], store)
+    manifests = _documents(_template_text(helm, case, _values_file(tmp_path, case.values_text())))
+    _create_namespace(kube_apiserver, case, manifests)
+    rbac = [m for m in manifests if m["kind"] in ("ServiceAccount", "Role", "RoleBinding")]
+    result = _kubectl(kube_apiserver, "apply", "-f", "-", input="\n---\n".join(json.dumps(m) for m in rbac))
+    assert result.returncode == 0, result.stderr
+
+    job = _one(manifests, "Job", "credentials")["spec"]["template"]["spec"]
+    env = {e["name"]: e["value"] for e in job["containers"][0]["env"] if "value" in e}
+    script = tmp_path / "credentials.py"
+    script.write_text(_one(manifests, "ConfigMap", "credentials-writer")["data"]["credentials.py"])
+    account = tmp_path / "serviceaccount"
+    account.mkdir()
+    token = _kubectl(kube_apiserver, "create", "token", job["serviceAccountName"], "-n", case.namespace)
+    assert token.returncode == 0, token.stderr
+    (account / "token").write_text(token.stdout.strip())
+    (account / "ca.crt").write_bytes(kube_apiserver.certs.ca_cert.read_bytes())
+    run_env = {
+        "PATH": os.environ.get("PATH", ""),
+        **env,
+        "POD_NAMESPACE": case.namespace,
+        "SERVICEACCOUNT_DIR": str(account),
+        "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+        "KUBERNETES_SERVICE_PORT": str(kube_apiserver.ports["apiserver"]),
+    }
+
+    def run() -> str:
+        done = subprocess.run([sys.executable, str(script)], env=run_env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def secret() -> Manifest:
+        found = _kubectl(kube_apiserver, "get", "secret", "store-credentials", "-n", case.namespace, "-o", "json")
+        assert found.returncode == 0, found.stderr
+        decoded = json.loads(found.stdout)
+        assert isinstance(decoded, dict)
+        return decoded
+
+    assert "created" in run()
+    first = secret()
+    keys = env["SECRET_KEYS"].split()
+    assert sorted(first["data"]) == sorted(keys)
+    values = {k: base64.b64decode(v).decode() for k, v in first["data"].items()}
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{43}", v) for v in values.values())
+    assert len(set(values.values())) == len(keys)
+    assert first["metadata"]["labels"]["storeops.io/store"] == store.id
+
+    assert "nothing changed" in run()
+    assert secret()["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]
+
+    # A key a newer chart needs is added; the others keep their values.
+    dropped = keys[0]
+    patched = _kubectl(kube_apiserver, "patch", "secret", "store-credentials", "-n", case.namespace,
+                       "--type=json", "-p", json.dumps([{"op": "remove", "path": f"/data/{dropped}"}]))  # fmt: skip
+    assert patched.returncode == 0, patched.stderr
+    assert f"added keys {dropped}" in run()
+    after = {k: base64.b64decode(v).decode() for k, v in secret()["data"].items()}
+    assert {k: v for k, v in after.items() if k != dropped} == {k: v for k, v in values.items() if k != dropped}
+    assert after[dropped] != values[dropped]
+
+    # The token may touch this Secret only.
+    subject = f"system:serviceaccount:{case.namespace}:{job['serviceAccountName']}"
+    for verb, resource in [("get", "secrets/other"), ("list", "secrets"), ("delete", "secrets/store-credentials"),
+                           ("get", "pods"), ("update", "secrets/store-credentials")]:  # fmt: skip
+        answer = _kubectl(kube_apiserver, "auth", "can-i", verb, resource, "-n", case.namespace, f"--as={subject}")
+        assert answer.stdout.strip() == "no", f"{verb} {resource}: {answer.stdout}"
+    answer = _kubectl(kube_apiserver, "auth", "can-i", "get", "secrets/store-credentials", "-n", case.namespace,
+                      f"--as={subject}")  # fmt: skip
+    assert answer.stdout.strip() == "yes"
