@@ -14,6 +14,10 @@ RENDERED_DIR = "rendered"
 APPS_SUBDIR = "apps"
 #: Under ``rendered/<cluster>/``: one Helm values file per store (not applied by the root app).
 VALUES_SUBDIR = "values"
+#: Under ``rendered/<cluster>/``: the cluster's root AppProject and Application (applied once by hand).
+ROOT_FILE = "root.yaml"
+ROOT_PREFIX = "storeops-"
+IN_CLUSTER = "https://kubernetes.default.svc"
 PLANS_FILE = "templates/plans.yaml"
 ENTRY_SUFFIX = ".yaml"
 #: Files in ``stores/`` and ``clusters/`` whose name starts with this are not entries.

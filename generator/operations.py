@@ -32,7 +32,8 @@ def validate(root: Path) -> tuple[fleet.Fleet, list[Problem]]:
 
 def render_files(loaded: fleet.Fleet, repo_url: str = "") -> dict[str, str]:
     """Render every store of a valid fleet; raises InvalidInput listing every problem."""
-    return rendering.render_fleet(loaded.targets(), repo_url)
+    targets = loaded.targets()
+    return rendering.render_fleet(targets, [c for c, _ in loaded.clusters.values()], repo_url)
 
 
 def _as_bytes(files: dict[str, str]) -> dict[str, bytes]:

@@ -123,7 +123,8 @@ def test_empty_stores_folder_does_not_delete_the_fleet(example_repo: Path) -> No
     assert snapshot(example_repo / "rendered") == before
     result = storeops(example_repo, "render", "--allow-mass-delete")
     assert result.returncode == 0, result.stderr
-    assert not (example_repo / "rendered").exists() or not any((example_repo / "rendered").rglob("*.yaml"))
+    remaining = sorted(str(p.relative_to(example_repo)) for p in (example_repo / "rendered").rglob("*.yaml"))
+    assert remaining == ["rendered/local/root.yaml", "rendered/prod/root.yaml"]
 
 
 def test_mass_delete_share_is_configurable(example_repo: Path) -> None:
