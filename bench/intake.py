@@ -27,7 +27,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from webhook import testing  # noqa: E402
+from webhook import testing
 
 HEADERS = {"Authorization": f"Bearer {testing.WRITE_TOKEN}"}
 

@@ -297,8 +297,9 @@ def test_form_webhook_maps_fields_and_checks_the_signature(tmp_path: Path) -> No
                                      headers={**headers, "X-Delivery-Id": "d-2"})
         assert forged.status_code == 403
         bad = json.dumps({**delivery, "answers": {"slug": "Bad Slug"}}).encode()
-        invalid = running.client.post("/v1/webhooks/form", content=bad, headers={
-            "content-type": "application/json", "X-Storeops-Signature": auth.sign(secret=testing.FORM_SECRET, body=bad)})
+        signed = {"content-type": "application/json",
+                  "X-Storeops-Signature": auth.sign(secret=testing.FORM_SECRET, body=bad)}
+        invalid = running.client.post("/v1/webhooks/form", content=bad, headers=signed)
         assert invalid.status_code == 422
         assert {"id", "name", "engine"} <= {p["field"] for p in invalid.json()["problems"]}
 
@@ -361,5 +362,6 @@ def test_health_ready_metrics_and_openapi(service: Running) -> None:
     assert 'storeops_queue_requests{status="committed"} 1' in text
     spec = service.client.get("/openapi.json").json()
     assert spec["openapi"].startswith("3.")
-    assert {"/v1/stores", "/v1/stores/{store_id}", "/v1/requests/{request_id}", "/v1/webhooks/form"} <= set(spec["paths"])
+    paths = {"/v1/stores", "/v1/stores/{store_id}", "/v1/requests/{request_id}", "/v1/webhooks/form", "/healthz"}
+    assert paths <= set(spec["paths"])
     assert spec["components"]["schemas"]["Store"]["properties"]["id"]["pattern"]

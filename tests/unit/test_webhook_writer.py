@@ -1,0 +1,47 @@
+"""Applying queued requests to a work tree: idempotent, in order, rejecting what no longer fits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from webhook import entries, queueing, testing, writer
+
+
+def request(request_id: str, store_id: str, *, action: str = queueing.CREATE, **extra: object) -> queueing.Request:
+    content = entries.dump(entries.with_defaults(testing.store_payload(store_id, **extra))) \
+        if action == queueing.CREATE else None
+    return queueing.Request(id=request_id, store_id=store_id, action=action, content=content, cluster="local",
+                            review=False, source="api", client="c", idempotency_key=None, body_hash="h")
+
+
+def test_applying_twice_changes_nothing_the_second_time(tmp_path: Path) -> None:
+    root = testing.example_repo(tmp_path / "repo")
+    batch = [request("1", "new-one"), request("2", "bookworm", action=queueing.DELETE), request("3", "new-two")]
+    outcomes = writer.Outcomes()
+    written = writer.apply_requests(root, batch, outcomes)
+    assert written == ["stores/new-one.yaml", "stores/bookworm.yaml", "stores/new-two.yaml"]
+    assert outcomes.landed == ["1", "2", "3"]
+    assert not (root / "stores/bookworm.yaml").exists()
+    snapshot = {p.name: p.read_bytes() for p in (root / "stores").iterdir()}
+    again = writer.Outcomes()
+    assert writer.apply_requests(root, batch, again) == []
+    assert again.landed == ["1", "2", "3"] and not again.rejected
+    assert {p.name: p.read_bytes() for p in (root / "stores").iterdir()} == snapshot
+
+
+def test_a_request_whose_id_was_taken_meanwhile_is_rejected_and_leaves_the_file(tmp_path: Path) -> None:
+    root = testing.example_repo(tmp_path / "repo")
+    original = (root / "stores/acme-outdoor.yaml").read_bytes()
+    outcomes = writer.Outcomes()
+    assert writer.apply_requests(root, [request("1", "acme-outdoor")], outcomes) == []
+    assert "1" in outcomes.rejected and outcomes.landed == []
+    assert (root / "stores/acme-outdoor.yaml").read_bytes() == original
+
+
+def test_a_request_that_breaks_a_fleet_rule_now_is_rejected(tmp_path: Path) -> None:
+    root = testing.example_repo(tmp_path / "repo")
+    outcomes = writer.Outcomes()
+    clash = request("1", "second-knits", cluster="prod", domain="shop.nordicknits.example")
+    assert writer.apply_requests(root, [clash, request("2", "fine")], outcomes) == ["stores/fine.yaml"]
+    assert any("already served" in p.message for p in outcomes.rejected["1"])
+    assert outcomes.landed == ["2"]
