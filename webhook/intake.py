@@ -94,16 +94,19 @@ class Intake:
             if first is not None:
                 return first, False
             snapshot = self.snapshot()
-            store_id, content, cluster = self._check_create(snapshot, data)
+            store_id, content, after = self._check_create(snapshot, data)
+            entry = after.stores[entries.path_for(store_id)].entry
+            assert entry is not None
+            cluster = after.clusters[entry.store.cluster][0]
             request = self.queue.add(queueing.Request(
                 id=str(uuid.uuid4()), store_id=store_id, action=queueing.CREATE, content=content,
                 cluster=cluster.name, review=cluster.review, source=caller.source, client=caller.client,
                 idempotency_key=caller.idempotency_key, body_hash=body_hash(body)))
-            self._snapshot = Snapshot(snapshot.git, snapshot.overlay.with_store(request.path, content),
-                                      snapshot.git_sha)
+            self._snapshot = Snapshot(snapshot.git, after, snapshot.git_sha)
             return request, True
 
-    def _check_create(self, snapshot: Snapshot, data: Any) -> tuple[str, str, Any]:
+    def _check_create(self, snapshot: Snapshot, data: Any) -> tuple[str, str, fleet.Fleet]:
+        """The new store's id, its file's text, and the overlay with it; raises 409 or 422."""
         if not isinstance(data, dict):
             raise Invalid("the request must be a JSON object of store fields",
                           [Problem("request", 0, "(top)", "must be a mapping of fields")])
@@ -127,9 +130,7 @@ class Intake:
         if new:
             raise Invalid(f"{len(new)} problem{'s' if len(new) != 1 else ''} in the request", new)
         assert isinstance(store_id, str)
-        entry = after.stores[path].entry
-        assert entry is not None
-        return store_id, content, after.clusters[entry.store.cluster][0]
+        return store_id, content, after
 
     def delete(self, *, store_id: str, caller: Caller, body: bytes) -> tuple[queueing.Request, bool]:
         with self._lock:

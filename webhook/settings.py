@@ -11,7 +11,7 @@ import json
 import os
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from generator.settings import Settings
@@ -70,8 +70,12 @@ class ServiceSettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServiceSettings:
         env = os.environ if environ is None else environ
         d = cls()
+        git = Settings.from_env(env)
+        # Absolute paths: the service outlives its cwd's meaning, and git runs in other directories
+        # (the generator seeds the default remote from inside a staging clone).
+        git = replace(git, repo=git.repo.resolve(), state_dir=git.state_dir.resolve())
         return cls(
-            git=Settings.from_env(env),
+            git=git,
             host=env.get("STOREOPS_HOST", d.host),
             port=_int(env, "STOREOPS_PORT", d.port, low=0),
             tokens=_tokens(env.get("STOREOPS_API_TOKENS", "")),

@@ -14,7 +14,8 @@ def test_defaults_run_with_nothing_set() -> None:
     assert config.git.branch == "main"
     assert config.tokens == ()
     assert config.form_fields["owner_email"] == "owner.email"
-    assert config.queue_path == Path(".storeops") / "intake.sqlite3"
+    assert config.queue_path == Path(".storeops").resolve() / "intake.sqlite3"
+    assert config.git.repo.is_absolute()
 
 
 def test_values_are_read_from_storeops_variables() -> None:
