@@ -6,10 +6,12 @@ did not start. Ports come from the caller so a restart can reuse them.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
 import pathlib
+import shutil
 import socket
 import ssl
 import urllib.request
@@ -73,11 +75,18 @@ def etcd_revision(client_port: int) -> int:
 
 
 def compact_etcd(client_port: int) -> int:
-    """Compact etcd up to its current revision (physically); returns that revision."""
+    """Compact etcd so that every resourceVersion read before this call answers 410 Gone.
+
+    A watch from resourceVersion R reads etcd from R+1, which is only refused once the compacted
+    revision is above R+1: two writes to a key outside /registry move the revision past any R
+    already handed out, then etcd is compacted (physically) at that revision, which is returned.
+    """
+    url = f"http://127.0.0.1:{client_port}/v3/kv/put"
+    key = base64.b64encode(b"/storeops-harness/compaction-marker").decode()
+    for value in (b"1", b"2"):
+        _http_json(url, {"key": key, "value": base64.b64encode(value).decode()})
     revision = etcd_revision(client_port)
-    _http_json(
-        f"http://127.0.0.1:{client_port}/v3/kv/compaction", {"revision": str(revision), "physical": True}
-    )
+    _http_json(f"http://127.0.0.1:{client_port}/v3/kv/compaction", {"revision": str(revision), "physical": True})
     return revision
 
 
@@ -115,9 +124,7 @@ def start_apiserver(
         "--v=1",
     ]
     process = processes.spawn("kube-apiserver", argv, log_dir=state / "logs")
-    client = kube.ApiClient(
-        url=f"https://127.0.0.1:{port}", ca_cert=certs.ca_cert, client=certs.clients["admin"]
-    )
+    client = kube.ApiClient(url=f"https://127.0.0.1:{port}", ca_cert=certs.ca_cert, client=certs.clients["admin"])
     processes.wait_until("kube-apiserver /readyz", client.ready, timeout=STARTUP_TIMEOUT, process=process)
     return process
 
@@ -204,7 +211,7 @@ def start_redis(*, state: pathlib.Path, port: int) -> processes.Process:
     data = state / "redis"
     data.mkdir(parents=True, exist_ok=True)
     argv = [
-        "redis-server",
+        shutil.which("redis-server") or "redis-server",
         "--bind", "127.0.0.1",
         "--port", str(port),
         "--save", "",
@@ -256,9 +263,7 @@ def start_repo_server(
     ]
     env = _argocd_env(binaries, state, kubeconfig) | {"ARGOCD_BINARY_NAME": "argocd-repo-server"}
     process = processes.spawn("argocd-repo-server", argv, log_dir=state / "logs", env=env)
-    processes.wait_until(
-        "argocd-repo-server port", lambda: port_open(port), timeout=STARTUP_TIMEOUT, process=process
-    )
+    processes.wait_until("argocd-repo-server port", lambda: port_open(port), timeout=STARTUP_TIMEOUT, process=process)
     return process
 
 

@@ -40,9 +40,7 @@ def write_kubeconfig(
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [
-            {"name": "storeops", "cluster": {"server": server, "certificate-authority-data": b64(ca_cert)}}
-        ],
+        "clusters": [{"name": "storeops", "cluster": {"server": server, "certificate-authority-data": b64(ca_cert)}}],
         "users": [
             {
                 "name": client.user,
@@ -138,21 +136,15 @@ class Kubectl:
     def run(self, *args: str, input: str | None = None, timeout: float = 120.0, check: bool = True) -> str:
         """Run kubectl; returns stdout, or raises CommandError with stderr when check and it fails."""
         argv = [str(self.binary), f"--kubeconfig={self.kubeconfig}", *args]
-        result = subprocess.run(
-            argv, input=input, capture_output=True, text=True, timeout=timeout, check=False
-        )
+        result = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout, check=False)
         if check and result.returncode != 0:
-            raise errors.CommandError(
-                f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}"
-            )
+            raise errors.CommandError(f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
         return result.stdout
 
     def apply(self, *manifests: collections.abc.Mapping[str, object] | str, server_side: bool = True) -> str:
         """Apply manifests given as dicts or YAML/JSON text (server-side: CRDs are too big otherwise)."""
         docs = [m if isinstance(m, str) else json.dumps(m) for m in manifests]
-        flags = (
-            ["--server-side", "--force-conflicts", "--field-manager=storeops-harness"] if server_side else []
-        )
+        flags = ["--server-side", "--force-conflicts", "--field-manager=storeops-harness"] if server_side else []
         return self.run("apply", *flags, "-f", "-", input="\n---\n".join(docs))
 
     def get(self, kind: str, name: str, *, namespace: str | None = None) -> dict[str, object] | None:

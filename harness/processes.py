@@ -97,9 +97,7 @@ def spawn(
             start_new_session=True,
         )
     logger.info("started %s (pid %d), log %s", name, popen.pid, log_path)
-    return Process(
-        name=name, argv=list(argv), env=dict(env or {}), log_path=log_path, pid=popen.pid, popen=popen
-    )
+    return Process(name=name, argv=list(argv), env=dict(env or {}), log_path=log_path, pid=popen.pid, popen=popen)
 
 
 def adopt(description: collections.abc.Mapping[str, object]) -> Process:
@@ -177,4 +175,6 @@ def _pid_runs(pid: int, executable: str) -> bool:
         return False
     if stat.rsplit(")", 1)[-1].split()[0] == "Z":
         return False
-    return cmdline.split(b"\0", 1)[0].decode(errors="replace") == executable
+    # Some programs (redis-server) rewrite their title as "<argv0> <address>".
+    argv0 = cmdline.split(b"\0", 1)[0].split(b" ", 1)[0].decode(errors="replace")
+    return argv0 == executable

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import pathlib
+import shutil
 import sys
 import time
 
@@ -27,6 +28,11 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_STATE = pathlib.Path("/tmp/storeops-stack")
 STATE_FILE = "stack.json"
+# What start() writes into a state folder, all of it removed before a new start.
+STATE_PARTS = [
+    "etcd", "logs", "pki", "kubeconfig", "kubeconfigs", "apiserver", "controller-manager", "scheduler",
+    "redis", "argocd",
+]  # fmt: skip
 KWOK_NODE = "kwok-node-0"
 
 
@@ -137,9 +143,7 @@ class Stack:
             raise TimeoutError(f"{e}; last status: {json.dumps(seen.get('status'), indent=1)}") from e
         return seen
 
-    def wait_gone(
-        self, kind: str, name: str, *, namespace: str | None = None, timeout: float = 120.0
-    ) -> None:
+    def wait_gone(self, kind: str, name: str, *, namespace: str | None = None, timeout: float = 120.0) -> None:
         self.kubectl.wait_for(
             f"{kind} {namespace or ''}/{name} to be deleted",
             lambda: self.kubectl.get(kind, name, namespace=namespace) is None,
@@ -160,6 +164,9 @@ def start(
     state.mkdir(parents=True, exist_ok=True)
     if (state / STATE_FILE).exists():
         raise errors.StartupError(f"{state} already holds a stack ({state / STATE_FILE}); stop it first")
+    # Leftovers of an earlier stack (etcd data above all) would leak into this one.
+    for leftover in STATE_PARTS:
+        shutil.rmtree(state / leftover, ignore_errors=True)
     names = ["etcd", "etcd-peer", "apiserver"]
     if full:
         names += ["controller-manager", "scheduler", "kwok", "redis", "repo-server", "repo-server-metrics"]
@@ -181,6 +188,10 @@ def start(
     )
     try:
         _start_components(stack)
+    except TimeoutError as e:
+        logger.error("stack failed to start; stopping what started. Logs:\n%s", stack.logs(lines=30))
+        stack.stop()
+        raise errors.StartupError(str(e)) from e
     except BaseException:
         logger.error("stack failed to start; stopping what started. Logs:\n%s", stack.logs(lines=30))
         stack.stop()
@@ -194,9 +205,7 @@ def start(
 def _start_components(stack: Stack) -> None:
     b, state, ports, certs = stack.binaries, stack.state, stack.ports, stack.certs
     run = stack.processes
-    run["etcd"] = components.start_etcd(
-        b, state=state, client_port=ports["etcd"], peer_port=ports["etcd-peer"]
-    )
+    run["etcd"] = components.start_etcd(b, state=state, client_port=ports["etcd"], peer_port=ports["etcd-peer"])
     run["kube-apiserver"] = components.start_apiserver(
         b,
         state=state,
@@ -231,11 +240,13 @@ def _start_components(stack: Stack) -> None:
     run["redis"] = components.start_redis(state=state, port=ports["redis"])
     stack.save()
 
-    crds = argocd.crd_files(b.argocd_crds)
-    stack.kubectl.run(
-        "apply", "--server-side", "--field-manager=storeops-harness", *(f"-f={c}" for c in crds)
+    crd_names = stack.kubectl.run(
+        "apply", "--server-side", "--field-manager=storeops-harness", "-o", "name",
+        *(f"-f={c}" for c in argocd.crd_files(b.argocd_crds)),
+    ).split()  # fmt: skip
+    stack.kubectl.wait_for(
+        "the Argo CD CRDs to be Established", lambda: _established(stack, crd_names), timeout=60, interval=0.5
     )
-    stack.kubectl.run("wait", "--for=condition=Established", "--timeout=60s", *(f"-f={c}" for c in crds))
     stack.kubectl.apply(
         *argocd.bootstrap_manifests(namespace=stack.namespace, argocd_user=certs.clients["argocd"].user)
     )
@@ -278,6 +289,14 @@ def _kwok_node(name: str) -> dict[str, object]:
         },
         "status": {"allocatable": resources, "capacity": resources},
     }
+
+
+def _established(stack: Stack, crd_names: list[str]) -> bool:
+    listed = json.loads(stack.kubectl.run("get", *crd_names, "-o", "json"))
+    return all(
+        any(c.get("type") == "Established" and c.get("status") == "True" for c in crd["status"]["conditions"] or [])
+        for crd in listed["items"]
+    )
 
 
 def _node_ready(stack: Stack, name: str) -> bool:
