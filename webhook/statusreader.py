@@ -155,9 +155,12 @@ class StatusReader:
     watcher: Watcher
     deliverer: Deliverer
     threads: list[threading.Thread] = field(default_factory=list)
+    #: Set when the reader is told to stop (SSE streams end then).
+    stopped: threading.Event = field(default_factory=threading.Event)
 
     def start(self, *, stop: threading.Event) -> None:
         """Start the watch, ticker and deliverer threads (daemon threads, joined by ``join``)."""
+        self.stopped = stop
         for name, target in (("status-watch", lambda: self.watcher.run(stop=stop)),
                              ("status-tick", lambda: self._tick(stop)),
                              ("status-deliver", lambda: self.deliverer.run(stop=stop))):
