@@ -16,8 +16,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from webhook import endpoints, service, settings
+from webhook import endpoints, hooks, service, settings
 from webhook.errors import NotReady, Rejected
+from webhook.github import GitHubReviews, GitHubSettings
 from webhook.reviews import Reviews
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ ROUTES = [
     Route("/v1/stores/{store_id}", endpoints.delete_store, methods=["DELETE"]),
     Route("/v1/requests/{request_id}", endpoints.get_request, methods=["GET"], name="request_status"),
     Route("/v1/webhooks/form", endpoints.form_webhook, methods=["POST"]),
+    Route("/v1/webhooks/github", hooks.github_webhook, methods=["POST"]),
     Route("/healthz", endpoints.healthz, methods=["GET"]),
     Route("/readyz", endpoints.readyz, methods=["GET"]),
     Route("/metrics", endpoints.metrics, methods=["GET"]),
@@ -83,22 +85,36 @@ async def _http(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": exc.detail, "problems": []}, status_code=exc.status_code, headers=exc.headers)
 
 
-def create_app(config: settings.ServiceSettings, *, reviews: Reviews | None = None) -> Starlette:
-    """The app; the queue opens and the writer starts when the app starts (its lifespan)."""
+def create_app(config: settings.ServiceSettings, *, reviews: Reviews | None = None,
+               github: GitHubSettings | None = None) -> Starlette:
+    """The app; the queue opens and the writer starts when the app starts (its lifespan).
+
+    With ``github`` enabled, ``POST /v1/webhooks/github`` works and review-mode requests open pull
+    requests on GitHub (unless ``reviews`` says otherwise).
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        built = service.build(config, reviews=reviews)
+        hub = hooks.build(config, github) if github is not None and github.enabled else None
+        if hub is not None and reviews is None:
+            built = service.build(config, reviews=GitHubReviews(hub=hub.handlers.hub))
+        else:
+            built = service.build(config, reviews=reviews)
         app.state.service = built
+        app.state.github = hub
         stop = anyio.Event()
         async with anyio.create_task_group() as group:
             group.start_soon(lambda: built.writer.run(stop=stop))
+            if hub is not None:
+                group.start_soon(lambda: hub.run(stop=stop))
             log.info("storeops intake on %s:%d; queue %s", config.host, config.port, config.queue_path)
             try:
                 yield
             finally:
                 stop.set()
         built.close()
+        if hub is not None:
+            hub.close()
 
     return Starlette(routes=ROUTES, middleware=[Middleware(MetricsMiddleware)], lifespan=lifespan,
                      exception_handlers={Rejected: _rejected, NotReady: _not_ready, HTTPException: _http})

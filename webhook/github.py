@@ -192,8 +192,17 @@ class GitHub:
 
     def __init__(self, *, settings: GitHubSettings, client: github.Github | None = None) -> None:
         self.settings = settings
-        self.client = client or connect(settings)
-        self.repo = self.client.get_repo(settings.repository, lazy=True)
+        self._client = client
+        self._repo: Any = None
+
+    @property
+    def repo(self) -> Any:
+        """The repository, connecting on first use (an App looks its installation up then, not at start)."""
+        if self._repo is None:
+            if self._client is None:
+                self._client = connect(self.settings)
+            self._repo = self._client.get_repo(self.settings.repository, lazy=True)
+        return self._repo
 
     def report(self, *, sha: str, state: str, description: str, details: str = "", target_url: str = "",
                context: str = VALIDATE_CONTEXT) -> None:
