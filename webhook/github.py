@@ -201,7 +201,7 @@ class GitHub:
         if self._repo is None:
             if self._client is None:
                 self._client = connect(self.settings)
-            self._repo = self._client.get_repo(self.settings.repository, lazy=True)
+            self._repo = self._client.get_repo(self.settings.repository)
         return self._repo
 
     def report(self, *, sha: str, state: str, description: str, details: str = "", target_url: str = "",
