@@ -17,7 +17,8 @@ def cmd_serve(args: argparse.Namespace, _git: Settings) -> int:
     config = settings.ServiceSettings.from_env()
     host = args.host or config.host
     port = args.port if args.port is not None else config.port
-    uvicorn.run(app.create_app(config, github=github.GitHubSettings.from_env()), host=host, port=port, log_level="info" if args.verbose else "warning",
+    hub = github.GitHubSettings.from_env()
+    uvicorn.run(app.create_app(config, github=hub), host=host, port=port, log_level="info" if args.verbose else "warning",
                 access_log=bool(args.verbose), lifespan="on")
     return 0
 
