@@ -160,7 +160,23 @@ build_helm() {
   finish helm
 }
 
+# Files the repo-server runs next to the binary, as the argo-cd image has them in /usr/local/bin:
+# it execs git-verify-wrapper.sh for every git revision. Copied from the module, not committed.
+argocd_support_files() {
+  local src=$1 out=$2 f
+  for f in git-verify-wrapper.sh gpg-wrapper.sh; do
+    [[ -f $src/hack/$f ]] || die "argo-cd $ARGOCD_VERSION has no hack/$f"
+    install -m 0755 "$src/hack/$f" "$out/$f"
+  done
+}
+
 build_argocd() {
+  local dir=${DIRS[argocd]}
+  if [[ -d $dir && ! -x $dir/git-verify-wrapper.sh ]]; then
+    # A folder from before build.sh copied the support files: complete it in place.
+    argocd_support_files "$(go mod download -json "github.com/argoproj/argo-cd/v3@$ARGOCD_VERSION" |
+      sed -n 's/.*"Dir": "\(.*\)".*/\1/p')" "$dir"
+  fi
   begin argocd || return 0
   # The published argo-cd module replaces github.com/argoproj/argo-cd/gitops-engine with its
   # ./gitops-engine folder, which module zips leave out. Build from a writable copy whose replace
@@ -188,6 +204,7 @@ build_argocd() {
   # The multi-call binary picks its role from its file name (or ARGOCD_BINARY_NAME).
   local role
   for role in argocd-application-controller argocd-repo-server; do ln -s argocd "$out/$role"; done
+  argocd_support_files "$src" "$out"
   mkdir -p "$out/crds"
   cp "$work"/manifests/crds/*-crd.yaml "$out/crds/"
   ls "$out/crds/application-crd.yaml" "$out/crds/appproject-crd.yaml" >/dev/null ||

@@ -238,7 +238,8 @@ def _argocd_env(binaries: versions.Binaries, state: pathlib.Path, kubeconfig: pa
         # Repo checkouts and helm caches stay inside this stack's state folder.
         "TMPDIR": str(root / "tmp"),
         "HOME": str(root / "home"),
-        "PATH": f"{binaries.helm.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        # helm, and the wrapper scripts the repo-server execs (git-verify-wrapper.sh).
+        "PATH": os.pathsep.join([str(binaries.helm.parent), str(binaries.argocd.parent), os.environ.get("PATH", "")]),
         "HOSTNAME": "argocd-application-controller-0",
     }
 

@@ -50,6 +50,7 @@ class Binaries:
     helm: pathlib.Path
     argocd: pathlib.Path
     argocd_crds: pathlib.Path
+    argocd_git_verify_wrapper: pathlib.Path
 
     def required(self) -> list[pathlib.Path]:
         return [
@@ -63,6 +64,7 @@ class Binaries:
             self.helm,
             self.argocd,
             self.argocd_crds,
+            self.argocd_git_verify_wrapper,
         ]
 
 
@@ -117,6 +119,7 @@ def binaries(versions: Versions | None = None, *, cache: pathlib.Path | None = N
         helm=bin_dir / f"helm-{v.helm}" / "helm",
         argocd=argocd / "argocd",
         argocd_crds=argocd / "crds",
+        argocd_git_verify_wrapper=argocd / "git-verify-wrapper.sh",
     )
 
 
