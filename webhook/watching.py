@@ -160,7 +160,8 @@ class Watcher:
                     self.consumer.upsert(obj)
                 elif kind == "DELETED":
                     self.consumer.delete(obj)
-                resource_version = str(obj["metadata"]["resourceVersion"])
+                # Kept on the object at once: a watch that breaks after this event resumes after it.
+                resource_version = self.resource_version = str(obj["metadata"]["resourceVersion"])
                 if stop.is_set():
                     break
         except client.ApiException as e:
