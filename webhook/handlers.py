@@ -22,16 +22,19 @@ from webhook.github import GitHub
 
 log = logging.getLogger(__name__)
 
-#: Asks Argo CD to refresh the Applications of these stores (the status reader's refresher plugs in here).
-Refresh = Callable[[Sequence[str]], None]
+#: Asks Argo CD to refresh what a publish touched, e.g. ``refreshing.refresh_published`` with its API client.
+Refresh = Callable[[publishing.Published], object]
 #: Hidden marker of the one comment storeops keeps on a store request issue.
 ISSUE_MARKER = "<!-- storeops:issue -->"
 ISSUE_BRANCH_PREFIX = "storeops/issue-"
 _SAFE_ID = re.compile(r"^[a-z0-9][-a-z0-9]{0,62}$")
 
 
-def log_refresh(store_ids: Sequence[str]) -> None:
-    log.info("no Argo CD refresher configured; Argo CD picks up %s on its next poll", ", ".join(store_ids))
+def log_refresh(published: publishing.Published) -> None:
+    changes = published.changes
+    touched = sorted({*changes.added, *changes.changed, *changes.removed})
+    log.info("no Argo CD refresher configured; Argo CD picks up %s at %s on its next poll", ", ".join(touched),
+             published.sha[:12])
 
 
 class Handlers:
@@ -74,9 +77,11 @@ class Handlers:
         result = publishing.publish(self.publish_settings,
                                     message_extra=f"Published for push {after[:12]} (GitHub delivery {delivery_id})")
         changes = result.changes
-        affected = sorted({*changes.added, *changes.changed, *changes.removed})
-        if affected:
-            self.refresh(affected)
+        if result.committed:
+            try:
+                self.refresh(result)
+            except Exception as e:  # published already; Argo CD still finds it on its next poll
+                log.warning("published %s but could not ask Argo CD to refresh: %s", result.sha[:12], e)
         if not result.committed:
             return f"nothing to publish at {result.sha[:12]}"
         return f"published {result.sha[:12]}: {changes.summary()}"

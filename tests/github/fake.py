@@ -63,6 +63,8 @@ class Pull:
     state: str = "open"
     merged: bool = False
     merge_commit_sha: str | None = None
+    #: The base branch's commit when the pull request was opened (its commits are the ones after it).
+    base_at_open: str = ""
     created_at: str = ""
     updated_at: str = ""
     closed_at: str | None = None
@@ -145,6 +147,8 @@ class FakeGitHub:
             ("PATCH", rf"{repo}/issues/comments/(?P<cid>\d+)", self.update_comment),
             ("POST", rf"{repo}/statuses/(?P<sha>[0-9a-f]{{40}})", self.create_status),
             ("GET", rf"{repo}/commits/(?P<ref>[^/]+)/statuses", self.list_statuses),
+            ("GET", rf"{repo}/commits", self.list_commits),
+            ("GET", rf"{repo}/commits/(?P<sha>[0-9a-f]{{40}})/pulls", self.list_commit_pulls),
             ("POST", rf"{repo}/check-runs", self.create_check_run),
         ):
             self.routes.append((method, re.compile(pattern + r"/?$"), handler))
@@ -419,6 +423,7 @@ class FakeGitHub:
             raise invalid("PullRequest", "", "custom", f"A pull request already exists for {self.owner}:{head}.")
         pull = Pull(next(self._numbers), str(body["title"]), str(body.get("body") or ""), head, base, self.bot,
                     created_at=now(), updated_at=now())
+        pull.base_at_open = self.branch_sha(base)
         self.pulls[pull.number] = pull
         self.git("update-ref", f"refs/pull/{pull.number}/head", self.branch_sha(head))
         return 201, self.pull_json(pull)
@@ -534,6 +539,36 @@ class FakeGitHub:
         # https://docs.github.com/en/rest/commits/statuses#list-commit-statuses-for-a-reference
         sha = self.branch_sha(ref) or ref
         return 200, [{k: v for k, v in s.items() if k != "sha"} for s in reversed(self.statuses) if s["sha"] == sha]
+
+    def commit_json(self, sha: str) -> Json:
+        # https://docs.github.com/en/rest/commits/commits#get-a-commit (the "commit" schema)
+        fields = self.git("log", "-1", "--format=%an%x00%ae%x00%aI%x00%cn%x00%ce%x00%cI%x00%T%x00%P%x00%B", sha)
+        an, ae, ad, cn, ce, cd, tree, parents, message = fields.split("\0", 8)
+        api = f"{self.url}/repos/{self.full_name}"
+        return {"url": f"{api}/commits/{sha}", "sha": sha, "node_id": f"C_{sha[:10]}",
+                "html_url": f"{self.html}/commit/{sha}", "comments_url": f"{api}/commits/{sha}/comments",
+                "commit": {"url": f"{api}/git/commits/{sha}", "author": {"name": an, "email": ae, "date": ad},
+                           "committer": {"name": cn, "email": ce, "date": cd}, "message": message.strip(),
+                           "tree": {"url": f"{api}/git/trees/{tree}", "sha": tree}, "comment_count": 0},
+                "author": None, "committer": None,
+                "parents": [{"url": f"{api}/commits/{p}", "sha": p} for p in parents.split()]}
+
+    def list_commits(self, *, query: dict[str, str], **_: Any) -> tuple[int, Any]:
+        # https://docs.github.com/en/rest/commits/commits#list-commits (sha: where to start; path: only these)
+        start = query.get("sha") or "main"
+        args = ["log", "--format=%H", "-n", query.get("per_page", "30"), self.branch_sha(start) or start]
+        if query.get("path"):
+            args += ["--", query["path"]]
+        return 200, [self.commit_json(sha) for sha in self.git(*args).split()]
+
+    def list_commit_pulls(self, *, sha: str, **_: Any) -> tuple[int, Any]:
+        # https://docs.github.com/en/rest/commits/commits#list-pull-requests-associated-with-a-commit
+        def contains(tip: str, commit: str) -> bool:
+            return subprocess.run(["git", "-C", str(self.bare), "merge-base", "--is-ancestor", commit, tip],
+                                  check=False).returncode == 0
+        found = [self.pull_json(p) for p in sorted(self.pulls.values(), key=lambda p: -p.number)
+                 if contains(f"refs/pull/{p.number}/head", sha) and not contains(p.base_at_open, sha)]
+        return 200, found
 
     def create_check_run(self, *, body: Json, auth: str, **_: Any) -> tuple[int, Any]:
         # https://docs.github.com/en/rest/checks/runs#create-a-check-run (GitHub Apps only)
