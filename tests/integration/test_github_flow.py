@@ -7,6 +7,7 @@ malformed and replayed deliveries.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
@@ -21,7 +22,7 @@ from starlette.testclient import TestClient
 from generator import constants
 from tests.github import payloads
 from tests.github.fake import FakeGitHub
-from webhook import app, issueforms, testing
+from webhook import app, deliveries, hooks, issueforms, testing
 from webhook.github import GitHub, GitHubDeployReporter, GitHubSettings
 from webhook.settings import ServiceSettings
 
@@ -295,3 +296,50 @@ def test_deploy_reports_go_on_the_commit_and_the_requesting_pull_request(world: 
     # A store that came in by a direct commit has no pull request: nothing to comment on, no error.
     reporter.update_comment(store_id="acme-outdoor", body="ready")
     assert not [c for c in fake.comments.values() if "acme-outdoor" in c["body"]]
+
+
+def test_the_answer_comes_before_slow_work_and_github_back_off(world: World) -> None:
+    """GitHub asks storeops to slow down (429 + Retry-After): the delivery is answered at once, the status follows."""
+    fake = world.fake
+    testing.git(world.bare, "branch", "slow", "main")
+    _, created = fake.create_pull(body={"title": "Slow", "head": "slow", "base": "main"})
+    fake.fail_next("POST", r"/statuses/", 429, headers={"Retry-After": "2"})
+    # The pull request touches no inputs yet; give it one so there is something to report.
+    clone = world.settings.git.state_dir.parent / "slow-clone"
+    testing.git(world.bare.parent, "clone", "-q", "-b", "slow", str(world.bare), str(clone))
+    (clone / "stores" / "bookworm.yaml").write_text(
+        (clone / "stores" / "bookworm.yaml").read_text().replace("Bookworm Books", "Bookworm"))
+    testing.git(clone, "-c", "user.name=t", "-c", "user.email=t@x.test", "commit", "-qam", "Rename bookworm")
+    testing.git(clone, "push", "-q", "origin", "slow")
+    head = world.git("rev-parse", "refs/heads/slow")
+    started = time.monotonic()
+    answer = world.deliver("pull_request", payloads.pull_request(fake, created["number"], "synchronize"))
+    answered = time.monotonic() - started
+    assert answer.status_code == 202 and answered < 1.0
+    assert not fake.statuses_for(head)
+    status = wait_for(lambda: fake.statuses_for(head))
+    assert status[-1]["state"] == "success" and time.monotonic() - started >= 2.0
+    assert [r.status for r in fake.requests if "/statuses/" in r.path] == [429, 201]
+
+
+def test_deliveries_recorded_before_a_crash_are_worked_after_the_restart(tmp_path: Path) -> None:
+    settings = testing.service_settings(tmp_path)
+    fake = FakeGitHub(bare=Path(settings.git.remote), repository=REPOSITORY, token=TOKEN).start()
+    try:
+        issue = fake.open_issue(title="New store", body=form(), labels=["new-store"])
+        # The previous process answered 202 (the row is on disk) and died before doing the work.
+        log = deliveries.Deliveries(path=settings.git.state_dir / hooks.DELIVERIES_FILE)
+        body = json.dumps(payloads.issues(fake, issue.number, "opened")).encode()
+        assert log.record(delivery_id="before-crash", event="issues", action="opened", payload=body)
+        log.close()
+        world = running(settings, fake, github_settings(fake))
+        started = next(world)
+        pull = wait_for(lambda: next(iter(fake.pulls.values()), None))
+        assert pull.head == f"storeops/issue-{issue.number}"
+        state = wait_for(lambda: (d := started.client.app.state.github.deliveries.get("before-crash"))  # type: ignore
+                         and d.status == "done" and d)
+        assert "pull request #" in state.outcome
+        with pytest.raises(StopIteration):
+            next(world)
+    finally:
+        fake.stop()
