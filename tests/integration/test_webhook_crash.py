@@ -90,7 +90,7 @@ def send(client: httpx.Client, url: str, store_id: str) -> str | None:
 
 def test_sigkill_mid_burst_loses_nothing_and_doubles_nothing(server: Server) -> None:
     seeded = set(testing.remote_stores(server.bare))
-    wanted = [f"burst-{i:03d}" for i in range(160)]
+    wanted = [f"burst-{i:03d}" for i in range(300)]
     ledger: dict[str, str] = {}
     lock = threading.Lock()
 
