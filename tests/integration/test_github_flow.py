@@ -343,3 +343,18 @@ def test_deliveries_recorded_before_a_crash_are_worked_after_the_restart(tmp_pat
             next(world)
     finally:
         fake.stop()
+
+
+def test_editing_the_store_id_moves_the_entry_on_the_same_pull_request(world: World) -> None:
+    fake = world.fake
+    issue = fake.open_issue(title="New store", body=form(), labels=["new-store"])
+    world.deliver("issues", payloads.issues(fake, issue.number, "opened"))
+    pull = wait_for(lambda: next(iter(fake.pulls.values()), None))
+    branch = pull.head
+    fake.edit_issue(issue.number, body=form(**{"Store ID": "trail-mix-two"}))
+    world.deliver("issues", payloads.issues(fake, issue.number, "edited"))
+    wait_for(lambda: pull.title == "Add store trail-mix-two")
+    files = world.git("ls-tree", "--name-only", f"refs/heads/{branch}", "stores/").split()
+    assert "stores/trail-mix-two.yaml" in files and "stores/trail-mix.yaml" not in files
+    assert len(fake.pulls) == 1
+    wait_for(lambda: "stores/trail-mix-two.yaml" in world.storeops_comment(issue.number, "storeops:issue"))
