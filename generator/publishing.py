@@ -59,7 +59,7 @@ def seed_remote(bare: Path, source: Path, branch: str) -> None:
     """Create a bare repository holding the data folders of ``source`` on ``branch``."""
     log.info("creating local remote %s from %s", bare, source)
     bare.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix="remote-", dir=bare.parent))
+    staging = Path(tempfile.mkdtemp(prefix="remote-", dir=bare.parent)).resolve()
     try:
         git.Repo.init(staging / "repo.git", bare=True, initial_branch=branch)
         clone = git.Repo.init(staging / "seed", initial_branch=branch)

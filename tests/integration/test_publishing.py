@@ -146,3 +146,12 @@ def test_publish_refuses_mass_delete(tmp_path: Path, bare_remote: Path) -> None:
 def test_unreachable_remote_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(GitError, match="cannot clone"):
         publishing.publish(settings_for(tmp_path, tmp_path / "missing.git"))
+
+
+def test_default_remote_with_a_relative_state_dir(tmp_path: Path, example_repo: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = Settings(repo=example_repo, state_dir=Path(".storeops"))
+    result = publishing.publish(settings, edit=add_store_edit("relative"))
+    assert result.committed
+    assert git(tmp_path / ".storeops/remote.git", "rev-parse", "main") == result.sha
