@@ -3,6 +3,8 @@
 The routes find the reader at ``request.app.state.status_reader`` (a
 :class:`~webhook.statusreader.StatusReader`, or ``None`` when no cluster is configured: then they
 answer 503). :func:`store_status` is also what ``GET /v1/stores/{id}`` merges into its answer.
+Reading a store's status needs a bearer token, like the rest of ``/v1``: the service's tokens
+(``app.state.service.tokens``), else ``app.state.status_tokens``; ``/metrics/status`` is open like ``/metrics``.
 
 SSE: ``GET /v1/stores/{id}/events`` first sends the store's current state (or, with
 ``Last-Event-ID``, every transition after that id), then each new transition as it is reported.
@@ -20,7 +22,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from webhook import lifecycle
+from webhook import auth, lifecycle
+from webhook.errors import Rejected
 from webhook.ledger import Event, Row
 from webhook.statusreader import StatusReader
 
@@ -60,12 +63,27 @@ def _reader(request: Request) -> StatusReader | None:
     return reader if isinstance(reader, StatusReader) else None
 
 
+def _refused(request: Request) -> Response | None:
+    """None when the request carries a known bearer token (read scope is enough), else the 401/503 answer."""
+    service = getattr(request.app.state, "service", None)
+    tokens = getattr(service, "tokens", None) or getattr(request.app.state, "status_tokens", None)
+    if not tokens:
+        return JSONResponse({"error": "no API tokens configured", "problems": []}, status_code=503)
+    try:
+        auth.bearer(header=request.headers.get("authorization"), tokens=tokens, write=False)
+    except Rejected as e:
+        return JSONResponse({"error": e.message, "problems": []}, status_code=e.status)
+    return None
+
+
 def _off() -> Response:
     return JSONResponse({"error": "the status reader is off: set STOREOPS_KUBECONFIG or run in a cluster",
                          "problems": []}, status_code=503)
 
 
 async def get_store_status(request: Request) -> Response:
+    if (refused := _refused(request)) is not None:
+        return refused
     reader = _reader(request)
     if reader is None:
         return _off()
@@ -78,6 +96,8 @@ async def get_store_status(request: Request) -> Response:
 
 
 async def get_fleet_status(request: Request) -> Response:
+    if (refused := _refused(request)) is not None:
+        return refused
     reader = _reader(request)
     return _off() if reader is None else JSONResponse(fleet_status(reader))
 
@@ -90,6 +110,8 @@ async def get_status_metrics(request: Request) -> Response:
 
 
 async def stream_store_events(request: Request) -> Response:
+    if (refused := _refused(request)) is not None:
+        return refused
     reader = _reader(request)
     if reader is None:
         return _off()

@@ -49,8 +49,15 @@ def install_application_crd(stack: harness_stack.Stack) -> None:
 
 def api_client(kubeconfig: Path) -> client.ApiClient:
     configuration = client.Configuration()
-    config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+    config.load_kube_config(config_file=str(kubeconfig),  # type: ignore[no-untyped-call]
+                            client_configuration=configuration)
     return client.ApiClient(configuration)
+
+
+def close(api: client.ApiClient) -> None:
+    """Close the client's connection pool (the client's own method is untyped)."""
+    closing: Any = api
+    closing.close()
 
 
 def new_namespace(stack: harness_stack.Stack) -> str:

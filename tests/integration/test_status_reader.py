@@ -34,7 +34,7 @@ def namespace(apiserver: harness_stack.Stack) -> str:
 def custom(apiserver: harness_stack.Stack) -> collections.abc.Iterator[client.CustomObjectsApi]:
     api = support.api_client(apiserver.kubeconfig)
     yield client.CustomObjectsApi(api)
-    api.close()
+    support.close(api)
 
 
 @pytest.fixture
@@ -104,7 +104,7 @@ def test_every_transition_is_reported_once_signed_to_the_callback(
         tmp_path: Path, apiserver: harness_stack.Stack, namespace: str, custom: client.CustomObjectsApi,
         receiver: support.Receiver) -> None:
     sid = "alpha"
-    steps: list[tuple[str, collections.abc.Callable[[], None]]] = [
+    steps: list[tuple[str, collections.abc.Callable[[], object]]] = [
         ("rendered", lambda: create(custom, namespace, sid, finalizer=True)),
         ("syncing", lambda: support.set_status(custom, namespace, sid, support.argo_status(
             sync="OutOfSync", health="Missing", phase="Running"))),

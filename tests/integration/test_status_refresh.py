@@ -7,6 +7,7 @@ import collections.abc
 import threading
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -38,7 +39,7 @@ def apiserver(kube_apiserver: harness_stack.Stack) -> harness_stack.Stack:
 def admin(apiserver: harness_stack.Stack) -> collections.abc.Iterator[client.CustomObjectsApi]:
     api = support.api_client(apiserver.kubeconfig)
     yield client.CustomObjectsApi(api)
-    api.close()
+    support.close(api)
 
 
 @pytest.fixture
@@ -51,8 +52,9 @@ def receiver() -> collections.abc.Iterator[support.Receiver]:
 def service_account_client(apiserver: harness_stack.Stack) -> client.ApiClient:
     """The admin's client impersonating the storeops ServiceAccount: RBAC is checked as for the Pod."""
     api = support.api_client(apiserver.kubeconfig)
-    api.set_default_header("Impersonate-User", SERVICE_ACCOUNT)
-    api.set_default_header("Impersonate-Group", "system:serviceaccounts")
+    headers: Any = api
+    headers.set_default_header("Impersonate-User", SERVICE_ACCOUNT)
+    headers.set_default_header("Impersonate-Group", "system:serviceaccounts")
     return api
 
 
@@ -94,7 +96,7 @@ def test_ready_waits_for_the_published_change_and_argo_cd_is_asked_to_refresh(
         patched = reader.note_published(published(change, changed=[sid]))
         assert f"store-{sid}" in patched and f"storeops-{sid}" in patched
         for name in (f"store-{sid}", f"storeops-{sid}"):
-            app = admin.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            app: Any = admin.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
             assert app["metadata"]["annotations"]["argocd.argoproj.io/refresh"] == "normal"
         # The refresh annotation is itself a change the watch sees: the app at `before` is not ready any more.
         support.wait_until("syncing while Argo CD is still at the old revision",
@@ -137,4 +139,4 @@ def test_the_reader_role_allows_reading_and_refreshing_applications_and_nothing_
         assert secrets.value.status == 403
         assert refreshing.refresh(api, namespace="argocd", names=["store-does-not-exist"]) == []
     finally:
-        api.close()
+        support.close(api)
