@@ -18,6 +18,9 @@ def test_platform_manifests_pass_server_side_dry_run(kube_apiserver: Stack) -> N
     kubectl = kube_apiserver.kubectl
     # The namespace must exist for a dry run of what goes into it.
     kubectl.apply((PLATFORM / "namespace.yaml").read_text())
+    # ... and Argo CD's, where the status reader's Role and RoleBinding go (status-reader-rbac.yaml).
+    if kubectl.get("namespace", "argocd") is None:
+        kubectl.run("create", "namespace", "argocd")
     for path in sorted(PLATFORM.glob("*.yaml")):
         out = kubectl.run("apply", "--dry-run=server", "-f", str(path))
         assert "(server dry run)" in out, f"{path.name}: {out}"
