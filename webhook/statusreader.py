@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 from kubernetes import client, config
 
 from generator import constants
@@ -29,7 +30,7 @@ from webhook.statusmetrics import StatusMetrics
 from webhook.statussettings import StatusSettings
 from webhook.watching import Watcher
 
-__all__ = ["Fleet", "StatusReader", "api_client", "build", "trim"]
+__all__ = ["Fleet", "StatusReader", "api_client", "build", "launch", "shutdown", "trim"]
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +199,26 @@ class StatusReader:
                 self.fleet.tick()
             except Exception:
                 log.exception("re-assessing stores on their way failed; next tick in %.1fs", self.settings.tick)
+
+
+def launch(settings: StatusSettings | None, *, github: DeployReporter | None = None) -> StatusReader | None:
+    """Build and start the reader when a cluster is configured; None (the service runs without it) otherwise."""
+    if settings is None or not settings.enabled:
+        log.info("status reader off: no STOREOPS_KUBECONFIG and not in a cluster")
+        return None
+    reader = build(settings, github=github)
+    reader.start(stop=threading.Event())
+    log.info("status reader watching Applications in %s (%s)", settings.namespace, settings.selector)
+    return reader
+
+
+async def shutdown(reader: StatusReader | None) -> None:
+    """Stop what :func:`launch` started and wait for its threads (off the event loop)."""
+    if reader is None:
+        return
+    reader.stopped.set()
+    await anyio.to_thread.run_sync(reader.join)
+    reader.close()
 
 
 def build(settings: StatusSettings, *, api: client.ApiClient | None = None, github: DeployReporter | None = None,
