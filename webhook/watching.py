@@ -123,6 +123,9 @@ class Watcher:
                     raise Gone(f"list page expired: {e.reason}") from e
                 raise
             page = json.loads(typing.cast(Any, response).data)
+            if not str(page.get("kind", "")).endswith("List"):
+                # Never read an answer without a list as "no Applications": that would report a fleet deleted.
+                raise WatchError(f"list of {self.namespace}: not a list answer ({page.get('kind', '?')})")
             for obj in page.get("items") or []:
                 names.add(str(obj["metadata"]["name"]))
                 self.consumer.upsert(obj)
