@@ -19,7 +19,8 @@ BIN=$CACHE/bin
 WORK=$CACHE/work
 # -trimpath and -s -w keep the binaries lean; CGO off so nothing needs a C toolchain.
 export CGO_ENABLED=0
-export GOFLAGS="-mod=mod -buildvcs=false"
+# The wrapper modules' go.sum files are committed: never let a build rewrite them.
+export GOFLAGS="-mod=readonly -buildvcs=false"
 export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
 # Two cores: two parallel compiles is what the machine can take without thrashing.
 GO_P=${STOREOPS_GO_P:-2}
@@ -193,12 +194,13 @@ build_argocd() {
     chmod -R u+w "$work"
     (cd "$work" &&
       go mod edit -replace "github.com/argoproj/argo-cd/gitops-engine=github.com/argoproj/argo-cd/gitops-engine@$GITOPS_ENGINE_VERSION" &&
-      go mod download github.com/argoproj/argo-cd/gitops-engine)
+      GOFLAGS=-mod=mod go mod download github.com/argoproj/argo-cd/gitops-engine)
     touch "$work/.ready"
   fi
   local out=${DIRS[argocd]}.partial
+  # -mod=mod: this copy's go.sum gains the gitops-engine module's hashes (the copy is ours to change).
   (cd "$work" &&
-    timed argocd go build -p "$GO_P" -trimpath \
+    timed argocd env GOFLAGS="-mod=mod -buildvcs=false" go build -p "$GO_P" -trimpath \
       -ldflags="-s -w -X github.com/argoproj/argo-cd/v3/common.version=${ARGOCD_VERSION#v} -X github.com/argoproj/argo-cd/v3/common.gitTreeState=clean" \
       -o "$out/argocd" ./cmd)
   # The multi-call binary picks its role from its file name (or ARGOCD_BINARY_NAME).

@@ -59,8 +59,6 @@ class Process:
             logger.warning("%s (pid %d) ignored SIGTERM for %.0fs; killing it", self.name, self.pid, timeout)
             _signal_group(self.pid, signal.SIGKILL)
         self._reap()
-        # Helpers forked into the group may outlive the leader for a moment.
-        _signal_group(self.pid, signal.SIGKILL)
 
     def _reap(self) -> None:
         if self.popen is not None:

@@ -339,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
             stack = start(args.state, full=not args.minimal)
             print(f"stack ready in {stack.started_seconds:.1f}s")
             print(f"export KUBECONFIG={stack.kubeconfig}")
+            print(f"export PATH={stack.binaries.kubectl.parent}:{stack.binaries.helm.parent}:$PATH")
             print(f"API server {stack.url}; logs in {stack.state / 'logs'}; stop with: harness/stack.sh stop")
         elif args.command == "stop":
             load(args.state).stop()

@@ -126,10 +126,11 @@ def binaries(versions: Versions | None = None, *, cache: pathlib.Path | None = N
 def locate(*, cache: pathlib.Path | None = None) -> Binaries:
     """The built binaries, or MissingBinariesError naming what is missing and how to build it."""
     found = binaries(cache=cache)
-    missing = [str(p) for p in found.required() if not p.exists()]
+    missing = [p for p in found.required() if not p.exists()]
     if missing:
+        cache = found.etcd.parent.parent
         raise errors.MissingBinariesError(
-            f"control-plane binaries are not built (missing: {', '.join(missing)}); "
-            f"run `{BUILD_COMMAND}` first (it caches them under {found.etcd.parent.parent})"
+            f"control-plane binaries are not built: run `{BUILD_COMMAND}` first (it caches them in {cache}); "
+            f"missing: {', '.join(str(p.relative_to(cache)) for p in missing)}"
         )
     return found

@@ -39,6 +39,7 @@ SKIP_VARIABLE = "STOREOPS_SKIP_CONTROLPLANE"
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "e2e: needs the full control plane with Argo CD (argocd_stack)")
+    config.addinivalue_line("markers", "controlplane: needs the real kube-apiserver (kube_apiserver)")
 
 
 def _binaries() -> versions.Binaries:

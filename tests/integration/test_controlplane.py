@@ -11,6 +11,8 @@ import pytest
 
 from harness import stack
 
+pytestmark = pytest.mark.controlplane
+
 
 def _namespace(kube_apiserver: stack.Stack) -> str:
     name = f"cp-{uuid.uuid4().hex[:8]}"
