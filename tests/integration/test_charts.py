@@ -9,13 +9,17 @@ real against the API server, with the token of the ServiceAccount the chart crea
 from __future__ import annotations
 
 import base64
+import collections.abc
 import dataclasses
 import json
 import os
 import pathlib
 import re
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import uuid
 from typing import Any
 
@@ -494,6 +498,26 @@ def test_server_side_dry_run_accepts_every_manifest_without_pod_security_warning
     assert "Warning" not in result.stderr, result.stderr
 
 
+def test_the_dry_run_does_report_pod_security_violations(kube_apiserver: stack.Stack, rendered: dict[str, str]) -> None:
+    """Control for the test above: in a store namespace, a root workload draws the warning it checks for."""
+    case = ACTIVE[0]
+    _create_namespace(kube_apiserver, case, _manifests(rendered, case))
+    labels = {"app": "root"}
+    container = {"name": "c", "image": "busybox", "securityContext": {"runAsUser": 0}}
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "root", "namespace": case.namespace},
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}},
+        },
+    }
+    result = _kubectl(kube_apiserver, "apply", "--dry-run=server", "-f", "-", input=json.dumps(deployment))
+    assert result.returncode == 0, result.stderr
+    assert 'would violate PodSecurity "restricted' in result.stderr
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_credentials_script_creates_the_secret_once_and_never_rotates_it(
     kube_apiserver: stack.Stack, helm: pathlib.Path, engine: str, tmp_path: pathlib.Path
@@ -571,3 +595,68 @@ def test_credentials_script_creates_the_secret_once_and_never_rotates_it(
     answer = _kubectl(kube_apiserver, "auth", "can-i", "get", "secrets/store-credentials", "-n", case.namespace,
                       f"--as={subject}")  # fmt: skip
     assert answer.stdout.strip() == "yes"
+
+
+# --- the Medusa admin look-up, against a real PostgreSQL -------------------------------------------
+
+
+@pytest.fixture
+def postgres() -> collections.abc.Iterator[dict[str, str]]:
+    """A throwaway PostgreSQL server (Debian's binaries) on a free port; yields libpq settings."""
+    binaries = {name: shutil.which(name) for name in ("initdb", "pg_ctl")}
+    if not all(binaries.values()):
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    # Not under pytest's tmp_path: as root the server runs as nobody, who cannot enter that.
+    tmp_path = pathlib.Path(tempfile.mkdtemp(prefix="storeops-pg-"))
+    data = tmp_path / "pgdata"
+    user: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        tmp_path.chmod(0o777)
+        user = ["runuser", "-u", "nobody", "--"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    password = uuid.uuid4().hex
+    (tmp_path / "pw").write_text(password)
+    (tmp_path / "pw").chmod(0o644)
+    subprocess.run([*user, str(binaries["initdb"]), "-D", str(data), "-U", "medusa", "--auth=scram-sha-256",
+                    f"--pwfile={tmp_path / 'pw'}"], check=True, capture_output=True)  # fmt: skip
+    options = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={tmp_path}"
+    subprocess.run([*user, str(binaries["pg_ctl"]), "-D", str(data), "-o", options, "-w", "start",
+                    "-l", str(tmp_path / "pg.log")], check=True, capture_output=True)  # fmt: skip
+    settings = {"PGHOST": "127.0.0.1", "PGPORT": port, "PGPASSWORD": password, "PGUSER": "medusa"}
+    try:
+        yield settings
+    finally:
+        subprocess.run([*user, str(binaries["pg_ctl"]), "-D", str(data), "-m", "immediate", "stop"],
+                       check=False, capture_output=True)  # fmt: skip
+        shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_medusa_admin_look_up_counts_the_admin_and_quotes_the_email(
+    helm: pathlib.Path, postgres: dict[str, str], tmp_path: pathlib.Path
+) -> None:
+    """The admin Job's psql step, as rendered, against a real server holding Medusa's user table."""
+    case = next(c for c in ACTIVE if c.engine == "medusa")
+    manifests = _documents(_template_text(helm, case, _values_file(tmp_path, case.values_text())))
+    look_up = _one(manifests, "Job", "admin-user")["spec"]["template"]["spec"]["initContainers"][0]
+    env = {e["name"]: e["value"] for e in look_up["env"] if "value" in e}
+    out = tmp_path / "existing"
+    # The same shell command, pointed at this server (-h) and this folder instead of the pod's.
+    command = look_up["command"][2].replace("-h postgres", '-h "$PGHOST"').replace("/work/existing", str(out))
+    psql = ["psql", "-v", "ON_ERROR_STOP=1", "-d", "postgres"]
+    subprocess.run([*psql, "-c", "CREATE DATABASE medusa"], env={**os.environ, **postgres}, check=True)
+    run_env = {**os.environ, **postgres, **env}
+    table = 'CREATE TABLE "user" (id text PRIMARY KEY, email text NOT NULL, deleted_at timestamptz)'
+    subprocess.run([*psql[:-2], "-d", "medusa", "-c", table], env=run_env, check=True, capture_output=True)
+
+    def count(email: str) -> str:
+        subprocess.run(["sh", "-c", command], env={**run_env, "ADMIN_EMAIL": email}, check=True, timeout=30)
+        return out.read_text().strip()
+
+    assert count(env["ADMIN_EMAIL"]) == "0"
+    insert = f"INSERT INTO \"user\" VALUES ('u1', '{env['ADMIN_EMAIL']}', NULL), ('u2', 'gone@example.test', now())"
+    subprocess.run([*psql[:-2], "-d", "medusa", "-c", insert], env=run_env, check=True, capture_output=True)
+    assert count(env["ADMIN_EMAIL"]) == "1"
+    assert count("gone@example.test") == "0"  # soft-deleted users do not count
+    assert count("o'brien@example.test") == "0"  # quoted by psql, not spliced into the SQL
