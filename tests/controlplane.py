@@ -14,6 +14,8 @@ those, by pid):
   simulated node, Redis, the Argo CD CRDs and config, application-controller and repo-server.
   Same object, plus ``.namespace`` (``argocd``), ``.helm``, ``.application(name)``,
   ``.wait_application(name, sync=, health=)`` and ``.wait_gone(kind, name, namespace=)``.
+* ``git_daemon`` - ``git daemon`` on 127.0.0.1 serving (fetch and push) every repository under
+  ``.base_path``; ``.url(name)`` is ``git://127.0.0.1:<port>/<name>``. Needs only git.
 
 When the binaries are not built the fixtures fail with a message naming ``bash harness/build.sh``;
 with ``STOREOPS_SKIP_CONTROLPLANE=1`` they skip instead. When a test using them fails, the last
@@ -28,9 +30,9 @@ import os
 
 import pytest
 
-from harness import errors, stack, versions
+from harness import errors, gitserver, stack, versions
 
-__all__ = ["SKIP_VARIABLE", "argocd_stack", "kube_apiserver"]
+__all__ = ["SKIP_VARIABLE", "argocd_stack", "git_daemon", "kube_apiserver"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +53,7 @@ def _binaries() -> versions.Binaries:
         pytest.fail(str(e), pytrace=False)
 
 
-def _run(
-    tmp_path_factory: pytest.TempPathFactory, name: str, *, full: bool
-) -> collections.abc.Iterator[stack.Stack]:
+def _run(tmp_path_factory: pytest.TempPathFactory, name: str, *, full: bool) -> collections.abc.Iterator[stack.Stack]:
     binaries = _binaries()
     try:
         running = stack.start(tmp_path_factory.mktemp(name), full=full, binaries=binaries)
@@ -76,6 +76,20 @@ def kube_apiserver(tmp_path_factory: pytest.TempPathFactory) -> collections.abc.
 def argocd_stack(tmp_path_factory: pytest.TempPathFactory) -> collections.abc.Iterator[stack.Stack]:
     """The full control plane with Argo CD (see the module docstring for the yielded object)."""
     yield from _run(tmp_path_factory, "argocd-stack", full=True)
+
+
+@pytest.fixture(scope="session")
+def git_daemon(tmp_path_factory: pytest.TempPathFactory) -> collections.abc.Iterator[gitserver.GitDaemon]:
+    """A git:// server on 127.0.0.1 for repositories created under its ``base_path``."""
+    root = tmp_path_factory.mktemp("git-daemon")
+    try:
+        daemon = gitserver.start(root / "repos", log_dir=root / "logs")
+    except errors.HarnessError as e:
+        pytest.fail(f"git daemon did not start: {e}", pytrace=False)
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
 
 
 @pytest.hookimpl(wrapper=True)
