@@ -16,10 +16,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from webhook import endpoints, hooks, service, settings
+from webhook import endpoints, hooks, service, settings, statusreader, statusroutes
 from webhook.errors import NotReady, Rejected
-from webhook.github import GitHubReviews, GitHubSettings
+from webhook.github import GitHub, GitHubDeployReporter, GitHubReviews, GitHubSettings
+from webhook.handlers import log_refresh
 from webhook.reviews import Reviews
+from webhook.statussettings import StatusSettings
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,7 @@ ROUTES = [
     Route("/readyz", endpoints.readyz, methods=["GET"]),
     Route("/metrics", endpoints.metrics, methods=["GET"]),
     Route("/openapi.json", endpoints.openapi_document, methods=["GET"]),
+    *statusroutes.ROUTES,
 ]
 
 
@@ -86,16 +89,24 @@ async def _http(request: Request, exc: Exception) -> Response:
 
 
 def create_app(config: settings.ServiceSettings, *, reviews: Reviews | None = None,
-               github: GitHubSettings | None = None) -> Starlette:
+               github: GitHubSettings | None = None, status: StatusSettings | None = None) -> Starlette:
     """The app; the queue opens and the writer starts when the app starts (its lifespan).
 
     With ``github`` enabled, ``POST /v1/webhooks/github`` works and review-mode requests open pull
-    requests on GitHub (unless ``reviews`` says otherwise).
+    requests on GitHub (unless ``reviews`` says otherwise). With ``status`` enabled (a kubeconfig, or
+    in a cluster) the status reader watches the store Applications, reports to the callback URL and
+    GitHub, serves ``/v1/stores/{id}/status`` and ``/events``, and asks Argo CD to refresh after a push.
     """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        hub = hooks.build(config, github) if github is not None and github.enabled else None
+        repo = GitHub(settings=github) if github is not None and github.enabled else None
+        reader = statusreader.launch(status, github=GitHubDeployReporter(hub=repo, branch=config.git.branch)
+                                     if repo is not None else None)
+        app.state.status_reader = reader
+        refresh = reader.note_published if reader is not None else log_refresh
+        hub = hooks.build(config, github, hub=repo, refresh=refresh) if github is not None and repo is not None \
+            else None
         if hub is not None and reviews is None:
             built = service.build(config, reviews=GitHubReviews(hub=hub.handlers.hub))
         else:
@@ -115,6 +126,7 @@ def create_app(config: settings.ServiceSettings, *, reviews: Reviews | None = No
         built.close()
         if hub is not None:
             hub.close()
+        await statusreader.shutdown(reader)
 
     return Starlette(routes=ROUTES, middleware=[Middleware(MetricsMiddleware)], lifespan=lifespan,
                      exception_handlers={Rejected: _rejected, NotReady: _not_ready, HTTPException: _http})

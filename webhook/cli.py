@@ -1,16 +1,22 @@
-"""The ``storeops`` command: the generator's commands plus the service's."""
+"""The ``storeops`` command: the generator's commands plus the service's and ``storeops status``."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 
 from generator import cli
-from webhook import serving
+from webhook import serving, statuscommand
+
+
+def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serving.add_commands(subparsers)
+    statuscommand.add_commands(subparsers)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return cli.run(cli.build_parser(serving.add_commands), argv)
+    return cli.run(cli.build_parser(add_commands), argv)
 
 
 if __name__ == "__main__":

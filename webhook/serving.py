@@ -9,6 +9,7 @@ import uvicorn
 
 from generator.settings import Settings
 from webhook import app, github, settings
+from webhook.statussettings import StatusSettings
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +19,8 @@ def cmd_serve(args: argparse.Namespace, _git: Settings) -> int:
     host = args.host or config.host
     port = args.port if args.port is not None else config.port
     hub = github.GitHubSettings.from_env()
-    uvicorn.run(app.create_app(config, github=hub), host=host, port=port,
+    status = StatusSettings.from_env()
+    uvicorn.run(app.create_app(config, github=hub, status=status), host=host, port=port,
                 log_level="info" if args.verbose else "warning", access_log=bool(args.verbose), lifespan="on")
     return 0
 
