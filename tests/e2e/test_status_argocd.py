@@ -22,14 +22,21 @@ from webhook.statussettings import StatusSettings
 CHART = {
     "Chart.yaml": "apiVersion: v2\nname: store\nversion: 0.1.0\n",
     "values.yaml": "message: hello\n",
-    "templates/configmap.yaml": ("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-settings\n"
-                                 "data:\n  message: {{ .Values.message | quote }}\n"),
+    "templates/configmap.yaml": (
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-settings\n"
+        "data:\n  message: {{ .Values.message | quote }}\n"
+    ),
 }
 
 
 def _git(repo: pathlib.Path, *args: str) -> str:
-    return subprocess.run(["git", "-c", "user.name=storeops tests", "-c", "user.email=tests@storeops.invalid", *args],
-                          cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-c", "user.name=storeops tests", "-c", "user.email=tests@storeops.invalid", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
 
 
 @pytest.fixture
@@ -59,25 +66,37 @@ def commit(repo: pathlib.Path, path: str, text: str, message: str) -> str:
 
 
 def published(sha: str, store_id: str) -> Published:
-    changes = planning.ChangeSet(added=[], changed=[store_id], removed=[],
-                                 files=trees.Changes([f"rendered/local/values/{store_id}.yaml"], []))
+    changes = planning.ChangeSet(
+        added=[], changed=[store_id], removed=[], files=trees.Changes([f"rendered/local/values/{store_id}.yaml"], [])
+    )
     return Published(sha=sha, changes=changes, committed=True, attempts=1)
 
 
 @pytest.mark.e2e
 def test_the_reader_follows_argo_cd_from_sync_to_ready_to_failed_to_deleted(
-        argocd_stack: stack.Stack, chart_repo: pathlib.Path, receiver: support.Receiver,
-        tmp_path: pathlib.Path) -> None:
+    argocd_stack: stack.Stack, chart_repo: pathlib.Path, receiver: support.Receiver, tmp_path: pathlib.Path
+) -> None:
     sid = f"e2e{uuid.uuid4().hex[:6]}"
     namespace = argocd_stack.namespace
     head = _git(chart_repo, "rev-parse", "HEAD")
-    config = StatusSettings(namespace=namespace, ledger=tmp_path / "status.sqlite3", workdir=chart_repo,
-                            callback_url=receiver.url, callback_secret=support.SECRET, backoff_min=0.1,
-                            retry_min=0.1, tick=0.2, root_selector="")
+    config = StatusSettings(
+        namespace=namespace,
+        ledger=tmp_path / "status.sqlite3",
+        workdir=chart_repo,
+        callback_url=receiver.url,
+        callback_secret=support.SECRET,
+        backoff_min=0.1,
+        retry_min=0.1,
+        tick=0.2,
+        root_selector="",
+    )
     reader = statusreader.build(config, api=support.api_client(argocd_stack.kubeconfig))
     stop = threading.Event()
     reader.start(stop=stop)
-    reports = lambda: [r.payload for r in receiver.all() if r.payload["store_id"] == sid]  # noqa: E731
+
+    def reports() -> list[dict[str, Any]]:
+        return [r.payload for r in receiver.all() if r.payload["store_id"] == sid]
+
     try:
         app: dict[str, Any] = support.application(sid, namespace)
         app["metadata"]["finalizers"] = ["resources-finalizer.argocd.argoproj.io"]
@@ -85,15 +104,19 @@ def test_the_reader_follows_argo_cd_from_sync_to_ready_to_failed_to_deleted(
         app["spec"]["destination"]["namespace"] = f"store-{sid}"
         app["spec"]["syncPolicy"] = {"automated": {"prune": True}, "syncOptions": ["CreateNamespace=true"]}
         argocd_stack.kubectl.apply(app)
-        support.wait_until("ready at the first commit", lambda: [p["status"] for p in reports()][-1:] == ["ready"],
-                           timeout=300)
+        support.wait_until(
+            "ready at the first commit", lambda: [p["status"] for p in reports()][-1:] == ["ready"], timeout=300
+        )
         assert reports()[-1]["revision"] == head
         assert reports()[-1]["url"] == f"http://{sid}.stores.localtest.me"
 
         changed = commit(chart_repo, "values.yaml", "message: changed\n", "change the store")
         assert reader.note_published(published(changed, sid)) == [f"store-{sid}"]
-        support.wait_until("ready at the change", lambda: reports()[-1]["status"] == "ready"
-                           and reports()[-1]["revision"] == changed, timeout=180)
+        support.wait_until(
+            "ready at the change",
+            lambda: reports()[-1]["status"] == "ready" and reports()[-1]["revision"] == changed,
+            timeout=180,
+        )
         settings = argocd_stack.kubectl.get("configmap", f"store-{sid}-settings", namespace=f"store-{sid}")
         assert settings is not None and settings["data"] == {"message": "changed"}
 
