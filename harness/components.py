@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
 STARTUP_TIMEOUT = 90.0
+# How often Argo CD compares each Application with Git (there is no argocd-server to take webhooks).
+RESYNC_SECONDS = 10
 
 
 def start_etcd(
@@ -261,6 +263,9 @@ def start_repo_server(
         f"--metrics-port={metrics_port}",
         f"--redis=127.0.0.1:{redis_port}",
         "--loglevel=info",
+        # Resolved branch heads are cached this long (3m by default): keep it short so a pushed
+        # commit is seen at the next resync.
+        f"--revision-cache-expiration={RESYNC_SECONDS // 2}s",
     ]
     env = _argocd_env(binaries, state, kubeconfig) | {"ARGOCD_BINARY_NAME": "argocd-repo-server"}
     process = processes.spawn("argocd-repo-server", argv, log_dir=state / "logs", env=env)
@@ -283,8 +288,9 @@ def start_application_controller(
         f"--redis=127.0.0.1:{redis_port}",
         f"--repo-server=127.0.0.1:{repo_server_port}",
         "--loglevel=info",
-        # Small, frequent resyncs keep tests quick; operations/status work in parallel.
-        "--app-resync=30",
+        # Frequent resyncs (default 3m) so tests see a pushed commit within seconds.
+        f"--app-resync={RESYNC_SECONDS}",
+        "--app-resync-jitter=0",
         "--status-processors=4",
         "--operation-processors=4",
     ]

@@ -118,10 +118,23 @@ class Stack:
     def application(self, name: str) -> dict[str, object] | None:
         return self.kubectl.get("applications.argoproj.io", name, namespace=self.namespace)
 
+    def refresh(self, name: str, *, hard: bool = False) -> None:
+        """Ask Argo CD to compare the Application with Git now (hard: also regenerate manifests)."""
+        self.kubectl.run(
+            "annotate", "--overwrite", "-n", self.namespace, "applications.argoproj.io", name,
+            f"argocd.argoproj.io/refresh={'hard' if hard else 'normal'}",
+        )  # fmt: skip
+
     def wait_application(
-        self, name: str, *, sync: str = "Synced", health: str = "Healthy", timeout: float = 180.0
+        self,
+        name: str,
+        *,
+        sync: str = "Synced",
+        health: str = "Healthy",
+        revision: str | None = None,
+        timeout: float = 180.0,
     ) -> dict[str, object]:
-        """Wait until the Application reports this sync and health status; returns it."""
+        """Wait until the Application reports this sync and health status (at `revision`, if given)."""
         seen: dict[str, object] = {}
 
         def reached() -> bool:
@@ -132,13 +145,16 @@ class Stack:
             seen.update(app)
             status = app.get("status") or {}
             assert isinstance(status, dict)
+            synced = status.get("sync") or {}
             return bool(
-                (status.get("sync") or {}).get("status") == sync
+                synced.get("status") == sync
                 and (status.get("health") or {}).get("status") == health
+                and (revision is None or synced.get("revision") == revision)
             )
 
         try:
-            self.kubectl.wait_for(f"Application {name} {sync}/{health}", reached, timeout=timeout)
+            at = f" at {revision}" if revision else ""
+            self.kubectl.wait_for(f"Application {name} {sync}/{health}{at}", reached, timeout=timeout)
         except TimeoutError as e:
             raise TimeoutError(f"{e}; last status: {json.dumps(seen.get('status'), indent=1)}") from e
         return seen

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from harness import stack
+from harness import kube, stack
 
 CHART = {
     "Chart.yaml": "apiVersion: v2\nname: smoke\nversion: 0.1.0\n",
@@ -51,6 +51,13 @@ def _git(repo: pathlib.Path, *args: str) -> str:
     ).stdout.strip()
 
 
+def _available_replicas(kubectl: kube.Kubectl, name: str) -> object:
+    deployment = kubectl.get("deployment", name, namespace=name) or {}
+    status = deployment.get("status") or {}
+    assert isinstance(status, dict)
+    return status.get("availableReplicas")
+
+
 @pytest.fixture
 def chart_repo(tmp_path: pathlib.Path) -> pathlib.Path:
     """A Git repository on disk holding a tiny chart under chart/, on branch main."""
@@ -66,7 +73,7 @@ def chart_repo(tmp_path: pathlib.Path) -> pathlib.Path:
 
 
 @pytest.mark.e2e
-def test_argocd_syncs_a_chart_from_git_and_deleting_the_app_removes_it(
+def test_argocd_syncs_a_chart_from_git_follows_a_push_and_deleting_the_app_removes_it(
     argocd_stack: stack.Stack, chart_repo: pathlib.Path
 ) -> None:
     name = f"smoke-{uuid.uuid4().hex[:6]}"
@@ -103,6 +110,15 @@ def test_argocd_syncs_a_chart_from_git_and_deleting_the_app_removes_it(
     assert available["Available"] == "True"
     configmap = kubectl.get("configmap", f"{name}-settings", namespace=name)
     assert configmap is not None and configmap["data"] == {"message": "hello"}
+
+    (chart_repo / "chart" / "values.yaml").write_text("replicas: 3\nmessage: changed\n")
+    _git(chart_repo, "commit", "--quiet", "-am", "three replicas")
+    changed = _git(chart_repo, "rev-parse", "HEAD")
+    argocd_stack.wait_application(name, revision=changed, timeout=120)
+
+    configmap = kubectl.get("configmap", f"{name}-settings", namespace=name)
+    assert configmap is not None and configmap["data"] == {"message": "changed"}
+    kubectl.wait_for("3 available replicas", lambda: _available_replicas(kubectl, name) == 3, timeout=60)
 
     kubectl.run("delete", "application", name, "-n", argocd_stack.namespace, "--wait=false")
     argocd_stack.wait_gone("application", name, namespace=argocd_stack.namespace, timeout=180)

@@ -5,6 +5,7 @@ profile) into a Git repository on disk holding the real charts; Argo CD syncs it
 server, where kwok runs the pods. Two things a real cluster has and this one lacks are stood in for,
 as their controllers would: PersistentVolumes for the claims (a provisioner's job) and the Ingress
 load-balancer status (the ingress controller's job; Argo CD calls an Ingress healthy only with it).
+And as kwok runs no container, the credentials hook's script is run here, as its pod would run it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import dataclasses
 import json
 import pathlib
 import subprocess
+import sys
 import time
 import uuid
 from typing import Any
@@ -127,6 +129,28 @@ def _kubectl_json(kubectl: Any, *args: str) -> dict[str, Any]:
     return decoded
 
 
+def _run_credentials_job(argocd_stack: stack.Stack, namespace: str, tmp_path: pathlib.Path) -> dict[str, Any]:
+    """Do what the credentials hook Job's pod does (kwok runs no container): run the script Argo CD
+    applied, with the Job's settings and a token of the hook's ServiceAccount. Returns the Secret."""
+    kubectl = argocd_stack.kubectl
+    script = _kubectl_json(kubectl, "get", "configmap", "credentials-writer", "-n", namespace)["data"]
+    pod = _kubectl_json(kubectl, "get", "job", "credentials", "-n", namespace)["spec"]["template"]["spec"]
+    account = tmp_path / "serviceaccount"
+    account.mkdir(exist_ok=True)
+    (account / "token").write_text(kubectl.run("create", "token", pod["serviceAccountName"], "-n", namespace).strip())
+    (account / "ca.crt").write_bytes(argocd_stack.certs.ca_cert.read_bytes())
+    (tmp_path / "credentials.py").write_text(script["credentials.py"])
+    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"] if "value" in e}
+    done = subprocess.run(
+        [sys.executable, str(tmp_path / "credentials.py")],
+        env={**env, "PATH": "/usr/bin:/bin", "POD_NAMESPACE": namespace, "SERVICEACCOUNT_DIR": str(account),
+             "KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(argocd_stack.ports["apiserver"])},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return _kubectl_json(kubectl, "get", "secret", env["SECRET_NAME"], "-n", namespace)
+
+
 @pytest.mark.e2e
 @pytest.mark.parametrize("engine", ENGINES)
 def test_store_syncs_healthy_suspends_to_zero_and_deleting_it_leaves_nothing(
@@ -162,6 +186,8 @@ def test_store_syncs_healthy_suspends_to_zero_and_deleting_it_leaves_nothing(
         assert sorted((c["metadata"]["name"], c["status"]["phase"]) for c in claims) == sorted(
             (claim, "Bound") for claim, _ in CLAIMS[engine]
         )
+        secret = _run_credentials_job(argocd_stack, store.namespace, tmp_path)
+        assert secret["metadata"]["labels"]["storeops.io/store"] == store.id
 
         # 2. Suspending (a new commit of the rendered store) scales to zero and keeps the volumes.
         _render(repo, dataclasses.replace(store, state="suspended"))
@@ -173,6 +199,10 @@ def test_store_syncs_healthy_suspends_to_zero_and_deleting_it_leaves_nothing(
         assert pods["items"] == []
         claims = _kubectl_json(kubectl, "get", "pvc", "-n", store.namespace)["items"]
         assert sorted(c["metadata"]["name"] for c in claims) == sorted(claim for claim, _ in CLAIMS[engine])
+        # The credentials, not managed by Argo CD, went through the sync untouched.
+        kept = _kubectl_json(kubectl, "get", "secret", "store-credentials", "-n", store.namespace)
+        assert kept["data"] == secret["data"]
+        assert kept["metadata"]["resourceVersion"] == secret["metadata"]["resourceVersion"]
 
         # 3. Deleting the Application deletes the namespace and everything in it.
         kubectl.run("delete", "application", store.app_name, "-n", argocd_stack.namespace, "--wait=false")
