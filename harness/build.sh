@@ -22,6 +22,8 @@ export CGO_ENABLED=0
 # The wrapper modules' go.sum files are committed: never let a build rewrite them.
 export GOFLAGS="-mod=readonly -buildvcs=false"
 export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
+# argo-cd's go.mod says go 1.26.3.
+GO_MIN=1.26.3
 # Two cores: two parallel compiles is what the machine can take without thrashing.
 GO_P=${STOREOPS_GO_P:-2}
 
@@ -59,15 +61,20 @@ ensure_apt_packages() {
 }
 
 check_go() {
-  command -v go >/dev/null 2>&1 || die "go is not installed; Go >= 1.26.3 is needed (argo-cd $ARGOCD_VERSION's go.mod)"
-  local v
-  v=$(go env GOVERSION)
+  command -v go >/dev/null 2>&1 || die "go is not installed; Go >= $GO_MIN is needed (argo-cd $ARGOCD_VERSION's go.mod)"
+  local v major minor patch
+  v=$(GOTOOLCHAIN=local go env GOVERSION)
   v=${v#go}
-  local major minor patch
   IFS=. read -r major minor patch <<<"$v"
+  patch=${patch%%[!0-9]*}
   patch=${patch:-0}
-  if ((major < 1 || (major == 1 && (minor < 26 || (minor == 26 && patch < 3))))); then
-    die "go $v is too old; Go >= 1.26.3 is needed (argo-cd $ARGOCD_VERSION's go.mod)"
+  local want_minor=${GO_MIN#1.} want_patch
+  want_patch=${want_minor#*.}
+  want_minor=${want_minor%%.*}
+  if ((major < 1 || (major == 1 && (minor < want_minor || (minor == want_minor && patch < want_patch))))); then
+    # The go command can fetch a newer toolchain as a module from the proxy.
+    export GOTOOLCHAIN="go$GO_MIN+auto"
+    log "go $v is older than $GO_MIN: using GOTOOLCHAIN=$GOTOOLCHAIN (fetched from the module proxy)"
   fi
 }
 
