@@ -251,3 +251,22 @@ def test_a_store_progressing_too_long_is_reported_stuck_with_argo_cds_message(
     stuck = next(r.payload for r in receiver.all() if r.payload["status"] == lifecycle.STUCK)
     assert stuck["error"].startswith("Progressing for ")
     assert stuck["error"].endswith(": 0 of 1 replicas available")
+
+
+def test_a_store_with_its_own_callback_url_gets_its_reports_there_and_at_the_global_one(
+        tmp_path: Path, apiserver: harness_stack.Stack, namespace: str, custom: client.CustomObjectsApi,
+        receiver: support.Receiver) -> None:
+    own = support.Receiver()
+    try:
+        body = support.application("theta", namespace, callback_url=own.url)
+        body["status"] = READY
+        with running(settings(tmp_path, namespace, receiver), apiserver.kubeconfig):
+            custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+            create(custom, namespace, "iota", status=READY)
+            expect(own, "theta", ["ready"])
+            expect(receiver, "theta", ["ready"])
+            expect(receiver, "iota", ["ready"])
+        assert [r.payload["store_id"] for r in own.all()] == ["theta"], "only its own store reports there"
+        assert own.all()[0].signature_ok
+    finally:
+        own.close()
