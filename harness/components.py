@@ -42,7 +42,7 @@ RESYNC_SECONDS = 10
 
 
 def start_etcd(
-    binaries: versions.Binaries, *, state: pathlib.Path, client_port: int, peer_port: int
+    binaries: versions.Binaries, *, state: pathlib.Path, client_port: int, peer_port: int, tie_to_parent: bool = False
 ) -> processes.Process:
     peer = f"http://127.0.0.1:{peer_port}"
     client = f"http://127.0.0.1:{client_port}"
@@ -59,7 +59,7 @@ def start_etcd(
         "--unsafe-no-fsync=true",
         "--log-level=warn",
     ]
-    process = processes.spawn("etcd", argv, log_dir=state / "logs")
+    process = processes.spawn("etcd", argv, log_dir=state / "logs", tie_to_parent=tie_to_parent)
     processes.wait_until(
         "etcd /health",
         lambda: _http_json(f"{client}/health").get("health") == "true",
@@ -100,6 +100,7 @@ def start_apiserver(
     etcd_port: int,
     port: int,
     watch_cache: bool,
+    tie_to_parent: bool = False,
 ) -> processes.Process:
     argv = [
         str(binaries.kube_apiserver),
@@ -125,14 +126,20 @@ def start_apiserver(
         f"--watch-cache={'true' if watch_cache else 'false'}",
         "--v=1",
     ]
-    process = processes.spawn("kube-apiserver", argv, log_dir=state / "logs")
+    process = processes.spawn("kube-apiserver", argv, log_dir=state / "logs", tie_to_parent=tie_to_parent)
     client = kube.ApiClient(url=f"https://127.0.0.1:{port}", ca_cert=certs.ca_cert, client=certs.clients["admin"])
     processes.wait_until("kube-apiserver /readyz", client.ready, timeout=STARTUP_TIMEOUT, process=process)
     return process
 
 
 def start_controller_manager(
-    binaries: versions.Binaries, *, state: pathlib.Path, certs: pki.Pki, kubeconfig: pathlib.Path, port: int
+    binaries: versions.Binaries,
+    *,
+    state: pathlib.Path,
+    certs: pki.Pki,
+    kubeconfig: pathlib.Path,
+    port: int,
+    tie_to_parent: bool = False,
 ) -> processes.Process:
     argv = [
         str(binaries.kube_controller_manager),
@@ -151,7 +158,7 @@ def start_controller_manager(
         "--cluster-name=storeops",
         "--v=1",
     ]
-    process = processes.spawn("kube-controller-manager", argv, log_dir=state / "logs")
+    process = processes.spawn("kube-controller-manager", argv, log_dir=state / "logs", tie_to_parent=tie_to_parent)
     processes.wait_until(
         "kube-controller-manager /healthz",
         lambda: _https_ok(f"https://127.0.0.1:{port}/healthz"),
@@ -162,7 +169,12 @@ def start_controller_manager(
 
 
 def start_scheduler(
-    binaries: versions.Binaries, *, state: pathlib.Path, kubeconfig: pathlib.Path, port: int
+    binaries: versions.Binaries,
+    *,
+    state: pathlib.Path,
+    kubeconfig: pathlib.Path,
+    port: int,
+    tie_to_parent: bool = False,
 ) -> processes.Process:
     argv = [
         str(binaries.kube_scheduler),
@@ -175,7 +187,7 @@ def start_scheduler(
         "--leader-elect=false",
         "--v=1",
     ]
-    process = processes.spawn("kube-scheduler", argv, log_dir=state / "logs")
+    process = processes.spawn("kube-scheduler", argv, log_dir=state / "logs", tie_to_parent=tie_to_parent)
     processes.wait_until(
         "kube-scheduler /healthz",
         lambda: _https_ok(f"https://127.0.0.1:{port}/healthz"),
@@ -186,7 +198,12 @@ def start_scheduler(
 
 
 def start_kwok(
-    binaries: versions.Binaries, *, state: pathlib.Path, kubeconfig: pathlib.Path, port: int
+    binaries: versions.Binaries,
+    *,
+    state: pathlib.Path,
+    kubeconfig: pathlib.Path,
+    port: int,
+    tie_to_parent: bool = False,
 ) -> processes.Process:
     """kwok managing the nodes labelled type=kwok, with the stage configs build.sh copied."""
     argv = [
@@ -199,7 +216,7 @@ def start_kwok(
         "--cidr=10.244.0.0/16",
         "--node-ip=10.244.0.1",
     ]
-    process = processes.spawn("kwok", argv, log_dir=state / "logs")
+    process = processes.spawn("kwok", argv, log_dir=state / "logs", tie_to_parent=tie_to_parent)
     processes.wait_until(
         "kwok /healthz",
         lambda: _http_ok(f"http://127.0.0.1:{port}/healthz"),
@@ -209,7 +226,7 @@ def start_kwok(
     return process
 
 
-def start_redis(*, state: pathlib.Path, port: int) -> processes.Process:
+def start_redis(*, state: pathlib.Path, port: int, tie_to_parent: bool = False) -> processes.Process:
     data = state / "redis"
     data.mkdir(parents=True, exist_ok=True)
     argv = [
@@ -220,7 +237,7 @@ def start_redis(*, state: pathlib.Path, port: int) -> processes.Process:
         "--appendonly", "no",
         "--dir", str(data),
     ]  # fmt: skip
-    process = processes.spawn("redis", argv, log_dir=state / "logs")
+    process = processes.spawn("redis", argv, log_dir=state / "logs", tie_to_parent=tie_to_parent)
     processes.wait_until("redis PING", lambda: _redis_ping(port), timeout=STARTUP_TIMEOUT, process=process)
     return process
 
@@ -254,6 +271,7 @@ def start_repo_server(
     port: int,
     metrics_port: int,
     redis_port: int,
+    tie_to_parent: bool = False,
 ) -> processes.Process:
     argv = [
         str(binaries.argocd),
@@ -268,7 +286,7 @@ def start_repo_server(
         f"--revision-cache-expiration={RESYNC_SECONDS // 2}s",
     ]
     env = _argocd_env(binaries, state, kubeconfig) | {"ARGOCD_BINARY_NAME": "argocd-repo-server"}
-    process = processes.spawn("argocd-repo-server", argv, log_dir=state / "logs", env=env)
+    process = processes.spawn("argocd-repo-server", argv, log_dir=state / "logs", env=env, tie_to_parent=tie_to_parent)
     processes.wait_until("argocd-repo-server port", lambda: port_open(port), timeout=STARTUP_TIMEOUT, process=process)
     return process
 
@@ -281,6 +299,7 @@ def start_application_controller(
     metrics_port: int,
     redis_port: int,
     repo_server_port: int,
+    tie_to_parent: bool = False,
 ) -> processes.Process:
     argv = [
         str(binaries.argocd),
@@ -295,7 +314,9 @@ def start_application_controller(
         "--operation-processors=4",
     ]
     env = _argocd_env(binaries, state, kubeconfig) | {"ARGOCD_BINARY_NAME": "argocd-application-controller"}
-    process = processes.spawn("argocd-application-controller", argv, log_dir=state / "logs", env=env)
+    process = processes.spawn(
+        "argocd-application-controller", argv, log_dir=state / "logs", env=env, tie_to_parent=tie_to_parent
+    )
     processes.wait_until(
         "argocd-application-controller /healthz",
         lambda: _http_ok(f"http://127.0.0.1:{metrics_port}/healthz"),

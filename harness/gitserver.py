@@ -30,7 +30,9 @@ class GitDaemon:
         self.process.stop()
 
 
-def start(base_path: pathlib.Path, *, log_dir: pathlib.Path, port: int | None = None) -> GitDaemon:
+def start(
+    base_path: pathlib.Path, *, log_dir: pathlib.Path, port: int | None = None, tie_to_parent: bool = False
+) -> GitDaemon:
     """Serve every repository under base_path (bare or not) on 127.0.0.1, fetch and push."""
     git = shutil.which("git")
     if git is None:
@@ -42,7 +44,7 @@ def start(base_path: pathlib.Path, *, log_dir: pathlib.Path, port: int | None = 
         f"--base-path={base_path}", "--export-all", "--enable=receive-pack", "--informative-errors",
         str(base_path),
     ]  # fmt: skip
-    process = processes.spawn("git-daemon", argv, log_dir=log_dir)
+    process = processes.spawn("git-daemon", argv, log_dir=log_dir, tie_to_parent=tie_to_parent)
     processes.wait_until(
         f"git daemon on port {chosen}", lambda: components.port_open(chosen), timeout=30, process=process
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections.abc
 import contextlib
+import ctypes
 import dataclasses
 import logging
 import os
@@ -18,6 +19,8 @@ from harness import errors
 __all__ = ["Process", "adopt", "free_port", "spawn", "tail", "wait_until"]
 
 logger = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 @dataclasses.dataclass
@@ -78,8 +81,14 @@ def spawn(
     log_dir: pathlib.Path,
     env: collections.abc.Mapping[str, str] | None = None,
     cwd: pathlib.Path | None = None,
+    tie_to_parent: bool = False,
 ) -> Process:
-    """Start argv in its own session with stdout and stderr appended to <log_dir>/<name>.log."""
+    """Start argv in its own session with stdout and stderr appended to <log_dir>/<name>.log.
+
+    tie_to_parent: the kernel SIGKILLs the process when this (Python) process dies, so a test run
+    that is killed outright leaves nothing behind (SIGKILL: on SIGTERM kube-apiserver waits for an
+    etcd that is going away too). Off for `stack.sh start`, which exits at once.
+    """
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
     full_env = dict(os.environ)
@@ -93,6 +102,7 @@ def spawn(
             env=full_env,
             cwd=cwd,
             start_new_session=True,
+            preexec_fn=_die_with_parent_hook() if tie_to_parent else None,
         )
     logger.info("started %s (pid %d), log %s", name, popen.pid, log_path)
     return Process(name=name, argv=list(argv), env=dict(env or {}), log_path=log_path, pid=popen.pid, popen=popen)
@@ -157,6 +167,16 @@ def tail(path: pathlib.Path, *, lines: int = 60) -> str:
     except FileNotFoundError:
         return ""
     return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
+
+
+def _die_with_parent_hook() -> collections.abc.Callable[[], None]:
+    """A preexec_fn setting PR_SET_PDEATHSIG(SIGKILL); libc is loaded here, before the fork."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def hook() -> None:
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+
+    return hook
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

@@ -50,6 +50,8 @@ class Stack:
     processes: dict[str, processes.Process] = dataclasses.field(default_factory=dict)
     namespace: str = argocd.NAMESPACE
     started_seconds: float = 0.0
+    # Components are killed if this Python process dies (fixtures); not for `stack.sh start`.
+    tie_to_parent: bool = False
 
     @property
     def url(self) -> str:
@@ -77,6 +79,7 @@ class Stack:
             etcd_port=self.ports["etcd"],
             port=self.ports["apiserver"],
             watch_cache=self.watch_cache,
+            tie_to_parent=self.tie_to_parent,
         )
         self.save()
 
@@ -173,6 +176,7 @@ def start(
     full: bool,
     watch_cache: bool | None = None,
     binaries: versions.Binaries | None = None,
+    tie_to_parent: bool = False,
 ) -> Stack:
     """Start a stack in `state` (created; must not hold a running stack). Stops what it started on failure."""
     began = time.monotonic()
@@ -201,6 +205,7 @@ def start(
         kubeconfig=admin,
         full=full,
         watch_cache=full if watch_cache is None else watch_cache,
+        tie_to_parent=tie_to_parent,
     )
     try:
         _start_components(stack)
@@ -221,7 +226,9 @@ def start(
 def _start_components(stack: Stack) -> None:
     b, state, ports, certs = stack.binaries, stack.state, stack.ports, stack.certs
     run = stack.processes
-    run["etcd"] = components.start_etcd(b, state=state, client_port=ports["etcd"], peer_port=ports["etcd-peer"])
+    run["etcd"] = components.start_etcd(
+        b, state=state, client_port=ports["etcd"], peer_port=ports["etcd-peer"], tie_to_parent=stack.tie_to_parent
+    )
     run["kube-apiserver"] = components.start_apiserver(
         b,
         state=state,
@@ -229,6 +236,7 @@ def _start_components(stack: Stack) -> None:
         etcd_port=ports["etcd"],
         port=ports["apiserver"],
         watch_cache=stack.watch_cache,
+        tie_to_parent=stack.tie_to_parent,
     )
     stack.save()
     if not stack.full:
@@ -246,14 +254,17 @@ def _start_components(stack: Stack) -> None:
         certs=certs,
         kubeconfig=kubeconfig("controller-manager"),
         port=ports["controller-manager"],
+        tie_to_parent=stack.tie_to_parent,
     )
     run["kube-scheduler"] = components.start_scheduler(
-        b, state=state, kubeconfig=kubeconfig("scheduler"), port=ports["scheduler"]
+        b, state=state, kubeconfig=kubeconfig("scheduler"), port=ports["scheduler"], tie_to_parent=stack.tie_to_parent
     )
-    run["kwok"] = components.start_kwok(b, state=state, kubeconfig=kubeconfig("kwok"), port=ports["kwok"])
+    run["kwok"] = components.start_kwok(
+        b, state=state, kubeconfig=kubeconfig("kwok"), port=ports["kwok"], tie_to_parent=stack.tie_to_parent
+    )
     stack.kubectl.apply(_kwok_node(KWOK_NODE), server_side=False)
     stack.kubectl.wait_for(f"node {KWOK_NODE} Ready", lambda: _node_ready(stack, KWOK_NODE), timeout=60)
-    run["redis"] = components.start_redis(state=state, port=ports["redis"])
+    run["redis"] = components.start_redis(state=state, port=ports["redis"], tie_to_parent=stack.tie_to_parent)
     stack.save()
 
     crd_names = stack.kubectl.run(
@@ -269,11 +280,11 @@ def _start_components(stack: Stack) -> None:
     argocd_kubeconfig = kubeconfig("argocd", namespace=stack.namespace)
     run["argocd-repo-server"] = components.start_repo_server(
         b, state=state, kubeconfig=argocd_kubeconfig, port=ports["repo-server"],
-        metrics_port=ports["repo-server-metrics"], redis_port=ports["redis"],
+        metrics_port=ports["repo-server-metrics"], redis_port=ports["redis"], tie_to_parent=stack.tie_to_parent
     )  # fmt: skip
     run["argocd-application-controller"] = components.start_application_controller(
         b, state=state, kubeconfig=argocd_kubeconfig, metrics_port=ports["controller-metrics"],
-        redis_port=ports["redis"], repo_server_port=ports["repo-server"],
+        redis_port=ports["redis"], repo_server_port=ports["repo-server"], tie_to_parent=stack.tie_to_parent
     )  # fmt: skip
 
 

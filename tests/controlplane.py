@@ -56,7 +56,7 @@ def _binaries() -> versions.Binaries:
 def _run(tmp_path_factory: pytest.TempPathFactory, name: str, *, full: bool) -> collections.abc.Iterator[stack.Stack]:
     binaries = _binaries()
     try:
-        running = stack.start(tmp_path_factory.mktemp(name), full=full, binaries=binaries)
+        running = stack.start(tmp_path_factory.mktemp(name), full=full, binaries=binaries, tie_to_parent=True)
     except errors.HarnessError as e:
         pytest.fail(f"{name} did not start: {e}", pytrace=False)
     logger.info("%s ready in %.1fs (kubeconfig %s)", name, running.started_seconds, running.kubeconfig)
@@ -83,7 +83,7 @@ def git_daemon(tmp_path_factory: pytest.TempPathFactory) -> collections.abc.Iter
     """A git:// server on 127.0.0.1 for repositories created under its ``base_path``."""
     root = tmp_path_factory.mktemp("git-daemon")
     try:
-        daemon = gitserver.start(root / "repos", log_dir=root / "logs")
+        daemon = gitserver.start(root / "repos", log_dir=root / "logs", tie_to_parent=True)
     except errors.HarnessError as e:
         pytest.fail(f"git daemon did not start: {e}", pytrace=False)
     try:
