@@ -112,6 +112,14 @@ def start_apiserver(
         f"--tls-cert-file={certs.server_cert}",
         f"--tls-private-key-file={certs.server_key}",
         f"--client-ca-file={certs.ca_cert}",
+        # Published in kube-system/extension-apiserver-authentication, where the controller-manager
+        # and scheduler look for it (they log an error every second without it). No front proxy
+        # runs here and no certificate with the allowed name is ever issued.
+        f"--requestheader-client-ca-file={certs.ca_cert}",
+        "--requestheader-allowed-names=front-proxy-client",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
         "--authorization-mode=Node,RBAC",
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
         f"--service-account-key-file={certs.service_account_pub}",
