@@ -227,6 +227,12 @@ main() {
   ensure_apt_packages
   check_go
   mkdir -p "$BIN" "$WORK"
+  # One build at a time per cache: a second build.sh waits, then finds everything cached.
+  exec 9>"$CACHE/.build.lock"
+  if ! flock -n 9; then
+    log "another build.sh holds $CACHE/.build.lock; waiting for it"
+    flock 9
+  fi
   log "cache: $BIN (Go build cache: $(go env GOCACHE))"
   build_etcd
   build_kwok
