@@ -107,10 +107,11 @@ def create_app(config: settings.ServiceSettings, *, reviews: Reviews | None = No
         refresh = reader.note_published if reader is not None else log_refresh
         hub = hooks.build(config, github, hub=repo, refresh=refresh) if github is not None and repo is not None \
             else None
+        published = reader.note_published if reader is not None else None
         if hub is not None and reviews is None:
-            built = service.build(config, reviews=GitHubReviews(hub=hub.handlers.hub))
+            built = service.build(config, reviews=GitHubReviews(hub=hub.handlers.hub), on_published=published)
         else:
-            built = service.build(config, reviews=reviews)
+            built = service.build(config, reviews=reviews, on_published=published)
         app.state.service = built
         app.state.github = hub
         stop = anyio.Event()

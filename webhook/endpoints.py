@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 
 from generator.errors import Problem
-from webhook import auth, forms, openapi, pages, queueing
+from webhook import auth, forms, openapi, pages, queueing, statusroutes
 from webhook.errors import BadRequest, NotFound, Rejected, TooLarge, UnsupportedMediaType
 from webhook.intake import Caller
 from webhook.metrics import Labels
@@ -141,8 +141,13 @@ async def get_store(request: Request) -> Response:
     service.limiter.take(auth.client_of(token))
     store_id = request.path_params["store_id"]
     view = await anyio.to_thread.run_sync(lambda: service.intake.store_view(store_id))
-    if view is None:
+    reader = getattr(request.app.state, "status_reader", None)
+    deployment = statusroutes.store_status(reader, store_id) if reader is not None else None
+    if view is None and deployment is None:
         raise NotFound(f"no store {store_id!r} in Git or in the queue")
+    view = dict(view or {"id": store_id})
+    # Where Argo CD has it (the lifecycle after `committed`), when the status reader runs.
+    view["deployment"] = deployment
     return JSONResponse(view)
 
 
@@ -253,8 +258,11 @@ async def metrics(request: Request) -> Response:
     counts = await anyio.to_thread.run_sync(service.queue.counts)
     gauges: dict[str, dict[Labels, float]] = {"storeops_queue_requests": {(("status", s),): float(counts.get(s, 0))
                                           for s in (*queueing.ACTIVE, queueing.COMMITTED, queueing.REJECTED)}}
-    return PlainTextResponse(service.metrics.render(gauges=gauges),
-                             media_type="text/plain; version=0.0.4; charset=utf-8")
+    text = service.metrics.render(gauges=gauges)
+    reader = getattr(request.app.state, "status_reader", None)
+    if reader is not None:
+        text += statusroutes.metrics_text(reader)
+    return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 async def openapi_document(request: Request) -> Response:

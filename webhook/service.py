@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from generator import publishing
@@ -28,7 +29,8 @@ class Service:
         self.queue.close()
 
 
-def build(config: ServiceSettings, *, reviews: Reviews | None = None) -> Service:
+def build(config: ServiceSettings, *, reviews: Reviews | None = None,
+          on_published: Callable[[publishing.Published], object] | None = None) -> Service:
     """Open the queue and wire the parts; the writer starts with the app (see ``app.lifespan``)."""
     queue = queueing.Queue(path=config.queue_path)
     intake = Intake(queue=queue, mass_delete_share=config.git.mass_delete_share)
@@ -39,6 +41,7 @@ def build(config: ServiceSettings, *, reviews: Reviews | None = None) -> Service
                                index=config.git.state_dir / "reviews.json")
     writer = Writer(git=config.git, intake=intake, reviews=reviews, metrics=metrics,
                     batch_max=config.batch_max, batch_window=config.batch_window, retry_min=config.retry_min,
-                    retry_max=config.retry_max, review_branch_prefix=config.review_branch_prefix)
+                    retry_max=config.retry_max, review_branch_prefix=config.review_branch_prefix,
+                    on_published=on_published)
     return Service(settings=config, tokens=resolve_tokens(config), queue=queue, intake=intake,
                    writer=writer, metrics=metrics, limiter=RateLimiter(rate=config.rate, burst=config.burst))

@@ -13,6 +13,7 @@ import logging
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -85,7 +86,8 @@ def apply_requests(root: Path, requests: list[queueing.Request], outcomes: Outco
 class Writer:
     def __init__(self, *, git: Settings, intake: Intake, reviews: Reviews, metrics: Metrics,
                  batch_max: int, batch_window: float, retry_min: float, retry_max: float,
-                 review_branch_prefix: str, refresh_interval: float = 30.0) -> None:
+                 review_branch_prefix: str, refresh_interval: float = 30.0,
+                 on_published: Callable[[publishing.Published], object] | None = None) -> None:
         self.git = git
         self.intake = intake
         self.queue = intake.queue
@@ -97,6 +99,8 @@ class Writer:
         self.retry_max = retry_max
         self.review_branch_prefix = review_branch_prefix
         self.refresh_interval = refresh_interval
+        #: Told of every publish (the status reader: refresh Argo CD, wait for this commit).
+        self.on_published = on_published
         self.failing_since: float | None = None
         self.last_error = ""
         self._wake: anyio.Event | None = None
@@ -163,6 +167,7 @@ class Writer:
             raise
         self.metrics.observe_publish(seconds=time.monotonic() - started, pushed=result.committed,
                                      requests=len(batch))
+        self._published(result)
         self.queue.finish(request_ids=outcomes.landed, status=queueing.COMMITTED, commit_sha=result.sha)
         for request_id, problems in outcomes.rejected.items():
             self.queue.finish(request_ids=[request_id], status=queueing.REJECTED, problems=problems)
@@ -230,6 +235,15 @@ class Writer:
                 await _first(stop, wake)
             if wake.is_set() and self.batch_window:
                 await anyio.sleep(self.batch_window)
+
+    def _published(self, result: publishing.Published) -> None:
+        if self.on_published is None or not result.committed:
+            return
+        try:
+            self.on_published(result)
+        except Exception:
+            # Telling Argo CD early is an optimisation; its own polling still finds the commit.
+            log.exception("after publishing %s: notifying the status reader failed", result.sha[:12])
 
     def _failed(self, error: Exception) -> None:
         if self.failing_since is None:
