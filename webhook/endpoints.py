@@ -20,6 +20,7 @@ from webhook.service import Service
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
+MERGE_PATCH = "application/merge-patch+json"
 FORM = "application/x-www-form-urlencoded"
 
 
@@ -149,6 +150,22 @@ async def get_store(request: Request) -> Response:
     # Where Argo CD has it (the lifecycle after `committed`), when the status reader runs.
     view["deployment"] = deployment
     return JSONResponse(view)
+
+
+async def update_store(request: Request) -> Response:
+    """Change fields of a store with a JSON merge patch, e.g. ``{"state": "suspended"}``."""
+    service = _service(request)
+    token = auth.bearer(header=request.headers.get("authorization"), tokens=service.tokens, write=True)
+    client = auth.client_of(token)
+    service.limiter.take(client)
+    _media_type(request, JSON, MERGE_PATCH)
+    body = await _body(request, limit=service.settings.max_body_bytes)
+    patch = _json(body)
+    store_id = request.path_params["store_id"]
+    caller = Caller(client=client, source="api", idempotency_key=_idempotency_key(request))
+    queued, new = await anyio.to_thread.run_sync(
+        lambda: service.intake.update(store_id=store_id, patch=patch, caller=caller, body=body))
+    return _accepted(request, queued, new, "api")
 
 
 async def delete_store(request: Request) -> Response:

@@ -59,11 +59,42 @@ def with_defaults(data: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def dump(data: Mapping[str, Any]) -> str:
-    """The text of a store file holding ``data``."""
+def merge_patch(text: str, patch: Mapping[str, Any]) -> str:
+    """``text`` (a store file) with a JSON merge patch (RFC 7386) applied: ``null`` removes a field.
+
+    The file is edited in round-trip mode, so its comments and key order stay as they were.
+    """
+    yaml = _yaml()
+    document = yaml.load(text) or CommentedMap()
+    _merge(document, patch)
+    buffer = io.StringIO()
+    yaml.dump(document, buffer)
+    return buffer.getvalue()
+
+
+def _merge(target: CommentedMap, patch: Mapping[str, Any]) -> None:
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(target.get(key), Mapping):
+            _merge(target[key], value)
+        elif isinstance(value, Mapping):
+            target[key] = _ordered(value, OWNER_ORDER if key == "owner" else ())
+        else:
+            target[key] = value
+
+
+def _yaml() -> YAML:
     yaml = YAML(typ="rt")
     yaml.default_flow_style = False
     yaml.width = 4096
+    yaml.preserve_quotes = True
+    return yaml
+
+
+def dump(data: Mapping[str, Any]) -> str:
+    """The text of a store file holding ``data``."""
+    yaml = _yaml()
     buffer = io.StringIO()
     yaml.dump(_ordered(data, FIELD_ORDER), buffer)
     return constants.STORE_SCHEMA_COMMENT + "\n" + buffer.getvalue()

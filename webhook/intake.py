@@ -15,7 +15,7 @@ import re
 import threading
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from generator import constants, fleet
@@ -49,6 +49,8 @@ class Snapshot:
     git: fleet.Fleet
     overlay: fleet.Fleet
     git_sha: str
+    #: The text of every store file in ``overlay`` (what an update patches).
+    texts: Mapping[str, str] = field(default_factory=dict)
 
 
 class Intake:
@@ -70,11 +72,14 @@ class Intake:
     def load_git(self, *, files: Mapping[str, bytes], sha: str) -> None:
         """Take the remote's inputs as the writer sees them; re-apply what is still queued on top."""
         git = fleet.build(files)
+        texts = {p: c.decode("utf-8", "replace") for p, c in files.items()
+                 if p.startswith(constants.STORES_DIR + "/")}
         with self._lock:
             overlay = git
             for request in self.queue.active():
                 overlay = overlay.with_store(request.path, request.content)
-            self._snapshot = Snapshot(git, overlay, sha)
+                _set_text(texts, request.path, request.content)
+            self._snapshot = Snapshot(git, overlay, sha, texts)
         log.info("loaded %d stores from git at %s", len(git.store_ids()), sha[:12] or "(empty)")
 
     # --- requests ---------------------------------------------------------------------------------
@@ -102,7 +107,48 @@ class Intake:
                 id=str(uuid.uuid4()), store_id=store_id, action=queueing.CREATE, content=content,
                 cluster=cluster.name, review=cluster.review, source=caller.source, client=caller.client,
                 idempotency_key=caller.idempotency_key, body_hash=body_hash(body)))
-            self._snapshot = Snapshot(snapshot.git, after, snapshot.git_sha)
+            self._snapshot = Snapshot(snapshot.git, after, snapshot.git_sha,
+                                      _with_text(snapshot.texts, request.path, content))
+            return request, True
+
+    def update(self, *, store_id: str, patch: Any, caller: Caller, body: bytes) -> tuple[queueing.Request, bool]:
+        """Check and queue a change of an existing store's fields (a JSON merge patch)."""
+        with self._lock:
+            first = self._replay(caller, body)
+            if first is not None:
+                return first, False
+            snapshot = self.snapshot()
+            path = entries.path_for(store_id)
+            held = snapshot.overlay.stores.get(path)
+            text = snapshot.texts.get(path)
+            if held is None or held.entry is None or text is None:
+                raise NotFound(f"no store {store_id!r} in Git or in the queue")
+            if not isinstance(patch, dict) or not patch:
+                raise Invalid("the request must be a JSON object of the fields to change",
+                              [Problem("request", 0, "(top)", "must be a non-empty mapping of fields")])
+            if entries.too_deep(patch):
+                raise Invalid("the request nests too deeply", [Problem("request", 0, "(top)", "nests too deeply")])
+            if "id" in patch and patch["id"] != store_id:
+                raise Invalid("a store's id cannot change", [Problem(path, 0, "id", "cannot change; "
+                                                                     "request a new store and delete this one")])
+            content = entries.merge_patch(text, patch)
+            after = snapshot.overlay.with_store(path, content)
+            before = set(snapshot.overlay.problems)
+            new = [p for p in after.problems if p not in before]
+            taken = [_from_request_side(p, path) for p in new if any(marker in p.message for marker in _TAKEN)]
+            if taken:
+                raise Conflict("the store's domain is already taken", taken)
+            if new:
+                raise Invalid(f"{len(new)} problem{'s' if len(new) != 1 else ''} in the request", new)
+            entry = after.stores[path].entry
+            assert entry is not None
+            cluster = after.clusters[entry.store.cluster][0]
+            request = self.queue.add(queueing.Request(
+                id=str(uuid.uuid4()), store_id=store_id, action=queueing.UPDATE, content=content,
+                cluster=cluster.name, review=cluster.review, source=caller.source, client=caller.client,
+                idempotency_key=caller.idempotency_key, body_hash=body_hash(body)))
+            self._snapshot = Snapshot(snapshot.git, after, snapshot.git_sha,
+                                      _with_text(snapshot.texts, path, content))
             return request, True
 
     def _check_create(self, snapshot: Snapshot, data: Any) -> tuple[str, str, fleet.Fleet]:
@@ -156,7 +202,8 @@ class Intake:
                 id=str(uuid.uuid4()), store_id=store_id, action=queueing.DELETE, content=None,
                 cluster=held.entry.store.cluster, review=review, source=caller.source, client=caller.client,
                 idempotency_key=caller.idempotency_key, body_hash=body_hash(body)))
-            self._snapshot = Snapshot(snapshot.git, snapshot.overlay.with_store(path, None), snapshot.git_sha)
+            self._snapshot = Snapshot(snapshot.git, snapshot.overlay.with_store(path, None), snapshot.git_sha,
+                                      _with_text(snapshot.texts, path, None))
             return request, True
 
     # --- reading ----------------------------------------------------------------------------------
@@ -185,6 +232,19 @@ class Intake:
         ids = snapshot.git.store_ids() | snapshot.overlay.store_ids()
         ids |= {r.store_id for r in self.queue.active()}
         return sorted(ids)
+
+
+def _set_text(texts: dict[str, str], path: str, content: str | None) -> None:
+    if content is None:
+        texts.pop(path, None)
+    else:
+        texts[path] = content
+
+
+def _with_text(texts: Mapping[str, str], path: str, content: str | None) -> dict[str, str]:
+    out = dict(texts)
+    _set_text(out, path, content)
+    return out
 
 
 def _from_request_side(problem: Problem, path: str) -> Problem:

@@ -30,6 +30,8 @@ REJECTED = "rejected"
 ACTIVE = (REQUESTED, PENDING_REVIEW)
 
 CREATE = "create"
+#: Change fields of an existing store (a JSON merge patch, applied when the request is accepted).
+UPDATE = "update"
 DELETE = "delete"
 
 _SCHEMA = """

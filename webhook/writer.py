@@ -65,7 +65,11 @@ def apply_requests(root: Path, requests: list[queueing.Request], outcomes: Outco
         if existing == desired:
             outcomes.landed.append(request.id)
             continue
-        if existing is not None:
+        if request.action == queueing.UPDATE and existing is None:
+            outcomes.rejected[request.id] = [Problem(path, 0, "id", f"{request.store_id!r} was removed from Git "
+                                                                    "before this change landed")]
+            continue
+        if request.action == queueing.CREATE and existing is not None:
             outcomes.rejected[request.id] = [Problem(path, 0, "id", f"{request.store_id!r} was taken in Git "
                                                                     "by another change before this request landed")]
             continue

@@ -259,6 +259,56 @@ def test_delete_removes_the_entry_and_its_rendered_files(service: Running) -> No
         assert "deletions are already queued" in over.json()["error"]
 
 
+def test_patch_suspends_a_store_keeping_the_files_comments(service: Running) -> None:
+    # A person's comment in the entry survives a change made through the API.
+    seeded = testing.git(service.bare, "show", "main:stores/bookworm.yaml")
+    assert "# yaml-language-server" in seeded
+    patched = service.client.patch("/v1/stores/bookworm", content=json.dumps({"state": "suspended"}),
+                                   headers={**WRITE, "Content-Type": "application/merge-patch+json"})
+    assert patched.status_code == 202, patched.text
+    assert patched.json()["status"] == "requested"
+    done = service.settled(patched.json()["request_id"])
+    assert done["status"] == "committed" and done["action"] == "update"
+    text = testing.git(service.bare, "show", "main:stores/bookworm.yaml")
+    assert text == seeded.replace("state: active", "state: suspended")
+    values = testing.git(service.bare, "show", "main:rendered/local/values/bookworm.yaml")
+    assert "suspended: true" in values
+    # Unchanged: a second identical patch is accepted and lands as no change.
+    again = service.client.patch("/v1/stores/bookworm", json={"state": "suspended"}, headers=WRITE)
+    assert again.status_code == 202
+    assert service.settled(again.json()["request_id"])["status"] == "committed"
+    assert testing.git(service.bare, "show", "main:stores/bookworm.yaml") == text
+
+
+def test_patch_answers_for_bad_changes(service: Running) -> None:
+    def patch(store_id: str, body: object, **headers: str) -> Any:
+        return service.client.patch(f"/v1/stores/{store_id}", content=json.dumps(body),
+                                    headers={**WRITE, "Content-Type": "application/json", **headers})
+
+    head = testing.git(service.bare, "rev-parse", "main")
+    assert patch("nope", {"state": "suspended"}).status_code == 404
+    wrong = patch("bookworm", {"plan": "huge"})
+    assert wrong.status_code == 422
+    assert wrong.json()["problems"][0]["field"] == "plan"
+    renamed = patch("bookworm", {"id": "other"})
+    assert renamed.status_code == 422 and renamed.json()["problems"][0]["field"] == "id"
+    assert patch("bookworm", {}).status_code == 422
+    assert patch("bookworm", ["state"]).status_code == 422
+    taken = patch("bookworm", {"domain": "shop.nordicknits.example"})
+    assert taken.status_code == 409
+    unknown = patch("bookworm", {"colour": "red"})
+    assert unknown.status_code == 422 and unknown.json()["problems"][0]["field"] == "colour"
+    assert service.client.patch("/v1/stores/bookworm", content="x", headers={**WRITE, "Content-Type": "text/plain"}
+                                ).status_code == 415
+    assert service.client.patch("/v1/stores/bookworm", json={"state": "suspended"}, headers=READ).status_code == 403
+    # A field set to null is removed (merge patch), here the optional GitHub login.
+    removed = patch("acme-outdoor", {"owner": {"github": None}})
+    assert removed.status_code == 202
+    service.settled(removed.json()["request_id"])
+    assert "github" not in testing.remote_stores(service.bare)["acme-outdoor"]["owner"]
+    assert testing.git(service.bare, "rev-list", "--count", f"{head.strip()}..main").strip() == "1"
+
+
 def test_a_review_cluster_gets_a_branch_not_a_commit_on_main(service: Running) -> None:
     accepted = service.create("reviewed-shop", cluster="prod")
     result = service.settled(accepted["request_id"])
