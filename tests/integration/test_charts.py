@@ -409,6 +409,21 @@ def test_namespace_is_owned_and_labelled_like_the_application_says(case: Case, r
             assert m["metadata"]["namespace"] == case.namespace, f"{m['kind']}/{m['metadata']['name']}"
 
 
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_a_sync_never_prunes_data_but_deleting_the_store_does(case: Case, rendered: dict[str, str]) -> None:
+    """Prune=false guards the namespace and volumes against a sync; Argo CD's cascade delete ignores it
+    (it skips only Delete=false and helm.sh/resource-policy: keep, which nothing here carries)."""
+    manifests = _manifests(rendered, case)
+    data = [m for m in manifests if m["kind"] in ("Namespace", "PersistentVolumeClaim")]
+    assert len(data) == 2
+    for m in data:
+        assert m["metadata"]["annotations"]["argocd.argoproj.io/sync-options"] == "Prune=false"
+    for m in manifests:
+        annotations = m["metadata"].get("annotations", {})
+        assert "Delete=false" not in annotations.get("argocd.argoproj.io/sync-options", "")
+        assert "helm.sh/resource-policy" not in annotations
+
+
 @pytest.mark.parametrize("case", ACTIVE, ids=_ids)
 def test_network_policies_admit_only_the_namespace_and_the_ingress_controller(
     case: Case, rendered: dict[str, str]

@@ -44,6 +44,15 @@ helm.sh/hook-delete-policy: before-hook-creation
 helm.sh/hook-weight: {{ .weight | quote }}
 {{- end }}
 
+{{- /*
+Data is never pruned by a sync (a renamed or dropped object stays, and the app shows OutOfSync);
+deleting the store (cascade delete of the Application) still deletes it: Argo CD skips only
+Delete=false and helm.sh/resource-policy: keep there, not Prune=false.
+*/ -}}
+{{- define "storeops.keepOnPrune" -}}
+argocd.argoproj.io/sync-options: Prune=false
+{{- end }}
+
 {{- define "storeops.replicas" -}}
 {{- if .root.Values.suspended }}0{{ else }}{{ .replicas }}{{ end }}
 {{- end }}
@@ -83,6 +92,7 @@ metadata:
     pod-security.kubernetes.io/warn: {{ .Values.namespace.podSecurity.warn }}
   annotations:
     {{- include "storeops.wave" "-10" | nindent 4 }}
+    {{- include "storeops.keepOnPrune" . | nindent 4 }}
 {{- end }}
 {{- end }}
 
