@@ -14,6 +14,7 @@ import pathlib
 import shutil
 import socket
 import ssl
+import sys
 import urllib.request
 
 from harness import kube, pki, processes, versions
@@ -164,6 +165,8 @@ def start_controller_manager(
         f"--root-ca-file={certs.ca_cert}",
         f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
         "--cluster-name=storeops",
+        # Volumes for claims, as a cloud's provisioner would make them (directories under /tmp).
+        "--enable-hostpath-provisioner=true",
         "--v=1",
     ]
     process = processes.spawn("kube-controller-manager", argv, log_dir=state / "logs", tie_to_parent=tie_to_parent)
@@ -223,11 +226,32 @@ def start_kwok(
         f"--server-address=127.0.0.1:{port}",
         "--cidr=10.244.0.0/16",
         "--node-ip=10.244.0.1",
+        # Keep a node Lease: without one the node-lifecycle controller marks the node NotReady after
+        # its grace period and every pod on it unready for good.
+        "--node-lease-duration-seconds=40",
     ]
     process = processes.spawn("kwok", argv, log_dir=state / "logs", tie_to_parent=tie_to_parent)
     processes.wait_until(
         "kwok /healthz",
         lambda: _http_ok(f"http://127.0.0.1:{port}/healthz"),
+        timeout=STARTUP_TIMEOUT,
+        process=process,
+    )
+    return process
+
+
+def start_ingress_addresses(
+    *, state: pathlib.Path, kubeconfig: pathlib.Path, tie_to_parent: bool = False
+) -> processes.Process:
+    """The ingress controller stand-in (harness/ingresses.py): publishes 127.0.0.1 for every Ingress."""
+    root = pathlib.Path(__file__).resolve().parent.parent
+    argv = [sys.executable, "-m", "harness.ingresses", f"--kubeconfig={kubeconfig}"]
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p)}
+    process = processes.spawn("ingress-addresses", argv, log_dir=state / "logs", env=env, cwd=root,
+                              tie_to_parent=tie_to_parent)
+    processes.wait_until(
+        "ingress-addresses to list Ingresses",
+        lambda: "publishing" in (state / "logs" / "ingress-addresses.log").read_text(errors="replace"),
         timeout=STARTUP_TIMEOUT,
         process=process,
     )
@@ -280,6 +304,7 @@ def start_repo_server(
     metrics_port: int,
     redis_port: int,
     tie_to_parent: bool = False,
+    argocd_defaults: bool = False,
 ) -> processes.Process:
     argv = [
         str(binaries.argocd),
@@ -289,10 +314,11 @@ def start_repo_server(
         f"--metrics-port={metrics_port}",
         f"--redis=127.0.0.1:{redis_port}",
         "--loglevel=info",
+    ]
+    if not argocd_defaults:
         # Resolved branch heads are cached this long (3m by default): keep it short so a pushed
         # commit is seen at the next resync.
-        f"--revision-cache-expiration={RESYNC_SECONDS // 2}s",
-    ]
+        argv.append(f"--revision-cache-expiration={RESYNC_SECONDS // 2}s")
     env = _argocd_env(binaries, state, kubeconfig) | {"ARGOCD_BINARY_NAME": "argocd-repo-server"}
     process = processes.spawn("argocd-repo-server", argv, log_dir=state / "logs", env=env, tie_to_parent=tie_to_parent)
     processes.wait_until("argocd-repo-server port", lambda: port_open(port), timeout=STARTUP_TIMEOUT, process=process)
@@ -308,6 +334,7 @@ def start_application_controller(
     redis_port: int,
     repo_server_port: int,
     tie_to_parent: bool = False,
+    argocd_defaults: bool = False,
 ) -> processes.Process:
     argv = [
         str(binaries.argocd),
@@ -315,12 +342,12 @@ def start_application_controller(
         f"--redis=127.0.0.1:{redis_port}",
         f"--repo-server=127.0.0.1:{repo_server_port}",
         "--loglevel=info",
-        # Frequent resyncs (default 3m) so tests see a pushed commit within seconds.
-        f"--app-resync={RESYNC_SECONDS}",
-        "--app-resync-jitter=0",
         "--status-processors=4",
         "--operation-processors=4",
     ]
+    if not argocd_defaults:
+        # Frequent resyncs (default 3m) so tests see a pushed commit within seconds.
+        argv += [f"--app-resync={RESYNC_SECONDS}", "--app-resync-jitter=0"]
     env = _argocd_env(binaries, state, kubeconfig) | {"ARGOCD_BINARY_NAME": "argocd-application-controller"}
     process = processes.spawn(
         "argocd-application-controller", argv, log_dir=state / "logs", env=env, tie_to_parent=tie_to_parent

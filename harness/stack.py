@@ -52,6 +52,8 @@ class Stack:
     started_seconds: float = 0.0
     # Components are killed if this Python process dies (fixtures); not for `stack.sh start`.
     tie_to_parent: bool = False
+    # Argo CD with its own defaults (3-minute polling, 3-minute revision cache) instead of 10 s.
+    argocd_defaults: bool = False
 
     @property
     def url(self) -> str:
@@ -109,6 +111,7 @@ class Stack:
         record = {
             "full": self.full,
             "watch_cache": self.watch_cache,
+            "argocd_defaults": self.argocd_defaults,
             "ports": self.ports,
             "kubeconfig": str(self.kubeconfig),
             "namespace": self.namespace,
@@ -177,6 +180,7 @@ def start(
     watch_cache: bool | None = None,
     binaries: versions.Binaries | None = None,
     tie_to_parent: bool = False,
+    argocd_defaults: bool = False,
 ) -> Stack:
     """Start a stack in `state` (created; must not hold a running stack). Stops what it started on failure."""
     began = time.monotonic()
@@ -206,6 +210,7 @@ def start(
         full=full,
         watch_cache=full if watch_cache is None else watch_cache,
         tie_to_parent=tie_to_parent,
+        argocd_defaults=argocd_defaults,
     )
     try:
         _start_components(stack)
@@ -264,6 +269,10 @@ def _start_components(stack: Stack) -> None:
     )
     stack.kubectl.apply(_kwok_node(KWOK_NODE), server_side=False)
     stack.kubectl.wait_for(f"node {KWOK_NODE} Ready", lambda: _node_ready(stack, KWOK_NODE), timeout=60)
+    stack.kubectl.apply(STORAGE_CLASS, server_side=False)
+    run["ingress-addresses"] = components.start_ingress_addresses(
+        state=state, kubeconfig=stack.kubeconfig, tie_to_parent=stack.tie_to_parent
+    )
     run["redis"] = components.start_redis(state=state, port=ports["redis"], tie_to_parent=stack.tie_to_parent)
     stack.save()
 
@@ -280,12 +289,26 @@ def _start_components(stack: Stack) -> None:
     argocd_kubeconfig = kubeconfig("argocd", namespace=stack.namespace)
     run["argocd-repo-server"] = components.start_repo_server(
         b, state=state, kubeconfig=argocd_kubeconfig, port=ports["repo-server"],
-        metrics_port=ports["repo-server-metrics"], redis_port=ports["redis"], tie_to_parent=stack.tie_to_parent
+        metrics_port=ports["repo-server-metrics"], redis_port=ports["redis"], tie_to_parent=stack.tie_to_parent,
+        argocd_defaults=stack.argocd_defaults,
     )  # fmt: skip
     run["argocd-application-controller"] = components.start_application_controller(
         b, state=state, kubeconfig=argocd_kubeconfig, metrics_port=ports["controller-metrics"],
-        redis_port=ports["redis"], repo_server_port=ports["repo-server"], tie_to_parent=stack.tie_to_parent
+        redis_port=ports["redis"], repo_server_port=ports["repo-server"], tie_to_parent=stack.tie_to_parent,
+        argocd_defaults=stack.argocd_defaults,
     )  # fmt: skip
+
+
+#: The default StorageClass: the controller-manager's hostPath provisioner makes a volume per claim
+#: (a directory under /tmp) and deletes it with the claim, as a cloud's provisioner would.
+STORAGE_CLASS: dict[str, object] = {
+    "apiVersion": "storage.k8s.io/v1",
+    "kind": "StorageClass",
+    "metadata": {"name": "standard", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+    "provisioner": "kubernetes.io/host-path",
+    "reclaimPolicy": "Delete",
+    "volumeBindingMode": "Immediate",
+}
 
 
 def _free_ports(names: list[str]) -> dict[str, int]:
@@ -349,6 +372,7 @@ def load(state: pathlib.Path) -> Stack:
         watch_cache=bool(record["watch_cache"]),
         processes={d["name"]: processes.adopt(d) for d in record["processes"]},
         namespace=str(record["namespace"]),
+        argocd_defaults=bool(record.get("argocd_defaults", False)),
     )
 
 

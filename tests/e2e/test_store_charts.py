@@ -2,9 +2,8 @@
 
 The store is rendered by the generator (AppProject, Application and values, for the local cluster
 profile) into a Git repository on disk holding the real charts; Argo CD syncs it into the real API
-server, where kwok runs the pods. Two things a real cluster has and this one lacks are stood in for,
-as their controllers would: PersistentVolumes for the claims (a provisioner's job) and the Ingress
-load-balancer status (the ingress controller's job; Argo CD calls an Ingress healthy only with it).
+server, where kwok runs the pods, the controller-manager's hostPath provisioner makes the volumes
+and harness/ingresses.py publishes the Ingress address (Argo CD calls an Ingress healthy only then).
 And as kwok runs no container, the credentials hook's script is run here, as its pod would run it.
 """
 
@@ -66,48 +65,12 @@ def _render(repo: pathlib.Path, store: models.Store) -> dict[str, str]:
     return files
 
 
-def _volumes(kubectl: Any, store: models.Store, engine: str, plan: models.Plan) -> list[str]:
-    """PersistentVolumes bound in advance to the claims the chart will make (what a provisioner does)."""
-    names = []
-    for claim, volume in CLAIMS[engine]:
-        name = f"{store.id}-{claim}"
-        size = plan.database_volume if volume == "database" else plan.content_volume
-        kubectl.apply(
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolume",
-                "metadata": {"name": name, "labels": {"storeops.io/e2e": store.id}},
-                "spec": {
-                    "capacity": {"storage": size},
-                    "accessModes": ["ReadWriteOnce"],
-                    "persistentVolumeReclaimPolicy": "Retain",
-                    "storageClassName": "",
-                    "hostPath": {"path": f"/tmp/storeops-e2e/{name}", "type": "DirectoryOrCreate"},
-                    "claimRef": {"namespace": store.namespace, "name": claim},
-                },
-            }
-        )
-        names.append(name)
-    return names
-
-
-def _publish_ingress_address(kubectl: Any, namespace: str) -> None:
-    """Do what the ingress controller does: publish an address in the Ingress status."""
-    ingress = kubectl.get("ingress", "store", namespace=namespace)
-    if ingress is None or (ingress.get("status") or {}).get("loadBalancer", {}).get("ingress"):
-        return
-    status = {"status": {"loadBalancer": {"ingress": [{"ip": "127.0.0.1"}]}}}
-    kubectl.run("patch", "ingress", "store", "-n", namespace, "--subresource=status", "--type=merge",
-                "-p", json.dumps(status))  # fmt: skip
-
-
 def _wait_synced_healthy(
     argocd_stack: stack.Stack, store: models.Store, revision: str, *, timeout: float = 420.0
 ) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     status: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        _publish_ingress_address(argocd_stack.kubectl, store.namespace)
         app = argocd_stack.application(store.app_name) or {}
         status = app.get("status") or {}  # type: ignore[assignment]
         sync, health = status.get("sync") or {}, status.get("health") or {}
@@ -161,63 +124,60 @@ def test_store_syncs_healthy_suspends_to_zero_and_deleting_it_leaves_nothing(
     store = _store(engine)
     plan = operations.load(repo).plans[store.plan]
     files = _render(repo, store)
-    volumes = _volumes(kubectl, store, engine, plan)
-    try:
-        kubectl.apply(files[rendering.app_path(store.cluster, store.id)])
+    kubectl.apply(files[rendering.app_path(store.cluster, store.id)])
 
-        # 1. Synced and Healthy at the pushed revision, everything running.
-        app = _wait_synced_healthy(argocd_stack, store, git(repo, "rev-parse", "HEAD"))
-        managed = {(r["kind"], r["name"]) for r in app["status"]["resources"]}
-        assert ("Namespace", store.namespace) in managed
-        assert ("ResourceQuota", "store-quota") in managed
-        for kind, name in WORKLOADS[engine]:
-            workload = _kubectl_json(kubectl, "get", kind, name, "-n", store.namespace)
-            assert workload["status"].get("readyReplicas") == 1, f"{kind}/{name}: {workload['status']}"
-        namespace = _kubectl_json(kubectl, "get", "namespace", store.namespace)
-        assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "baseline"
-        quota = _kubectl_json(kubectl, "get", "resourcequota", "store-quota", "-n", store.namespace)
-        assert quota["status"]["hard"] == {
-            "requests.cpu": plan.cpu, "requests.memory": plan.memory, "requests.storage": plan.storage
-        }  # fmt: skip
-        jobs = _kubectl_json(kubectl, "get", "jobs", "-n", store.namespace)["items"]
-        assert {j["metadata"]["name"] for j in jobs} >= {"credentials"}
-        assert all(j["status"].get("succeeded") == 1 for j in jobs), [j["status"] for j in jobs]
-        claims = _kubectl_json(kubectl, "get", "pvc", "-n", store.namespace)["items"]
-        assert sorted((c["metadata"]["name"], c["status"]["phase"]) for c in claims) == sorted(
-            (claim, "Bound") for claim, _ in CLAIMS[engine]
-        )
-        secret = _run_credentials_job(argocd_stack, store.namespace, tmp_path)
-        assert secret["metadata"]["labels"]["storeops.io/store"] == store.id
+    # 1. Synced and Healthy at the pushed revision, everything running.
+    app = _wait_synced_healthy(argocd_stack, store, git(repo, "rev-parse", "HEAD"))
+    managed = {(r["kind"], r["name"]) for r in app["status"]["resources"]}
+    assert ("Namespace", store.namespace) in managed
+    assert ("ResourceQuota", "store-quota") in managed
+    for kind, name in WORKLOADS[engine]:
+        workload = _kubectl_json(kubectl, "get", kind, name, "-n", store.namespace)
+        assert workload["status"].get("readyReplicas") == 1, f"{kind}/{name}: {workload['status']}"
+    namespace = _kubectl_json(kubectl, "get", "namespace", store.namespace)
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "baseline"
+    quota = _kubectl_json(kubectl, "get", "resourcequota", "store-quota", "-n", store.namespace)
+    assert quota["status"]["hard"] == {
+        "requests.cpu": plan.cpu, "requests.memory": plan.memory, "requests.storage": plan.storage
+    }  # fmt: skip
+    jobs = _kubectl_json(kubectl, "get", "jobs", "-n", store.namespace)["items"]
+    assert {j["metadata"]["name"] for j in jobs} >= {"credentials"}
+    assert all(j["status"].get("succeeded") == 1 for j in jobs), [j["status"] for j in jobs]
+    claims = _kubectl_json(kubectl, "get", "pvc", "-n", store.namespace)["items"]
+    assert sorted((c["metadata"]["name"], c["status"]["phase"]) for c in claims) == sorted(
+        (claim, "Bound") for claim, _ in CLAIMS[engine]
+    )
+    # Provisioned by the cluster's default StorageClass at the plan's sizes.
+    sizes = {claim: plan.database_volume if which == "database" else plan.content_volume
+             for claim, which in CLAIMS[engine]}
+    assert {c["metadata"]["name"]: c["status"]["capacity"]["storage"] for c in claims} == sizes
+    volumes = [c["spec"]["volumeName"] for c in claims]
+    secret = _run_credentials_job(argocd_stack, store.namespace, tmp_path)
+    assert secret["metadata"]["labels"]["storeops.io/store"] == store.id
 
-        # 2. Suspending (a new commit of the rendered store) scales to zero and keeps the volumes.
-        _render(repo, dataclasses.replace(store, state="suspended"))
-        _wait_synced_healthy(argocd_stack, store, git(repo, "rev-parse", "HEAD"))
-        for kind, name in WORKLOADS[engine]:
-            workload = _kubectl_json(kubectl, "get", kind, name, "-n", store.namespace)
-            assert workload["spec"]["replicas"] == 0, f"{kind}/{name}"
-        pods = _kubectl_json(kubectl, "get", "pods", "-n", store.namespace, "--field-selector=status.phase=Running")
-        assert pods["items"] == []
-        claims = _kubectl_json(kubectl, "get", "pvc", "-n", store.namespace)["items"]
-        assert sorted(c["metadata"]["name"] for c in claims) == sorted(claim for claim, _ in CLAIMS[engine])
-        # The credentials, not managed by Argo CD, went through the sync untouched.
-        kept = _kubectl_json(kubectl, "get", "secret", "store-credentials", "-n", store.namespace)
-        assert kept["data"] == secret["data"]
-        assert kept["metadata"]["resourceVersion"] == secret["metadata"]["resourceVersion"]
+    # 2. Suspending (a new commit of the rendered store) scales to zero and keeps the volumes.
+    _render(repo, dataclasses.replace(store, state="suspended"))
+    _wait_synced_healthy(argocd_stack, store, git(repo, "rev-parse", "HEAD"))
+    for kind, name in WORKLOADS[engine]:
+        workload = _kubectl_json(kubectl, "get", kind, name, "-n", store.namespace)
+        assert workload["spec"]["replicas"] == 0, f"{kind}/{name}"
+    pods = _kubectl_json(kubectl, "get", "pods", "-n", store.namespace, "--field-selector=status.phase=Running")
+    assert pods["items"] == []
+    claims = _kubectl_json(kubectl, "get", "pvc", "-n", store.namespace)["items"]
+    assert sorted(c["metadata"]["name"] for c in claims) == sorted(claim for claim, _ in CLAIMS[engine])
+    # The credentials, not managed by Argo CD, went through the sync untouched.
+    kept = _kubectl_json(kubectl, "get", "secret", "store-credentials", "-n", store.namespace)
+    assert kept["data"] == secret["data"]
+    assert kept["metadata"]["resourceVersion"] == secret["metadata"]["resourceVersion"]
 
-        # 3. Deleting the Application deletes the namespace and everything in it.
-        kubectl.run("delete", "application", store.app_name, "-n", argocd_stack.namespace, "--wait=false")
-        argocd_stack.wait_gone("application", store.app_name, namespace=argocd_stack.namespace, timeout=300)
-        argocd_stack.wait_gone("namespace", store.namespace, timeout=300)
-        kubectl.run("delete", "appproject", store.app_name, "-n", argocd_stack.namespace)
-        left = kubectl.run("get", LEFTOVER_KINDS, "-A", "-l", f"storeops.io/store={store.id}", "-o", "name")
-        assert left.strip() == ""
-        assert kubectl.run("get", "all", "-n", store.namespace, "-o", "name", check=False).strip() == ""
-        # The claims are gone: their volumes were released.
-        for name in volumes:
-            volume = _kubectl_json(kubectl, "get", "pv", name)
-            assert volume["status"]["phase"] == "Released", f"{name}: {volume['status']}"
-    finally:
-        for name in volumes:
-            subprocess.run([str(argocd_stack.binaries.kubectl), f"--kubeconfig={argocd_stack.kubeconfig}",
-                            "delete", "pv", name, "--ignore-not-found", "--wait=false"],
-                           capture_output=True, check=False)  # fmt: skip
+    # 3. Deleting the Application deletes the namespace and everything in it.
+    kubectl.run("delete", "application", store.app_name, "-n", argocd_stack.namespace, "--wait=false")
+    argocd_stack.wait_gone("application", store.app_name, namespace=argocd_stack.namespace, timeout=300)
+    argocd_stack.wait_gone("namespace", store.namespace, timeout=300)
+    kubectl.run("delete", "appproject", store.app_name, "-n", argocd_stack.namespace)
+    left = kubectl.run("get", LEFTOVER_KINDS, "-A", "-l", f"storeops.io/store={store.id}", "-o", "name")
+    assert left.strip() == ""
+    assert kubectl.run("get", "all", "-n", store.namespace, "-o", "name", check=False).strip() == ""
+    # The claims are gone, and so are their volumes (the StorageClass deletes on release).
+    for name in volumes:
+        argocd_stack.wait_gone("pv", name, timeout=120)
