@@ -20,7 +20,7 @@ test: setup harness lint
 	$(PYTHON) -m pytest
 
 lint:
-	$(PYTHON) -m ruff check generator webhook tests bench
+	$(PYTHON) -m ruff check generator webhook harness tests bench
 	$(PYTHON) -m mypy
 
 unit: setup

@@ -20,6 +20,10 @@ from typing import Any
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
+# The client's helpers carry no annotations.
+_config: Any = config
+_watch: Any = watch
+
 logger = logging.getLogger("harness.ingresses")
 
 
@@ -40,13 +44,13 @@ def publish(api: client.NetworkingV1Api, ingress: Any, address: str) -> bool:
 
 
 def run(*, kubeconfig: str, address: str, stop: threading.Event) -> None:
-    api = client.NetworkingV1Api(config.new_client_from_config(config_file=kubeconfig))
+    api = client.NetworkingV1Api(_config.new_client_from_config(config_file=kubeconfig))
     while not stop.is_set():
         try:
-            listed = api.list_ingress_for_all_namespaces()
+            listed: Any = api.list_ingress_for_all_namespaces()
             for ingress in listed.items:
                 publish(api, ingress, address)
-            watcher = watch.Watch()
+            watcher = _watch.Watch()
             for event in watcher.stream(api.list_ingress_for_all_namespaces,
                                         resource_version=listed.metadata.resource_version, timeout_seconds=30):
                 if stop.is_set():
