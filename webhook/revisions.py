@@ -28,15 +28,23 @@ class Revisions:
         self._cache: dict[tuple[str, str], bool] = {}
         self._fetched: set[str] = set()
         self._lock = threading.Lock()
-        self._usable = (workdir / ".git").exists() or (workdir / "HEAD").exists()
-        if not self._usable:
-            log.warning("no git clone at %s: a store is ready only at exactly the commit that changed it", workdir)
+        self._warned = False
+
+    def _usable(self) -> bool:
+        """Whether the clone is there; looked at on each question, as the writer may clone it later."""
+        if (self.workdir / ".git").exists() or (self.workdir / "HEAD").exists():
+            return True
+        if not self._warned:
+            self._warned = True
+            log.warning("no git clone at %s (yet): until there is, a store is ready only at exactly the commit "
+                        "that changed it", self.workdir)
+        return False
 
     def contains(self, revision: str, change: str) -> bool:
         """True when ``revision`` is ``change`` or a descendant of it."""
         if not change or revision == change:
             return True
-        if not revision or not self._usable:
+        if not revision or not self._usable():
             return False
         key = (revision, change)
         with self._lock:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import datetime
+import os
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from webhook import lifecycle
+from webhook.revisions import Revisions
 
 NOW = datetime.datetime(2026, 11, 22, 12, 0, 0, tzinfo=datetime.UTC)
 CHANGE = "c" * 40
@@ -183,3 +187,20 @@ def test_every_state_is_listed_once_in_lifecycle_order() -> None:
     assert len(set(lifecycle.STATES)) == len(lifecycle.STATES)
     assert lifecycle.STATES[0] == lifecycle.REQUESTED
     assert lifecycle.STATES[-1] == lifecycle.DELETED
+
+
+def test_revisions_use_a_clone_that_appears_after_the_reader_started(tmp_path: Path) -> None:
+    clone = tmp_path / "work"
+    revisions = Revisions(clone)
+    assert revisions.contains("b" * 40, "a" * 40) is False  # no clone: equality only
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    subprocess.run(["git", "init", "-q", str(clone)], check=True)
+    for n in ("one", "two"):
+        subprocess.run(["git", "-C", str(clone), "commit", "-q", "--allow-empty", "-m", n], check=True,
+                       env={**os.environ, **env})
+    first = subprocess.run(["git", "-C", str(clone), "rev-parse", "HEAD~1"], capture_output=True, text=True,
+                           check=True).stdout.strip()
+    second = subprocess.run(["git", "-C", str(clone), "rev-parse", "HEAD"], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    assert revisions.contains(second, first) is True
+    assert revisions.contains(first, second) is False
