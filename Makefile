@@ -1,14 +1,22 @@
-# The two commands: `make demo` (set up and run the main job) and `make test` (run every test).
+# The two commands: `make demo` (set up and run the whole loop) and `make test` (run every test).
 PYTHON ?= python3
 export STOREOPS_STATE_DIR ?= $(CURDIR)/.storeops
 
-.PHONY: setup demo test lint unit harness bench clean
+.PHONY: setup demo demo-stop publish test lint unit harness bench clean
 
 setup:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
-## Validate the example stores, render them and publish to the local Git remote.
-demo: setup
+## The whole loop on this machine: control plane + Argo CD, storeops serve, one store until ready.
+demo: setup harness
+	$(PYTHON) -m harness.demo start
+
+## Stop what `make demo` left running.
+demo-stop:
+	$(PYTHON) -m harness.demo stop
+
+## The generator alone: validate the example stores, render them, publish to the local Git remote.
+publish: setup
 	storeops validate
 	storeops render
 	storeops check
@@ -29,8 +37,10 @@ unit: setup
 harness:
 	@if [ -f harness/build.sh ]; then bash harness/build.sh; fi
 
-bench: setup
+bench: setup harness
 	$(PYTHON) bench/render.py
+	$(PYTHON) bench/intake.py
+	$(PYTHON) bench/status.py
 
 clean:
 	rm -rf .storeops .pytest_cache .mypy_cache .ruff_cache
