@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from generator import errors
+from generator import environment
 
 
 def _default_state_dir() -> Path:
@@ -54,34 +54,9 @@ class Settings:
             branch=env.get("STOREOPS_BRANCH", defaults.branch),
             state_dir=Path(env.get("STOREOPS_STATE_DIR", str(defaults.state_dir))),
             repo_url=env.get("STOREOPS_REPO_URL", defaults.repo_url),
-            mass_delete_share=_fraction(env, "STOREOPS_MASS_DELETE_SHARE", defaults.mass_delete_share),
-            push_attempts=_positive_int(env, "STOREOPS_PUSH_ATTEMPTS", defaults.push_attempts),
+            mass_delete_share=environment.number(env, "STOREOPS_MASS_DELETE_SHARE", defaults.mass_delete_share,
+                                                 low=0, high=1),
+            push_attempts=environment.integer(env, "STOREOPS_PUSH_ATTEMPTS", defaults.push_attempts, low=1),
             author_name=env.get("STOREOPS_GIT_AUTHOR_NAME", defaults.author_name),
             author_email=env.get("STOREOPS_GIT_AUTHOR_EMAIL", defaults.author_email),
         )
-
-
-def _fraction(env: Mapping[str, str], key: str, default: float) -> float:
-    raw = env.get(key)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise errors.ConfigError(f"{key} has value {raw!r}. Not a number.") from None
-    if not 0 <= value <= 1:
-        raise errors.ConfigError(f"{key} has value {raw!r}. Must be between 0 and 1.")
-    return value
-
-
-def _positive_int(env: Mapping[str, str], key: str, default: int) -> int:
-    raw = env.get(key)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise errors.ConfigError(f"{key} has value {raw!r}. Not an integer.") from None
-    if value < 1:
-        raise errors.ConfigError(f"{key} has value {raw!r}. Must be at least 1.")
-    return value

@@ -20,7 +20,7 @@ from typing import Any
 import github
 from github import Auth, GithubIntegration, GithubRetry
 
-from generator import constants
+from generator import constants, environment
 from webhook.errors import SettingsError, WebhookError
 from webhook.reviews import Review
 
@@ -94,8 +94,10 @@ class GitHubSettings:
             token=env.get("STOREOPS_GITHUB_TOKEN", d.token),
             app_id=env.get("STOREOPS_GITHUB_APP_ID", d.app_id),
             private_key=key,
-            installation_id=_number(env, "STOREOPS_GITHUB_INSTALLATION_ID", d.installation_id),
-            seconds_between_writes=_number(env, "STOREOPS_GITHUB_SECONDS_BETWEEN_WRITES", d.seconds_between_writes),
+            installation_id=environment.integer(env, "STOREOPS_GITHUB_INSTALLATION_ID", d.installation_id, low=0,
+                                                error=SettingsError),
+            seconds_between_writes=environment.number(env, "STOREOPS_GITHUB_SECONDS_BETWEEN_WRITES",
+                                                      d.seconds_between_writes, low=0, error=SettingsError),
         )
         settings.check()
         return settings
@@ -111,18 +113,6 @@ class GitHubSettings:
             raise SettingsError("STOREOPS_GITHUB_WEBHOOK_SECRET is set but neither STOREOPS_GITHUB_TOKEN nor "
                                 "STOREOPS_GITHUB_APP_ID is: storeops cannot answer on GitHub.")
 
-
-def _number(env: Mapping[str, str], key: str, default: Any) -> Any:
-    raw = env.get(key)
-    if raw is None:
-        return default
-    try:
-        value = type(default)(raw)
-    except ValueError:
-        raise SettingsError(f"{key} has value {raw!r}. Not a number.") from None
-    if value < 0:
-        raise SettingsError(f"{key} has value {raw!r}. Must not be negative.")
-    return value
 
 
 class Backoff(GithubRetry):

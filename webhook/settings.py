@@ -7,6 +7,7 @@ the example repository and a local bare remote created on first start.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -14,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from generator import environment
 from generator.settings import Settings
 from webhook.errors import SettingsError
 
@@ -69,6 +71,9 @@ class ServiceSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServiceSettings:
         env = os.environ if environ is None else environ
+        flag = functools.partial(environment.flag, env, error=SettingsError)
+        integer = functools.partial(environment.integer, env, error=SettingsError)
+        number = functools.partial(environment.number, env, error=SettingsError)
         d = cls()
         git = Settings.from_env(env)
         # Absolute paths: the service outlives its cwd's meaning, and git runs in other directories
@@ -77,19 +82,19 @@ class ServiceSettings:
         return cls(
             git=git,
             host=env.get("STOREOPS_HOST", d.host),
-            port=_int(env, "STOREOPS_PORT", d.port, low=0),
+            port=integer("STOREOPS_PORT", d.port, low=0),
             tokens=_tokens(env.get("STOREOPS_API_TOKENS", "")),
             form_secret=env.get("STOREOPS_FORM_SECRET", d.form_secret),
             form_signature_header=env.get("STOREOPS_FORM_SIGNATURE_HEADER", d.form_signature_header),
             form_fields=_mapping(env, "STOREOPS_FORM_FIELDS", d.form_fields),
-            form_page=_bool(env, "STOREOPS_FORM_PAGE", d.form_page),
-            rate=_float(env, "STOREOPS_RATE", d.rate),
-            burst=_int(env, "STOREOPS_BURST", d.burst, low=1),
-            max_body_bytes=_int(env, "STOREOPS_MAX_BODY_BYTES", d.max_body_bytes, low=1),
-            batch_max=_int(env, "STOREOPS_BATCH_MAX", d.batch_max, low=1),
-            batch_window=_float(env, "STOREOPS_BATCH_WINDOW", d.batch_window),
-            retry_min=_float(env, "STOREOPS_RETRY_MIN", d.retry_min),
-            retry_max=_float(env, "STOREOPS_RETRY_MAX", d.retry_max),
+            form_page=flag("STOREOPS_FORM_PAGE", d.form_page),
+            rate=number("STOREOPS_RATE", d.rate, low=0),
+            burst=integer("STOREOPS_BURST", d.burst, low=1),
+            max_body_bytes=integer("STOREOPS_MAX_BODY_BYTES", d.max_body_bytes, low=1),
+            batch_max=integer("STOREOPS_BATCH_MAX", d.batch_max, low=1),
+            batch_window=number("STOREOPS_BATCH_WINDOW", d.batch_window, low=0),
+            retry_min=number("STOREOPS_RETRY_MIN", d.retry_min, low=0),
+            retry_max=number("STOREOPS_RETRY_MAX", d.retry_max, low=0),
             review_branch_prefix=env.get("STOREOPS_REVIEW_BRANCH_PREFIX", d.review_branch_prefix),
             public_url=env.get("STOREOPS_PUBLIC_URL", d.public_url).rstrip("/"),
         )
@@ -131,41 +136,4 @@ def _mapping(env: Mapping[str, str], key: str, default: Mapping[str, str]) -> Ma
         raise SettingsError(f"{key} has value {raw[:40]!r}. Not JSON ({e.msg}).") from None
     if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise SettingsError(f"{key} has value {raw[:40]!r}. Must map form field names to store fields.")
-    return value
-
-
-def _bool(env: Mapping[str, str], key: str, default: bool) -> bool:
-    raw = env.get(key)
-    if raw is None:
-        return default
-    if raw.lower() in ("1", "true", "yes", "on"):
-        return True
-    if raw.lower() in ("0", "false", "no", "off"):
-        return False
-    raise SettingsError(f"{key} has value {raw!r}. Not a valid bool.")
-
-
-def _int(env: Mapping[str, str], key: str, default: int, *, low: int) -> int:
-    raw = env.get(key)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{key} has value {raw!r}. Not an integer.") from None
-    if value < low:
-        raise SettingsError(f"{key} has value {raw!r}. Must be at least {low}.")
-    return value
-
-
-def _float(env: Mapping[str, str], key: str, default: float) -> float:
-    raw = env.get(key)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{key} has value {raw!r}. Not a number.") from None
-    if value < 0:
-        raise SettingsError(f"{key} has value {raw!r}. Must not be negative.")
     return value

@@ -6,12 +6,13 @@ service holds both. With no ``STOREOPS_KUBECONFIG`` and not running in a Pod, th
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from generator import constants
+from generator import constants, environment
 from generator.settings import Settings
 from webhook.errors import SettingsError
 
@@ -71,21 +72,24 @@ class StatusSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StatusSettings:
         env = os.environ if environ is None else environ
+        flag = functools.partial(environment.flag, env, error=SettingsError)
+        integer = functools.partial(environment.integer, env, error=SettingsError)
+        number = functools.partial(environment.number, env, error=SettingsError)
         git = Settings.from_env(env)
         d = cls()
         return cls(
             kubeconfig=env.get("STOREOPS_KUBECONFIG", d.kubeconfig),
-            in_cluster=_bool(env, "STOREOPS_IN_CLUSTER", "KUBERNETES_SERVICE_HOST" in env),
+            in_cluster=flag("STOREOPS_IN_CLUSTER", "KUBERNETES_SERVICE_HOST" in env),
             namespace=env.get("STOREOPS_ARGOCD_NAMESPACE", d.namespace),
             selector=env.get("STOREOPS_STATUS_SELECTOR", d.selector),
             root_selector=env.get("STOREOPS_ROOT_SELECTOR", d.root_selector),
-            watch_timeout=int(_number(env, "STOREOPS_WATCH_TIMEOUT", d.watch_timeout, low=1)),
-            read_timeout=_number(env, "STOREOPS_WATCH_READ_TIMEOUT", d.read_timeout, low=0),
-            page_size=int(_number(env, "STOREOPS_WATCH_PAGE_SIZE", d.page_size, low=1)),
-            backoff_min=_number(env, "STOREOPS_WATCH_BACKOFF_MIN", d.backoff_min, low=0),
-            backoff_max=_number(env, "STOREOPS_WATCH_BACKOFF_MAX", d.backoff_max, low=0),
-            stuck_after=_number(env, "STOREOPS_STUCK_AFTER", d.stuck_after, low=0),
-            tick=_number(env, "STOREOPS_STATUS_TICK", d.tick, low=0.01),
+            watch_timeout=integer("STOREOPS_WATCH_TIMEOUT", d.watch_timeout, low=1),
+            read_timeout=number("STOREOPS_WATCH_READ_TIMEOUT", d.read_timeout, low=0),
+            page_size=integer("STOREOPS_WATCH_PAGE_SIZE", d.page_size, low=1),
+            backoff_min=number("STOREOPS_WATCH_BACKOFF_MIN", d.backoff_min, low=0),
+            backoff_max=number("STOREOPS_WATCH_BACKOFF_MAX", d.backoff_max, low=0),
+            stuck_after=number("STOREOPS_STUCK_AFTER", d.stuck_after, low=0),
+            tick=number("STOREOPS_STATUS_TICK", d.tick, low=0.01),
             ledger=Path(env.get("STOREOPS_STATUS_DB") or git.state_dir / LEDGER_FILE),
             workdir=Path(env.get("STOREOPS_STATUS_WORKDIR") or git.workdir),
             callback_url=env.get("STOREOPS_CALLBACK_URL", d.callback_url),
@@ -93,32 +97,8 @@ class StatusSettings:
             callback_token=env.get("STOREOPS_CALLBACK_TOKEN", d.callback_token),
             signature_header=env.get("STOREOPS_CALLBACK_SIGNATURE_HEADER", d.signature_header),
             token_header=env.get("STOREOPS_CALLBACK_TOKEN_HEADER", d.token_header),
-            callback_timeout=_number(env, "STOREOPS_CALLBACK_TIMEOUT", d.callback_timeout, low=0.1),
-            callback_attempts=int(_number(env, "STOREOPS_CALLBACK_ATTEMPTS", d.callback_attempts, low=1)),
-            retry_min=_number(env, "STOREOPS_CALLBACK_RETRY_MIN", d.retry_min, low=0),
-            retry_max=_number(env, "STOREOPS_CALLBACK_RETRY_MAX", d.retry_max, low=0),
+            callback_timeout=number("STOREOPS_CALLBACK_TIMEOUT", d.callback_timeout, low=0.1),
+            callback_attempts=integer("STOREOPS_CALLBACK_ATTEMPTS", d.callback_attempts, low=1),
+            retry_min=number("STOREOPS_CALLBACK_RETRY_MIN", d.retry_min, low=0),
+            retry_max=number("STOREOPS_CALLBACK_RETRY_MAX", d.retry_max, low=0),
         )
-
-
-def _bool(env: Mapping[str, str], key: str, default: bool) -> bool:
-    raw = env.get(key)
-    if raw is None:
-        return default
-    if raw.lower() in ("1", "true", "yes", "on"):
-        return True
-    if raw.lower() in ("0", "false", "no", "off"):
-        return False
-    raise SettingsError(f"{key} has value {raw!r}. Not a valid bool.")
-
-
-def _number(env: Mapping[str, str], key: str, default: float, *, low: float) -> float:
-    raw = env.get(key)
-    if raw is None:
-        return float(default)
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{key} has value {raw!r}. Not a number.") from None
-    if value < low:
-        raise SettingsError(f"{key} has value {raw!r}. Must be at least {low:g}.")
-    return value
