@@ -307,16 +307,20 @@ def start(base: pathlib.Path) -> int:
     last = events[-1]
     loop.stage(f"store {DEMO_STORE['id']} is {last['status']} {time.monotonic() - asked:.1f}s after the request")
     token = work / "api-token"
+    store = f"store-{DEMO_STORE['id']}"
     print(f"""
 The store is {last['status']}{f" at {last.get('url')}" if last.get('url') else ''}.
-  kubectl:      export KUBECONFIG={running.kubeconfig}; kubectl get all -n store-{DEMO_STORE['id']}
-  credentials:  kubectl get secret store-credentials -n store-{DEMO_STORE['id']}   (generated in the cluster)
+  kubectl:      export KUBECONFIG={running.kubeconfig} PATH={running.binaries.kubectl.parent}:$PATH
+                kubectl get all,pvc,ingress -n {store}; kubectl get applications -n argocd
+  credentials:  Secret store-credentials in {store}, made by the store's credentials Job in a real
+                cluster (the simulated node here runs no containers, so it stays absent)
   request form: http://127.0.0.1:{loop.port}/
   API:          curl -H "Authorization: Bearer $(cat {token})" http://127.0.0.1:{loop.port}/v1/stores/{DEMO_STORE['id']}
-  status:       STOREOPS_KUBECONFIG={running.kubeconfig} storeops status
+  status:       STOREOPS_KUBECONFIG={running.kubeconfig} STOREOPS_STATE_DIR={work / 'service'} storeops status
   events:       curl -N -H "Authorization: Bearer $(cat {token})" \\
                   http://127.0.0.1:{loop.port}/v1/stores/{DEMO_STORE['id']}/events
   Git remote:   {loop.remote}
+  logs:         {work / 'service.log'}, {work / 'stack' / 'logs'}/
 Stop everything with: make demo-stop
 """, flush=True)
     return 0 if last["status"] == "ready" else 1
