@@ -7,6 +7,7 @@ violation it finds, so one run names all that is wrong.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -233,17 +234,19 @@ def _capacity_problems(
         problems.append(Problem(doc.path, doc.line_of(("capacity", "stores")), "capacity.stores",
                                 f"{len(entries)} stores are placed on cluster {cluster.name!r}; "
                                 f"its capacity is {capacity.stores}"))
-    sized = [plans[e.store.plan] for e in entries if e.store.plan in plans]
+    # Quantities are parsed once per plan, not once per store.
+    per_plan = Counter(e.store.plan for e in entries if e.store.plan in plans)
+    sized = sum(per_plan.values())
     if capacity.cpu_millis is not None:
-        used = sum(p.cpu_millis for p in sized)
+        used = sum(plans[name].cpu_millis * count for name, count in per_plan.items())
         if used > capacity.cpu_millis:
             problems.append(Problem(doc.path, doc.line_of(("capacity", "cpu")), "capacity.cpu",
-                                    f"the plans of {len(sized)} stores need {used}m CPU; "
+                                    f"the plans of {sized} stores need {used}m CPU; "
                                     f"capacity is {capacity.cpu_millis}m"))
     if capacity.memory_bytes is not None:
-        used = sum(p.memory_bytes for p in sized)
+        used = sum(plans[name].memory_bytes * count for name, count in per_plan.items())
         if used > capacity.memory_bytes:
             problems.append(Problem(doc.path, doc.line_of(("capacity", "memory")), "capacity.memory",
-                                    f"the plans of {len(sized)} stores need {used / 2**30:.1f}Gi memory; "
+                                    f"the plans of {sized} stores need {used / 2**30:.1f}Gi memory; "
                                     f"capacity is {capacity.memory_bytes / 2**30:.1f}Gi"))
     return problems
