@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import collections.abc
 import dataclasses
+import glob
 import json
 import os
 import pathlib
@@ -618,7 +619,9 @@ def test_credentials_script_creates_the_secret_once_and_never_rotates_it(
 @pytest.fixture
 def postgres() -> collections.abc.Iterator[dict[str, str]]:
     """A throwaway PostgreSQL server (Debian's binaries) on a free port; yields libpq settings."""
-    binaries = {name: shutil.which(name) for name in ("initdb", "pg_ctl")}
+    # Debian keeps the server binaries off PATH, under /usr/lib/postgresql/<major>/bin.
+    search = os.pathsep.join([os.environ.get("PATH", ""), *sorted(glob.glob("/usr/lib/postgresql/*/bin"))])
+    binaries = {name: shutil.which(name, path=search) for name in ("initdb", "pg_ctl")}
     if not all(binaries.values()):
         pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
     # Not under pytest's tmp_path: as root the server runs as nobody, who cannot enter that.
