@@ -9,7 +9,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import pytest
 from kubernetes import client
 
 from harness import stack as harness_stack
@@ -17,31 +16,6 @@ from tests.integration import status_support as support
 from webhook import lifecycle, statusreader
 from webhook.statussettings import StatusSettings
 from webhook.watching import GROUP, PLURAL, VERSION
-
-
-@pytest.fixture(scope="module")
-def apiserver(kube_apiserver: harness_stack.Stack) -> harness_stack.Stack:
-    support.install_application_crd(kube_apiserver)
-    return kube_apiserver
-
-
-@pytest.fixture
-def namespace(apiserver: harness_stack.Stack) -> str:
-    return support.new_namespace(apiserver)
-
-
-@pytest.fixture
-def custom(apiserver: harness_stack.Stack) -> collections.abc.Iterator[client.CustomObjectsApi]:
-    api = support.api_client(apiserver.kubeconfig)
-    yield client.CustomObjectsApi(api)
-    support.close(api)
-
-
-@pytest.fixture
-def receiver() -> collections.abc.Iterator[support.Receiver]:
-    found = support.Receiver()
-    yield found
-    found.close()
 
 
 def settings(tmp_path: Path, namespace: str, receiver: support.Receiver, **overrides: Any) -> StatusSettings:

@@ -42,13 +42,6 @@ def admin(apiserver: harness_stack.Stack) -> collections.abc.Iterator[client.Cus
     support.close(api)
 
 
-@pytest.fixture
-def receiver() -> collections.abc.Iterator[support.Receiver]:
-    found = support.Receiver()
-    yield found
-    found.close()
-
-
 def service_account_client(apiserver: harness_stack.Stack) -> client.ApiClient:
     """The admin's client impersonating the storeops ServiceAccount: RBAC is checked as for the Pod."""
     api = support.api_client(apiserver.kubeconfig)

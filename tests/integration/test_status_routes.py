@@ -29,24 +29,6 @@ TOKEN = "read-token-for-status-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-@pytest.fixture(scope="module")
-def apiserver(kube_apiserver: harness_stack.Stack) -> harness_stack.Stack:
-    support.install_application_crd(kube_apiserver)
-    return kube_apiserver
-
-
-@pytest.fixture
-def namespace(apiserver: harness_stack.Stack) -> str:
-    return support.new_namespace(apiserver)
-
-
-@pytest.fixture
-def custom(apiserver: harness_stack.Stack) -> collections.abc.Iterator[client.CustomObjectsApi]:
-    api = support.api_client(apiserver.kubeconfig)
-    yield client.CustomObjectsApi(api)
-    support.close(api)
-
-
 @pytest.fixture
 def config(tmp_path: Path, namespace: str) -> StatusSettings:
     return StatusSettings(namespace=namespace, ledger=tmp_path / "status.sqlite3", workdir=tmp_path / "no-clone",

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import collections.abc
 from pathlib import Path
 
-import pytest
 from kubernetes import client
 from starlette.testclient import TestClient
 
@@ -16,19 +14,6 @@ from webhook.statussettings import StatusSettings
 from webhook.watching import GROUP, PLURAL, VERSION
 
 READ = {"Authorization": f"Bearer {testing.READ_TOKEN}"}
-
-
-@pytest.fixture(scope="module")
-def apiserver(kube_apiserver: harness_stack.Stack) -> harness_stack.Stack:
-    support.install_application_crd(kube_apiserver)
-    return kube_apiserver
-
-
-@pytest.fixture
-def custom(apiserver: harness_stack.Stack) -> collections.abc.Iterator[client.CustomObjectsApi]:
-    api = support.api_client(apiserver.kubeconfig)
-    yield client.CustomObjectsApi(api)
-    support.close(api)
 
 
 def test_the_service_runs_the_reader_when_a_kubeconfig_is_set_and_answers_with_its_tokens(
