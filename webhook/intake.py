@@ -133,13 +133,7 @@ class Intake:
                                                                      "request a new store and delete this one")])
             content = entries.merge_patch(text, patch)
             after = snapshot.overlay.with_store(path, content)
-            before = set(snapshot.overlay.problems)
-            new = [p for p in after.problems if p not in before]
-            taken = [_from_request_side(p, path) for p in new if any(marker in p.message for marker in _TAKEN)]
-            if taken:
-                raise Conflict("the store's domain is already taken", taken)
-            if new:
-                raise Invalid(f"{len(new)} problem{'s' if len(new) != 1 else ''} in the request", new)
+            _refuse_new_problems(snapshot.overlay, after, path, taken="the store's domain is already taken")
             entry = after.stores[path].entry
             assert entry is not None
             cluster = after.clusters[entry.store.cluster][0]
@@ -168,13 +162,9 @@ class Intake:
                            [Problem(path, 0, "id", f"{store_id!r} is already taken {where}")])
         content = entries.dump(entries.with_defaults(data))
         after = overlay.with_store(path, content)
-        before = set(overlay.problems)
-        new = [p for p in after.problems if p not in before and not (not safe and _MISMATCH in p.message)]
-        taken = [_from_request_side(p, path) for p in new if any(marker in p.message for marker in _TAKEN)]
-        if taken:
-            raise Conflict("the store's id or domain is already taken", taken)
-        if new:
-            raise Invalid(f"{len(new)} problem{'s' if len(new) != 1 else ''} in the request", new)
+        # An unusable id already has its own problem; the file-name mismatch it causes says nothing more.
+        _refuse_new_problems(overlay, after, path, taken="the store's id or domain is already taken",
+                             ignore=None if safe else _MISMATCH)
         assert isinstance(store_id, str)
         return store_id, content, after
 
@@ -232,6 +222,18 @@ class Intake:
         ids = snapshot.git.store_ids() | snapshot.overlay.store_ids()
         ids |= {r.store_id for r in self.queue.active()}
         return sorted(ids)
+
+
+def _refuse_new_problems(before: fleet.Fleet, after: fleet.Fleet, path: str, *, taken: str,
+                         ignore: str | None = None) -> None:
+    """Raise 409 when the change takes an id or host someone has, 422 for any other new problem."""
+    known = set(before.problems)
+    new = [p for p in after.problems if p not in known and not (ignore and ignore in p.message)]
+    conflicts = [_from_request_side(p, path) for p in new if any(marker in p.message for marker in _TAKEN)]
+    if conflicts:
+        raise Conflict(taken, conflicts)
+    if new:
+        raise Invalid(f"{len(new)} problem{'s' if len(new) != 1 else ''} in the request", new)
 
 
 def _set_text(texts: dict[str, str], path: str, content: str | None) -> None:
