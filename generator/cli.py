@@ -23,7 +23,7 @@ def _root(args: argparse.Namespace, settings: Settings) -> Path:
 
 
 def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
-    loaded, problems = operations.validate(_root(args, settings))
+    loaded, problems = operations.validate(_root(args, settings), args.base)
     if args.json:
         print(json.dumps({"valid": not problems, "problems": [p.as_dict() for p in problems]}, indent=2))
     elif problems:
@@ -93,6 +93,8 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
 
     validate = with_repo(command("validate", cmd_validate, "check every store entry, cluster and plan"))
     validate.add_argument("--json", action="store_true", help="print the problems as JSON")
+    validate.add_argument("--base", help="git revision to compare with: existing stores may not change engine "
+                                         "or cluster (a pull request's base, say)")
     render = with_repo(command("render", cmd_render, "render rendered/ from the inputs"))
     render.add_argument("--allow-mass-delete", action="store_true",
                         help="remove more stores at once than STOREOPS_MASS_DELETE_SHARE allows")

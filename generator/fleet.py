@@ -145,6 +145,48 @@ def build(files: Mapping[str, bytes | str]) -> Fleet:
     return _with_cross_rules(Fleet(stores=stores, clusters=clusters, plans=plans, base_problems=tuple(base)))
 
 
+#: Fields an existing store keeps for life: another engine or cluster is another store, and Argo CD
+#: would delete the old one's namespace, volumes and data to get there.
+IMMUTABLE_FIELDS = ("engine", "cluster")
+
+
+def immutable_changes(before: Fleet, after: Fleet) -> list[Problem]:
+    """A problem for each store in both fleets whose engine or cluster differs between them."""
+    out: list[Problem] = []
+    for path, new in after.stores.items():
+        old = before.stores.get(path)
+        if old is None or old.entry is None or new.entry is None:
+            continue
+        for name in IMMUTABLE_FIELDS:
+            was, now = getattr(old.entry.store, name), getattr(new.entry.store, name)
+            if was != now:
+                out.append(Problem(path, new.entry.doc.line_of((name,)), name,
+                                   f"cannot change from {was!r} to {now!r}: Argo CD would delete the store's "
+                                   f"namespace and its data; request a new store and delete this one"))
+    return sorted(out)
+
+
+def change_problems(before: Fleet, after: Fleet) -> list[Problem]:
+    """What a proposed change (``before`` -> ``after``) adds that is wrong: new problems, immutable fields."""
+    known = set(before.problems)
+    return sorted({*(p for p in after.problems if p not in known), *immutable_changes(before, after)})
+
+
+def reviewed_clusters(before: Fleet, after: Fleet, path: str) -> list[str]:
+    """Clusters with ``review: true`` that a change of the store file ``path`` touches, as source or target.
+
+    The source is the entry in ``before`` (a delete or a move leaves it), the target the one in ``after``.
+    """
+    names: set[str] = set()
+    for side in (before, after):
+        held = side.stores.get(path)
+        cluster = held.entry.store.cluster if held is not None and held.entry is not None else None
+        profile = side.clusters.get(cluster) if cluster else None
+        if profile is not None and profile[0].review:
+            names.add(profile[0].name)
+    return sorted(names)
+
+
 def check_removals(existing: set[str], remaining: set[str], *, share: float, allow: bool) -> None:
     """Refuse a run that would remove an outsized part of the fleet (or all of it)."""
     removed = sorted(existing - remaining)

@@ -25,9 +25,14 @@ def load(root: Path) -> fleet.Fleet:
     return fleet.build(trees.read_inputs(root))
 
 
-def validate(root: Path) -> tuple[fleet.Fleet, list[Problem]]:
+def validate(root: Path, base: str | None = None) -> tuple[fleet.Fleet, list[Problem]]:
+    """Every problem of ``root``'s inputs; with ``base`` (a git revision), also what they may not change
+    against it (a store's engine or cluster)."""
     loaded = load(root)
-    return loaded, loaded.problems
+    if base is None:
+        return loaded, loaded.problems
+    before = fleet.build(trees.read_inputs_at(root, base))
+    return loaded, sorted({*loaded.problems, *fleet.immutable_changes(before, loaded)})
 
 
 def render_files(loaded: fleet.Fleet, repo_url: str = "") -> dict[str, str]:
@@ -67,9 +72,16 @@ class PlanResult:
 
 
 def plan(root: Path, base: str, *, repo_url: str = "") -> PlanResult:
-    """What the working tree's inputs change against the inputs committed at ``base``."""
-    after = _as_bytes(render_files(load(root), repo_url))
+    """What the working tree's inputs change against the inputs committed at ``base``.
+
+    Raises InvalidInput when the inputs are invalid or change what a store keeps for life.
+    """
+    loaded = load(root)
+    after = _as_bytes(render_files(loaded, repo_url))
     base_fleet = fleet.build(trees.read_inputs_at(root, base))
+    immutable = fleet.immutable_changes(base_fleet, loaded)
+    if immutable:
+        raise InvalidInput(immutable)
     try:
         before = _as_bytes(render_files(base_fleet, repo_url))
     except InvalidInput:

@@ -133,8 +133,7 @@ class Handlers:
             return [Problem(path, 0, "id", f"store {path.split('/')[-1].removesuffix('.yaml')!r} already exists "
                                            f"on {base}; pick another Store ID")]
         current = fleet.build(files)
-        before = set(current.problems)
-        return sorted(p for p in current.with_store(path, content).problems if p not in before)
+        return fleet.change_problems(current, current.with_store(path, content))
 
 
 def _issue_problems(problems: Sequence[Problem]) -> str:

@@ -100,12 +100,13 @@ class Intake:
                 return first, False
             snapshot = self.snapshot()
             store_id, content, after = self._check_create(snapshot, data)
-            entry = after.stores[entries.path_for(store_id)].entry
+            path = entries.path_for(store_id)
+            entry = after.stores[path].entry
             assert entry is not None
-            cluster = after.clusters[entry.store.cluster][0]
             request = self.queue.add(queueing.Request(
                 id=str(uuid.uuid4()), store_id=store_id, action=queueing.CREATE, content=content,
-                cluster=cluster.name, review=cluster.review, source=caller.source, client=caller.client,
+                cluster=entry.store.cluster, review=self._needs_review(snapshot, after, path, store_id),
+                source=caller.source, client=caller.client,
                 idempotency_key=caller.idempotency_key, body_hash=body_hash(body)))
             self._snapshot = Snapshot(snapshot.git, after, snapshot.git_sha,
                                       _with_text(snapshot.texts, request.path, content))
@@ -136,14 +137,25 @@ class Intake:
             _refuse_new_problems(snapshot.overlay, after, path, taken="the store's domain is already taken")
             entry = after.stores[path].entry
             assert entry is not None
-            cluster = after.clusters[entry.store.cluster][0]
             request = self.queue.add(queueing.Request(
                 id=str(uuid.uuid4()), store_id=store_id, action=queueing.UPDATE, content=content,
-                cluster=cluster.name, review=cluster.review, source=caller.source, client=caller.client,
+                cluster=entry.store.cluster, review=self._needs_review(snapshot, after, path, store_id),
+                source=caller.source, client=caller.client,
                 idempotency_key=caller.idempotency_key, body_hash=body_hash(body)))
             self._snapshot = Snapshot(snapshot.git, after, snapshot.git_sha,
                                       _with_text(snapshot.texts, path, content))
             return request, True
+
+    def _needs_review(self, snapshot: Snapshot, after: fleet.Fleet, path: str, store_id: str) -> bool:
+        """Whether a change goes through review: it touches a reviewed cluster, as it is in Git, as the
+        queue has it, or as the change leaves it; or a change of the same store already waits in review.
+
+        The last keeps a queued review change from landing on the branch inside a later direct change,
+        whose content is built on top of it.
+        """
+        if any(fleet.reviewed_clusters(before, after, path) for before in (snapshot.git, snapshot.overlay)):
+            return True
+        return any(r.review for r in self.queue.active() if r.store_id == store_id)
 
     def _check_create(self, snapshot: Snapshot, data: Any) -> tuple[str, str, fleet.Fleet]:
         """The new store's id, its file's text, and the overlay with it; raises 409 or 422."""
@@ -186,14 +198,13 @@ class Intake:
             if pending + 1 > limit:
                 raise Conflict(f"{pending} deletions are already queued (limit {limit} of {existing} stores "
                                f"at once); retry after they land")
-            cluster = snapshot.overlay.clusters.get(held.entry.store.cluster)
-            review = bool(cluster and cluster[0].review)
+            after = snapshot.overlay.with_store(path, None)
             request = self.queue.add(queueing.Request(
                 id=str(uuid.uuid4()), store_id=store_id, action=queueing.DELETE, content=None,
-                cluster=held.entry.store.cluster, review=review, source=caller.source, client=caller.client,
+                cluster=held.entry.store.cluster, review=self._needs_review(snapshot, after, path, store_id),
+                source=caller.source, client=caller.client,
                 idempotency_key=caller.idempotency_key, body_hash=body_hash(body)))
-            self._snapshot = Snapshot(snapshot.git, snapshot.overlay.with_store(path, None), snapshot.git_sha,
-                                      _with_text(snapshot.texts, path, None))
+            self._snapshot = Snapshot(snapshot.git, after, snapshot.git_sha, _with_text(snapshot.texts, path, None))
             return request, True
 
     # --- reading ----------------------------------------------------------------------------------
@@ -227,8 +238,7 @@ class Intake:
 def _refuse_new_problems(before: fleet.Fleet, after: fleet.Fleet, path: str, *, taken: str,
                          ignore: str | None = None) -> None:
     """Raise 409 when the change takes an id or host someone has, 422 for any other new problem."""
-    known = set(before.problems)
-    new = [p for p in after.problems if p not in known and not (ignore and ignore in p.message)]
+    new = [p for p in fleet.change_problems(before, after) if not (ignore and ignore in p.message)]
     conflicts = [_from_request_side(p, path) for p in new if any(marker in p.message for marker in _TAKEN)]
     if conflicts:
         raise Conflict(taken, conflicts)

@@ -52,7 +52,7 @@ def validate(checkout: Checkout, *, number: int, head_sha: str, base_ref: str) -
     if not touched:
         return Verdict("", f"#{number} changes nothing under {', '.join(INPUT_DIRS)}")
     root = checkout.checkout(head_sha)
-    _, problems = operations.validate(root)
+    _, problems = operations.validate(root, base)
     if problems:
         return _failed(problems, head_sha)
     try:

@@ -38,11 +38,14 @@ class Outcomes:
     rejected: dict[str, list[Problem]] = field(default_factory=dict)
 
 
-def apply_requests(root: Path, requests: list[queueing.Request], outcomes: Outcomes) -> list[str]:
+def apply_requests(root: Path, requests: list[queueing.Request], outcomes: Outcomes, *, reviewed: bool) -> list[str]:
     """Write the desired store files of ``requests`` (in order) into the work tree at ``root``.
 
     A request that no longer fits what is in Git (someone took the id meanwhile) is rejected and
     leaves no trace; one whose file already holds its content (landed before a crash) is a no-op.
+    Unless the work tree is a review branch (``reviewed``), a change that touches a cluster with
+    ``review: true`` as Git has it now is rejected too: a profile may have turned to review after
+    the request was queued, and nothing reaches such a cluster without review.
     """
     outcomes.landed.clear()
     outcomes.rejected.clear()
@@ -52,20 +55,24 @@ def apply_requests(root: Path, requests: list[queueing.Request], outcomes: Outco
     for request in requests:
         path = request.path
         existing = files.get(path)
-        if request.action == queueing.DELETE:
-            if existing is not None:
-                (root / path).unlink()
-                del files[path]
-                current = current.with_store(path, None)
-                written.append(path)
-            outcomes.landed.append(request.id)
-            continue
-        assert request.content is not None
-        desired = request.content.encode()
+        desired = request.content.encode() if request.content is not None else None
         if existing == desired:
             outcomes.landed.append(request.id)
             continue
-        if request.action == queueing.UPDATE and existing is None:
+        after = current.with_store(path, desired)
+        if not reviewed and (clusters := fleet.reviewed_clusters(current, after, path)):
+            outcomes.rejected[request.id] = [Problem(path, 0, "cluster", f"{', '.join(clusters)} needs review for "
+                                                     "store changes now; request the change again")]
+            continue
+        if desired is None:
+            (root / path).unlink()
+            del files[path]
+            current = after
+            written.append(path)
+            outcomes.landed.append(request.id)
+            continue
+        # On a review branch a change may build on a store still waiting in another review.
+        if request.action == queueing.UPDATE and existing is None and not reviewed:
             outcomes.rejected[request.id] = [Problem(path, 0, "id", f"{request.store_id!r} was removed from Git "
                                                                     "before this change landed")]
             continue
@@ -73,9 +80,7 @@ def apply_requests(root: Path, requests: list[queueing.Request], outcomes: Outco
             outcomes.rejected[request.id] = [Problem(path, 0, "id", f"{request.store_id!r} was taken in Git "
                                                                     "by another change before this request landed")]
             continue
-        after = current.with_store(path, desired)
-        before = set(current.problems)
-        new = [p for p in after.problems if p not in before]
+        new = fleet.change_problems(current, after)
         if new:
             outcomes.rejected[request.id] = new
             continue
@@ -161,7 +166,7 @@ class Writer:
         started = time.monotonic()
         try:
             result = publishing.publish(
-                self.git, edit=lambda root: apply_requests(root, batch, outcomes),
+                self.git, edit=lambda root: apply_requests(root, batch, outcomes, reviewed=False),
                 message_extra=f"Requests: {len(batch)} via storeops intake ({ids})")
         except MassDeleteRefused as e:
             # The intake caps queued deletions, but Git may have shrunk meanwhile: refuse the deletions.
@@ -191,7 +196,7 @@ class Writer:
             repo.git.push("origin", f"{base}:refs/heads/{branch}")
         outcomes = Outcomes()
         result = publishing.publish(replace(self.git, branch=branch),
-                                    edit=lambda root: apply_requests(root, [request], outcomes),
+                                    edit=lambda root: apply_requests(root, [request], outcomes, reviewed=True),
                                     message_extra=f"Request: {request.id} ({request.action} {request.store_id})")
         self.metrics.observe_publish(seconds=0.0, pushed=result.committed, requests=1)
         if outcomes.rejected:

@@ -160,3 +160,21 @@ def test_validate_json_lists_every_problem(example_repo: Path) -> None:
     result = storeops(example_repo, "validate", "--json")
     assert result.returncode == 1
     assert '"field": "plan"' in result.stdout and '"field": "engine"' in result.stdout
+
+
+def test_validate_and_plan_against_a_base_refuse_a_new_engine_or_cluster(example_repo: Path) -> None:
+    path = example_repo / "stores/bookworm.yaml"
+    text = path.read_text()
+    path.write_text(text.replace("engine: medusa", "engine: woocommerce").replace("cluster: local", "cluster: prod"))
+    # Without a base there is nothing to compare with: the entry itself is valid.
+    assert storeops(example_repo, "validate").returncode == 0
+    for command in ("validate", "plan"):
+        result = storeops(example_repo, command, "--base", "HEAD")
+        assert result.returncode == 1, (command, result.stdout, result.stderr)
+        output = result.stdout + result.stderr
+        assert "stores/bookworm.yaml:4: engine: cannot change from 'medusa' to 'woocommerce'" in output
+        assert "stores/bookworm.yaml:6: cluster: cannot change from 'local' to 'prod'" in output
+    # A store deleted and another added with the same engine change is no change of a store.
+    path.unlink()
+    (example_repo / "stores/pages.yaml").write_text(text.replace("bookworm", "pages"))
+    assert storeops(example_repo, "validate", "--base", "HEAD").returncode == 0

@@ -157,22 +157,27 @@ def test_issue_form_to_published_store(world: World) -> None:
     assert world.git("rev-parse", "refs/heads/main") == published
 
 
-def test_bad_entry_gets_failure_status_and_problems(world: World, tmp_path: Path) -> None:
-    fake = world.fake
+def open_pull(world: World, tmp_path: Path, branch: str, edit: Callable[[Path], object]) -> tuple[int, str]:
+    """A person's pull request: clone, ``edit`` the checkout, push ``branch``, open it on GitHub."""
     clone = tmp_path / "person"
     testing.git(tmp_path, "clone", "-q", str(world.bare), str(clone))
-    (clone / "stores" / "bad-plan.yaml").write_text(
-        "id: bad-plan\nname: Bad Plan\nengine: woocommerce\nplan: huge\ncluster: local\n"
-        "owner:\n  name: Sam\n  email: sam@bad.example\n")
+    edit(clone)
     env = {"GIT_AUTHOR_NAME": "Sam", "GIT_AUTHOR_EMAIL": "sam@x.test", "GIT_COMMITTER_NAME": "Sam",
            "GIT_COMMITTER_EMAIL": "sam@x.test", "PATH": "/usr/bin:/bin:/usr/local/bin", "HOME": str(tmp_path)}
-    subprocess.run(["git", "-C", str(clone), "checkout", "-qb", "add-bad-plan"], check=True, env=env)
-    subprocess.run(["git", "-C", str(clone), "add", "stores/bad-plan.yaml"], check=True, env=env)
-    subprocess.run(["git", "-C", str(clone), "commit", "-qm", "Add bad-plan"], check=True, env=env)
-    subprocess.run(["git", "-C", str(clone), "push", "-q", "origin", "add-bad-plan"], check=True, env=env)
-    _, created = fake.create_pull(body={"title": "Add bad-plan", "head": "add-bad-plan", "base": "main"})
-    number = created["number"]
-    head = created["head"]["sha"]
+    subprocess.run(["git", "-C", str(clone), "checkout", "-qb", branch], check=True, env=env)
+    subprocess.run(["git", "-C", str(clone), "add", "-A", "stores"], check=True, env=env)
+    subprocess.run(["git", "-C", str(clone), "commit", "-qm", branch], check=True, env=env)
+    subprocess.run(["git", "-C", str(clone), "push", "-q", "origin", branch], check=True, env=env)
+    _, created = world.fake.create_pull(body={"title": branch, "head": branch, "base": "main"})
+    return int(created["number"]), str(created["head"]["sha"])
+
+
+def test_bad_entry_gets_failure_status_and_problems(world: World, tmp_path: Path) -> None:
+    fake = world.fake
+    entry = "id: bad-plan\nname: Bad Plan\nengine: woocommerce\nplan: huge\ncluster: local\n" \
+            "owner:\n  name: Sam\n  email: sam@bad.example\n"
+    number, head = open_pull(world, tmp_path, "add-bad-plan",
+                             lambda clone: (clone / "stores" / "bad-plan.yaml").write_text(entry))
 
     assert world.deliver("pull_request", payloads.pull_request(fake, number, "opened")).status_code == 202
     status = wait_for(lambda: fake.statuses_for(head))[-1]
@@ -180,6 +185,18 @@ def test_bad_entry_gets_failure_status_and_problems(world: World, tmp_path: Path
     assert status["description"].startswith("1 problem: stores/bad-plan.yaml:4: plan:")
     comment = wait_for(lambda: world.storeops_comment(number, "storeops:validate"))
     assert re.search(r"^stores/bad-plan\.yaml:4: plan: .*huge", comment, re.MULTILINE), comment
+
+
+def test_a_pull_request_moving_a_store_to_another_cluster_fails(world: World, tmp_path: Path) -> None:
+    def move(clone: Path) -> None:
+        entry = clone / "stores" / "coffee-lab.yaml"
+        entry.write_text(entry.read_text().replace("cluster: prod", "cluster: local"))
+
+    number, head = open_pull(world, tmp_path, "move-coffee-lab", move)
+    assert world.deliver("pull_request", payloads.pull_request(world.fake, number, "opened")).status_code == 202
+    status = wait_for(lambda: world.fake.statuses_for(head))[-1]
+    assert status["state"] == "failure"
+    assert "stores/coffee-lab.yaml:6: cluster: cannot change from 'prod' to 'local'" in status["description"]
 
 
 def test_invalid_issue_form_gets_problems_and_no_pull_request(world: World) -> None:

@@ -323,6 +323,41 @@ def test_a_review_cluster_gets_a_branch_not_a_commit_on_main(service: Running) -
                                ).status_code == 409
 
 
+def test_a_reviewed_cluster_is_reached_only_through_review_and_a_store_keeps_engine_and_cluster(
+        service: Running) -> None:
+    def patch(store_id: str, body: object) -> Any:
+        return service.client.patch(f"/v1/stores/{store_id}", json=body, headers=WRITE)
+
+    head = testing.git(service.bare, "rev-parse", "main").strip()
+    # Moving a store off or onto a reviewed cluster, or changing its engine, would delete its data.
+    for store_id, body, field in (("coffee-lab", {"cluster": "local"}, "cluster"),
+                                  ("bookworm", {"cluster": "prod"}, "cluster"),
+                                  ("bookworm", {"engine": "woocommerce"}, "engine")):
+        refused = patch(store_id, body)
+        assert refused.status_code == 422, (store_id, body, refused.text)
+        problems = refused.json()["problems"]
+        assert [p["field"] for p in problems] == [field]
+        assert "delete the store's namespace and its data" in problems[0]["message"]
+    # A change or a delete of a store on a reviewed cluster becomes a pull request.
+    resized = patch("coffee-lab", {"plan": "large"})
+    deleted = service.client.delete("/v1/stores/nordic-knits", headers=WRITE)
+    # A store waiting in review, then changed: the change goes to review too, never to the branch.
+    created = service.create("prod-new", cluster="prod")
+    assert service.settled(created["request_id"])["status"] == "pending-review"
+    suspended = patch("prod-new", {"state": "suspended"})
+    for answer in (resized, deleted, suspended):
+        assert answer.status_code == 202, answer.text
+        assert service.settled(answer.json()["request_id"])["status"] == "pending-review"
+    # A direct change of another store lands alone.
+    direct = patch("bookworm", {"state": "suspended"})
+    assert service.settled(direct.json()["request_id"])["status"] == "committed"
+    on_main = testing.remote_stores(service.bare)
+    assert on_main["coffee-lab"]["plan"] == "small" and "nordic-knits" in on_main and "prod-new" not in on_main
+    assert on_main["bookworm"]["state"] == "suspended"
+    touched = testing.git(service.bare, "diff", "--name-only", head, "main").split()
+    assert touched and all("bookworm" in path for path in touched), touched
+
+
 # --- the form-service webhook --------------------------------------------------------------------
 
 def test_form_webhook_maps_fields_and_checks_the_signature(tmp_path: Path) -> None:

@@ -155,7 +155,8 @@ def test_a_request_pushed_before_a_crash_is_marked_not_applied_again(tmp_path: P
                                          cluster="local", review=False, source="api", client="c",
                                          idempotency_key=None, body_hash=body_hash(b"x")))
     outcomes = writer.Outcomes()
-    published = publishing.publish(settings.git, edit=lambda root: writer.apply_requests(root, [request], outcomes))
+    published = publishing.publish(
+        settings.git, edit=lambda root: writer.apply_requests(root, [request], outcomes, reviewed=False))
     assert published.committed and outcomes.landed == ["r-1"]
     queue.close()  # "crash": pushed, never marked
     commits = testing.commit_count(Path(settings.git.remote))

@@ -15,6 +15,6 @@ def test_workflow_runs_validate_and_check_on_pull_requests() -> None:
     assert {"stores/**", "clusters/**", "templates/**"} <= set(triggers["pull_request"]["paths"])
     steps = document["jobs"]["validate"]["steps"]
     commands = "\n".join(step.get("run", "") for step in steps)
-    assert "storeops validate" in commands
+    assert 'storeops validate --base "$BASE"' in commands  # an engine or cluster change is refused
     assert "storeops check" in commands
     assert any(step.get("uses", "").startswith("actions/checkout@") for step in steps)
