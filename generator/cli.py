@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from generator import operations, publishing
+from generator import operations, publishing, remotes
 from generator.errors import InvalidInput, StoreopsError
 from generator.settings import Settings
 
@@ -122,6 +122,7 @@ def build_parser(extra: Callable[[argparse._SubParsersAction[argparse.ArgumentPa
 def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
     """Parse, run one command; known errors print without a traceback and exit 1."""
     args = parser.parse_args(argv)
+    remotes.install_log_redaction()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -133,7 +134,7 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> i
             print(problem, file=sys.stderr)
         return 1
     except StoreopsError as e:
-        print(f"storeops: {e}", file=sys.stderr)
+        print(f"storeops: {remotes.redact(str(e))}", file=sys.stderr)
         return 1
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from generator import remotes
+
 
 @dataclass(frozen=True, order=True)
 class Problem:
@@ -57,7 +59,10 @@ class StaleOutput(StoreopsError):
 
 
 class GitError(StoreopsError):
-    """A git operation failed (clone, fetch, commit or push)."""
+    """A git operation failed (clone, fetch, commit or push). The message never shows URL credentials."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(remotes.redact(message))
 
 
 class PushConflict(GitError):

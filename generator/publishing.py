@@ -83,16 +83,20 @@ def _identity_env(name: str, email: str) -> dict[str, str]:
 def open_workdir(settings: Settings, url: str) -> git.Repo:
     """The storeops-owned clone of ``url``, created on first use."""
     workdir = settings.workdir
+    env = settings.git_environment
     try:
         if (workdir / ".git").is_dir():
             repo = git.Repo(workdir)
             if repo.remotes.origin.url != url:
+                # Also drops credentials an older setting left in the clone's configuration.
                 repo.remotes.origin.set_url(url)
-            return repo
-        workdir.parent.mkdir(parents=True, exist_ok=True)
-        return git.Repo.clone_from(url, workdir, no_checkout=False)
+        else:
+            workdir.parent.mkdir(parents=True, exist_ok=True)
+            repo = git.Repo.clone_from(url, workdir, no_checkout=False, env=env)
     except git.GitCommandError as e:
         raise GitError(f"cannot clone {url} into {workdir}: {_stderr(e)}") from e
+    repo.git.update_environment(**env)
+    return repo
 
 
 def _stderr(e: git.GitCommandError) -> str:

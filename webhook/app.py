@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from generator import remotes
 from webhook import endpoints, hooks, service, settings, statusreader, statusroutes
 from webhook.errors import NotReady, Rejected
 from webhook.github import GitHub, GitHubDeployReporter, GitHubReviews, GitHubSettings
@@ -101,6 +102,7 @@ def create_app(config: settings.ServiceSettings, *, reviews: Reviews | None = No
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        remotes.install_log_redaction()
         repo = GitHub(settings=github) if github is not None and github.enabled else None
         reader = statusreader.launch(status, github=GitHubDeployReporter(hub=repo, branch=config.git.branch)
                                      if repo is not None else None)

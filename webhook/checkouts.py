@@ -18,10 +18,12 @@ log = logging.getLogger(__name__)
 
 
 class Checkout:
-    def __init__(self, *, path: Path, remote: str, author_name: str, author_email: str) -> None:
+    def __init__(self, *, path: Path, remote: str, author_name: str, author_email: str,
+                 environment: Mapping[str, str] | None = None) -> None:
+        """``environment`` is what git runs with beside the identity (the remote's credential helper)."""
         self.path = path
         self.remote = remote
-        self._env = {"GIT_AUTHOR_NAME": author_name, "GIT_AUTHOR_EMAIL": author_email,
+        self._env = {**(environment or {}), "GIT_AUTHOR_NAME": author_name, "GIT_AUTHOR_EMAIL": author_email,
                      "GIT_COMMITTER_NAME": author_name, "GIT_COMMITTER_EMAIL": author_email,
                      "GIT_TERMINAL_PROMPT": "0"}
 

@@ -47,7 +47,8 @@ class Handlers:
         #: Publishing from push events uses its own clone: the intake writer owns ``git.workdir``.
         self.publish_settings = replace(git, state_dir=state)
         self.checkout = Checkout(path=state / "checkout", remote=publishing.remote_url(git),
-                                 author_name=git.author_name, author_email=git.author_email)
+                                 author_name=git.author_name, author_email=git.author_email,
+                                 environment=git.git_environment)
 
     def handle(self, *, delivery_id: str, event: str, payload: Mapping[str, Any]) -> str:
         decision = events.classify(event, payload, repository=self.hub.settings.repository, branch=self.git.branch)

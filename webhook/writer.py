@@ -19,7 +19,7 @@ from pathlib import Path
 
 import anyio
 
-from generator import fleet, publishing, trees
+from generator import fleet, publishing, remotes, trees
 from generator.errors import InvalidInput, MassDeleteRefused, Problem, StoreopsError
 from generator.settings import Settings
 from webhook import queueing
@@ -258,9 +258,9 @@ class Writer:
         if self.failing_since is None:
             self.failing_since = time.monotonic()
         message = "; ".join(str(p) for p in error.problems[:3]) if isinstance(error, InvalidInput) else str(error)
-        self.last_error = message
+        self.last_error = remotes.redact(message)
         self.metrics.count("storeops_writer_failures_total")
-        log.warning("writer: %s; requests stay queued", message)
+        log.warning("writer: %s; requests stay queued", self.last_error)
 
 
 async def _sleep_or_stop(stop: anyio.Event, seconds: float) -> None:
