@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from generator import remotes
+
 __all__ = ["Delivery", "Event", "Ledger", "Row"]
 
 SCHEMA = """
@@ -186,7 +188,7 @@ class Ledger:
     def retry(self, delivery_id: int, *, next_at: float, error: str, dead: bool) -> None:
         with self._lock:
             self._db.execute("UPDATE outbox SET attempts = attempts + 1, next_at = ?, last_error = ?, dead = ? "
-                             "WHERE id = ?", (next_at, error[:500], int(dead), delivery_id))
+                             "WHERE id = ?", (next_at, remotes.redact(error)[:500], int(dead), delivery_id))
 
     def pending(self) -> int:
         with self._lock:
