@@ -41,15 +41,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from kubernetes import client
 
 from harness import stack as harness_stack
-from tests.integration import status_support as support
-from webhook import statusreader
-from webhook.callbacks import Callbacks
-from webhook.ledger import Ledger
-from webhook.reporting import Deliverer, Reporter
-from webhook.revisions import Revisions
+from tests.integration.status import support
+from webhook.status import reader as statusreader
+from webhook.status.callbacks import Callbacks
+from webhook.status.ledger import Ledger
+from webhook.status.reporting import Deliverer, Reporter
+from webhook.status.revisions import Revisions
+from webhook.status.watching import GROUP, PLURAL, VERSION
 from webhook.statusmetrics import StatusMetrics
 from webhook.statussettings import StatusSettings
-from webhook.watching import GROUP, PLURAL, VERSION
 
 NAMESPACE = "bench"
 POLL_PERIOD = 10.0

@@ -37,7 +37,7 @@ from typing import Any
 from generator import publishing, rendering
 from generator.settings import Settings
 from harness import errors, processes, stack
-from webhook import callbacks
+from webhook.status import callbacks
 
 logger = logging.getLogger(__name__)
 

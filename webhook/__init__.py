@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from webhook.app import create_app
 from webhook.errors import Rejected, SettingsError, WebhookError
-from webhook.reviews import LocalReviews, Review, Reviews
+from webhook.intake.reviews import LocalReviews, Review, Reviews
 from webhook.settings import ServiceSettings, Token
 
 __all__ = [

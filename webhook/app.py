@@ -17,11 +17,15 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from generator import remotes
-from webhook import endpoints, hooks, service, settings, statusreader, statusroutes
+from webhook import settings
 from webhook.errors import NotReady, Rejected
-from webhook.github import GitHub, GitHubDeployReporter, GitHubReviews, GitHubSettings
-from webhook.handlers import log_refresh
-from webhook.reviews import Reviews
+from webhook.github import hooks
+from webhook.github.client import GitHub, GitHubDeployReporter, GitHubReviews, GitHubSettings
+from webhook.github.handlers import log_refresh
+from webhook.intake import endpoints, service
+from webhook.intake.reviews import Reviews
+from webhook.status import reader as statusreader
+from webhook.status import routes as statusroutes
 from webhook.statussettings import StatusSettings
 
 log = logging.getLogger(__name__)

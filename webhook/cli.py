@@ -7,7 +7,8 @@ import sys
 from collections.abc import Sequence
 
 from generator import cli
-from webhook import serving, statuscommand
+from webhook import serving
+from webhook.status import command as statuscommand
 
 
 def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -8,7 +8,8 @@ import logging
 import uvicorn
 
 from generator.settings import Settings
-from webhook import app, github, settings
+from webhook import app, settings
+from webhook.github import client as github
 from webhook.statussettings import StatusSettings
 
 log = logging.getLogger(__name__)

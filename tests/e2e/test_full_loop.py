@@ -23,7 +23,7 @@ from generator import publishing
 from harness import demo, stack
 from tests.github import payloads
 from tests.github.fake import FakeGitHub
-from webhook import issueforms
+from webhook.github import issueforms
 
 pytestmark = pytest.mark.e2e
 

@@ -15,8 +15,8 @@ import pytest
 from generator import planning, trees
 from generator.publishing import Published
 from harness import stack
-from tests.integration import status_support as support
-from webhook import statusreader
+from tests.integration.status import support
+from webhook.status import reader as statusreader
 from webhook.statussettings import StatusSettings
 
 CHART = {

@@ -14,7 +14,7 @@ from typing import Any
 from starlette.testclient import TestClient
 
 from tests.github.fake import FakeGitHub, Json
-from webhook import signatures
+from webhook.github import signatures
 
 SECRET = "test-github-webhook-secret"
 

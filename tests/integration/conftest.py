@@ -9,7 +9,7 @@ import pytest
 from kubernetes import client
 
 from harness import stack as harness_stack
-from tests.integration import status_support as support
+from tests.integration.status import support
 
 
 @pytest.fixture(scope="module")

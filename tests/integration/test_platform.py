@@ -31,7 +31,7 @@ def test_every_setting_the_deployment_passes_is_read_by_the_service() -> None:
     env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
     names = {e["name"] for e in env}
     source = "\n".join(p.read_text() for p in (REPO / "generator").glob("*.py")) + \
-        "\n".join(p.read_text() for p in (REPO / "webhook").glob("*.py"))
+        "\n".join(p.read_text() for p in (REPO / "webhook").rglob("*.py"))
     unread = sorted(n for n in names if not re.search(rf'"{n}"', source))
     assert not unread, f"the Deployment sets settings no code reads: {unread}"
 

@@ -1,0 +1,83 @@
+"""The status reader inside the service (``create_app(..., status=...)``), against the real API server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kubernetes import client
+from starlette.testclient import TestClient
+
+from harness import stack as harness_stack
+from tests.integration.status import support
+from webhook import app, testing
+from webhook.status.watching import GROUP, PLURAL, VERSION
+from webhook.statussettings import StatusSettings
+
+READ = {"Authorization": f"Bearer {testing.READ_TOKEN}"}
+
+
+def test_the_service_runs_the_reader_when_a_kubeconfig_is_set_and_answers_with_its_tokens(
+        tmp_path: Path, apiserver: harness_stack.Stack, custom: client.CustomObjectsApi) -> None:
+    namespace = support.new_namespace(apiserver)
+    body = support.application("svc1", namespace)
+    body["status"] = support.argo_status(sync="Synced", health="Healthy", phase="Succeeded")
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+    config = testing.service_settings(tmp_path)
+    status = StatusSettings(kubeconfig=str(apiserver.kubeconfig), namespace=namespace,
+                            ledger=tmp_path / "status.sqlite3", workdir=config.git.workdir, backoff_min=0.1, tick=0.1)
+    with TestClient(app.create_app(config, status=status)) as http:
+        support.wait_until("svc1 ready over HTTP", lambda: http.get(
+            "/v1/stores/svc1/status", headers=READ).json().get("status") == "ready")
+        assert http.get("/v1/stores/svc1/status").status_code == 401
+        assert 'storeops_stores{state="ready"} 1' in http.get("/metrics/status").text
+        reader = http.app.state.status_reader  # type: ignore[attr-defined]
+        assert reader is not None and not reader.stopped.is_set()
+    assert reader.stopped.is_set(), "the reader stops with the app"
+    assert all(not thread.is_alive() for thread in reader.threads)
+
+    with TestClient(app.create_app(config)) as http:
+        off = http.get("/v1/stores/svc1/status", headers=READ)
+        assert off.status_code == 503
+        assert "STOREOPS_KUBECONFIG" in off.json()["error"]
+
+
+def test_an_intake_publish_refreshes_argo_cd_and_get_store_shows_the_deployment(
+        tmp_path: Path, apiserver: harness_stack.Stack, custom: client.CustomObjectsApi) -> None:
+    namespace = support.new_namespace(apiserver)
+    root = {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "Application",
+        "metadata": {"name": "storeops-local", "namespace": namespace,
+                     "labels": {"app.kubernetes.io/part-of": "storeops", "app.kubernetes.io/component": "root"}},
+        "spec": {"project": "default", "destination": {"server": "https://kubernetes.default.svc",
+                                                       "namespace": namespace},
+                 "source": {"repoURL": "git://127.0.0.1:9418/storeops.git", "path": "rendered/local/apps"}},
+    }
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, root)
+    config = testing.service_settings(tmp_path)
+    status = StatusSettings(kubeconfig=str(apiserver.kubeconfig), namespace=namespace,
+                            ledger=tmp_path / "status.sqlite3", workdir=config.git.workdir, backoff_min=0.1, tick=0.1)
+    write = {"Authorization": f"Bearer {testing.WRITE_TOKEN}"}
+    entry = {"id": "wired", "name": "Wired", "engine": "medusa", "plan": "small", "cluster": "local",
+             "owner": {"name": "Pat", "email": "pat@example.com"}}
+    with TestClient(app.create_app(config, status=status)) as http:
+        support.wait_until("the service has read Git", lambda: http.get("/readyz").status_code == 200)
+        answer = http.post("/v1/stores", json=entry, headers=write)
+        assert answer.status_code == 202, answer.text
+
+        def refreshed() -> bool:
+            obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "storeops-local")
+            return (obj["metadata"].get("annotations") or {}).get("argocd.argoproj.io/refresh") == "normal"
+
+        # The intake's push asks Argo CD to look again at once (the root creates the new store's app).
+        support.wait_until("root Application refresh after the intake push", refreshed)
+        view = http.get("/v1/stores/wired", headers=READ).json()
+        assert view["status"] == "committed"
+        assert "deployment" in view
+        # Once Argo CD has created and synced the store's Application, the store view says where it is.
+        body = support.application("wired", namespace)
+        body["status"] = support.argo_status(sync="Synced", health="Healthy", phase="Succeeded",
+                                             revision=testing.git(config.git.workdir, "rev-parse", "HEAD").strip())
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+        support.wait_until("deployment ready in GET /v1/stores/wired", lambda: (http.get(
+            "/v1/stores/wired", headers=READ).json().get("deployment") or {}).get("status") == "ready")
+        assert 'storeops_stores{state="ready"} 1' in http.get("/metrics", headers=READ).text

@@ -1,0 +1,48 @@
+"""The delivery log: one row per X-GitHub-Delivery, kept across restarts, payload until done."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from webhook.github import deliveries
+
+
+def test_a_delivery_is_recorded_once_even_after_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "d.sqlite3"
+    log = deliveries.Deliveries(path=path)
+    assert log.record(delivery_id="abc", event="push", action="", payload=b"{}") is True
+    assert log.record(delivery_id="abc", event="push", action="", payload=b"{}") is False
+    log.close()
+    reopened = deliveries.Deliveries(path=path)
+    assert reopened.record(delivery_id="abc", event="push", action="", payload=b"{}") is False
+    assert reopened.record(delivery_id="def", event="push", action="", payload=b"{}") is True
+    reopened.close()
+
+
+def test_pending_work_survives_a_restart_and_finishing_drops_the_payload(tmp_path: Path) -> None:
+    path = tmp_path / "d.sqlite3"
+    log = deliveries.Deliveries(path=path)
+    log.record(delivery_id="one", event="pull_request", action="opened", payload=b'{"n": 1}')
+    log.record(delivery_id="two", event="issues", action="opened", payload=b'{"n": 2}')
+    log.close()
+    log = deliveries.Deliveries(path=path)
+    assert [(d.id, d.payload) for d in log.pending()] == [("one", b'{"n": 1}'), ("two", b'{"n": 2}')]
+    log.finish("one", status=deliveries.DONE, outcome="validated")
+    assert [d.id for d in log.pending()] == ["two"]
+    done = log.get("one")
+    assert done is not None and (done.status, done.payload, done.outcome) == ("done", b"", "validated")
+    assert log.record(delivery_id="one", event="pull_request", action="opened", payload=b"{}") is False
+    log.close()
+
+
+def test_retries_count_attempts_and_old_finished_rows_are_forgotten(tmp_path: Path) -> None:
+    log = deliveries.Deliveries(path=tmp_path / "d.sqlite3")
+    log.record(delivery_id="x", event="push", action="", payload=b"{}")
+    assert log.retry_later("x", outcome="remote down") == 1
+    assert log.retry_later("x", outcome="remote down") == 2
+    assert [d.id for d in log.pending()] == ["x"]
+    assert log.forget(older_than=0) == 0  # pending rows are never forgotten
+    log.finish("x", status=deliveries.FAILED, outcome="gave up")
+    assert log.forget(older_than=-1) == 1
+    assert log.get("x") is None
+    log.close()

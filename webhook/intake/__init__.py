@@ -1,0 +1,1 @@
+"""Intake: store requests in (API, form page, form services), checked, queued durably, landed in Git."""

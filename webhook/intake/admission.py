@@ -1,0 +1,271 @@
+"""Intake: check a store request against Git and the queue, and queue it durably.
+
+The service keeps two views of the fleet: ``git`` (the remote's branch as the writer last saw it)
+and ``overlay`` (that plus every request still queued or in review). A request is checked against
+the overlay with the generator's own rules (schema, unique id and host, known cluster, capacity),
+so two queued requests cannot take the same id or domain, and then stored before it is answered.
+Checking and storing happen under one lock, so the 409 check and the insert cannot interleave.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from generator import constants, fleet
+from generator.errors import Problem
+from webhook.errors import Conflict, Invalid, NotFound, NotReady
+from webhook.intake import entries, queueing
+
+log = logging.getLogger(__name__)
+
+#: Messages of the generator's cross-entry rules that mean "taken" (409), not "wrong" (422).
+_TAKEN = ("is already used by", "is already served by")
+_SAFE_ID = re.compile(r"^[a-z0-9][-a-z0-9]{0,252}$")
+_MISMATCH = "does not match the file name"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a request: ``client`` keys idempotency and rate limits; ``source`` is api/form/webhook."""
+
+    client: str
+    source: str
+    idempotency_key: str | None = None
+
+
+def body_hash(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    git: fleet.Fleet
+    overlay: fleet.Fleet
+    git_sha: str
+    #: The text of every store file in ``overlay`` (what an update patches).
+    texts: Mapping[str, str] = field(default_factory=dict)
+
+
+class Intake:
+    def __init__(self, *, queue: queueing.Queue, mass_delete_share: float) -> None:
+        self.queue = queue
+        self.mass_delete_share = mass_delete_share
+        self._lock = threading.Lock()
+        self._snapshot: Snapshot | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self._snapshot is not None
+
+    def snapshot(self) -> Snapshot:
+        if self._snapshot is None:
+            raise NotReady("the service has not read the Git remote yet")
+        return self._snapshot
+
+    def load_git(self, *, files: Mapping[str, bytes], sha: str) -> None:
+        """Take the remote's inputs as the writer sees them; re-apply what is still queued on top."""
+        git = fleet.build(files)
+        texts = {p: c.decode("utf-8", "replace") for p, c in files.items()
+                 if p.startswith(constants.STORES_DIR + "/")}
+        with self._lock:
+            overlay = git
+            for request in self.queue.active():
+                overlay = overlay.with_store(request.path, request.content)
+                _set_text(texts, request.path, request.content)
+            self._snapshot = Snapshot(git, overlay, sha, texts)
+        log.info("loaded %d stores from git at %s", len(git.store_ids()), sha[:12] or "(empty)")
+
+    # --- requests ---------------------------------------------------------------------------------
+
+    def _replay(self, caller: Caller, body: bytes) -> queueing.Request | None:
+        if not caller.idempotency_key:
+            return None
+        first = self.queue.by_idempotency_key(client=caller.client, key=caller.idempotency_key)
+        if first is not None and first.body_hash != body_hash(body):
+            raise Conflict(f"Idempotency-Key {caller.idempotency_key!r} was already used with a different request")
+        return first
+
+    def create(self, *, data: Any, caller: Caller, body: bytes) -> tuple[queueing.Request, bool]:
+        """Check and queue a new store; returns the request and whether it is new (not a replay)."""
+        with self._lock:
+            first = self._replay(caller, body)
+            if first is not None:
+                return first, False
+            snapshot = self.snapshot()
+            store_id, content, after = self._check_create(snapshot, data)
+            path = entries.path_for(store_id)
+            entry = after.stores[path].entry
+            assert entry is not None
+            request = self.queue.add(queueing.Request(
+                id=str(uuid.uuid4()), store_id=store_id, action=queueing.CREATE, content=content,
+                cluster=entry.store.cluster, review=self._needs_review(snapshot, after, path, store_id),
+                source=caller.source, client=caller.client,
+                idempotency_key=caller.idempotency_key, body_hash=body_hash(body)))
+            self._snapshot = Snapshot(snapshot.git, after, snapshot.git_sha,
+                                      _with_text(snapshot.texts, request.path, content))
+            return request, True
+
+    def update(self, *, store_id: str, patch: Any, caller: Caller, body: bytes) -> tuple[queueing.Request, bool]:
+        """Check and queue a change of an existing store's fields (a JSON merge patch)."""
+        with self._lock:
+            first = self._replay(caller, body)
+            if first is not None:
+                return first, False
+            snapshot = self.snapshot()
+            path = entries.path_for(store_id)
+            held = snapshot.overlay.stores.get(path)
+            text = snapshot.texts.get(path)
+            if held is None or held.entry is None or text is None:
+                raise NotFound(f"no store {store_id!r} in Git or in the queue")
+            if not isinstance(patch, dict) or not patch:
+                raise Invalid("the request must be a JSON object of the fields to change",
+                              [Problem("request", 0, "(top)", "must be a non-empty mapping of fields")])
+            if entries.too_deep(patch):
+                raise Invalid("the request nests too deeply", [Problem("request", 0, "(top)", "nests too deeply")])
+            if "id" in patch and patch["id"] != store_id:
+                raise Invalid("a store's id cannot change", [Problem(path, 0, "id", "cannot change; "
+                                                                     "request a new store and delete this one")])
+            content = entries.merge_patch(text, patch)
+            after = snapshot.overlay.with_store(path, content)
+            _refuse_new_problems(snapshot.overlay, after, path, taken="the store's domain is already taken")
+            entry = after.stores[path].entry
+            assert entry is not None
+            request = self.queue.add(queueing.Request(
+                id=str(uuid.uuid4()), store_id=store_id, action=queueing.UPDATE, content=content,
+                cluster=entry.store.cluster, review=self._needs_review(snapshot, after, path, store_id),
+                source=caller.source, client=caller.client,
+                idempotency_key=caller.idempotency_key, body_hash=body_hash(body)))
+            self._snapshot = Snapshot(snapshot.git, after, snapshot.git_sha,
+                                      _with_text(snapshot.texts, path, content))
+            return request, True
+
+    def _needs_review(self, snapshot: Snapshot, after: fleet.Fleet, path: str, store_id: str) -> bool:
+        """Whether a change goes through review: it touches a reviewed cluster, as it is in Git, as the
+        queue has it, or as the change leaves it; or a change of the same store already waits in review.
+
+        The last keeps a queued review change from landing on the branch inside a later direct change,
+        whose content is built on top of it.
+        """
+        if any(fleet.reviewed_clusters(before, after, path) for before in (snapshot.git, snapshot.overlay)):
+            return True
+        return any(r.review for r in self.queue.active() if r.store_id == store_id)
+
+    def _check_create(self, snapshot: Snapshot, data: Any) -> tuple[str, str, fleet.Fleet]:
+        """The new store's id, its file's text, and the overlay with it; raises 409 or 422."""
+        if not isinstance(data, dict):
+            raise Invalid("the request must be a JSON object of store fields",
+                          [Problem("request", 0, "(top)", "must be a mapping of fields")])
+        if entries.too_deep(data):
+            raise Invalid("the request nests too deeply", [Problem("request", 0, "(top)", "nests too deeply")])
+        store_id = data.get("id")
+        safe = isinstance(store_id, str) and bool(_SAFE_ID.match(store_id))
+        path = entries.path_for(store_id) if safe and isinstance(store_id, str) else "stores/(request).yaml"
+        overlay = snapshot.overlay
+        if safe and path in overlay.stores:
+            where = "in Git" if path in snapshot.git.stores else "by a queued request"
+            raise Conflict(f"store id {store_id!r} is already taken {where}",
+                           [Problem(path, 0, "id", f"{store_id!r} is already taken {where}")])
+        content = entries.dump(entries.with_defaults(data))
+        after = overlay.with_store(path, content)
+        # An unusable id already has its own problem; the file-name mismatch it causes says nothing more.
+        _refuse_new_problems(overlay, after, path, taken="the store's id or domain is already taken",
+                             ignore=None if safe else _MISMATCH)
+        assert isinstance(store_id, str)
+        return store_id, content, after
+
+    def delete(self, *, store_id: str, caller: Caller, body: bytes) -> tuple[queueing.Request, bool]:
+        with self._lock:
+            first = self._replay(caller, body)
+            if first is not None:
+                return first, False
+            snapshot = self.snapshot()
+            path = entries.path_for(store_id)
+            held = snapshot.overlay.stores.get(path)
+            if held is None or held.entry is None:
+                if any(r.action == queueing.DELETE for r in self.queue.active() if r.store_id == store_id):
+                    raise Conflict(f"store {store_id!r} is already being deleted")
+                raise NotFound(f"no store {store_id!r} in Git or in the queue")
+            pending = sum(1 for r in self.queue.active() if r.action == queueing.DELETE)
+            existing = len(snapshot.git.store_ids())
+            limit = max(1, int(self.mass_delete_share * existing))
+            if pending + 1 > limit:
+                raise Conflict(f"{pending} deletions are already queued (limit {limit} of {existing} stores "
+                               f"at once); retry after they land")
+            after = snapshot.overlay.with_store(path, None)
+            request = self.queue.add(queueing.Request(
+                id=str(uuid.uuid4()), store_id=store_id, action=queueing.DELETE, content=None,
+                cluster=held.entry.store.cluster, review=self._needs_review(snapshot, after, path, store_id),
+                source=caller.source, client=caller.client,
+                idempotency_key=caller.idempotency_key, body_hash=body_hash(body)))
+            self._snapshot = Snapshot(snapshot.git, after, snapshot.git_sha, _with_text(snapshot.texts, path, None))
+            return request, True
+
+    # --- reading ----------------------------------------------------------------------------------
+
+    def store_view(self, store_id: str) -> dict[str, Any] | None:
+        """A store as Git has it, with what is queued for it; None when neither knows it."""
+        snapshot = self.snapshot()
+        path = entries.path_for(store_id)
+        requests = [r for r in self.queue.for_store(store_id) if r.status in queueing.ACTIVE]
+        in_git = snapshot.git.stores.get(path)
+        in_overlay = snapshot.overlay.stores.get(path)
+        if in_git is None and in_overlay is None and not requests:
+            return None
+        entry = (in_overlay or in_git)
+        data = entry.entry.doc.data if entry and entry.entry else None
+        if requests:
+            last = requests[-1]
+            status = "deleting" if last.action == queueing.DELETE else last.status
+        else:
+            status = "committed"
+        return {"id": store_id, "status": status, "in_git": in_git is not None, "entry": data,
+                "requests": [r.id for r in requests]}
+
+    def store_ids(self) -> list[str]:
+        snapshot = self.snapshot()
+        ids = snapshot.git.store_ids() | snapshot.overlay.store_ids()
+        ids |= {r.store_id for r in self.queue.active()}
+        return sorted(ids)
+
+
+def _refuse_new_problems(before: fleet.Fleet, after: fleet.Fleet, path: str, *, taken: str,
+                         ignore: str | None = None) -> None:
+    """Raise 409 when the change takes an id or host someone has, 422 for any other new problem."""
+    new = [p for p in fleet.change_problems(before, after) if not (ignore and ignore in p.message)]
+    conflicts = [_from_request_side(p, path) for p in new if any(marker in p.message for marker in _TAKEN)]
+    if conflicts:
+        raise Conflict(taken, conflicts)
+    if new:
+        raise Invalid(f"{len(new)} problem{'s' if len(new) != 1 else ''} in the request", new)
+
+
+def _set_text(texts: dict[str, str], path: str, content: str | None) -> None:
+    if content is None:
+        texts.pop(path, None)
+    else:
+        texts[path] = content
+
+
+def _with_text(texts: Mapping[str, str], path: str, content: str | None) -> dict[str, str]:
+    out = dict(texts)
+    _set_text(out, path, content)
+    return out
+
+
+def _from_request_side(problem: Problem, path: str) -> Problem:
+    """A "taken" problem told from the request's side: the rule may pin it on the other entry."""
+    if problem.path == path:
+        return problem
+    head, _, _ = problem.message.rpartition(" by ")
+    return Problem(path, 0, problem.field, f"{head} by {problem.path}")
+
+
+def store_id_of(path: str) -> str:
+    return path.removeprefix(constants.STORES_DIR + "/").removesuffix(constants.ENTRY_SUFFIX)

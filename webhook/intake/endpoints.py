@@ -1,0 +1,288 @@
+"""The HTTP endpoints. Each reads and checks its input, calls the intake, and shapes the answer."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+
+from generator.errors import Problem
+from webhook import auth, openapi
+from webhook.errors import BadRequest, NotFound, Rejected, TooLarge, UnsupportedMediaType
+from webhook.intake import forms, pages, queueing
+from webhook.intake.admission import Caller
+from webhook.intake.service import Service
+from webhook.metrics import Labels
+from webhook.status import routes as statusroutes
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+MERGE_PATCH = "application/merge-patch+json"
+FORM = "application/x-www-form-urlencoded"
+
+
+def _service(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+def _address(request: Request) -> str:
+    return "addr:" + (request.client.host if request.client else "unknown")
+
+
+async def _body(request: Request, *, limit: int) -> bytes:
+    """The raw body, refusing (413) past ``limit`` bytes without reading all of it."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"the body is {declared} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"the body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _media_type(request: Request, *allowed: str) -> str:
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media not in allowed:
+        raise UnsupportedMediaType(f"Content-Type must be {' or '.join(allowed)}, not {media or '(none)'}")
+    return media
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except UnicodeDecodeError as e:
+        raise BadRequest(f"the body is not UTF-8 ({e.reason} at byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise BadRequest(f"the body is not JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except RecursionError:
+        raise BadRequest("the body nests too deeply") from None
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is not None and not 1 <= len(key) <= 200:
+        raise BadRequest("Idempotency-Key must be 1 to 200 characters")
+    return key
+
+
+def _status_url(request: Request, request_id: str) -> str:
+    base = _service(request).settings.public_url or str(request.base_url).rstrip("/")
+    return f"{base}/v1/requests/{request_id}"
+
+
+def _accepted(request: Request, queued: queueing.Request, new: bool, source: str) -> JSONResponse:
+    service = _service(request)
+    if new:
+        service.metrics.count("storeops_requests_accepted_total", source=source, action=queued.action)
+        service.writer.wake()
+    return JSONResponse({"request_id": queued.id, "store_id": queued.store_id, "status": queued.status,
+                         "status_url": _status_url(request, queued.id)}, status_code=202)
+
+
+def problem_list(problems: list[Problem]) -> list[dict[str, object]]:
+    return [{"field": p.field, "message": p.message, "path": p.path, "line": p.line} for p in problems]
+
+
+def error_response(error: Rejected) -> JSONResponse:
+    headers = {}
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(retry_after)))
+    if error.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="storeops"'
+    return JSONResponse({"error": error.message, "problems": problem_list(error.problems)},
+                        status_code=error.status, headers=headers)
+
+
+def request_view(queued: queueing.Request) -> dict[str, object]:
+    return {"request_id": queued.id, "store_id": queued.store_id, "action": queued.action,
+            "status": queued.status, "source": queued.source, "cluster": queued.cluster,
+            "mode": "review" if queued.review else "direct", "commit": queued.commit_sha,
+            "review_url": queued.review_url, "problems": problem_list(list(queued.problems)),
+            "created": queued.created, "updated": queued.updated}
+
+
+# --- the JSON API ---------------------------------------------------------------------------------
+
+async def create_store(request: Request) -> Response:
+    service = _service(request)
+    token = auth.bearer(header=request.headers.get("authorization"), tokens=service.tokens, write=True)
+    client = auth.client_of(token)
+    service.limiter.take(client)
+    _media_type(request, JSON)
+    body = await _body(request, limit=service.settings.max_body_bytes)
+    data = _json(body)
+    caller = Caller(client=client, source="api", idempotency_key=_idempotency_key(request))
+    queued, new = await anyio.to_thread.run_sync(
+        lambda: service.intake.create(data=data, caller=caller, body=body))
+    return _accepted(request, queued, new, "api")
+
+
+async def list_stores(request: Request) -> Response:
+    service = _service(request)
+    token = auth.bearer(header=request.headers.get("authorization"), tokens=service.tokens, write=False)
+    service.limiter.take(auth.client_of(token))
+    views = await anyio.to_thread.run_sync(
+        lambda: [service.intake.store_view(i) for i in service.intake.store_ids()])
+    stores = [{k: v[k] for k in ("id", "status", "in_git")} for v in views if v]
+    return JSONResponse({"stores": stores, "commit": service.intake.snapshot().git_sha})
+
+
+async def get_store(request: Request) -> Response:
+    service = _service(request)
+    token = auth.bearer(header=request.headers.get("authorization"), tokens=service.tokens, write=False)
+    service.limiter.take(auth.client_of(token))
+    store_id = request.path_params["store_id"]
+    view = await anyio.to_thread.run_sync(lambda: service.intake.store_view(store_id))
+    reader = getattr(request.app.state, "status_reader", None)
+    deployment = statusroutes.store_status(reader, store_id) if reader is not None else None
+    if view is None and deployment is None:
+        raise NotFound(f"no store {store_id!r} in Git or in the queue")
+    view = dict(view or {"id": store_id})
+    # Where Argo CD has it (the lifecycle after `committed`), when the status reader runs.
+    view["deployment"] = deployment
+    return JSONResponse(view)
+
+
+async def update_store(request: Request) -> Response:
+    """Change fields of a store with a JSON merge patch, e.g. ``{"state": "suspended"}``."""
+    service = _service(request)
+    token = auth.bearer(header=request.headers.get("authorization"), tokens=service.tokens, write=True)
+    client = auth.client_of(token)
+    service.limiter.take(client)
+    _media_type(request, JSON, MERGE_PATCH)
+    body = await _body(request, limit=service.settings.max_body_bytes)
+    patch = _json(body)
+    store_id = request.path_params["store_id"]
+    caller = Caller(client=client, source="api", idempotency_key=_idempotency_key(request))
+    queued, new = await anyio.to_thread.run_sync(
+        lambda: service.intake.update(store_id=store_id, patch=patch, caller=caller, body=body))
+    return _accepted(request, queued, new, "api")
+
+
+async def delete_store(request: Request) -> Response:
+    service = _service(request)
+    token = auth.bearer(header=request.headers.get("authorization"), tokens=service.tokens, write=True)
+    client = auth.client_of(token)
+    service.limiter.take(client)
+    store_id = request.path_params["store_id"]
+    body = await _body(request, limit=service.settings.max_body_bytes)
+    caller = Caller(client=client, source="api", idempotency_key=_idempotency_key(request))
+    queued, new = await anyio.to_thread.run_sync(
+        lambda: service.intake.delete(store_id=store_id, caller=caller, body=f"DELETE {store_id}".encode() + body))
+    return _accepted(request, queued, new, "api")
+
+
+async def get_request(request: Request) -> Response:
+    service = _service(request)
+    token = auth.bearer(header=request.headers.get("authorization"), tokens=service.tokens, write=False)
+    service.limiter.take(auth.client_of(token))
+    request_id = request.path_params["request_id"]
+    queued = await anyio.to_thread.run_sync(lambda: service.queue.get(request_id))
+    if queued is None:
+        raise NotFound(f"no request {request_id!r}")
+    return JSONResponse(request_view(queued))
+
+
+async def form_webhook(request: Request) -> Response:
+    """A form service's delivery: signed raw body, JSON or urlencoded, fields mapped to the schema."""
+    service = _service(request)
+    config = service.settings
+    body = await _body(request, limit=config.max_body_bytes)
+    auth.verify_signature(secret=config.form_secret, header_name=config.form_signature_header,
+                          header=request.headers.get(config.form_signature_header), body=body)
+    service.limiter.take("webhook:" + _address(request))
+    media = _media_type(request, JSON, FORM)
+    source = _json(body) if media == JSON else forms.parse_urlencoded(body)
+    if not isinstance(source, dict):
+        raise BadRequest("the delivery must be a JSON object")
+    data = forms.to_store(source, config.form_fields)
+    key = _idempotency_key(request) or request.headers.get("x-delivery-id")
+    caller = Caller(client="webhook", source="webhook", idempotency_key=key)
+    queued, new = await anyio.to_thread.run_sync(lambda: service.intake.create(data=data, caller=caller, body=body))
+    return _accepted(request, queued, new, "webhook")
+
+
+# --- the request page -----------------------------------------------------------------------------
+
+def _clusters(service: Service) -> list[str]:
+    return sorted(service.intake.snapshot().overlay.clusters) if service.intake.ready else []
+
+
+async def form_page(request: Request) -> Response:
+    service = _service(request)
+    if not service.settings.form_page:
+        raise NotFound("the request page is off (STOREOPS_FORM_PAGE)")
+    return HTMLResponse(pages.form_page(clusters=_clusters(service)))
+
+
+async def submit_form(request: Request) -> Response:
+    service = _service(request)
+    if not service.settings.form_page:
+        raise NotFound("the request page is off (STOREOPS_FORM_PAGE)")
+    service.limiter.take("form:" + _address(request))
+    _media_type(request, FORM)
+    body = await _body(request, limit=service.settings.max_body_bytes)
+    values = forms.parse_urlencoded(body)
+    data = forms.to_store(values, forms.PAGE_MAPPING)
+    caller = Caller(client="form:" + _address(request), source="form")
+    try:
+        queued, _ = await anyio.to_thread.run_sync(lambda: service.intake.create(data=data, caller=caller, body=body))
+    except Rejected as e:
+        page = pages.form_page(clusters=_clusters(service), values=values, problems=e.problems,
+                               message=f"Please correct the request: {e.message}.")
+        return HTMLResponse(page, status_code=e.status)
+    _accepted(request, queued, True, "form")
+    return RedirectResponse(f"/requests/{queued.id}", status_code=303)
+
+
+async def status_page(request: Request) -> Response:
+    service = _service(request)
+    request_id = request.path_params["request_id"]
+    queued = await anyio.to_thread.run_sync(lambda: service.queue.get(request_id))
+    if queued is None:
+        return HTMLResponse(pages.form_page(clusters=_clusters(service), message=f"No request {request_id}."),
+                            status_code=404)
+    return HTMLResponse(pages.status_page(queued))
+
+
+# --- operations -----------------------------------------------------------------------------------
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    service = _service(request)
+    writer = service.writer
+    body = {"git_loaded": service.intake.ready,
+            "writer": "retrying" if writer.failing_since is not None else "ok",
+            "last_error": writer.last_error}
+    return JSONResponse({"status": "ready" if service.intake.ready else "not ready", **body},
+                        status_code=200 if service.intake.ready else 503)
+
+
+async def metrics(request: Request) -> Response:
+    service = _service(request)
+    counts = await anyio.to_thread.run_sync(service.queue.counts)
+    gauges: dict[str, dict[Labels, float]] = {"storeops_queue_requests": {(("status", s),): float(counts.get(s, 0))
+                                          for s in (*queueing.ACTIVE, queueing.COMMITTED, queueing.REJECTED)}}
+    text = service.metrics.render(gauges=gauges)
+    reader = getattr(request.app.state, "status_reader", None)
+    if reader is not None:
+        text += statusroutes.metrics_text(reader)
+    return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def openapi_document(request: Request) -> Response:
+    return JSONResponse(openapi.document())

@@ -1,0 +1,245 @@
+"""The status reader: the watch, the lifecycle mapping and the reporting, put together.
+
+:class:`Fleet` is what the watch feeds: it keeps a trimmed copy of each store Application (only
+the fields the mapping reads, so 10,000 stores stay small), assesses every change and hands the
+result to the :class:`~webhook.reporting.Reporter`. A ticker re-assesses stores on their way from
+memory, so "Progressing for too long" becomes ``stuck`` without a request. :class:`StatusReader`
+owns the threads: the watch, the ticker and the deliverer, all ended by one stop event.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from kubernetes import client, config
+
+from generator import constants
+from generator.publishing import Published
+from webhook.status import lifecycle, refreshing
+from webhook.status.callbacks import Callbacks
+from webhook.status.ledger import Ledger
+from webhook.status.reporting import Deliverer, DeployReporter, Reporter
+from webhook.status.revisions import Revisions
+from webhook.status.watching import Watcher
+from webhook.statusmetrics import StatusMetrics
+from webhook.statussettings import StatusSettings
+
+__all__ = ["Fleet", "StatusReader", "api_client", "build", "launch", "shutdown", "trim"]
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime.datetime]
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def api_client(settings: StatusSettings) -> client.ApiClient:
+    """A Kubernetes API client from ``STOREOPS_KUBECONFIG``, else from the Pod's service account."""
+    configuration = client.Configuration()
+    if settings.kubeconfig:
+        config.load_kube_config(config_file=settings.kubeconfig,  # type: ignore[no-untyped-call]
+                                client_configuration=configuration)
+    else:
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    return client.ApiClient(configuration)
+
+
+def trim(app: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of an Application the lifecycle mapping reads; the rest (spec, resources, history) is dropped."""
+    metadata = app.get("metadata") or {}
+    annotations = metadata.get("annotations") or {}
+    status = app.get("status") or {}
+    health = status.get("health") or {}
+    operation = status.get("operationState") or {}
+    kept_annotations = {k: annotations[k] for k in (constants.ANNOTATION_URL, constants.ANNOTATION_CALLBACK_URL)
+                        if k in annotations}
+    store = (metadata.get("labels") or {}).get(constants.LABEL_STORE)
+    return {
+        "metadata": {"name": metadata.get("name"), "deletionTimestamp": metadata.get("deletionTimestamp"),
+                     "labels": {constants.LABEL_STORE: store} if store else {}, "annotations": kept_annotations},
+        "status": {
+            "sync": {"status": (status.get("sync") or {}).get("status"),
+                     "revision": (status.get("sync") or {}).get("revision")},
+            "health": {"status": health.get("status"), "message": health.get("message"),
+                       "lastTransitionTime": health.get("lastTransitionTime")},
+            "operationState": {"phase": operation.get("phase"), "message": operation.get("message"),
+                               "syncResult": {"revision": (operation.get("syncResult") or {}).get("revision")}}
+            if operation else {},
+            "conditions": [{"type": c.get("type"), "message": c.get("message")}
+                           for c in status.get("conditions") or []],
+        },
+    }
+
+
+@dataclass
+class Fleet:
+    """Every store Application the watch has shown, assessed on each change (a watch Consumer)."""
+
+    reporter: Reporter
+    revisions: Revisions
+    stuck_after: float
+    clock: Clock = utcnow
+    apps: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._progressing: dict[str, datetime.datetime] = {}
+
+    def upsert(self, obj: Mapping[str, Any]) -> None:
+        store_id = lifecycle.application_store_id(obj)
+        with self._lock:
+            self.apps[store_id] = trim(obj)
+            self._assess(store_id)
+
+    def delete(self, obj: Mapping[str, Any]) -> None:
+        store_id = lifecycle.application_store_id(obj)
+        with self._lock:
+            self.apps.pop(store_id, None)
+            self._assess(store_id)
+
+    def listed(self, names: set[str]) -> None:
+        """After a full list: stores we knew (in memory or reported) whose Application is not listed are gone."""
+        with self._lock:
+            present = {store_id for store_id, app in self.apps.items() if app["metadata"]["name"] in names}
+            known = set(self.apps) | {store_id for store_id, row in self.reporter.rows().items()
+                                      if row.state != lifecycle.DELETED}
+            for store_id in sorted(known - present):
+                self.apps.pop(store_id, None)
+                self._assess(store_id)
+
+    def tick(self) -> None:
+        """Re-assess stores still on their way (time alone can make them ``stuck``)."""
+        with self._lock:
+            for store_id in list(self._progressing):
+                self._assess(store_id)
+
+    def assessment(self, store_id: str) -> lifecycle.Assessment:
+        with self._lock:
+            return self._assessment(store_id, self.clock())
+
+    def _assessment(self, store_id: str, now: datetime.datetime) -> lifecycle.Assessment:
+        app = self.apps.get(store_id)
+        change = self.reporter.change(store_id)
+        health = ((app or {}).get("status") or {}).get("health") or {}
+        if health.get("status") == "Progressing":
+            self._progressing.setdefault(store_id, now)
+        else:
+            self._progressing.pop(store_id, None)
+        return lifecycle.assess(
+            app, store_id=store_id, now=now, stuck_after=self.stuck_after,
+            contains=(lambda revision: self.revisions.contains(revision, change)) if change else None,
+            seen_since=self._progressing.get(store_id))
+
+    def _assess(self, store_id: str) -> None:
+        now = self.clock()
+        self.reporter.observe(self._assessment(store_id, now), now=now)
+
+
+@dataclass
+class StatusReader:
+    """The reader's parts and threads; ``start`` runs them until ``stop`` is set."""
+
+    settings: StatusSettings
+    api: client.ApiClient
+    ledger: Ledger
+    metrics: StatusMetrics
+    reporter: Reporter
+    fleet: Fleet
+    watcher: Watcher
+    deliverer: Deliverer
+    threads: list[threading.Thread] = field(default_factory=list)
+    #: Set when the reader is told to stop (SSE streams end then).
+    stopped: threading.Event = field(default_factory=threading.Event)
+
+    def start(self, *, stop: threading.Event) -> None:
+        """Start the watch, ticker and deliverer threads (daemon threads, joined by ``join``)."""
+        self.stopped = stop
+        for name, target in (("status-watch", lambda: self.watcher.run(stop=stop)),
+                             ("status-tick", lambda: self._tick(stop)),
+                             ("status-deliver", lambda: self.deliverer.run(stop=stop))):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self.threads.append(thread)
+        threading.Thread(target=self._wake_on_stop, args=(stop,), name="status-stop", daemon=True).start()
+
+    def _wake_on_stop(self, stop: threading.Event) -> None:
+        stop.wait()
+        self.deliverer.wake.set()
+
+    def join(self, timeout: float = 10.0) -> None:
+        for thread in self.threads:
+            thread.join(timeout)
+
+    def close(self) -> None:
+        if self.deliverer.callbacks is not None:
+            self.deliverer.callbacks.close()
+        self.ledger.close()
+        self.api.close()  # type: ignore[no-untyped-call]
+
+    def note_published(self, published: Published) -> list[str]:
+        """After a publish: ready now waits for ``published.sha``, and Argo CD is asked to refresh at once."""
+        if not published.committed:
+            return []
+        stores = refreshing.affected_stores(published)
+        self.reporter.expect(stores, published.sha, now=utcnow())
+        return refreshing.refresh_published(self.api, published, namespace=self.settings.namespace,
+                                            root_selector=self.settings.root_selector)
+
+    def _tick(self, stop: threading.Event) -> None:
+        while not stop.wait(self.settings.tick):
+            try:
+                self.fleet.tick()
+            except Exception:
+                log.exception("re-assessing stores on their way failed; next tick in %.1fs", self.settings.tick)
+
+
+def launch(settings: StatusSettings | None, *, github: DeployReporter | None = None) -> StatusReader | None:
+    """Build and start the reader when a cluster is configured; None (the service runs without it) otherwise."""
+    if settings is None or not settings.enabled:
+        log.info("status reader off: no STOREOPS_KUBECONFIG and not in a cluster")
+        return None
+    reader = build(settings, github=github)
+    reader.start(stop=threading.Event())
+    log.info("status reader watching Applications in %s (%s)", settings.namespace, settings.selector)
+    return reader
+
+
+async def shutdown(reader: StatusReader | None) -> None:
+    """Stop what :func:`launch` started and wait for its threads (off the event loop)."""
+    if reader is None:
+        return
+    reader.stopped.set()
+    await anyio.to_thread.run_sync(reader.join)
+    reader.close()
+
+
+def build(settings: StatusSettings, *, api: client.ApiClient | None = None, github: DeployReporter | None = None,
+          clock: Clock = utcnow) -> StatusReader:
+    """Open the ledger and wire the reader (nothing runs until ``start``)."""
+    api = api or api_client(settings)
+    ledger = Ledger(settings.ledger)
+    metrics = StatusMetrics()
+    callbacks = Callbacks(secret=settings.callback_secret, token=settings.callback_token,
+                          signature_header=settings.signature_header, token_header=settings.token_header,
+                          timeout=settings.callback_timeout)
+    deliverer = Deliverer(ledger=ledger, metrics=metrics, callbacks=callbacks, github=github,
+                          attempts=settings.callback_attempts, retry_min=settings.retry_min,
+                          retry_max=settings.retry_max)
+    reporter = Reporter(ledger=ledger, metrics=metrics, callback_url=settings.callback_url, github=github is not None,
+                        notify=[deliverer.wake])
+    fleet = Fleet(reporter=reporter, revisions=Revisions(settings.workdir), stuck_after=settings.stuck_after,
+                  clock=clock)
+    watcher = Watcher(api=api, consumer=fleet, namespace=settings.namespace, selector=settings.selector,
+                      metrics=metrics, watch_timeout=settings.watch_timeout,
+                      read_timeout=settings.effective_read_timeout, page_size=settings.page_size,
+                      backoff_min=settings.backoff_min, backoff_max=settings.backoff_max)
+    return StatusReader(settings=settings, api=api, ledger=ledger, metrics=metrics, reporter=reporter, fleet=fleet,
+                        watcher=watcher, deliverer=deliverer)

@@ -1,0 +1,71 @@
+"""Ask Argo CD to look at Git now, instead of at its next poll (about 3 minutes by default).
+
+After a publish the cluster's root Application must refresh (it creates and updates the store
+Applications) and so must each changed store's Application (its values file changed, not
+necessarily its spec). Setting the ``argocd.argoproj.io/refresh`` annotation does that; Argo CD
+removes it once it refreshed. The reader's Role allows ``patch`` on Applications for this alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from kubernetes import client
+
+from generator import constants
+from generator.publishing import Published
+from webhook.status.watching import GROUP, PLURAL, VERSION
+from webhook.statuserrors import RefreshError
+
+__all__ = ["affected_stores", "refresh", "refresh_published"]
+
+log = logging.getLogger(__name__)
+
+MERGE_PATCH = "application/merge-patch+json"
+HTTP_NOT_FOUND = 404
+
+
+def affected_stores(published: Published) -> list[str]:
+    """Stores whose Application a publish changed or created (removed ones are pruned by the root app)."""
+    return sorted(set(published.changes.added) | set(published.changes.changed))
+
+
+def refresh(api: client.ApiClient, *, namespace: str, names: Iterable[str], root_selector: str = "",
+            mode: str = "normal") -> list[str]:
+    """Annotate the named Applications (and those matching ``root_selector``) for refresh; returns those patched.
+
+    An Application that does not exist yet is skipped: the root app creates it from the new revision.
+    """
+    custom = client.CustomObjectsApi(api)
+    targets = list(dict.fromkeys(names))
+    if root_selector:
+        try:
+            roots: Any = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
+                                                              label_selector=root_selector)
+        except client.ApiException as e:
+            raise RefreshError(f"cannot list root Applications ({root_selector}) in {namespace}: {e.reason}") from e
+        targets = [str(app["metadata"]["name"]) for app in roots.get("items") or []] + targets
+    body = {"metadata": {"annotations": {constants.ANNOTATION_REFRESH: mode}}}
+    patched: list[str] = []
+    for name in targets:
+        try:
+            custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, body,
+                                                  _content_type=MERGE_PATCH)
+        except client.ApiException as e:
+            if e.status == HTTP_NOT_FOUND:
+                log.info("Application %s/%s: not there yet, nothing to refresh", namespace, name)
+                continue
+            raise RefreshError(f"cannot ask Argo CD to refresh {namespace}/{name}: {e.status} {e.reason}") from e
+        patched.append(name)
+    log.info("asked Argo CD to refresh %d Application(s) in %s: %s", len(patched), namespace, ", ".join(patched[:20]))
+    return patched
+
+
+def refresh_published(api: client.ApiClient, published: Published, *, namespace: str, root_selector: str) -> list[str]:
+    """Refresh what ``published`` touched; does nothing when it pushed nothing."""
+    if not published.committed:
+        return []
+    names = [f"{constants.NAMESPACE_PREFIX}{store_id}" for store_id in affected_stores(published)]
+    return refresh(api, namespace=namespace, names=names, root_selector=root_selector)

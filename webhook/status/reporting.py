@@ -1,0 +1,233 @@
+"""Reporting: each store transition once, to every place that wants it, remembered across restarts.
+
+:class:`Reporter` turns assessments into transitions. A transition is a new state, or ``ready``
+for a newer change of the store; it is written to the :class:`~webhook.ledger.Ledger` together
+with the deliveries it owes, in one transaction. :class:`Deliverer` then works the outbox in a
+thread: callback POSTs and the GitHub commit status/comment, retried with backoff, in order.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from webhook.status import lifecycle
+from webhook.status.callbacks import Callbacks
+from webhook.status.ledger import Delivery, Event, Ledger, Row
+from webhook.statuserrors import DeliveryError
+from webhook.statusmetrics import StatusMetrics
+
+__all__ = ["GITHUB_CONTEXT", "Deliverer", "DeployReporter", "Reporter", "callback_payload"]
+
+log = logging.getLogger(__name__)
+
+#: The commit status context storeops sets on the commit that changed a store.
+GITHUB_CONTEXT = "storeops/deploy"
+#: Lifecycle state -> GitHub commit status state.
+GITHUB_STATES = {lifecycle.READY: "success", lifecycle.FAILED: "failure", lifecycle.DEGRADED: "failure",
+                 lifecycle.STUCK: "error", lifecycle.DELETED: "success"}
+SINK_CALLBACK = "callback"
+SINK_GITHUB = "github"
+
+
+class DeployReporter(Protocol):
+    """What storeops needs from GitHub (implemented with PyGithub by the GitHub integration)."""
+
+    def commit_status(self, *, sha: str, state: str, description: str, target_url: str, context: str) -> None:
+        """Set the commit status ``context`` on ``sha`` (``state``: pending, success, failure or error)."""
+
+    def update_comment(self, *, store_id: str, body: str) -> None:
+        """Create or update storeops' comment on the pull request or issue that requested ``store_id``."""
+
+
+def callback_payload(event: Event) -> dict[str, object]:
+    """The callback body: ``{store_id, status, url, error, revision, at}``."""
+    error = event.message if event.state in (lifecycle.FAILED, lifecycle.DEGRADED, lifecycle.STUCK) else ""
+    return {"store_id": event.store_id, "status": event.state,
+            "url": event.url if event.state == lifecycle.READY and event.url else None,
+            "error": error or None, "revision": event.revision or None,
+            "at": event.as_dict()["at"]}
+
+
+@dataclass
+class Reporter:
+    """Decides what is a transition and records it; thread-safe."""
+
+    ledger: Ledger
+    metrics: StatusMetrics
+    callback_url: str = ""
+    github: bool = False
+    #: Called after each recorded transition (the deliverer's wake-up).
+    notify: list[threading.Event] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rows = self.ledger.rows()
+        self._changes = self.ledger.changes()
+        self.seq = self.ledger.last_seq()
+
+    # --- what the rest of storeops asks -----------------------------------------------------------
+
+    def row(self, store_id: str) -> Row | None:
+        with self._lock:
+            return self._rows.get(store_id)
+
+    def rows(self) -> dict[str, Row]:
+        with self._lock:
+            return dict(self._rows)
+
+    def states(self) -> dict[str, int]:
+        with self._lock:
+            counted = Counter(row.state for row in self._rows.values() if row.state != lifecycle.DELETED)
+        return {state: counted.get(state, 0) for state in lifecycle.STATES if state not in lifecycle.INTAKE_STATES}
+
+    def change(self, store_id: str) -> str:
+        """The commit that last changed the store ('' when no publish was noted)."""
+        with self._lock:
+            return self._changes.get(store_id, "")
+
+    def expect(self, store_ids: list[str], sha: str, *, now: datetime.datetime) -> None:
+        """Note that ``sha`` changed these stores: ``ready`` now needs a revision containing it."""
+        self.ledger.expect(store_ids, sha, at=now)
+        with self._lock:
+            self._changes.update(dict.fromkeys(store_ids, sha))
+        log.info("commit %s changed %d store(s): %s", sha[:12], len(store_ids), ", ".join(store_ids[:20]))
+
+    # --- transitions --------------------------------------------------------------------------
+
+    def observe(self, assessment: lifecycle.Assessment, *, now: datetime.datetime) -> Event | None:
+        """Record ``assessment`` when it is a transition; returns the event, or None when it is not."""
+        store_id, state = assessment.store_id, assessment.state
+        with self._lock:
+            last = self._rows.get(store_id)
+            change = self._changes.get(store_id, "")
+            reported_change = change if state == lifecycle.READY else ""
+            if last is not None and (last.state, last.change) == (state, reported_change):
+                return None
+            if last is None and state == lifecycle.DELETED:
+                return None  # never reported, gone before we saw it: nothing to tell
+            pending = last.pending_since if last is not None else None
+            if state in lifecycle.ACTIVE and (last is None or last.state not in lifecycle.ACTIVE):
+                pending = pending or now
+            if state == lifecycle.READY:
+                if pending is not None:
+                    self.metrics.observe_ready((now - pending).total_seconds())
+                pending = None
+            row = Row(store_id, state, reported_change, assessment.message, assessment.revision, assessment.url,
+                      now, pending)
+            deliveries = [(SINK_CALLBACK, url) for url in dict.fromkeys((self.callback_url, assessment.callback_url))
+                          if url]
+            if self.github and state in GITHUB_STATES:
+                deliveries.append((SINK_GITHUB, ""))
+            event = self.ledger.record(row, deliveries=deliveries)
+            self._rows[store_id] = row
+            self.seq = event.seq
+        self.metrics.count("storeops_status_transitions_total", state=state)
+        log.info("store %s: %s -> %s%s (revision %s)", store_id, last.state if last else "(new)", state,
+                 f": {assessment.message}" if assessment.message else "", assessment.revision[:12] or "-")
+        for wake in self.notify:
+            wake.set()
+        return event
+
+
+@dataclass
+class Deliverer:
+    """Works the outbox: each owed report is sent, retried with backoff, and given up after ``attempts``."""
+
+    ledger: Ledger
+    metrics: StatusMetrics
+    callbacks: Callbacks | None = None
+    github: DeployReporter | None = None
+    attempts: int = 10
+    retry_min: float = 1.0
+    retry_max: float = 300.0
+    wake: threading.Event = field(default_factory=threading.Event)
+
+    def run(self, *, stop: threading.Event) -> None:
+        """Deliver until ``stop`` is set; sleeps until the next due delivery or a new transition."""
+        while not stop.is_set():
+            self.wake.clear()
+            self.deliver_due()
+            next_at = self.ledger.next_due()
+            wait = 60.0 if next_at is None else max(0.0, min(60.0, next_at - time.time()))
+            if wait > 0:
+                self.wake.wait(wait)
+            if stop.is_set():
+                break
+
+    def deliver_due(self) -> int:
+        """One pass over what is due now, oldest first; returns how many were delivered."""
+        delivered = 0
+        failing: set[tuple[str, str, str]] = set()
+        while batch := self.ledger.due(now=time.time()):
+            progressed = False
+            for delivery in batch:
+                key = (delivery.sink, delivery.target, delivery.event.store_id)
+                if key in failing:
+                    continue  # keep a store's reports in order: after a failure, its later ones wait
+                try:
+                    self._send(delivery)
+                except DeliveryError as e:
+                    failing.add(key)
+                    self._failed(delivery, e)
+                    continue
+                self.ledger.delivered(delivery.id)
+                self.metrics.count("storeops_status_deliveries_total", sink=delivery.sink, result="ok")
+                delivered += 1
+                progressed = True
+            if not progressed:
+                break
+        return delivered
+
+    def _send(self, delivery: Delivery) -> None:
+        event = delivery.event
+        if delivery.sink == SINK_CALLBACK:
+            if self.callbacks is None:
+                raise DeliveryError(f"store {event.store_id}: no callback client configured")
+            self.callbacks.post(delivery.target, callback_payload(event), event_id=str(event.seq))
+        elif delivery.sink == SINK_GITHUB:
+            if self.github is None:
+                raise DeliveryError(f"store {event.store_id}: no GitHub reporter configured")
+            self._github(self.github, event)
+        else:
+            raise DeliveryError(f"store {event.store_id}: unknown sink {delivery.sink!r}")
+
+    @staticmethod
+    def _github(github: DeployReporter, event: Event) -> None:
+        sha = event.change or event.revision
+        text = event.message or event.state
+        try:
+            if sha:
+                github.commit_status(sha=sha, state=GITHUB_STATES.get(event.state, "pending"),
+                                     description=f"{event.store_id}: {text}"[:140], target_url=event.url,
+                                     context=GITHUB_CONTEXT)
+            if event.state == lifecycle.READY:
+                github.update_comment(store_id=event.store_id, body=f"Store `{event.store_id}` is ready: {event.url}")
+            elif event.state == lifecycle.FAILED:
+                github.update_comment(store_id=event.store_id,
+                                      body=f"Store `{event.store_id}` failed to deploy: {event.message}")
+        except DeliveryError:
+            raise
+        except Exception as e:  # the GitHub client's errors are its own; wrap them to retry
+            raise DeliveryError(f"store {event.store_id}: GitHub report failed: {e}") from e
+
+    def _failed(self, delivery: Delivery, error: DeliveryError) -> None:
+        attempts = delivery.attempts + 1
+        dead = attempts >= self.attempts
+        delay = min(self.retry_max, self.retry_min * 2 ** (attempts - 1)) * random.uniform(0.75, 1.25)
+        self.ledger.retry(delivery.id, next_at=time.time() + delay, error=str(error), dead=dead)
+        self.metrics.count("storeops_status_deliveries_total", sink=delivery.sink,
+                           result="given-up" if dead else "retry")
+        if dead:
+            log.error("store %s: event %d to %s %s given up after %d attempts: %s", delivery.event.store_id,
+                      delivery.event.seq, delivery.sink, delivery.target, attempts, error)
+        else:
+            log.warning("store %s: event %d to %s %s failed (attempt %d), retry in %.1fs: %s",
+                        delivery.event.store_id, delivery.event.seq, delivery.sink, delivery.target, attempts,
+                        delay, error)

@@ -1,0 +1,169 @@
+"""HTTP view of the status reader: a store's status, its transitions as Server-Sent Events, the fleet, metrics.
+
+The routes find the reader at ``request.app.state.status_reader`` (a
+:class:`~webhook.statusreader.StatusReader`, or ``None`` when no cluster is configured: then they
+answer 503). :func:`store_status` is also what ``GET /v1/stores/{id}`` merges into its answer.
+Reading a store's status needs a bearer token, like the rest of ``/v1``: the service's tokens
+(``app.state.service.tokens``), else ``app.state.status_tokens``; ``/metrics/status`` is open like ``/metrics``.
+
+SSE: ``GET /v1/stores/{id}/events`` first sends the store's current state (or, with
+``Last-Event-ID``, every transition after that id), then each new transition as it is reported.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections.abc import AsyncIterator
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from webhook import auth
+from webhook.errors import Rejected
+from webhook.status import lifecycle
+from webhook.status.ledger import Event, Row
+from webhook.status.reader import StatusReader
+
+__all__ = ["ROUTES", "fleet_status", "metrics_text", "store_status"]
+
+#: How often an SSE stream looks for new transitions (in memory; no database or API request when idle).
+POLL_SECONDS = 0.2
+KEEPALIVE_SECONDS = 15.0
+
+
+def store_status(reader: StatusReader, store_id: str) -> dict[str, object] | None:
+    """The store's last reported state, for the API; None when the reader has never seen the store."""
+    row = reader.reporter.row(store_id)
+    return None if row is None else _row(row)
+
+
+def fleet_status(reader: StatusReader) -> dict[str, object]:
+    rows = reader.reporter.rows()
+    return {"counts": reader.reporter.states(), "stores": [_row(rows[k]) for k in sorted(rows)]}
+
+
+def metrics_text(reader: StatusReader) -> str:
+    """The reader's metrics in Prometheus text, to append to ``/metrics``."""
+    return reader.metrics.render(states=reader.reporter.states(), outbox=reader.ledger.pending())
+
+
+def _row(row: Row) -> dict[str, object]:
+    return {"store_id": row.store_id, "status": row.state, "message": row.message,
+            "error": row.message if row.state in (lifecycle.FAILED, lifecycle.DEGRADED, lifecycle.STUCK) else None,
+            "url": row.url if row.state == lifecycle.READY and row.url else None,
+            "revision": row.revision or None, "change": row.change or None,
+            "since": row.since.isoformat(timespec="milliseconds").replace("+00:00", "Z")}
+
+
+def _reader(request: Request) -> StatusReader | None:
+    reader = getattr(request.app.state, "status_reader", None)
+    return reader if isinstance(reader, StatusReader) else None
+
+
+def _refused(request: Request) -> Response | None:
+    """None when the request carries a known bearer token (read scope is enough), else the 401/503 answer."""
+    service = getattr(request.app.state, "service", None)
+    tokens = getattr(service, "tokens", None) or getattr(request.app.state, "status_tokens", None)
+    if not tokens:
+        return JSONResponse({"error": "no API tokens configured", "problems": []}, status_code=503)
+    try:
+        auth.bearer(header=request.headers.get("authorization"), tokens=tokens, write=False)
+    except Rejected as e:
+        return JSONResponse({"error": e.message, "problems": []}, status_code=e.status)
+    return None
+
+
+def _off() -> Response:
+    return JSONResponse({"error": "the status reader is off: set STOREOPS_KUBECONFIG or run in a cluster",
+                         "problems": []}, status_code=503)
+
+
+async def get_store_status(request: Request) -> Response:
+    if (refused := _refused(request)) is not None:
+        return refused
+    reader = _reader(request)
+    if reader is None:
+        return _off()
+    store_id = request.path_params["store_id"]
+    found = store_status(reader, store_id)
+    if found is None:
+        return JSONResponse({"error": f"no status for store '{store_id}' (no Application seen)", "problems": []},
+                            status_code=404)
+    return JSONResponse(found)
+
+
+async def get_fleet_status(request: Request) -> Response:
+    if (refused := _refused(request)) is not None:
+        return refused
+    reader = _reader(request)
+    return _off() if reader is None else JSONResponse(fleet_status(reader))
+
+
+async def get_status_metrics(request: Request) -> Response:
+    reader = _reader(request)
+    if reader is None:
+        return _off()
+    return PlainTextResponse(metrics_text(reader), media_type="text/plain; version=0.0.4")
+
+
+async def stream_store_events(request: Request) -> Response:
+    if (refused := _refused(request)) is not None:
+        return refused
+    reader = _reader(request)
+    if reader is None:
+        return _off()
+    store_id = request.path_params["store_id"]
+    raw_last = request.headers.get("last-event-id") or request.query_params.get("after") or ""
+    after = int(raw_last) if raw_last.isdigit() else None
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(_events(reader, store_id, after), media_type="text/event-stream", headers=headers)
+
+
+async def _events(reader: StatusReader, store_id: str, after: int | None) -> AsyncIterator[str]:
+    yield f"retry: {int(KEEPALIVE_SECONDS * 1000)}\n\n"
+    seen = reader.reporter.seq
+    if after is None:
+        row = reader.reporter.row(store_id)
+        if row is not None:
+            yield _frame(seen, _row(row))
+        after = seen
+    last_sent = time.monotonic()
+    while not reader.stopped.is_set():
+        target = reader.reporter.seq
+        if target > after:
+            events = await anyio.to_thread.run_sync(functools.partial(reader.ledger.events, store_id=store_id,
+                                                                      after=after))
+            for event in events:
+                yield _frame(event.seq, _event(event))
+                last_sent = time.monotonic()
+                if event.state == lifecycle.DELETED:
+                    return
+            # Everything up to ``target`` was committed before it was published: none of it is missed.
+            after = max([target, *(event.seq for event in events)])
+        if time.monotonic() - last_sent > KEEPALIVE_SECONDS:
+            yield ": keep-alive\n\n"
+            last_sent = time.monotonic()
+        await anyio.sleep(POLL_SECONDS)
+
+
+def _event(event: Event) -> dict[str, object]:
+    data = event.as_dict()
+    data["error"] = event.message if event.state in (lifecycle.FAILED, lifecycle.DEGRADED, lifecycle.STUCK) else None
+    data["url"] = event.url if event.state == lifecycle.READY and event.url else None
+    return data
+
+
+def _frame(seq: int, data: dict[str, object]) -> str:
+    return f"id: {seq}\nevent: status\ndata: {json.dumps(data, sort_keys=True)}\n\n"
+
+
+ROUTES = [
+    Route("/v1/stores/{store_id}/status", get_store_status, methods=["GET"]),
+    Route("/v1/stores/{store_id}/events", stream_store_events, methods=["GET"]),
+    Route("/v1/status", get_fleet_status, methods=["GET"]),
+    Route("/metrics/status", get_status_metrics, methods=["GET"]),
+]
