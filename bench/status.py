@@ -42,14 +42,14 @@ from kubernetes import client
 
 from harness import stack as harness_stack
 from tests.integration.status import support
+from webhook.metrics import STATUS, Metrics
+from webhook.settings import StatusSettings
 from webhook.status import reader as statusreader
 from webhook.status.callbacks import Callbacks
 from webhook.status.ledger import Ledger
 from webhook.status.reporting import Deliverer, Reporter
 from webhook.status.revisions import Revisions
 from webhook.status.watching import GROUP, PLURAL, VERSION
-from webhook.statusmetrics import StatusMetrics
-from webhook.statussettings import StatusSettings
 
 NAMESPACE = "bench"
 POLL_PERIOD = 10.0
@@ -117,7 +117,7 @@ def poller_process(conn: multiprocessing.connection.Connection, kubeconfig: str,
     requests = _counting(api)
     custom = client.CustomObjectsApi(api)
     ledger = Ledger(Path(state) / "poller.sqlite3")
-    metrics = StatusMetrics()
+    metrics = Metrics(STATUS)
     deliverer = Deliverer(ledger=ledger, metrics=metrics, callbacks=Callbacks(secret="bench"))
     reporter = Reporter(ledger=ledger, metrics=metrics, callback_url=callback, notify=[deliverer.wake])
     fleet = statusreader.Fleet(reporter=reporter, revisions=Revisions(Path(state) / "no-clone"), stuck_after=900)

@@ -24,9 +24,9 @@ from webhook.github.client import GitHub, GitHubDeployReporter, GitHubReviews, G
 from webhook.github.handlers import log_refresh
 from webhook.intake import endpoints, service
 from webhook.intake.reviews import Reviews
+from webhook.settings import StatusSettings
 from webhook.status import reader as statusreader
 from webhook.status import routes as statusroutes
-from webhook.statussettings import StatusSettings
 
 log = logging.getLogger(__name__)
 

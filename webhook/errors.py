@@ -72,3 +72,19 @@ class RateLimited(Rejected):
 
 class NotReady(WebhookError):
     """The service has not loaded the Git state yet (or lost its queue); answered with 503."""
+
+
+class StatusError(WebhookError):
+    """Root of every error the status reader raises on purpose."""
+
+
+class WatchError(StatusError):
+    """Listing or watching Applications failed in a way a retry may fix."""
+
+
+class DeliveryError(StatusError):
+    """A report (callback POST, GitHub status) was not accepted; it is retried with backoff."""
+
+
+class RefreshError(StatusError):
+    """Argo CD could not be asked to refresh an Application."""

@@ -10,7 +10,7 @@ import uvicorn
 from generator.settings import Settings
 from webhook import app, settings
 from webhook.github import client as github
-from webhook.statussettings import StatusSettings
+from webhook.settings import StatusSettings
 
 log = logging.getLogger(__name__)
 

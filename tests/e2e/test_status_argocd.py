@@ -16,8 +16,8 @@ from generator import planning, trees
 from generator.publishing import Published
 from harness import stack
 from tests.integration.status import support
+from webhook.settings import StatusSettings
 from webhook.status import reader as statusreader
-from webhook.statussettings import StatusSettings
 
 CHART = {
     "Chart.yaml": "apiVersion: v2\nname: store\nversion: 0.1.0\n",

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import urllib3
 
-from webhook.statuserrors import DeliveryError
+from webhook.errors import DeliveryError
 
 __all__ = ["EVENT_HEADER", "Callbacks", "body", "sign", "verify"]
 

@@ -19,13 +19,13 @@ from typing import Any, TextIO
 from kubernetes import client
 
 from generator.settings import Settings
+from webhook.errors import StatusError
+from webhook.settings import StatusSettings
 from webhook.status import lifecycle
 from webhook.status import reader as statusreader
 from webhook.status.ledger import Ledger, Row
 from webhook.status.revisions import Revisions
 from webhook.status.watching import GROUP, PLURAL, VERSION
-from webhook.statuserrors import StatusError
-from webhook.statussettings import StatusSettings
 
 __all__ = ["add_commands", "cmd_status", "fleet_rows", "print_table"]
 

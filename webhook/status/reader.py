@@ -21,14 +21,14 @@ from kubernetes import client, config
 
 from generator import constants
 from generator.publishing import Published
+from webhook.metrics import STATUS, Metrics
+from webhook.settings import StatusSettings
 from webhook.status import lifecycle, refreshing
 from webhook.status.callbacks import Callbacks
 from webhook.status.ledger import Ledger
 from webhook.status.reporting import Deliverer, DeployReporter, Reporter
 from webhook.status.revisions import Revisions
 from webhook.status.watching import Watcher
-from webhook.statusmetrics import StatusMetrics
-from webhook.statussettings import StatusSettings
 
 __all__ = ["Fleet", "StatusReader", "api_client", "build", "launch", "shutdown", "trim"]
 
@@ -150,7 +150,7 @@ class StatusReader:
     settings: StatusSettings
     api: client.ApiClient
     ledger: Ledger
-    metrics: StatusMetrics
+    metrics: Metrics
     reporter: Reporter
     fleet: Fleet
     watcher: Watcher
@@ -226,7 +226,7 @@ def build(settings: StatusSettings, *, api: client.ApiClient | None = None, gith
     """Open the ledger and wire the reader (nothing runs until ``start``)."""
     api = api or api_client(settings)
     ledger = Ledger(settings.ledger)
-    metrics = StatusMetrics()
+    metrics = Metrics(STATUS)
     callbacks = Callbacks(secret=settings.callback_secret, token=settings.callback_token,
                           signature_header=settings.signature_header, token_header=settings.token_header,
                           timeout=settings.callback_timeout)

@@ -16,8 +16,8 @@ from kubernetes import client
 
 from generator import constants
 from generator.publishing import Published
+from webhook.errors import RefreshError
 from webhook.status.watching import GROUP, PLURAL, VERSION
-from webhook.statuserrors import RefreshError
 
 __all__ = ["affected_stores", "refresh", "refresh_published"]
 

@@ -17,11 +17,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from webhook.errors import DeliveryError
+from webhook.metrics import Metrics
 from webhook.status import lifecycle
 from webhook.status.callbacks import Callbacks
 from webhook.status.ledger import Delivery, Event, Ledger, Row
-from webhook.statuserrors import DeliveryError
-from webhook.statusmetrics import StatusMetrics
 
 __all__ = ["GITHUB_CONTEXT", "Deliverer", "DeployReporter", "Reporter", "callback_payload"]
 
@@ -60,7 +60,7 @@ class Reporter:
     """Decides what is a transition and records it; thread-safe."""
 
     ledger: Ledger
-    metrics: StatusMetrics
+    metrics: Metrics
     callback_url: str = ""
     github: bool = False
     #: Called after each recorded transition (the deliverer's wake-up).
@@ -141,7 +141,7 @@ class Deliverer:
     """Works the outbox: each owed report is sent, retried with backoff, and given up after ``attempts``."""
 
     ledger: Ledger
-    metrics: StatusMetrics
+    metrics: Metrics
     callbacks: Callbacks | None = None
     github: DeployReporter | None = None
     attempts: int = 10

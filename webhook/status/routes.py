@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 from webhook import auth
 from webhook.errors import Rejected
+from webhook.metrics import Labels
 from webhook.status import lifecycle
 from webhook.status.ledger import Event, Row
 from webhook.status.reader import StatusReader
@@ -48,7 +49,10 @@ def fleet_status(reader: StatusReader) -> dict[str, object]:
 
 def metrics_text(reader: StatusReader) -> str:
     """The reader's metrics in Prometheus text, to append to ``/metrics``."""
-    return reader.metrics.render(states=reader.reporter.states(), outbox=reader.ledger.pending())
+    states: dict[Labels, float] = {(("state", state),): float(count)
+                                   for state, count in reader.reporter.states().items()}
+    return reader.metrics.render(gauges={"storeops_stores": states,
+                                         "storeops_status_outbox": {(): float(reader.ledger.pending())}})
 
 
 def _row(row: Row) -> dict[str, object]:

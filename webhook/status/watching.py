@@ -24,8 +24,8 @@ from typing import Any, Protocol
 
 from kubernetes import client, watch
 
-from webhook.statuserrors import WatchError
-from webhook.statusmetrics import StatusMetrics
+from webhook.errors import WatchError
+from webhook.metrics import Metrics
 
 __all__ = ["GROUP", "PLURAL", "VERSION", "Consumer", "Gone", "Watcher"]
 
@@ -65,7 +65,7 @@ class Watcher:
     consumer: Consumer
     namespace: str
     selector: str
-    metrics: StatusMetrics
+    metrics: Metrics
     watch_timeout: int = 300
     read_timeout: float = 330.0
     page_size: int = 500

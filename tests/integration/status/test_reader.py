@@ -13,10 +13,10 @@ from kubernetes import client
 
 from harness import stack as harness_stack
 from tests.integration.status import support
+from webhook.settings import StatusSettings
 from webhook.status import lifecycle
 from webhook.status import reader as statusreader
 from webhook.status.watching import GROUP, PLURAL, VERSION
-from webhook.statussettings import StatusSettings
 
 
 def settings(tmp_path: Path, namespace: str, receiver: support.Receiver, **overrides: Any) -> StatusSettings:

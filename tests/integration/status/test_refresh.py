@@ -17,10 +17,10 @@ from generator.publishing import Published
 from harness import stack as harness_stack
 from tests.conftest import REPO_ROOT, git
 from tests.integration.status import support
+from webhook.settings import StatusSettings
 from webhook.status import reader as statusreader
 from webhook.status import refreshing
 from webhook.status.watching import GROUP, PLURAL, VERSION
-from webhook.statussettings import StatusSettings
 
 RBAC = REPO_ROOT / "argocd" / "platform" / "status-reader-rbac.yaml"
 SERVICE_ACCOUNT = "system:serviceaccount:storeops:storeops"

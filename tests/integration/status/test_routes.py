@@ -20,12 +20,11 @@ from generator import cli
 from harness import processes
 from harness import stack as harness_stack
 from tests.integration.status import support
-from webhook.settings import Token
+from webhook.settings import StatusSettings, Token
 from webhook.status import command as statuscommand
 from webhook.status import reader as statusreader
 from webhook.status import routes as statusroutes
 from webhook.status.watching import GROUP, PLURAL, VERSION
-from webhook.statussettings import StatusSettings
 
 TOKEN = "read-token-for-status-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

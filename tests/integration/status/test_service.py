@@ -10,8 +10,8 @@ from starlette.testclient import TestClient
 from harness import stack as harness_stack
 from tests.integration.status import support
 from webhook import app, testing
+from webhook.settings import StatusSettings
 from webhook.status.watching import GROUP, PLURAL, VERSION
-from webhook.statussettings import StatusSettings
 
 READ = {"Authorization": f"Bearer {testing.READ_TOKEN}"}
 
