@@ -45,10 +45,11 @@ from tests.integration.status import support
 from webhook.metrics import STATUS, Metrics
 from webhook.settings import StatusSettings
 from webhook.status import reader as statusreader
-from webhook.status.callbacks import Callbacks
+from webhook.status.callbacks import Callbacks, CallbackSink
 from webhook.status.ledger import Ledger
 from webhook.status.reporting import Deliverer, Reporter
 from webhook.status.revisions import Revisions
+from webhook.status.sinks import MetricsSink, WakeSink
 from webhook.status.watching import GROUP, PLURAL, VERSION
 
 NAMESPACE = "bench"
@@ -118,8 +119,9 @@ def poller_process(conn: multiprocessing.connection.Connection, kubeconfig: str,
     custom = client.CustomObjectsApi(api)
     ledger = Ledger(Path(state) / "poller.sqlite3")
     metrics = Metrics(STATUS)
-    deliverer = Deliverer(ledger=ledger, metrics=metrics, callbacks=Callbacks(secret="bench"))
-    reporter = Reporter(ledger=ledger, metrics=metrics, callback_url=callback, notify=[deliverer.wake])
+    sink = CallbackSink(callbacks=Callbacks(secret="bench"), url=callback)
+    deliverer = Deliverer(ledger=ledger, metrics=metrics, sinks=[sink])
+    reporter = Reporter(ledger=ledger, metrics=metrics, sinks=[sink, MetricsSink(metrics), WakeSink(deliverer.wake)])
     fleet = statusreader.Fleet(reporter=reporter, revisions=Revisions(Path(state) / "no-clone"), stuck_after=900)
     stop = threading.Event()
 

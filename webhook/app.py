@@ -19,14 +19,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from generator import remotes
 from webhook import settings
 from webhook.errors import NotReady, Rejected
-from webhook.github import hooks
-from webhook.github.client import GitHub, GitHubDeployReporter, GitHubReviews, GitHubSettings
+from webhook.github import deploys, hooks
+from webhook.github.client import GitHub, GitHubReviews, GitHubSettings
 from webhook.github.handlers import log_refresh
 from webhook.intake import endpoints, service
 from webhook.intake.reviews import Reviews
 from webhook.settings import StatusSettings
+from webhook.status import callbacks
 from webhook.status import reader as statusreader
 from webhook.status import routes as statusroutes
+from webhook.status.sinks import Sink
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,14 @@ async def _http(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": exc.detail, "problems": []}, status_code=exc.status_code, headers=exc.headers)
 
 
+def status_sinks(status: StatusSettings, *, hub: GitHub | None, branch: str) -> list[Sink]:
+    """Where store transitions are reported: one line per sink (see ``webhook.status.sinks``)."""
+    return [
+        callbacks.CallbackSink.from_settings(status),
+        *([deploys.DeploySink(hub=hub, branch=branch)] if hub is not None else []),
+    ]
+
+
 def create_app(config: settings.ServiceSettings, *, reviews: Reviews | None = None,
                github: GitHubSettings | None = None, status: StatusSettings | None = None) -> Starlette:
     """The app; the queue opens and the writer starts when the app starts (its lifespan).
@@ -108,8 +118,8 @@ def create_app(config: settings.ServiceSettings, *, reviews: Reviews | None = No
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         remotes.install_log_redaction()
         repo = GitHub(settings=github) if github is not None and github.enabled else None
-        reader = statusreader.launch(status, github=GitHubDeployReporter(hub=repo, branch=config.git.branch)
-                                     if repo is not None else None)
+        reader = statusreader.launch(status, sinks=status_sinks(status, hub=repo, branch=config.git.branch)
+                                     if status is not None else None)
         app.state.status_reader = reader
         refresh = reader.note_published if reader is not None else log_refresh
         hub = hooks.build(config, github, hub=repo, refresh=refresh) if github is not None and repo is not None \

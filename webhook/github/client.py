@@ -20,7 +20,7 @@ from typing import Any
 import github
 from github import Auth, GithubIntegration, GithubRetry
 
-from generator import constants, environment
+from generator import environment
 from webhook.errors import SettingsError, WebhookError
 from webhook.intake.reviews import Review
 
@@ -264,29 +264,6 @@ def _clip(text: str) -> str:
         return text
     note = "\n\n... (cut: GitHub takes 65,536 characters)\n"
     return text[:MAX_BODY - len(note)] + note
-
-
-class GitHubDeployReporter:
-    """The status reader's :class:`webhook.reporting.DeployReporter` on GitHub.
-
-    ``storeops/deploy`` goes on the commit that changed the store; the comment goes on the pull
-    request that brought the store's entry in (found from the entry's history), one per store.
-    """
-
-    def __init__(self, *, hub: GitHub, branch: str) -> None:
-        self.hub = hub
-        self.branch = branch
-
-    def commit_status(self, *, sha: str, state: str, description: str, target_url: str, context: str) -> None:
-        self.hub.report(sha=sha, state=state, description=description, target_url=target_url, context=context)
-
-    def update_comment(self, *, store_id: str, body: str) -> None:
-        path = f"{constants.STORES_DIR}/{store_id}{constants.ENTRY_SUFFIX}"
-        number = self.hub.pull_for_path(path=path, branch=self.branch)
-        if number is None:
-            log.info("store %s came in without a pull request; no comment to update", store_id)
-            return
-        self.hub.upsert_comment(number=number, marker=f"<!-- storeops:deploy:{store_id} -->", body=body)
 
 
 class GitHubReviews:

@@ -13,13 +13,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from generator import constants, fleet, publishing, trees
+from generator import constants, entries, fleet, publishing, trees
 from generator.errors import Problem
 from generator.settings import Settings
 from webhook.github import events, issueforms, pullrequests
 from webhook.github.checkouts import Checkout
 from webhook.github.client import GitHub
-from webhook.intake import entries
 
 log = logging.getLogger(__name__)
 

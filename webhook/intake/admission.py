@@ -18,10 +18,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from generator import constants, fleet
+from generator import constants, entries, fleet
 from generator.errors import Problem
 from webhook.errors import Conflict, Invalid, NotFound, NotReady
-from webhook.intake import entries, queueing
+from webhook.intake import queueing
 
 log = logging.getLogger(__name__)
 

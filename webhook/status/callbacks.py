@@ -13,18 +13,30 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import urllib3
 
 from webhook.errors import DeliveryError
+from webhook.settings import StatusSettings
+from webhook.status import lifecycle
+from webhook.status.ledger import Event
 
-__all__ = ["EVENT_HEADER", "Callbacks", "body", "sign", "verify"]
+__all__ = ["EVENT_HEADER", "CallbackSink", "Callbacks", "body", "callback_payload", "sign", "verify"]
 
 log = logging.getLogger(__name__)
 
 EVENT_HEADER = "X-Storeops-Event"
+
+
+def callback_payload(event: Event) -> dict[str, object]:
+    """The callback body: ``{store_id, status, url, error, revision, at}``."""
+    error = event.message if event.state in (lifecycle.FAILED, lifecycle.DEGRADED, lifecycle.STUCK) else ""
+    return {"store_id": event.store_id, "status": event.state,
+            "url": event.url if event.state == lifecycle.READY and event.url else None,
+            "error": error or None, "revision": event.revision or None,
+            "at": event.as_dict()["at"]}
 
 
 def body(payload: Mapping[str, object]) -> bytes:
@@ -75,3 +87,29 @@ class Callbacks:
 
     def close(self) -> None:
         self._pool.clear()
+
+
+class CallbackSink:
+    """The status sink that POSTs each transition to the global callback URL and the store's own (durable)."""
+
+    name = "callback"
+    durable = True
+
+    def __init__(self, *, callbacks: Callbacks, url: str = "") -> None:
+        self.callbacks = callbacks
+        self.url = url
+
+    @classmethod
+    def from_settings(cls, settings: StatusSettings) -> CallbackSink:
+        return cls(callbacks=Callbacks(secret=settings.callback_secret, token=settings.callback_token,
+                                       signature_header=settings.signature_header, token_header=settings.token_header,
+                                       timeout=settings.callback_timeout), url=settings.callback_url)
+
+    def targets(self, assessment: lifecycle.Assessment) -> Sequence[str]:
+        return [url for url in (self.url, assessment.callback_url) if url]
+
+    def deliver(self, event: Event, target: str) -> None:
+        self.callbacks.post(target, callback_payload(event), event_id=str(event.seq))
+
+    def close(self) -> None:
+        self.callbacks.close()

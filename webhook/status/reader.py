@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,10 +24,11 @@ from generator.publishing import Published
 from webhook.metrics import STATUS, Metrics
 from webhook.settings import StatusSettings
 from webhook.status import lifecycle, refreshing
-from webhook.status.callbacks import Callbacks
+from webhook.status.callbacks import CallbackSink
 from webhook.status.ledger import Ledger
-from webhook.status.reporting import Deliverer, DeployReporter, Reporter
+from webhook.status.reporting import Deliverer, Reporter
 from webhook.status.revisions import Revisions
+from webhook.status.sinks import MetricsSink, Sink, WakeSink
 from webhook.status.watching import Watcher
 
 __all__ = ["Fleet", "StatusReader", "api_client", "build", "launch", "shutdown", "trim"]
@@ -179,8 +180,10 @@ class StatusReader:
             thread.join(timeout)
 
     def close(self) -> None:
-        if self.deliverer.callbacks is not None:
-            self.deliverer.callbacks.close()
+        for sink in self.reporter.sinks:
+            close = getattr(sink, "close", None)
+            if close is not None:
+                close()
         self.ledger.close()
         self.api.close()  # type: ignore[no-untyped-call]
 
@@ -201,14 +204,15 @@ class StatusReader:
                 log.exception("re-assessing stores on their way failed; next tick in %.1fs", self.settings.tick)
 
 
-def launch(settings: StatusSettings | None, *, github: DeployReporter | None = None) -> StatusReader | None:
+def launch(settings: StatusSettings | None, *, sinks: Sequence[Sink] | None = None) -> StatusReader | None:
     """Build and start the reader when a cluster is configured; None (the service runs without it) otherwise."""
     if settings is None or not settings.enabled:
         log.info("status reader off: no STOREOPS_KUBECONFIG and not in a cluster")
         return None
-    reader = build(settings, github=github)
+    reader = build(settings, sinks=sinks)
     reader.start(stop=threading.Event())
-    log.info("status reader watching Applications in %s (%s)", settings.namespace, settings.selector)
+    log.info("status reader watching Applications in %s (%s); reporting to %s", settings.namespace,
+             settings.selector, ", ".join(s.name for s in reader.reporter.sinks))
     return reader
 
 
@@ -221,20 +225,22 @@ async def shutdown(reader: StatusReader | None) -> None:
     reader.close()
 
 
-def build(settings: StatusSettings, *, api: client.ApiClient | None = None, github: DeployReporter | None = None,
+def build(settings: StatusSettings, *, api: client.ApiClient | None = None, sinks: Sequence[Sink] | None = None,
           clock: Clock = utcnow) -> StatusReader:
-    """Open the ledger and wire the reader (nothing runs until ``start``)."""
+    """Open the ledger and wire the reader (nothing runs until ``start``).
+
+    ``sinks`` are where transitions go besides the reader's own live ones (metrics, waking the
+    deliverer); by default the callback sink alone, from ``settings``.
+    """
     api = api or api_client(settings)
     ledger = Ledger(settings.ledger)
     metrics = Metrics(STATUS)
-    callbacks = Callbacks(secret=settings.callback_secret, token=settings.callback_token,
-                          signature_header=settings.signature_header, token_header=settings.token_header,
-                          timeout=settings.callback_timeout)
-    deliverer = Deliverer(ledger=ledger, metrics=metrics, callbacks=callbacks, github=github,
+    reported = list(sinks) if sinks is not None else [CallbackSink.from_settings(settings)]
+    deliverer = Deliverer(ledger=ledger, metrics=metrics, sinks=[s for s in reported if s.durable],
                           attempts=settings.callback_attempts, retry_min=settings.retry_min,
                           retry_max=settings.retry_max)
-    reporter = Reporter(ledger=ledger, metrics=metrics, callback_url=settings.callback_url, github=github is not None,
-                        notify=[deliverer.wake])
+    reporter = Reporter(ledger=ledger, metrics=metrics,
+                        sinks=[*reported, MetricsSink(metrics), WakeSink(deliverer.wake)])
     fleet = Fleet(reporter=reporter, revisions=Revisions(settings.workdir), stuck_after=settings.stuck_after,
                   clock=clock)
     watcher = Watcher(api=api, consumer=fleet, namespace=settings.namespace, selector=settings.selector,

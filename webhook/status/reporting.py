@@ -1,9 +1,10 @@
-"""Reporting: each store transition once, to every place that wants it, remembered across restarts.
+"""Reporting: each store transition once, to every sink that wants it, remembered across restarts.
 
 :class:`Reporter` turns assessments into transitions. A transition is a new state, or ``ready``
-for a newer change of the store; it is written to the :class:`~webhook.ledger.Ledger` together
-with the deliveries it owes, in one transaction. :class:`Deliverer` then works the outbox in a
-thread: callback POSTs and the GitHub commit status/comment, retried with backoff, in order.
+for a newer change of the store; it is written to the :class:`~webhook.status.ledger.Ledger`
+together with the deliveries it owes its durable sinks, in one transaction, and then told to the
+live sinks. :class:`Deliverer` works the outbox in a thread: each owed delivery is handed to its
+sink, retried with backoff, in order (see :mod:`webhook.status.sinks`).
 """
 
 from __future__ import annotations
@@ -14,45 +15,19 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from webhook.errors import DeliveryError
 from webhook.metrics import Metrics
 from webhook.status import lifecycle
-from webhook.status.callbacks import Callbacks
 from webhook.status.ledger import Delivery, Event, Ledger, Row
+from webhook.status.sinks import Sink
 
-__all__ = ["GITHUB_CONTEXT", "Deliverer", "DeployReporter", "Reporter", "callback_payload"]
+__all__ = ["Deliverer", "Reporter"]
 
 log = logging.getLogger(__name__)
 
-#: The commit status context storeops sets on the commit that changed a store.
-GITHUB_CONTEXT = "storeops/deploy"
-#: Lifecycle state -> GitHub commit status state.
-GITHUB_STATES = {lifecycle.READY: "success", lifecycle.FAILED: "failure", lifecycle.DEGRADED: "failure",
-                 lifecycle.STUCK: "error", lifecycle.DELETED: "success"}
-SINK_CALLBACK = "callback"
-SINK_GITHUB = "github"
-
-
-class DeployReporter(Protocol):
-    """What storeops needs from GitHub (implemented with PyGithub by the GitHub integration)."""
-
-    def commit_status(self, *, sha: str, state: str, description: str, target_url: str, context: str) -> None:
-        """Set the commit status ``context`` on ``sha`` (``state``: pending, success, failure or error)."""
-
-    def update_comment(self, *, store_id: str, body: str) -> None:
-        """Create or update storeops' comment on the pull request or issue that requested ``store_id``."""
-
-
-def callback_payload(event: Event) -> dict[str, object]:
-    """The callback body: ``{store_id, status, url, error, revision, at}``."""
-    error = event.message if event.state in (lifecycle.FAILED, lifecycle.DEGRADED, lifecycle.STUCK) else ""
-    return {"store_id": event.store_id, "status": event.state,
-            "url": event.url if event.state == lifecycle.READY and event.url else None,
-            "error": error or None, "revision": event.revision or None,
-            "at": event.as_dict()["at"]}
 
 
 @dataclass
@@ -61,10 +36,8 @@ class Reporter:
 
     ledger: Ledger
     metrics: Metrics
-    callback_url: str = ""
-    github: bool = False
-    #: Called after each recorded transition (the deliverer's wake-up).
-    notify: list[threading.Event] = field(default_factory=list)
+    #: Every sink, durable and live, in the order they are told.
+    sinks: Sequence[Sink] = ()
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -121,18 +94,19 @@ class Reporter:
                 pending = None
             row = Row(store_id, state, reported_change, assessment.message, assessment.revision, assessment.url,
                       now, pending)
-            deliveries = [(SINK_CALLBACK, url) for url in dict.fromkeys((self.callback_url, assessment.callback_url))
-                          if url]
-            if self.github and state in GITHUB_STATES:
-                deliveries.append((SINK_GITHUB, ""))
+            deliveries = [(sink.name, target) for sink in self.sinks if sink.durable
+                          for target in dict.fromkeys(sink.targets(assessment))]
             event = self.ledger.record(row, deliveries=deliveries)
             self._rows[store_id] = row
             self.seq = event.seq
-        self.metrics.count("storeops_status_transitions_total", state=state)
         log.info("store %s: %s -> %s%s (revision %s)", store_id, last.state if last else "(new)", state,
                  f": {assessment.message}" if assessment.message else "", assessment.revision[:12] or "-")
-        for wake in self.notify:
-            wake.set()
+        for sink in self.sinks:
+            if not sink.durable and sink.targets(assessment):
+                try:
+                    sink.deliver(event, "")
+                except Exception:
+                    log.exception("store %s: live sink %s failed on event %d", store_id, sink.name, event.seq)
         return event
 
 
@@ -142,8 +116,8 @@ class Deliverer:
 
     ledger: Ledger
     metrics: Metrics
-    callbacks: Callbacks | None = None
-    github: DeployReporter | None = None
+    #: The durable sinks, found by the name each outbox row keeps.
+    sinks: Sequence[Sink] = ()
     attempts: int = 10
     retry_min: float = 1.0
     retry_max: float = 300.0
@@ -186,44 +160,24 @@ class Deliverer:
         return delivered
 
     def _send(self, delivery: Delivery) -> None:
-        event = delivery.event
-        if delivery.sink == SINK_CALLBACK:
-            if self.callbacks is None:
-                raise DeliveryError(f"store {event.store_id}: no callback client configured")
-            self.callbacks.post(delivery.target, callback_payload(event), event_id=str(event.seq))
-        elif delivery.sink == SINK_GITHUB:
-            if self.github is None:
-                raise DeliveryError(f"store {event.store_id}: no GitHub reporter configured")
-            self._github(self.github, event)
-        else:
-            raise DeliveryError(f"store {event.store_id}: unknown sink {delivery.sink!r}")
-
-    @staticmethod
-    def _github(github: DeployReporter, event: Event) -> None:
-        sha = event.change or event.revision
-        text = event.message or event.state
+        sink = next((s for s in self.sinks if s.name == delivery.sink), None)
+        if sink is None:
+            raise _NoSink(f"store {delivery.event.store_id}: sink {delivery.sink!r} is no longer configured")
         try:
-            if sha:
-                github.commit_status(sha=sha, state=GITHUB_STATES.get(event.state, "pending"),
-                                     description=f"{event.store_id}: {text}"[:140], target_url=event.url,
-                                     context=GITHUB_CONTEXT)
-            if event.state == lifecycle.READY:
-                github.update_comment(store_id=event.store_id, body=f"Store `{event.store_id}` is ready: {event.url}")
-            elif event.state == lifecycle.FAILED:
-                github.update_comment(store_id=event.store_id,
-                                      body=f"Store `{event.store_id}` failed to deploy: {event.message}")
+            sink.deliver(delivery.event, delivery.target)
         except DeliveryError:
             raise
-        except Exception as e:  # the GitHub client's errors are its own; wrap them to retry
-            raise DeliveryError(f"store {event.store_id}: GitHub report failed: {e}") from e
+        except Exception as e:  # a client library's own errors: wrap them so they are retried
+            raise DeliveryError(f"store {delivery.event.store_id}: {delivery.sink} report failed: {e}") from e
 
     def _failed(self, delivery: Delivery, error: DeliveryError) -> None:
         attempts = delivery.attempts + 1
-        dead = attempts >= self.attempts
+        orphaned = isinstance(error, _NoSink)
+        dead = orphaned or attempts >= self.attempts
         delay = min(self.retry_max, self.retry_min * 2 ** (attempts - 1)) * random.uniform(0.75, 1.25)
         self.ledger.retry(delivery.id, next_at=time.time() + delay, error=str(error), dead=dead)
         self.metrics.count("storeops_status_deliveries_total", sink=delivery.sink,
-                           result="given-up" if dead else "retry")
+                           result="no-sink" if orphaned else "given-up" if dead else "retry")
         if dead:
             log.error("store %s: event %d to %s %s given up after %d attempts: %s", delivery.event.store_id,
                       delivery.event.seq, delivery.sink, delivery.target, attempts, error)
@@ -231,3 +185,7 @@ class Deliverer:
             log.warning("store %s: event %d to %s %s failed (attempt %d), retry in %.1fs: %s",
                         delivery.event.store_id, delivery.event.seq, delivery.sink, delivery.target, attempts,
                         delay, error)
+
+
+class _NoSink(DeliveryError):
+    """An outbox row for a sink this process does not have: given up at once, not retried."""

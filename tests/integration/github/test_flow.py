@@ -7,6 +7,7 @@ malformed and replayed deliveries.
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 import subprocess
@@ -24,8 +25,10 @@ from tests.github import payloads
 from tests.github.fake import FakeGitHub
 from webhook import app, testing
 from webhook.github import deliveries, hooks, issueforms
-from webhook.github.client import GitHub, GitHubDeployReporter, GitHubSettings
+from webhook.github.client import GitHub, GitHubSettings
+from webhook.github.deploys import DeploySink
 from webhook.settings import ServiceSettings
+from webhook.status.ledger import Event
 
 TOKEN = "ghp_test_token"
 REPOSITORY = "acme/gitops"
@@ -295,24 +298,23 @@ def test_review_mode_opens_a_pull_request_on_github(world: World) -> None:
 
 
 def test_deploy_reports_go_on_the_commit_and_the_requesting_pull_request(world: World) -> None:
-    """The status reader's GitHub reporter: storeops/deploy status, and a comment on the store's pull request."""
+    """The GitHub status sink: storeops/deploy status, and a comment on the store's pull request."""
     fake = world.fake
     issue = fake.open_issue(title="New store: trail-mix", body=form(), labels=["new-store"])
     world.deliver("issues", payloads.issues(fake, issue.number, "opened"))
     pull = wait_for(lambda: next(iter(fake.pulls.values()), None))
     fake.merge_pull(n=str(pull.number), body={})
     merged = world.git("rev-parse", "refs/heads/main")
-    reporter = GitHubDeployReporter(hub=GitHub(settings=world.github), branch="main")
-    reporter.commit_status(sha=merged, state="success", description="trail-mix: ready",
-                           target_url="https://trail-mix.stores.localtest.me", context="storeops/deploy")
-    reporter.update_comment(store_id="trail-mix", body="Store `trail-mix` is ready: https://trail-mix.example")
-    reporter.update_comment(store_id="trail-mix", body="Store `trail-mix` is ready: https://trail-mix.example/")
+    sink = DeploySink(hub=GitHub(settings=world.github), branch="main")
+    at = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    sink.deliver(Event(1, "trail-mix", "ready", "", "https://trail-mix.stores.localtest.me", "", merged, at), "")
+    sink.update_comment(store_id="trail-mix", body="Store `trail-mix` is ready: https://trail-mix.example/")
     deploy = fake.statuses_for(merged, context="storeops/deploy")
     assert [(s["state"], s["target_url"]) for s in deploy] == [("success", "https://trail-mix.stores.localtest.me")]
     comments = [c["body"] for c in world.comments(pull.number) if "storeops:deploy:trail-mix" in c["body"]]
     assert comments == ["<!-- storeops:deploy:trail-mix -->\nStore `trail-mix` is ready: https://trail-mix.example/"]
     # A store that came in by a direct commit has no pull request: nothing to comment on, no error.
-    reporter.update_comment(store_id="acme-outdoor", body="ready")
+    sink.update_comment(store_id="acme-outdoor", body="ready")
     assert not [c for c in fake.comments.values() if "acme-outdoor" in c["body"]]
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from generator import entries
 from webhook import testing
-from webhook.intake import entries, queueing, writer
+from webhook.intake import queueing, writer
 
 
 def request(request_id: str, store_id: str, *, action: str = queueing.CREATE, **extra: object) -> queueing.Request:

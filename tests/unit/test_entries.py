@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-from generator import constants, documents, validation
+from generator import constants, documents, entries, validation
 from webhook import testing
-from webhook.intake import entries
 
 
 def test_entries_are_written_in_schema_order_under_the_schema_comment() -> None:
