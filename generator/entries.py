@@ -1,4 +1,4 @@
-"""Store entries as storeops writes them (API, form and issue-form requests): data in, ``stores/<id>.yaml`` text out. Pure.
+"""Store entries as storeops writes them (API, forms, issue forms): data in, ``stores/<id>.yaml`` text out. Pure.
 
 Files are written with ruamel.yaml in round-trip mode, fields in the schema's order, under the
 comment that points editors at the schema, so they read like the ones people write by hand.

@@ -122,8 +122,12 @@ def sync(repo: git.Repo, branch: str) -> str:
 
 
 def publish(settings: Settings, *, allow_mass_delete: bool = False, edit: Edit | None = None,
-            message_extra: str = "") -> Published:
-    """Render the remote's inputs (plus ``edit``), commit and push; see the module docstring."""
+            message_extra: str = "", render: bool = True) -> Published:
+    """Render the remote's inputs (plus ``edit``), commit and push; see the module docstring.
+
+    With ``render=False`` only the edit is committed (a request branch whose ``rendered/`` the
+    publish after its merge fills in); the inputs are still checked.
+    """
     url = remote_url(settings)
     repo = open_workdir(settings, url)
     root = Path(repo.working_tree_dir or settings.workdir)
@@ -132,14 +136,16 @@ def publish(settings: Settings, *, allow_mass_delete: bool = False, edit: Edit |
         base = sync(repo, settings.branch)
         edited = edit(root) if edit else []
         report = operations.render(root, repo_url=settings.repo_url, allow_mass_delete=allow_mass_delete,
-                                   share=settings.mass_delete_share)
-        paths = sorted(set(edited) | set(report.changes.files.paths))
+                                   share=settings.mass_delete_share, write=render)
+        paths = sorted(set(edited) | (set(report.changes.files.paths) if render else set()))
         if paths:
             repo.git.add("-A", "--", *paths)
         if not paths or not repo.git.diff("--cached", "--name-only"):
             log.info("nothing to publish; %s is at %s", settings.branch, base[:12] or "(empty)")
             return Published(base, report.changes, False, attempt, tuple(edited))
-        message = planning.commit_message(report.changes, base or "(none)", extra=message_extra)
+        # Only a rendering commit carries the trailer: the service ignores pushes of its own renders.
+        message = planning.commit_message(report.changes, base or "(none)", extra=message_extra) if render \
+            else message_extra.strip() + "\n"
         repo.git.commit("-q", "-m", message, env=identity)
         sha = repo.head.commit.hexsha
         try:

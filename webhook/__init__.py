@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from webhook.app import create_app
 from webhook.errors import Rejected, SettingsError, WebhookError
-from webhook.intake.reviews import LocalReviews, Review, Reviews
+from webhook.repository import LocalPullRequests, Repository
 from webhook.settings import ServiceSettings, Token
+from webhook.types import PullRequests, Review
 
 __all__ = [
-    "LocalReviews",
+    "LocalPullRequests",
+    "PullRequests",
     "Rejected",
+    "Repository",
     "Review",
-    "Reviews",
     "ServiceSettings",
     "SettingsError",
     "Token",

@@ -16,19 +16,19 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from generator import remotes
+from generator import publishing, remotes
 from webhook import settings
 from webhook.errors import NotReady, Rejected
 from webhook.github import deploys, hooks
-from webhook.github.client import GitHub, GitHubReviews, GitHubSettings
-from webhook.github.handlers import log_refresh
+from webhook.github.client import GitHub, GitHubPullRequests, GitHubSettings
 from webhook.intake import endpoints, service
-from webhook.intake.reviews import Reviews
+from webhook.repository import LocalPullRequests, Repository, log_published
 from webhook.settings import StatusSettings
 from webhook.status import callbacks
 from webhook.status import reader as statusreader
 from webhook.status import routes as statusroutes
 from webhook.status.sinks import Sink
+from webhook.types import PullRequests
 
 log = logging.getLogger(__name__)
 
@@ -104,12 +104,12 @@ def status_sinks(status: StatusSettings, *, hub: GitHub | None, branch: str) -> 
     ]
 
 
-def create_app(config: settings.ServiceSettings, *, reviews: Reviews | None = None,
+def create_app(config: settings.ServiceSettings, *, pulls: PullRequests | None = None,
                github: GitHubSettings | None = None, status: StatusSettings | None = None) -> Starlette:
     """The app; the queue opens and the writer starts when the app starts (its lifespan).
 
     With ``github`` enabled, ``POST /v1/webhooks/github`` works and review-mode requests open pull
-    requests on GitHub (unless ``reviews`` says otherwise). With ``status`` enabled (a kubeconfig, or
+    requests on GitHub (unless ``pulls`` says otherwise). With ``status`` enabled (a kubeconfig, or
     in a cluster) the status reader watches the store Applications, reports to the callback URL and
     GitHub, serves ``/v1/stores/{id}/status`` and ``/events``, and asks Argo CD to refresh after a push.
     """
@@ -121,14 +121,16 @@ def create_app(config: settings.ServiceSettings, *, reviews: Reviews | None = No
         reader = statusreader.launch(status, sinks=status_sinks(status, hub=repo, branch=config.git.branch)
                                      if status is not None else None)
         app.state.status_reader = reader
-        refresh = reader.note_published if reader is not None else log_refresh
-        hub = hooks.build(config, github, hub=repo, refresh=refresh) if github is not None and repo is not None \
-            else None
-        published = reader.note_published if reader is not None else None
-        if hub is not None and reviews is None:
-            built = service.build(config, reviews=GitHubReviews(hub=hub.handlers.hub), on_published=published)
-        else:
-            built = service.build(config, reviews=reviews, on_published=published)
+        opener = pulls
+        if opener is None:
+            config.git.state_dir.mkdir(parents=True, exist_ok=True)
+            opener = GitHubPullRequests(hub=repo) if repo is not None else LocalPullRequests(
+                remote=publishing.remote_url(config.git), index=config.git.state_dir / "reviews.json")
+        repository = Repository(git=config.git, pulls=opener,
+                                on_published=reader.note_published if reader is not None else log_published)
+        hub = hooks.build(config, github, hub=repo, repository=repository) \
+            if github is not None and repo is not None else None
+        built = service.build(config, repository=repository)
         app.state.service = built
         app.state.github = hub
         stop = anyio.Event()

@@ -1,7 +1,7 @@
-"""The git edge of the GitHub side: a storeops-owned clone for pull request heads and request branches.
+"""A storeops-owned clone where pull request heads are checked out to be validated. Read only.
 
-Separate from the intake writer's clone (``Settings.workdir``) so the two never share an index.
-Every push is a plain one (never forced): a branch storeops keeps for an issue only moves forward.
+Separate from the clone storeops publishes from (``webhook.repository``), so validating a pull
+request never waits for, or disturbs, a publish.
 """
 
 from __future__ import annotations
@@ -65,39 +65,6 @@ class Checkout:
     def changed(self, base: str, head: str, *paths: str) -> list[str]:
         listing = self.git("diff", "--name-only", "--no-renames", base, head, "--", *paths)
         return [line for line in listing.splitlines() if line]
-
-    def update_branch(self, *, branch: str, start: str, files: Mapping[str, bytes | None], message: str) -> str:
-        """Commit ``files`` (None removes) on ``branch`` (made from ``start`` when new) and push it.
-
-        Returns the branch's commit; nothing is committed or pushed when the files already match.
-        """
-        self._fetch_branch(branch)
-        tip = self.rev(f"refs/remotes/origin/{branch}") or start
-        self.checkout(tip)
-        for path, content in files.items():
-            target = self.path / path
-            if content is None:
-                if target.exists():
-                    self.git("rm", "-q", "--", path)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(content)
-            self.git("add", "--", path)
-        if not self.git("diff", "--cached", "--name-only"):
-            if tip == start and not self.rev(f"refs/remotes/origin/{branch}"):
-                self.git("push", "-q", "origin", f"{tip}:refs/heads/{branch}")
-            return tip
-        self.git("commit", "-q", "-m", message)
-        sha = self.rev("HEAD")
-        self.git("push", "-q", "origin", f"{sha}:refs/heads/{branch}")
-        log.info("pushed %s to %s", sha[:12], branch)
-        return sha
-
-    def _fetch_branch(self, branch: str) -> None:
-        self.ensure()
-        heads = self.git("ls-remote", "--heads", "origin", f"refs/heads/{branch}")
-        if heads:
-            self.git("fetch", "-q", "--no-tags", "origin", f"+refs/heads/{branch}:refs/remotes/origin/{branch}")
 
 
 def _base_env() -> dict[str, str]:

@@ -22,7 +22,7 @@ from github import Auth, GithubIntegration, GithubRetry
 
 from generator import environment
 from webhook.errors import SettingsError, WebhookError
-from webhook.intake.reviews import Review
+from webhook.types import Review
 
 log = logging.getLogger(__name__)
 
@@ -266,8 +266,8 @@ def _clip(text: str) -> str:
     return text[:MAX_BODY - len(note)] + note
 
 
-class GitHubReviews:
-    """The intake's review seam (:class:`webhook.reviews.Reviews`) on GitHub: one pull request per branch."""
+class GitHubPullRequests:
+    """:class:`webhook.types.PullRequests` on GitHub: one pull request per branch."""
 
     def __init__(self, *, hub: GitHub) -> None:
         self.hub = hub

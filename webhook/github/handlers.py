@@ -9,46 +9,35 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from generator import constants, entries, fleet, publishing, trees
 from generator.errors import Problem
-from generator.settings import Settings
 from webhook.github import events, issueforms, pullrequests
 from webhook.github.checkouts import Checkout
 from webhook.github.client import GitHub
+from webhook.repository import Repository
 
 log = logging.getLogger(__name__)
 
-#: Asks Argo CD to refresh what a publish touched, e.g. ``refreshing.refresh_published`` with its API client.
-Refresh = Callable[[publishing.Published], object]
 #: Hidden marker of the one comment storeops keeps on a store request issue.
 ISSUE_MARKER = "<!-- storeops:issue -->"
 ISSUE_BRANCH_PREFIX = "storeops/issue-"
 _SAFE_ID = re.compile(r"^[a-z0-9][-a-z0-9]{0,62}$")
 
 
-def log_refresh(published: publishing.Published) -> None:
-    changes = published.changes
-    touched = sorted({*changes.added, *changes.changed, *changes.removed})
-    log.info("no Argo CD refresher configured; Argo CD picks up %s at %s on its next poll", ", ".join(touched),
-             published.sha[:12])
-
-
 class Handlers:
-    def __init__(self, *, git: Settings, hub: GitHub, refresh: Refresh = log_refresh, public_url: str = "") -> None:
-        self.git = git
+    def __init__(self, *, repository: Repository, hub: GitHub, public_url: str = "") -> None:
+        self.repository = repository
+        self.git = repository.git
         self.hub = hub
-        self.refresh = refresh
         self.public_url = public_url
-        state = git.state_dir / "github"
-        #: Publishing from push events uses its own clone: the intake writer owns ``git.workdir``.
-        self.publish_settings = replace(git, state_dir=state)
-        self.checkout = Checkout(path=state / "checkout", remote=publishing.remote_url(git),
-                                 author_name=git.author_name, author_email=git.author_email,
-                                 environment=git.git_environment)
+        #: Pull request heads are checked out here to be validated; nothing is pushed from it.
+        self.checkout = Checkout(path=self.git.state_dir / "github" / "checkout",
+                                 remote=publishing.remote_url(self.git), author_name=self.git.author_name,
+                                 author_email=self.git.author_email, environment=self.git.git_environment)
 
     def handle(self, *, delivery_id: str, event: str, payload: Mapping[str, Any]) -> str:
         decision = events.classify(event, payload, repository=self.hub.settings.repository, branch=self.git.branch)
@@ -75,17 +64,10 @@ class Handlers:
 
     def publish(self, payload: Mapping[str, Any], *, delivery_id: str) -> str:
         after = str(payload["after"])
-        result = publishing.publish(self.publish_settings,
-                                    message_extra=f"Published for push {after[:12]} (GitHub delivery {delivery_id})")
-        changes = result.changes
-        if result.committed:
-            try:
-                self.refresh(result)
-            except Exception as e:  # published already; Argo CD still finds it on its next poll
-                log.warning("published %s but could not ask Argo CD to refresh: %s", result.sha[:12], e)
+        result, _ = self.repository.publish(message=f"Published for push {after[:12]} (GitHub delivery {delivery_id})")
         if not result.committed:
             return f"nothing to publish at {result.sha[:12]}"
-        return f"published {result.sha[:12]}: {changes.summary()}"
+        return f"published {result.sha[:12]}: {result.changes.summary()}"
 
     # --- issue form -> pull request ---------------------------------------------------------------
 
@@ -99,20 +81,27 @@ class Handlers:
             problems.append(Problem(f"issue #{number}", 0, "id", "'Store ID' must be a lower-case DNS label"
                                     if store_id else "'Store ID' is required"))
         branch = f"{ISSUE_BRANCH_PREFIX}{number}"
-        base = self.git.branch
         path = entries.path_for(store_id) if not problems else ""
         content = entries.dump(entries.with_defaults(parsed.data)).encode() if not problems else b""
         if not problems:
-            self.checkout.fetch(f"+refs/heads/{base}:refs/remotes/origin/{base}")
-            problems = self._entry_problems(base, branch, path, content)
+            files, _ = self.repository.read()
+            problems = _entry_problems(files, path, content, base=self.git.branch)
         if problems:
             self.hub.upsert_comment(number=number, marker=ISSUE_MARKER, body=_issue_problems(problems))
             return f"issue #{number}: {len(problems)} problems"
-        start = self.checkout.rev(f"refs/remotes/origin/{base}")
-        files: dict[str, bytes | None] = {p: None for p in self._branch_entries(base, branch) if p != path}
-        files[path] = content
-        self.checkout.update_branch(branch=branch, start=start, files=files,
-                                    message=f"Add store {store_id}\n\nRequested in issue #{number}.\n")
+        base = self.git.branch
+
+        def edit(root: Path) -> list[str]:
+            # An edited issue may rename the store: entries the branch added before give way to this one.
+            added = set(trees.read_inputs(root)) - set(trees.read_inputs_at(root, f"origin/{base}"))
+            stale = [p for p in added if p.startswith(f"{constants.STORES_DIR}/") and p != path]
+            for old in stale:
+                (root / old).unlink()
+            (root / path).write_bytes(content)
+            return [*stale, path]
+
+        self.repository.push_branch(branch, edit=edit, message=f"Add store {store_id}\n\nRequested in issue #{number}.",
+                                    render=False)
         pull = self.hub.open_pull(branch=branch, base=base, title=f"Add store {store_id}",
                                   body=f"Adds `{path}` as requested in #{number}.\n\nCloses #{number}\n")
         self.hub.upsert_comment(number=number, marker=ISSUE_MARKER,
@@ -120,21 +109,13 @@ class Handlers:
                                      "issue updates the pull request; merging it creates the store.\n")
         return f"issue #{number}: pull request #{pull.number} {'opened' if pull.created else 'updated'}"
 
-    def _branch_entries(self, base: str, branch: str) -> list[str]:
-        """Store files the issue's branch adds on top of ``base`` (an edit may rename the store)."""
-        tip = self.checkout.rev(f"refs/remotes/origin/{branch}")
-        if not tip:
-            return []
-        fork = self.checkout.merge_base(f"refs/remotes/origin/{base}", tip)
-        return self.checkout.changed(fork, tip, f"{constants.STORES_DIR}/")
 
-    def _entry_problems(self, base: str, branch: str, path: str, content: bytes) -> list[Problem]:
-        files = trees.read_inputs_at(self.checkout.path, f"refs/remotes/origin/{base}")
-        if path in files:
-            return [Problem(path, 0, "id", f"store {path.split('/')[-1].removesuffix('.yaml')!r} already exists "
-                                           f"on {base}; pick another Store ID")]
-        current = fleet.build(files)
-        return fleet.change_problems(current, current.with_store(path, content))
+def _entry_problems(files: Mapping[str, bytes], path: str, content: bytes, *, base: str) -> list[Problem]:
+    if path in files:
+        return [Problem(path, 0, "id", f"store {path.split('/')[-1].removesuffix('.yaml')!r} already exists "
+                                       f"on {base}; pick another Store ID")]
+    current = fleet.build(files)
+    return fleet.change_problems(current, current.with_store(path, content))
 
 
 def _issue_problems(problems: Sequence[Problem]) -> str:

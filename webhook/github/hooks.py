@@ -21,7 +21,8 @@ from generator.errors import GitError, PushConflict, StoreopsError
 from webhook.errors import BadRequest, NotFound, TooLarge
 from webhook.github import deliveries, events, signatures
 from webhook.github.client import GitHub, GitHubError, GitHubSettings
-from webhook.github.handlers import Handlers, Refresh, log_refresh
+from webhook.github.handlers import Handlers
+from webhook.repository import Repository
 from webhook.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -111,11 +112,9 @@ async def _first(*signals: anyio.Event) -> None:
             group.start_soon(waiter, signal)
 
 
-def build(config: ServiceSettings, github: GitHubSettings, *, hub: GitHub | None = None,
-          refresh: Refresh = log_refresh) -> GitHubService:
+def build(config: ServiceSettings, github: GitHubSettings, *, hub: GitHub, repository: Repository) -> GitHubService:
     store = deliveries.Deliveries(path=config.git.state_dir / DELIVERIES_FILE)
-    handlers = Handlers(git=config.git, hub=hub or GitHub(settings=github), refresh=refresh,
-                        public_url=config.public_url)
+    handlers = Handlers(repository=repository, hub=hub, public_url=config.public_url)
     return GitHubService(settings=github, deliveries=store, handlers=handlers, retry_min=config.retry_min,
                          retry_max=config.retry_max)
 

@@ -17,7 +17,7 @@ from webhook.intake import forms, pages, queueing
 from webhook.intake.admission import Caller
 from webhook.intake.service import Service
 from webhook.metrics import Labels
-from webhook.status import routes as statusroutes
+from webhook.types import StatusView
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +144,8 @@ async def get_store(request: Request) -> Response:
     service.limiter.take(auth.client_of(token))
     store_id = request.path_params["store_id"]
     view = await anyio.to_thread.run_sync(lambda: service.intake.store_view(store_id))
-    reader = getattr(request.app.state, "status_reader", None)
-    deployment = statusroutes.store_status(reader, store_id) if reader is not None else None
+    reader: StatusView | None = getattr(request.app.state, "status_reader", None)
+    deployment = reader.store_status(store_id) if reader is not None else None
     if view is None and deployment is None:
         raise NotFound(f"no store {store_id!r} in Git or in the queue")
     view = dict(view or {"id": store_id})
@@ -278,9 +278,9 @@ async def metrics(request: Request) -> Response:
     gauges: dict[str, dict[Labels, float]] = {"storeops_queue_requests": {(("status", s),): float(counts.get(s, 0))
                                           for s in (*queueing.ACTIVE, queueing.COMMITTED, queueing.REJECTED)}}
     text = service.metrics.render(gauges=gauges)
-    reader = getattr(request.app.state, "status_reader", None)
+    reader: StatusView | None = getattr(request.app.state, "status_reader", None)
     if reader is not None:
-        text += statusroutes.metrics_text(reader)
+        text += reader.metrics_text()
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 

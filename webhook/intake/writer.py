@@ -13,19 +13,17 @@ import logging
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
 
-from generator import fleet, publishing, remotes, trees
+from generator import fleet, remotes, trees
 from generator.errors import InvalidInput, MassDeleteRefused, Problem, StoreopsError
-from generator.settings import Settings
 from webhook.intake import queueing
 from webhook.intake.admission import Intake
-from webhook.intake.reviews import Reviews
 from webhook.metrics import Metrics
+from webhook.repository import Repository
 
 log = logging.getLogger(__name__)
 
@@ -93,14 +91,13 @@ def apply_requests(root: Path, requests: list[queueing.Request], outcomes: Outco
 
 
 class Writer:
-    def __init__(self, *, git: Settings, intake: Intake, reviews: Reviews, metrics: Metrics,
+    def __init__(self, *, repository: Repository, intake: Intake, metrics: Metrics,
                  batch_max: int, batch_window: float, retry_min: float, retry_max: float,
-                 review_branch_prefix: str, refresh_interval: float = 30.0,
-                 on_published: Callable[[publishing.Published], object] | None = None) -> None:
-        self.git = git
+                 review_branch_prefix: str, refresh_interval: float = 30.0) -> None:
+        self.repository = repository
+        self.git = repository.git
         self.intake = intake
         self.queue = intake.queue
-        self.reviews = reviews
         self.metrics = metrics
         self.batch_max = batch_max
         self.batch_window = batch_window
@@ -108,8 +105,6 @@ class Writer:
         self.retry_max = retry_max
         self.review_branch_prefix = review_branch_prefix
         self.refresh_interval = refresh_interval
-        #: Told of every publish (the status reader: refresh Argo CD, wait for this commit).
-        self.on_published = on_published
         self.failing_since: float | None = None
         self.last_error = ""
         self._wake: anyio.Event | None = None
@@ -143,10 +138,8 @@ class Writer:
 
     def refresh(self) -> None:
         """Read the remote's branch into the intake's view of Git."""
-        url = publishing.remote_url(self.git)
-        repo = publishing.open_workdir(self.git, url)
-        sha = publishing.sync(repo, self.git.branch)
-        self.intake.load_git(files=trees.read_inputs(self.git.workdir), sha=sha)
+        files, sha = self.repository.read()
+        self.intake.load_git(files=files, sha=sha)
 
     def drain_once(self) -> int:
         """Land up to ``batch_max`` pending requests; returns how many were handled."""
@@ -165,9 +158,9 @@ class Writer:
         ids = ", ".join(sorted({r.store_id for r in batch})[:20])
         started = time.monotonic()
         try:
-            result = publishing.publish(
-                self.git, edit=lambda root: apply_requests(root, batch, outcomes, reviewed=False),
-                message_extra=f"Requests: {len(batch)} via storeops intake ({ids})")
+            result, files = self.repository.publish(
+                edit=lambda root: apply_requests(root, batch, outcomes, reviewed=False),
+                message=f"Requests: {len(batch)} via storeops intake ({ids})")
         except MassDeleteRefused as e:
             # The intake caps queued deletions, but Git may have shrunk meanwhile: refuse the deletions.
             deletes = [r.id for r in batch if r.action == queueing.DELETE]
@@ -176,7 +169,6 @@ class Writer:
             raise
         self.metrics.observe_publish(seconds=time.monotonic() - started, pushed=result.committed,
                                      requests=len(batch))
-        self._published(result)
         self.queue.finish(request_ids=outcomes.landed, status=queueing.COMMITTED, commit_sha=result.sha)
         for request_id, problems in outcomes.rejected.items():
             self.queue.finish(request_ids=[request_id], status=queueing.REJECTED, problems=problems)
@@ -184,29 +176,24 @@ class Writer:
         self.metrics.count("storeops_requests_rejected_late_total", len(outcomes.rejected))
         log.info("landed %d requests in %s (%d rejected, %d attempts)", len(outcomes.landed),
                  result.sha[:12], len(outcomes.rejected), result.attempts)
-        self.intake.load_git(files=trees.read_inputs(self.git.workdir), sha=result.sha)
+        self.intake.load_git(files=files, sha=result.sha)
 
     def _publish_review(self, request: queueing.Request) -> None:
         """One branch and one pull request per request that needs review."""
         branch = f"{self.review_branch_prefix}{request.id}"
-        url = publishing.remote_url(self.git)
-        repo = publishing.open_workdir(self.git, url)
-        base = publishing.sync(repo, self.git.branch)
-        if not str(repo.git.ls_remote("--heads", "origin", branch)).strip():
-            repo.git.push("origin", f"{base}:refs/heads/{branch}")
         outcomes = Outcomes()
-        result = publishing.publish(replace(self.git, branch=branch),
-                                    edit=lambda root: apply_requests(root, [request], outcomes, reviewed=True),
-                                    message_extra=f"Request: {request.id} ({request.action} {request.store_id})")
+        result = self.repository.push_branch(
+            branch, edit=lambda root: apply_requests(root, [request], outcomes, reviewed=True),
+            message=f"Request: {request.id} ({request.action} {request.store_id})")
         self.metrics.observe_publish(seconds=0.0, pushed=result.committed, requests=1)
         if outcomes.rejected:
             self.queue.finish(request_ids=[request.id], status=queueing.REJECTED,
                               problems=outcomes.rejected[request.id])
             return
-        review = self.reviews.open(branch=branch, base=self.git.branch,
-                                   title=f"{request.action.capitalize()} store {request.store_id}",
-                                   body=f"Requested through storeops intake (request {request.id}).\n\n"
-                                        f"Cluster {request.cluster} needs review for store changes.")
+        review = self.repository.open_pull(
+            branch, title=f"{request.action.capitalize()} store {request.store_id}",
+            body=f"Requested through storeops intake (request {request.id}).\n\n"
+                 f"Cluster {request.cluster} needs review for store changes.")
         self.queue.finish(request_ids=[request.id], status=queueing.PENDING_REVIEW, commit_sha=result.sha,
                           review_url=review.url)
         log.info("request %s for store %s is in review at %s", request.id, request.store_id, review.url)
@@ -244,15 +231,6 @@ class Writer:
                 await _first(stop, wake)
             if wake.is_set() and self.batch_window:
                 await anyio.sleep(self.batch_window)
-
-    def _published(self, result: publishing.Published) -> None:
-        if self.on_published is None or not result.committed:
-            return
-        try:
-            self.on_published(result)
-        except Exception:
-            # Telling Argo CD early is an optimisation; its own polling still finds the commit.
-            log.exception("after publishing %s: notifying the status reader failed", result.sha[:12])
 
     def _failed(self, error: Exception) -> None:
         if self.failing_since is None:

@@ -21,17 +21,17 @@ from kubernetes import client, config
 
 from generator import constants
 from generator.publishing import Published
-from webhook.metrics import STATUS, Metrics
+from webhook.metrics import STATUS, Labels, Metrics
 from webhook.settings import StatusSettings
 from webhook.status import lifecycle, refreshing
 from webhook.status.callbacks import CallbackSink
-from webhook.status.ledger import Ledger
+from webhook.status.ledger import Ledger, Row
 from webhook.status.reporting import Deliverer, Reporter
 from webhook.status.revisions import Revisions
 from webhook.status.sinks import MetricsSink, Sink, WakeSink
 from webhook.status.watching import Watcher
 
-__all__ = ["Fleet", "StatusReader", "api_client", "build", "launch", "shutdown", "trim"]
+__all__ = ["Fleet", "StatusReader", "api_client", "build", "launch", "row_view", "shutdown", "trim"]
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +187,24 @@ class StatusReader:
         self.ledger.close()
         self.api.close()  # type: ignore[no-untyped-call]
 
+    # --- what the rest of the service asks (webhook.types.StatusView) ---------------------------
+
+    def store_status(self, store_id: str) -> dict[str, object] | None:
+        """The store's last reported state, for the API; None when the reader has never seen the store."""
+        row = self.reporter.row(store_id)
+        return None if row is None else row_view(row)
+
+    def fleet_status(self) -> dict[str, object]:
+        rows = self.reporter.rows()
+        return {"counts": self.reporter.states(), "stores": [row_view(rows[k]) for k in sorted(rows)]}
+
+    def metrics_text(self) -> str:
+        """The reader's metrics in Prometheus text, to append to ``/metrics``."""
+        states: dict[Labels, float] = {(("state", state),): float(count)
+                                       for state, count in self.reporter.states().items()}
+        return self.metrics.render(gauges={"storeops_stores": states,
+                                           "storeops_status_outbox": {(): float(self.ledger.pending())}})
+
     def note_published(self, published: Published) -> list[str]:
         """After a publish: ready now waits for ``published.sha``, and Argo CD is asked to refresh at once."""
         if not published.committed:
@@ -202,6 +220,14 @@ class StatusReader:
                 self.fleet.tick()
             except Exception:
                 log.exception("re-assessing stores on their way failed; next tick in %.1fs", self.settings.tick)
+
+
+def row_view(row: Row) -> dict[str, object]:
+    return {"store_id": row.store_id, "status": row.state, "message": row.message,
+            "error": row.message if row.state in (lifecycle.FAILED, lifecycle.DEGRADED, lifecycle.STUCK) else None,
+            "url": row.url if row.state == lifecycle.READY and row.url else None,
+            "revision": row.revision or None, "change": row.change or None,
+            "since": row.since.isoformat(timespec="milliseconds").replace("+00:00", "Z")}
 
 
 def launch(settings: StatusSettings | None, *, sinks: Sequence[Sink] | None = None) -> StatusReader | None:

@@ -24,43 +24,15 @@ from starlette.routing import Route
 
 from webhook import auth
 from webhook.errors import Rejected
-from webhook.metrics import Labels
 from webhook.status import lifecycle
-from webhook.status.ledger import Event, Row
-from webhook.status.reader import StatusReader
+from webhook.status.ledger import Event
+from webhook.status.reader import StatusReader, row_view
 
-__all__ = ["ROUTES", "fleet_status", "metrics_text", "store_status"]
+__all__ = ["ROUTES"]
 
 #: How often an SSE stream looks for new transitions (in memory; no database or API request when idle).
 POLL_SECONDS = 0.2
 KEEPALIVE_SECONDS = 15.0
-
-
-def store_status(reader: StatusReader, store_id: str) -> dict[str, object] | None:
-    """The store's last reported state, for the API; None when the reader has never seen the store."""
-    row = reader.reporter.row(store_id)
-    return None if row is None else _row(row)
-
-
-def fleet_status(reader: StatusReader) -> dict[str, object]:
-    rows = reader.reporter.rows()
-    return {"counts": reader.reporter.states(), "stores": [_row(rows[k]) for k in sorted(rows)]}
-
-
-def metrics_text(reader: StatusReader) -> str:
-    """The reader's metrics in Prometheus text, to append to ``/metrics``."""
-    states: dict[Labels, float] = {(("state", state),): float(count)
-                                   for state, count in reader.reporter.states().items()}
-    return reader.metrics.render(gauges={"storeops_stores": states,
-                                         "storeops_status_outbox": {(): float(reader.ledger.pending())}})
-
-
-def _row(row: Row) -> dict[str, object]:
-    return {"store_id": row.store_id, "status": row.state, "message": row.message,
-            "error": row.message if row.state in (lifecycle.FAILED, lifecycle.DEGRADED, lifecycle.STUCK) else None,
-            "url": row.url if row.state == lifecycle.READY and row.url else None,
-            "revision": row.revision or None, "change": row.change or None,
-            "since": row.since.isoformat(timespec="milliseconds").replace("+00:00", "Z")}
 
 
 def _reader(request: Request) -> StatusReader | None:
@@ -93,7 +65,7 @@ async def get_store_status(request: Request) -> Response:
     if reader is None:
         return _off()
     store_id = request.path_params["store_id"]
-    found = store_status(reader, store_id)
+    found = reader.store_status(store_id)
     if found is None:
         return JSONResponse({"error": f"no status for store '{store_id}' (no Application seen)", "problems": []},
                             status_code=404)
@@ -104,14 +76,14 @@ async def get_fleet_status(request: Request) -> Response:
     if (refused := _refused(request)) is not None:
         return refused
     reader = _reader(request)
-    return _off() if reader is None else JSONResponse(fleet_status(reader))
+    return _off() if reader is None else JSONResponse(reader.fleet_status())
 
 
 async def get_status_metrics(request: Request) -> Response:
     reader = _reader(request)
     if reader is None:
         return _off()
-    return PlainTextResponse(metrics_text(reader), media_type="text/plain; version=0.0.4")
+    return PlainTextResponse(reader.metrics_text(), media_type="text/plain; version=0.0.4")
 
 
 async def stream_store_events(request: Request) -> Response:
@@ -133,7 +105,7 @@ async def _events(reader: StatusReader, store_id: str, after: int | None) -> Asy
     if after is None:
         row = reader.reporter.row(store_id)
         if row is not None:
-            yield _frame(seen, _row(row))
+            yield _frame(seen, row_view(row))
         after = seen
     last_sent = time.monotonic()
     while not reader.stopped.is_set():
