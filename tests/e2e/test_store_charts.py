@@ -5,6 +5,9 @@ profile) into a Git repository on disk holding the real charts; Argo CD syncs it
 server, where kwok runs the pods, the controller-manager's hostPath provisioner makes the volumes
 and harness/ingresses.py publishes the Ingress address (Argo CD calls an Ingress healthy only then).
 And as kwok runs no container, the credentials hook's script is run here, as its pod would run it.
+The repository holds the charts as this checkout does, the shared library chart included: each engine
+chart's charts/storeops-lib is a symlink to templates/storeops-lib, which the repo-server must follow
+without building or fetching anything.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import shutil
 import subprocess
 import sys
 import time
@@ -22,9 +26,10 @@ import pytest
 
 from generator import models, operations, rendering
 from harness import stack
-from tests.conftest import copy_example, git
+from tests.conftest import REPO_ROOT, copy_example, git
 
 ENGINES = ("woocommerce", "medusa")
+LIBRARY = "templates/storeops-lib"
 # The claims each chart makes: (name, which plan volume).
 CLAIMS = {
     "woocommerce": (("data-mariadb-0", "database"), ("wordpress-content", "content")),
@@ -50,6 +55,20 @@ def _store(engine: str) -> models.Store:
         cluster="local",
         owner=models.Owner(name="Jane Doe", email="jane@example.test", github="janedoe"),
     )
+
+
+def _repository(target: pathlib.Path) -> pathlib.Path:
+    """The example repository, its charts copied with their symlinks (copy_example follows them)."""
+    repo = copy_example(target, with_git=False)
+    shutil.rmtree(repo / "templates")
+    shutil.copytree(REPO_ROOT / "templates", repo / "templates", symlinks=True)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "example")
+    for engine in ENGINES:
+        link = f"templates/{engine}/charts/storeops-lib"
+        assert git(repo, "ls-files", "--stage", "--", link).split()[:1] == ["120000"], f"{link} is not a symlink"
+    return repo
 
 
 def _render(repo: pathlib.Path, store: models.Store) -> dict[str, str]:
@@ -102,6 +121,8 @@ def _run_credentials_job(argocd_stack: stack.Stack, namespace: str, tmp_path: pa
     account.mkdir(exist_ok=True)
     (account / "token").write_text(kubectl.run("create", "token", pod["serviceAccountName"], "-n", namespace).strip())
     (account / "ca.crt").write_bytes(argocd_stack.certs.ca_cert.read_bytes())
+    # The library's script, which the repo-server read through the symlinked dependency.
+    assert script["credentials.py"] == (REPO_ROOT / LIBRARY / "files" / "credentials.py").read_text()
     (tmp_path / "credentials.py").write_text(script["credentials.py"])
     env = {e["name"]: e["value"] for e in pod["containers"][0]["env"] if "value" in e}
     done = subprocess.run(
@@ -120,7 +141,7 @@ def test_store_syncs_healthy_suspends_to_zero_and_deleting_it_leaves_nothing(
     argocd_stack: stack.Stack, engine: str, tmp_path: pathlib.Path
 ) -> None:
     kubectl = argocd_stack.kubectl
-    repo = copy_example(tmp_path / "repo")
+    repo = _repository(tmp_path / "repo")
     store = _store(engine)
     plan = operations.load(repo).plans[store.plan]
     files = _render(repo, store)

@@ -32,7 +32,6 @@ from harness import stack, versions
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 ENGINES = ("woocommerce", "medusa")
-SHARED_FILES = ("templates/_storeops.tpl", "files/credentials.py")
 WORKLOADS = ("Deployment", "StatefulSet")
 # Env vars that hold a credential: they must come from the Secret, never be literal.
 SECRET_ENV = re.compile(r"PASSWORD|SECRET|_KEY$|_SALT$")
@@ -113,8 +112,7 @@ def _ids(case: Case) -> str:
 # --- running helm ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def helm() -> pathlib.Path:
+def helm_binary() -> pathlib.Path:
     """The helm binary harness/build.sh built at the version pinned in harness/versions.env."""
     if os.environ.get("STOREOPS_SKIP_CONTROLPLANE") == "1":
         pytest.skip("STOREOPS_SKIP_CONTROLPLANE=1: tests needing the harness binaries skipped")
@@ -122,6 +120,11 @@ def helm() -> pathlib.Path:
     if not path.exists():
         pytest.fail(f"{path} is not built; run `{versions.BUILD_COMMAND}`", pytrace=False)
     return path
+
+
+@pytest.fixture(scope="session")
+def helm() -> pathlib.Path:
+    return helm_binary()
 
 
 def _kube_version() -> str:
@@ -185,7 +188,7 @@ def _containers(pod: Manifest) -> list[Manifest]:
     return [*pod.get("initContainers", []), *pod["containers"]]
 
 
-# --- lint, determinism, sharing -------------------------------------------------------------------
+# --- lint, determinism ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("case", CASES, ids=_ids)
@@ -205,12 +208,6 @@ def test_rendering_twice_gives_identical_manifests(
     again = _template_text(helm, case, _values_file(tmp_path, case.values_text()))
     assert again == rendered[case.id]
     assert len(_documents(again)) > 10
-
-
-@pytest.mark.parametrize("path", SHARED_FILES)
-def test_shared_pieces_are_the_same_file_in_both_charts(path: str) -> None:
-    texts = {engine: (REPO / "templates" / engine / path).read_text() for engine in ENGINES}
-    assert texts["woocommerce"] == texts["medusa"], f"templates/*/{path} differ: copy one over the other"
 
 
 @pytest.mark.parametrize("engine", ENGINES)

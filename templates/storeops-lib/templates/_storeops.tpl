@@ -1,7 +1,9 @@
 {{- /*
-Shared by the storeops store charts. templates/woocommerce/templates/_storeops.tpl and
-templates/medusa/templates/_storeops.tpl are the same file (tests/integration/test_charts.py checks),
-as are files/credentials.py. Each chart defines "store.credentialKeys" and "store.webService".
+Shared by the storeops store charts: this library chart (templates/storeops-lib) is a file://
+dependency of templates/woocommerce and templates/medusa, present in each as charts/storeops-lib, a
+symlink to ../../storeops-lib (tests/integration/test_chart_library.py checks). The defines run in
+the scope of the chart that includes them: .Chart, .Values and .Files are the engine chart's. Each
+engine chart defines "store.credentialKeys" and "store.webService".
 
 Everything here lives in the store's own namespace, so object names are fixed component names;
 the namespace carries the store id.
@@ -225,6 +227,16 @@ spec:
 {{- end }}
 
 {{- /*
+The credentials script: files/credentials.py of this chart. .Files here are the engine chart's, so
+the script is read from this chart's scope, which Helm gives the parent as .Subcharts.<name>; the
+dependency must therefore keep its name (no alias).
+*/ -}}
+{{- define "storeops.credentialsScript" -}}
+{{- $lib := index .Subcharts "storeops-lib" | required "storeops-lib is not a dependency of this chart (or has an alias)" -}}
+{{- required "storeops-lib: files/credentials.py is missing" ($lib.Files.Get "files/credentials.py") -}}
+{{- end }}
+
+{{- /*
 The credentials Secret: created inside the cluster by a hook Job, before anything that reads it.
 A ServiceAccount whose Role may create Secrets and get/patch only this one; its token is mounted
 in the Job's pod only. Skipped while suspended (nothing runs then); the Secret stays.
@@ -292,7 +304,7 @@ metadata:
     {{- include "storeops.hook" (merge (dict "weight" -20) $hook) | nindent 4 }}
 data:
   credentials.py: |
-    {{- .Files.Get "files/credentials.py" | nindent 4 }}
+    {{- include "storeops.credentialsScript" . | nindent 4 }}
 ---
 apiVersion: batch/v1
 kind: Job
