@@ -27,9 +27,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from webhook import testing
+from harness import examples
 
-HEADERS = {"Authorization": f"Bearer {testing.WRITE_TOKEN}"}
+HEADERS = {"Authorization": f"Bearer {examples.WRITE_TOKEN}"}
 
 
 @dataclass
@@ -63,7 +63,7 @@ def _port() -> int:
 
 
 def _landed(bare: Path, wanted: set[str]) -> int:
-    listing = testing.git(bare, "ls-tree", "--name-only", "main", "stores/")
+    listing = examples.git(bare, "ls-tree", "--name-only", "main", "stores/")
     return len(wanted & {p.removeprefix("stores/").removesuffix(".yaml") for p in listing.split()})
 
 
@@ -80,7 +80,7 @@ async def _burst(url: str, ids: list[str], clients: int) -> tuple[list[float], i
             while not queue.empty():
                 store_id = queue.get_nowait()
                 started = time.perf_counter()
-                answer = await http.post(f"{url}/v1/stores", json=testing.store_payload(store_id),
+                answer = await http.post(f"{url}/v1/stores", json=examples.store_payload(store_id),
                                          headers={**HEADERS, "Idempotency-Key": store_id})
                 latencies.append(time.perf_counter() - started)
                 if answer.status_code == 202:
@@ -93,17 +93,17 @@ async def _burst(url: str, ids: list[str], clients: int) -> tuple[list[float], i
 
 
 def run(label: str, *, requests: int, clients: int, batch_max: int, timeout: float, workdir: Path) -> Result:
-    config = testing.service_settings(workdir, capacity=requests * 2 + 10)
+    config = examples.service_settings(workdir, capacity=requests * 2 + 10)
     bare = Path(config.git.remote)
     port = _port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "STOREOPS_REPO": str(config.git.repo), "STOREOPS_REMOTE": str(bare),
            "STOREOPS_STATE_DIR": str(config.git.state_dir), "STOREOPS_PORT": str(port),
-           "STOREOPS_API_TOKENS": testing.WRITE_TOKEN, "STOREOPS_RATE": "0",
+           "STOREOPS_API_TOKENS": examples.WRITE_TOKEN, "STOREOPS_RATE": "0",
            "STOREOPS_BATCH_MAX": str(batch_max), "STOREOPS_BATCH_WINDOW": "0.05" if batch_max > 1 else "0"}
     log = open(workdir / "serve.log", "wb")  # noqa: SIM115 - closed below
     server = subprocess.Popen([sys.executable, "-m", "webhook.cli", "serve"], env=env, stdout=log, stderr=log,
-                              cwd=testing.ROOT)
+                              cwd=examples.ROOT)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -115,7 +115,7 @@ def run(label: str, *, requests: int, clients: int, batch_max: int, timeout: flo
             if time.monotonic() > deadline or server.poll() is not None:
                 raise SystemExit(f"{label}: storeops serve did not start; see {workdir / 'serve.log'}")
             time.sleep(0.1)
-        commits_before = testing.commit_count(bare)
+        commits_before = examples.commit_count(bare)
         ids = [f"bench-{i:05d}" for i in range(requests)]
         wanted = set(ids)
         started = time.perf_counter()
@@ -129,11 +129,11 @@ def run(label: str, *, requests: int, clients: int, batch_max: int, timeout: flo
                 break
             time.sleep(0.05)
         land_seconds = time.perf_counter() - started
-        additions = testing.additions(bare)
+        additions = examples.additions(bare)
         doubled = sum(1 for i in ids if additions.get(f"stores/{i}.yaml", 0) > 1)
         finished = landed == requests
         return Result(label, requests, accepted, accept_seconds, latencies, landed, land_seconds,
-                      testing.commit_count(bare) - commits_before, requests - landed if finished else 0,
+                      examples.commit_count(bare) - commits_before, requests - landed if finished else 0,
                       doubled, finished)
     finally:
         server.terminate()

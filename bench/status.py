@@ -40,8 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kubernetes import client
 
+from harness import applications, receivers
 from harness import stack as harness_stack
-from tests.integration.status import support
 from webhook.metrics import STATUS, Metrics
 from webhook.settings import StatusSettings
 from webhook.status import reader as statusreader
@@ -163,8 +163,8 @@ def create_fleet(custom: client.CustomObjectsApi, ids: list[str], *, threads: in
     began = time.monotonic()
 
     def create(store_id: str) -> None:
-        body = support.application(store_id, NAMESPACE)
-        body["status"] = support.argo_status(sync="Synced", health="Healthy", phase="Succeeded")
+        body = applications.application(store_id, NAMESPACE)
+        body["status"] = applications.argo_status(sync="Synced", health="Healthy", phase="Succeeded")
         custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, body)
 
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
@@ -193,17 +193,17 @@ def contender(target: Callable[..., None], *args: Any) -> Iterator[Callable[[], 
             process.kill()
 
 
-def wait_reports(receiver: support.Receiver, count: int, *, timeout: float, what: str) -> float:
+def wait_reports(receiver: receivers.CallbackReceiver, count: int, *, timeout: float, what: str) -> float:
     began = time.monotonic()
-    support.wait_until(f"{what}: {count} initial reports", lambda: len(receiver.all()) >= count, timeout=timeout)
+    applications.wait_until(f"{what}: {count} initial reports", lambda: len(receiver.all()) >= count, timeout=timeout)
     return time.monotonic() - began
 
 
-def measure(name: str, ask: Callable[[], dict[str, float]], receiver: support.Receiver,
+def measure(name: str, ask: Callable[[], dict[str, float]], receiver: receivers.CallbackReceiver,
             custom: client.CustomObjectsApi, targets: list[str], *, window: float, rate: float) -> dict[str, Any]:
     """Change ``rate`` stores per second for ``window`` seconds; requests, latency and memory meanwhile."""
     changed: dict[str, float] = {}
-    degraded = support.argo_status(sync="Synced", health="Degraded", phase="Succeeded",
+    degraded = applications.argo_status(sync="Synced", health="Degraded", phase="Succeeded",
                                    health_message="CrashLoopBackOff")
     start = ask()
     began = time.monotonic()
@@ -212,12 +212,12 @@ def measure(name: str, ask: Callable[[], dict[str, float]], receiver: support.Re
         if delay > 0:
             time.sleep(delay)
         changed[store_id] = time.monotonic()
-        support.set_status(custom, NAMESPACE, store_id, degraded)
+        applications.set_status(custom, NAMESPACE, store_id, degraded)
     time.sleep(max(0.0, began + window - time.monotonic()))
     end = ask()
     elapsed = end["at"] - start["at"]
     # Give the slowest reports time to land (the poller's may take a whole period).
-    support.wait_until(f"{name}: reports of every change", lambda: all(
+    applications.wait_until(f"{name}: reports of every change", lambda: all(
         receiver.statuses(s)[-1:] == ["degraded"] for s in changed), timeout=POLL_PERIOD * 6)
     arrived = {r.payload["store_id"]: r.at for r in receiver.all() if r.payload["status"] == "degraded"}
     latencies = sorted(arrived[s] - t for s, t in changed.items())
@@ -240,9 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     running = harness_stack.start(state / "stack", full=False, watch_cache=True)
     results: list[dict[str, Any]] = []
     try:
-        support.install_application_crd(running)
+        applications.install_application_crd(running)
         running.kubectl.run("create", "namespace", NAMESPACE)
-        api = support.api_client(running.kubeconfig)
+        api = applications.api_client(running.kubeconfig)
         api.configuration.connection_pool_maxsize = 16
         api.rest_client.pool_manager.connection_pool_kw["maxsize"] = 16
         custom = client.CustomObjectsApi(api)
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"created {len(small)} Applications in {took:.1f}s", flush=True)
         rng = random.Random(7)
 
-        receiver = support.Receiver(secret="bench")
+        receiver = receivers.CallbackReceiver(secret="bench")
         with contender(reader_process, str(running.kubeconfig), str(state), receiver.url, args.watch_timeout) as ask:
             took = wait_reports(receiver, len(small), timeout=600, what="reader (small fleet)")
             print(f"reader: first list and {len(small)} reports in {took:.1f}s", flush=True)
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         receiver.close()
         used |= {r.payload["store_id"] for r in receiver.all() if r.payload["status"] == "degraded"}
 
-        receiver = support.Receiver(secret="bench")
+        receiver = receivers.CallbackReceiver(secret="bench")
         names = [f"store-{s}" for s in ids]
         with contender(poller_process, str(running.kubeconfig), str(state), receiver.url, names) as ask:
             took = wait_reports(receiver, len(ids), timeout=900, what="poller")
@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
                                    [s for s in fresh if s not in used], window=args.window, rate=args.rate))
             print(results[-1], flush=True)
         receiver.close()
-        support.close(api)
+        applications.close(api)
     finally:
         running.stop()
 

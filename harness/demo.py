@@ -19,7 +19,6 @@ import argparse
 import contextlib
 import dataclasses
 import http.client
-import http.server
 import json
 import logging
 import os
@@ -29,7 +28,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -37,7 +35,6 @@ from typing import Any
 from generator import publishing, rendering
 from generator.settings import Settings
 from harness import errors, processes, stack
-from webhook.status import callbacks
 
 logger = logging.getLogger(__name__)
 
@@ -51,59 +48,6 @@ DEMO_STORE = {
     "cluster": CLUSTER,
     "owner": {"name": "Demo Owner", "email": "owner@demo-shop.example"},
 }
-
-
-@dataclasses.dataclass
-class Received:
-    """One callback the receiver took, with whether its signature checked out."""
-
-    payload: dict[str, Any]
-    signed: bool
-    at: float
-
-
-class CallbackReceiver:
-    """A real HTTP server on 127.0.0.1 that takes the status reader's signed callbacks."""
-
-    def __init__(self, secret: str, header: str = "X-Storeops-Signature-256") -> None:
-        self.secret = secret
-        self.header = header
-        self.received: list[Received] = []
-        self._lock = threading.Lock()
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                signed = callbacks.verify(data, receiver.secret, self.headers.get(receiver.header, ""))
-                with receiver._lock:
-                    receiver.received.append(Received(json.loads(data), signed, time.monotonic()))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                logger.debug("callback receiver: " + format, *args)
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, name="callback-receiver", daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/storeops"
-
-    def statuses(self, store_id: str) -> list[str]:
-        with self._lock:
-            return [r.payload["status"] for r in self.received if r.payload.get("store_id") == store_id]
-
-    def of(self, store_id: str, status: str) -> Received | None:
-        with self._lock:
-            return next((r for r in self.received if r.payload.get("store_id") == store_id
-                         and r.payload.get("status") == status), None)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @dataclasses.dataclass

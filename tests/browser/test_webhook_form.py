@@ -13,7 +13,8 @@ import httpx
 import pytest
 import uvicorn
 
-from webhook import app, testing
+from harness import examples
+from webhook import app
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -29,7 +30,7 @@ def base_url(tmp_path: Path) -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    config = testing.service_settings(tmp_path, port=port)
+    config = examples.service_settings(tmp_path, port=port)
     server = uvicorn.Server(uvicorn.Config(app.create_app(config), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -93,5 +94,5 @@ def test_fill_see_the_id_error_then_submit_and_follow_the_status(base_url: str, 
     # The page refreshes itself until the request is committed.
     WebDriverWait(browser, 20).until(lambda b: b.find_element(By.ID, "status").text == "committed")
     assert browser.find_element(By.ID, "commit").text
-    assert "browser-shop" in testing.remote_stores(tmp_path / "remote.git")
+    assert "browser-shop" in examples.remote_stores(tmp_path / "remote.git")
     browser.save_screenshot(str(tmp_path / "status.png"))

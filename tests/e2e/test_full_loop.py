@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from generator import publishing
-from harness import demo, stack
+from harness import demo, receivers, stack
 from tests.github import payloads
 from tests.github.fake import FakeGitHub
 from webhook.github import issueforms
@@ -37,7 +37,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> collections.abc.Iterator[d
     """A stack with Argo CD's defaults, the example fleet published, and ``storeops serve`` running."""
     work = tmp_path_factory.mktemp("full-loop")
     running = stack.start(work / "stack", full=True, argocd_defaults=True, tie_to_parent=True)
-    receiver = demo.CallbackReceiver(secret="full-loop-callback-secret")
+    receiver = receivers.CallbackReceiver(secret="full-loop-callback-secret")
     loop = demo.Loop(stack=running, work=work, callback_url=receiver.url, callback_secret=receiver.secret)
     fake = FakeGitHub(bare=loop.remote, repository=REPOSITORY, token=GITHUB_TOKEN)
     try:
@@ -82,7 +82,7 @@ def request_to_ready(loop: demo.Loop, store_id: str) -> tuple[float, list[dict[s
 
 def test_api_request_reaches_ready_then_suspends_then_deletes(loop: demo.Loop) -> None:
     store_id = f"api-{uuid.uuid4().hex[:6]}"
-    receiver: demo.CallbackReceiver = loop.receiver  # type: ignore[attr-defined]
+    receiver: receivers.CallbackReceiver = loop.receiver  # type: ignore[attr-defined]
     seconds, events = request_to_ready(loop, store_id)
     ready = events[-1]
     assert ready["status"] == "ready", events
@@ -101,12 +101,12 @@ def test_api_request_reaches_ready_then_suspends_then_deletes(loop: demo.Loop) -
     assert wordpress["status"]["readyReplicas"] == 1
 
     # The callback receiver got the same news, signed.
-    def called(state: str) -> demo.Received | None:
+    def called(state: str) -> receivers.Received | None:
         return receiver.of(store_id, state)
 
     loop.stack.kubectl.wait_for(f"ready callback for {store_id}", lambda: called("ready") is not None, timeout=60)
     got = called("ready")
-    assert got is not None and got.signed
+    assert got is not None and got.signature_ok
     assert got.payload["url"] == ready["url"] and got.payload["revision"] == ready["revision"]
     assert set(got.payload) >= {"store_id", "status", "url", "error", "revision", "at"}
 

@@ -11,17 +11,17 @@ from pathlib import Path
 
 import httpx
 
+from harness import examples
 from tests.integration.intake.test_crash import free_port
-from webhook import testing
 from webhook.settings import QUEUE_FILE, TOKEN_FILE
 
 
 def test_serve_runs_on_embedded_defaults(tmp_path: Path) -> None:
-    repo = testing.example_repo(tmp_path / "checkout")
+    repo = examples.example_repo(tmp_path / "checkout")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STOREOPS_")}
     env["STOREOPS_PORT"] = str(port)  # only so that parallel runs do not collide on 8080
-    env["PYTHONPATH"] = str(testing.ROOT)
+    env["PYTHONPATH"] = str(examples.ROOT)
     server = subprocess.Popen([sys.executable, "-m", "webhook.cli", "serve"], cwd=repo, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -39,11 +39,11 @@ def test_serve_runs_on_embedded_defaults(tmp_path: Path) -> None:
         assert (state / "remote.git" / "HEAD").is_file()
         assert (state / QUEUE_FILE).is_file()
         token = (state / TOKEN_FILE).read_text().strip()
-        answer = httpx.post(f"{url}/v1/stores", json=testing.store_payload("default-shop"),
+        answer = httpx.post(f"{url}/v1/stores", json=examples.store_payload("default-shop"),
                             headers={"Authorization": f"Bearer {token}"})
         assert answer.status_code == 202
         deadline = time.monotonic() + 20
-        while "default-shop" not in testing.remote_stores(state / "remote.git"):
+        while "default-shop" not in examples.remote_stores(state / "remote.git"):
             assert time.monotonic() < deadline
             time.sleep(0.1)
     finally:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from generator import constants, documents, entries, validation
-from webhook import testing
+from harness import examples
 
 
 def test_entries_are_written_in_schema_order_under_the_schema_comment() -> None:
@@ -18,7 +18,7 @@ def test_entries_are_written_in_schema_order_under_the_schema_comment() -> None:
 
 
 def test_the_same_request_always_gives_the_same_bytes() -> None:
-    payload = testing.store_payload("same")
+    payload = examples.store_payload("same")
     assert entries.dump(entries.with_defaults(payload)) == entries.dump(entries.with_defaults(dict(payload)))
 
 
@@ -28,4 +28,4 @@ def test_depth_is_measured_without_recursion() -> None:
         deep = [deep]
     assert entries.depth(deep) == 5001
     assert entries.too_deep({"a": deep})
-    assert not entries.too_deep(testing.store_payload("flat"))
+    assert not entries.too_deep(examples.store_payload("flat"))

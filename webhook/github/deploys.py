@@ -13,8 +13,7 @@ from collections.abc import Sequence
 
 from generator import constants
 from webhook.github.client import GitHub
-from webhook.status import lifecycle
-from webhook.status.ledger import Event
+from webhook.status.sinks import Assessment, Event, lifecycle
 
 __all__ = ["CONTEXT", "STATES", "DeploySink"]
 
@@ -35,7 +34,7 @@ class DeploySink:
         self.hub = hub
         self.branch = branch
 
-    def targets(self, assessment: lifecycle.Assessment) -> Sequence[str]:
+    def targets(self, assessment: Assessment) -> Sequence[str]:
         return [""] if assessment.state in STATES else []
 
     def deliver(self, event: Event, target: str) -> None:

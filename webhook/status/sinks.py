@@ -32,8 +32,10 @@ from typing import Protocol
 from webhook.metrics import Metrics
 from webhook.status import lifecycle
 from webhook.status.ledger import Event
+from webhook.status.lifecycle import Assessment
 
-__all__ = ["MetricsSink", "Sink", "WakeSink"]
+# What a sink in another part of the service needs (webhook.github.deploys): this module is its interface.
+__all__ = ["Assessment", "Event", "MetricsSink", "Sink", "WakeSink", "lifecycle"]
 
 
 class Sink(Protocol):

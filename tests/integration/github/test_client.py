@@ -11,9 +11,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from harness.examples import git
 from tests.github.fake import FakeGitHub
 from webhook.github.client import GitHub, GitHubError, GitHubSettings
-from webhook.testing import git
 
 TOKEN = "ghp_client_test"
 

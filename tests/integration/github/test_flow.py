@@ -21,9 +21,10 @@ import pytest
 from starlette.testclient import TestClient
 
 from generator import constants
+from harness import examples
 from tests.github import payloads
 from tests.github.fake import FakeGitHub
-from webhook import app, testing
+from webhook import app
 from webhook.github import deliveries, hooks, issueforms
 from webhook.github.client import GitHub, GitHubSettings
 from webhook.github.deploys import DeploySink
@@ -56,7 +57,7 @@ class World:
         return Path(self.settings.git.remote)
 
     def git(self, *args: str) -> str:
-        return testing.git(self.bare, *args).strip()
+        return examples.git(self.bare, *args).strip()
 
     def deliver(self, event: str, payload: dict[str, Any], **kwargs: Any) -> Any:
         return payloads.deliver(self.client, event, payload, **kwargs)
@@ -84,7 +85,7 @@ def running(settings: ServiceSettings, fake: FakeGitHub, github: GitHubSettings)
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    settings = testing.service_settings(tmp_path)
+    settings = examples.service_settings(tmp_path)
     fake = FakeGitHub(bare=Path(settings.git.remote), repository=REPOSITORY, token=TOKEN).start()
     try:
         yield from running(settings, fake, github_settings(fake))
@@ -164,7 +165,7 @@ def test_issue_form_to_published_store(world: World) -> None:
 def open_pull(world: World, tmp_path: Path, branch: str, edit: Callable[[Path], object]) -> tuple[int, str]:
     """A person's pull request: clone, ``edit`` the checkout, push ``branch``, open it on GitHub."""
     clone = tmp_path / "person"
-    testing.git(tmp_path, "clone", "-q", str(world.bare), str(clone))
+    examples.git(tmp_path, "clone", "-q", str(world.bare), str(clone))
     edit(clone)
     env = {"GIT_AUTHOR_NAME": "Sam", "GIT_AUTHOR_EMAIL": "sam@x.test", "GIT_COMMITTER_NAME": "Sam",
            "GIT_COMMITTER_EMAIL": "sam@x.test", "PATH": "/usr/bin:/bin:/usr/local/bin", "HOME": str(tmp_path)}
@@ -256,11 +257,11 @@ def test_signature_and_malformed_deliveries_get_4xx(world: World) -> None:
 
 
 def test_replayed_delivery_is_acted_on_once_across_a_restart(tmp_path: Path) -> None:
-    settings = testing.service_settings(tmp_path)
+    settings = examples.service_settings(tmp_path)
     fake = FakeGitHub(bare=Path(settings.git.remote), repository=REPOSITORY, token=TOKEN).start()
     try:
         github = github_settings(fake)
-        testing.git(Path(settings.git.remote), "branch", "change", "main")
+        examples.git(Path(settings.git.remote), "branch", "change", "main")
         _, created = fake.create_pull(body={"title": "No-op", "head": "change", "base": "main"})
         payload = payloads.pull_request(fake, created["number"], "opened")
         world = running(settings, fake, github)
@@ -284,8 +285,8 @@ def test_replayed_delivery_is_acted_on_once_across_a_restart(tmp_path: Path) -> 
 
 def test_review_mode_opens_a_pull_request_on_github(world: World) -> None:
     """A request for a cluster that needs review becomes a branch and a pull request linking back."""
-    answer = world.client.post("/v1/stores", json=testing.store_payload("review-me", cluster="prod"),
-                               headers={"Authorization": f"Bearer {testing.WRITE_TOKEN}"})
+    answer = world.client.post("/v1/stores", json=examples.store_payload("review-me", cluster="prod"),
+                               headers={"Authorization": f"Bearer {examples.WRITE_TOKEN}"})
     assert answer.status_code == 202, answer.text
     request_id = answer.json()["request_id"]
     pull = wait_for(lambda: next(iter(world.fake.pulls.values()), None))
@@ -293,7 +294,7 @@ def test_review_mode_opens_a_pull_request_on_github(world: World) -> None:
     assert request_id in pull.body
     assert "id: review-me" in branch_file(world, pull.head, "stores/review-me.yaml")
     view = wait_for(lambda: (v := world.client.get(f"/v1/requests/{request_id}", headers={
-        "Authorization": f"Bearer {testing.READ_TOKEN}"}).json())["status"] == "pending-review" and v)
+        "Authorization": f"Bearer {examples.READ_TOKEN}"}).json())["status"] == "pending-review" and v)
     assert view["review_url"] == f"{world.fake.html}/pull/{pull.number}"
 
 
@@ -321,16 +322,16 @@ def test_deploy_reports_go_on_the_commit_and_the_requesting_pull_request(world: 
 def test_the_answer_comes_before_slow_work_and_github_back_off(world: World) -> None:
     """GitHub asks storeops to slow down (429 + Retry-After): the delivery is answered at once, the status follows."""
     fake = world.fake
-    testing.git(world.bare, "branch", "slow", "main")
+    examples.git(world.bare, "branch", "slow", "main")
     _, created = fake.create_pull(body={"title": "Slow", "head": "slow", "base": "main"})
     fake.fail_next("POST", r"/statuses/", 429, headers={"Retry-After": "2"})
     # The pull request touches no inputs yet; give it one so there is something to report.
     clone = world.settings.git.state_dir.parent / "slow-clone"
-    testing.git(world.bare.parent, "clone", "-q", "-b", "slow", str(world.bare), str(clone))
+    examples.git(world.bare.parent, "clone", "-q", "-b", "slow", str(world.bare), str(clone))
     (clone / "stores" / "bookworm.yaml").write_text(
         (clone / "stores" / "bookworm.yaml").read_text().replace("Bookworm Books", "Bookworm"))
-    testing.git(clone, "-c", "user.name=t", "-c", "user.email=t@x.test", "commit", "-qam", "Rename bookworm")
-    testing.git(clone, "push", "-q", "origin", "slow")
+    examples.git(clone, "-c", "user.name=t", "-c", "user.email=t@x.test", "commit", "-qam", "Rename bookworm")
+    examples.git(clone, "push", "-q", "origin", "slow")
     head = world.git("rev-parse", "refs/heads/slow")
     started = time.monotonic()
     answer = world.deliver("pull_request", payloads.pull_request(fake, created["number"], "synchronize"))
@@ -343,7 +344,7 @@ def test_the_answer_comes_before_slow_work_and_github_back_off(world: World) -> 
 
 
 def test_deliveries_recorded_before_a_crash_are_worked_after_the_restart(tmp_path: Path) -> None:
-    settings = testing.service_settings(tmp_path)
+    settings = examples.service_settings(tmp_path)
     fake = FakeGitHub(bare=Path(settings.git.remote), repository=REPOSITORY, token=TOKEN).start()
     try:
         issue = fake.open_issue(title="New store", body=form(), labels=["new-store"])

@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from webhook import app, auth, testing
+from harness import examples
+from webhook import app, auth
 from webhook.settings import ServiceSettings
 
-WRITE = {"Authorization": f"Bearer {testing.WRITE_TOKEN}"}
-READ = {"Authorization": f"Bearer {testing.READ_TOKEN}"}
+WRITE = {"Authorization": f"Bearer {examples.WRITE_TOKEN}"}
+READ = {"Authorization": f"Bearer {examples.READ_TOKEN}"}
 
 
 def wait_for(check: Callable[[], Any], *, timeout: float = 20.0) -> Any:
@@ -48,14 +49,14 @@ class Running:
         return result
 
     def create(self, store_id: str, **extra: object) -> dict[str, Any]:
-        answer = self.client.post("/v1/stores", json=testing.store_payload(store_id, **extra), headers=WRITE)
+        answer = self.client.post("/v1/stores", json=examples.store_payload(store_id, **extra), headers=WRITE)
         assert answer.status_code == 202, answer.text
         result: dict[str, Any] = answer.json()
         return result
 
 
 def start(tmp_path: Path, **overrides: object) -> Iterator[Running]:
-    settings = testing.service_settings(tmp_path, **overrides)
+    settings = examples.service_settings(tmp_path, **overrides)
     with TestClient(app.create_app(settings)) as client:
         wait_for(lambda: client.get("/readyz").status_code == 200)
         yield Running(client, settings)
@@ -74,17 +75,17 @@ def test_a_store_request_lands_in_the_remote_with_the_schema_comment(service: Ru
     assert accepted["status_url"].endswith(f"/v1/requests/{accepted['request_id']}")
     done = service.settled(accepted["request_id"])
     assert done["status"] == "committed"
-    stores = testing.remote_stores(service.bare)
+    stores = examples.remote_stores(service.bare)
     assert stores["alpine-gear"]["owner"] == {"name": "Test Owner", "email": "owner@alpine-gear.example"}
-    text = testing.git(service.bare, "show", "main:stores/alpine-gear.yaml")
+    text = examples.git(service.bare, "show", "main:stores/alpine-gear.yaml")
     assert text.startswith("# yaml-language-server: $schema=../generator/schemas/store.schema.json\nid: alpine-gear\n")
-    assert testing.git(service.bare, "rev-parse", "main").strip() == done["commit"]
-    assert "rendered/local/apps/alpine-gear.yaml" in testing.git(service.bare, "ls-tree", "-r", "--name-only", "main")
+    assert examples.git(service.bare, "rev-parse", "main").strip() == done["commit"]
+    assert "rendered/local/apps/alpine-gear.yaml" in examples.git(service.bare, "ls-tree", "-r", "--name-only", "main")
 
 
 def test_invalid_fields_get_422_naming_each_field_and_write_nothing(service: Running) -> None:
-    before = testing.git(service.bare, "rev-parse", "main")
-    body = testing.store_payload("Bad_Id", plan="huge", color="red")
+    before = examples.git(service.bare, "rev-parse", "main")
+    body = examples.store_payload("Bad_Id", plan="huge", color="red")
     answer = service.client.post("/v1/stores", json=body, headers=WRITE)
     assert answer.status_code == 422
     fields = {p["field"]: p["message"] for p in answer.json()["problems"]}
@@ -95,30 +96,30 @@ def test_invalid_fields_get_422_naming_each_field_and_write_nothing(service: Run
     assert service.client.post("/v1/stores", content=b"{nope", headers={**WRITE, "content-type": "application/json"}
                                ).status_code == 400
     time.sleep(0.3)
-    assert testing.git(service.bare, "rev-parse", "main") == before
+    assert examples.git(service.bare, "rev-parse", "main") == before
     assert not list((service.settings.git.workdir / "stores").glob("*Bad*"))
 
 
 def test_an_unknown_cluster_and_an_over_capacity_cluster_are_422(service: Running) -> None:
-    answer = service.client.post("/v1/stores", json=testing.store_payload("nowhere", cluster="mars"), headers=WRITE)
+    answer = service.client.post("/v1/stores", json=examples.store_payload("nowhere", cluster="mars"), headers=WRITE)
     assert answer.status_code == 422
     assert answer.json()["problems"][0]["field"] == "cluster"
     # The local cluster takes 20 stores (cpu 40: 40 small ones); it holds 2. Fill it up.
     for i in range(18):
         service.create(f"filler-{i}")
-    full = service.client.post("/v1/stores", json=testing.store_payload("one-too-many"), headers=WRITE)
+    full = service.client.post("/v1/stores", json=examples.store_payload("one-too-many"), headers=WRITE)
     assert full.status_code == 422
     assert full.json()["problems"][0]["field"] == "capacity.stores"
 
 
 def test_an_id_taken_in_git_is_409(service: Running) -> None:
-    answer = service.client.post("/v1/stores", json=testing.store_payload("acme-outdoor"), headers=WRITE)
+    answer = service.client.post("/v1/stores", json=examples.store_payload("acme-outdoor"), headers=WRITE)
     assert answer.status_code == 409
     assert "already taken in Git" in answer.json()["error"]
 
 
 def test_a_domain_taken_in_git_is_409_told_from_the_request_side(service: Running) -> None:
-    body = testing.store_payload("knits-two", cluster="prod", domain="shop.nordicknits.example")
+    body = examples.store_payload("knits-two", cluster="prod", domain="shop.nordicknits.example")
     answer = service.client.post("/v1/stores", json=body, headers=WRITE)
     assert answer.status_code == 409
     problem = answer.json()["problems"][0]
@@ -130,18 +131,18 @@ def test_a_domain_taken_in_git_is_409_told_from_the_request_side(service: Runnin
 def test_unreachable_remote_keeps_requests_queued_then_lands_them_in_one_commit(service: Running) -> None:
     bare = service.bare
     hidden = bare.with_name("remote-away.git")
-    commits = testing.commit_count(bare)
+    commits = examples.commit_count(bare)
     bare.rename(hidden)
     try:
         accepted = [service.create(f"batch-{i}") for i in range(12)]
         # Same id while the first is still queued: taken "by a queued request".
-        again = service.client.post("/v1/stores", json=testing.store_payload("batch-3"), headers=WRITE)
+        again = service.client.post("/v1/stores", json=examples.store_payload("batch-3"), headers=WRITE)
         assert again.status_code == 409
         assert "queued request" in again.json()["error"]
-        same_domain = service.client.post("/v1/stores", json=testing.store_payload("other", domain="x.example.com"),
+        same_domain = service.client.post("/v1/stores", json=examples.store_payload("other", domain="x.example.com"),
                                           headers=WRITE)
         assert same_domain.status_code == 202
-        clash = service.client.post("/v1/stores", json=testing.store_payload("other-two", domain="x.example.com"),
+        clash = service.client.post("/v1/stores", json=examples.store_payload("other-two", domain="x.example.com"),
                                     headers=WRITE)
         assert clash.status_code == 409
         wait_for(lambda: service.client.get("/readyz").json()["writer"] == "retrying")
@@ -151,8 +152,8 @@ def test_unreachable_remote_keeps_requests_queued_then_lands_them_in_one_commit(
     results = [service.settled(a["request_id"]) for a in accepted]
     assert {r["status"] for r in results} == {"committed"}
     assert len({r["commit"] for r in results}) == 1, "everything pending goes in one commit"
-    assert testing.commit_count(bare) == commits + 1
-    assert {f"batch-{i}" for i in range(12)} <= set(testing.remote_stores(bare))
+    assert examples.commit_count(bare) == commits + 1
+    assert {f"batch-{i}" for i in range(12)} <= set(examples.remote_stores(bare))
     metrics = service.client.get("/metrics").text
     assert "storeops_writer_failures_total" in metrics
 
@@ -165,25 +166,25 @@ def test_a_store_taken_in_git_while_queued_is_rejected_late(service: Running, tm
         accepted = service.create("raced")
         # Someone else lands stores/raced.yaml directly meanwhile.
         clone = tmp_path / "other"
-        testing.git(tmp_path, "clone", "-q", str(hidden), str(clone))
+        examples.git(tmp_path, "clone", "-q", str(hidden), str(clone))
         entry = (clone / "stores/raced.yaml")
         entry.write_text("id: raced\nname: Raced elsewhere\nengine: medusa\nplan: small\ncluster: local\n"
                          "owner:\n  name: Other\n  email: other@example.com\n")
-        testing.git(clone, "add", "-A")
-        testing.git(clone, "-c", "user.name=o", "-c", "user.email=o@example.com", "commit", "-qm", "other")
-        testing.git(clone, "push", "-q", "origin", "HEAD:main")
+        examples.git(clone, "add", "-A")
+        examples.git(clone, "-c", "user.name=o", "-c", "user.email=o@example.com", "commit", "-qm", "other")
+        examples.git(clone, "push", "-q", "origin", "HEAD:main")
     finally:
         hidden.rename(bare)
     result = service.settled(accepted["request_id"])
     assert result["status"] == "rejected"
     assert "taken in Git" in result["problems"][0]["message"]
-    assert testing.remote_stores(bare)["raced"]["name"] == "Raced elsewhere"
+    assert examples.remote_stores(bare)["raced"]["name"] == "Raced elsewhere"
 
 
 # --- auth, limits, content -----------------------------------------------------------------------
 
 def test_tokens_401_without_or_unknown_and_403_when_read_only(service: Running) -> None:
-    body = testing.store_payload("authz")
+    body = examples.store_payload("authz")
     assert service.client.post("/v1/stores", json=body).status_code == 401
     assert service.client.post("/v1/stores", json=body, headers={"Authorization": "Bearer nope"}).status_code == 401
     assert service.client.post("/v1/stores", json=body, headers={"Authorization": "Basic x"}).status_code == 401
@@ -195,7 +196,7 @@ def test_tokens_401_without_or_unknown_and_403_when_read_only(service: Running) 
 
 
 def test_too_large_is_413_and_wrong_type_is_415(service: Running) -> None:
-    big = json.dumps(testing.store_payload("big", name="x" * 70_000)).encode()
+    big = json.dumps(examples.store_payload("big", name="x" * 70_000)).encode()
     answer = service.client.post("/v1/stores", content=big, headers={**WRITE, "content-type": "application/json"})
     assert answer.status_code == 413
     wrong = service.client.post("/v1/stores", content=b"id=x", headers={**WRITE, "content-type": "text/plain"})
@@ -213,16 +214,16 @@ def test_over_the_rate_is_429_with_retry_after(tmp_path: Path) -> None:
 
 
 def test_an_idempotency_key_returns_the_first_answer(service: Running) -> None:
-    body = testing.store_payload("once-only")
+    body = examples.store_payload("once-only")
     headers = {**WRITE, "Idempotency-Key": "k-1"}
     first = service.client.post("/v1/stores", json=body, headers=headers)
     second = service.client.post("/v1/stores", json=body, headers=headers)
     assert first.status_code == second.status_code == 202
     assert first.json()["request_id"] == second.json()["request_id"]
-    reused = service.client.post("/v1/stores", json=testing.store_payload("not-once"), headers=headers)
+    reused = service.client.post("/v1/stores", json=examples.store_payload("not-once"), headers=headers)
     assert reused.status_code == 409
     service.settled(first.json()["request_id"])
-    assert testing.additions(service.bare)["stores/once-only.yaml"] == 1
+    assert examples.additions(service.bare)["stores/once-only.yaml"] == 1
 
 
 # --- reading and deleting ------------------------------------------------------------------------
@@ -246,8 +247,8 @@ def test_delete_removes_the_entry_and_its_rendered_files(service: Running) -> No
     again = service.client.delete("/v1/stores/bookworm", headers=WRITE)
     assert again.status_code in (404, 409)  # already being deleted (409), or already gone (404)
     assert service.settled(answer.json()["request_id"])["status"] == "committed"
-    assert "bookworm" not in testing.remote_stores(service.bare)
-    tree = testing.git(service.bare, "ls-tree", "-r", "--name-only", "main")
+    assert "bookworm" not in examples.remote_stores(service.bare)
+    tree = examples.git(service.bare, "ls-tree", "-r", "--name-only", "main")
     assert "rendered/local/apps/bookworm.yaml" not in tree
     assert service.client.delete("/v1/stores/bookworm", headers=WRITE).status_code == 404
     # Four stores, share 0.25: one deletion at a time may be queued.
@@ -261,7 +262,7 @@ def test_delete_removes_the_entry_and_its_rendered_files(service: Running) -> No
 
 def test_patch_suspends_a_store_keeping_the_files_comments(service: Running) -> None:
     # A person's comment in the entry survives a change made through the API.
-    seeded = testing.git(service.bare, "show", "main:stores/bookworm.yaml")
+    seeded = examples.git(service.bare, "show", "main:stores/bookworm.yaml")
     assert "# yaml-language-server" in seeded
     patched = service.client.patch("/v1/stores/bookworm", content=json.dumps({"state": "suspended"}),
                                    headers={**WRITE, "Content-Type": "application/merge-patch+json"})
@@ -269,15 +270,15 @@ def test_patch_suspends_a_store_keeping_the_files_comments(service: Running) -> 
     assert patched.json()["status"] == "requested"
     done = service.settled(patched.json()["request_id"])
     assert done["status"] == "committed" and done["action"] == "update"
-    text = testing.git(service.bare, "show", "main:stores/bookworm.yaml")
+    text = examples.git(service.bare, "show", "main:stores/bookworm.yaml")
     assert text == seeded.replace("state: active", "state: suspended")
-    values = testing.git(service.bare, "show", "main:rendered/local/values/bookworm.yaml")
+    values = examples.git(service.bare, "show", "main:rendered/local/values/bookworm.yaml")
     assert "suspended: true" in values
     # Unchanged: a second identical patch is accepted and lands as no change.
     again = service.client.patch("/v1/stores/bookworm", json={"state": "suspended"}, headers=WRITE)
     assert again.status_code == 202
     assert service.settled(again.json()["request_id"])["status"] == "committed"
-    assert testing.git(service.bare, "show", "main:stores/bookworm.yaml") == text
+    assert examples.git(service.bare, "show", "main:stores/bookworm.yaml") == text
 
 
 def test_patch_answers_for_bad_changes(service: Running) -> None:
@@ -285,7 +286,7 @@ def test_patch_answers_for_bad_changes(service: Running) -> None:
         return service.client.patch(f"/v1/stores/{store_id}", content=json.dumps(body),
                                     headers={**WRITE, "Content-Type": "application/json", **headers})
 
-    head = testing.git(service.bare, "rev-parse", "main")
+    head = examples.git(service.bare, "rev-parse", "main")
     assert patch("nope", {"state": "suspended"}).status_code == 404
     wrong = patch("bookworm", {"plan": "huge"})
     assert wrong.status_code == 422
@@ -305,8 +306,8 @@ def test_patch_answers_for_bad_changes(service: Running) -> None:
     removed = patch("acme-outdoor", {"owner": {"github": None}})
     assert removed.status_code == 202
     service.settled(removed.json()["request_id"])
-    assert "github" not in testing.remote_stores(service.bare)["acme-outdoor"]["owner"]
-    assert testing.git(service.bare, "rev-list", "--count", f"{head.strip()}..main").strip() == "1"
+    assert "github" not in examples.remote_stores(service.bare)["acme-outdoor"]["owner"]
+    assert examples.git(service.bare, "rev-list", "--count", f"{head.strip()}..main").strip() == "1"
 
 
 def test_a_review_cluster_gets_a_branch_not_a_commit_on_main(service: Running) -> None:
@@ -316,10 +317,10 @@ def test_a_review_cluster_gets_a_branch_not_a_commit_on_main(service: Running) -
     assert result["mode"] == "review"
     branch = f"storeops/request-{accepted['request_id']}"
     assert result["review_url"].endswith("#" + branch)
-    assert "reviewed-shop" in testing.remote_stores(service.bare, branch)
-    assert "reviewed-shop" not in testing.remote_stores(service.bare)
+    assert "reviewed-shop" in examples.remote_stores(service.bare, branch)
+    assert "reviewed-shop" not in examples.remote_stores(service.bare)
     # Still held: nobody else can take the id while the pull request is open.
-    assert service.client.post("/v1/stores", json=testing.store_payload("reviewed-shop"), headers=WRITE
+    assert service.client.post("/v1/stores", json=examples.store_payload("reviewed-shop"), headers=WRITE
                                ).status_code == 409
 
 
@@ -328,7 +329,7 @@ def test_a_reviewed_cluster_is_reached_only_through_review_and_a_store_keeps_eng
     def patch(store_id: str, body: object) -> Any:
         return service.client.patch(f"/v1/stores/{store_id}", json=body, headers=WRITE)
 
-    head = testing.git(service.bare, "rev-parse", "main").strip()
+    head = examples.git(service.bare, "rev-parse", "main").strip()
     # Moving a store off or onto a reviewed cluster, or changing its engine, would delete its data.
     for store_id, body, field in (("coffee-lab", {"cluster": "local"}, "cluster"),
                                   ("bookworm", {"cluster": "prod"}, "cluster"),
@@ -351,10 +352,10 @@ def test_a_reviewed_cluster_is_reached_only_through_review_and_a_store_keeps_eng
     # A direct change of another store lands alone.
     direct = patch("bookworm", {"state": "suspended"})
     assert service.settled(direct.json()["request_id"])["status"] == "committed"
-    on_main = testing.remote_stores(service.bare)
+    on_main = examples.remote_stores(service.bare)
     assert on_main["coffee-lab"]["plan"] == "small" and "nordic-knits" in on_main and "prod-new" not in on_main
     assert on_main["bookworm"]["state"] == "suspended"
-    touched = testing.git(service.bare, "diff", "--name-only", head, "main").split()
+    touched = examples.git(service.bare, "diff", "--name-only", head, "main").split()
     assert touched and all("bookworm" in path for path in touched), touched
 
 
@@ -368,13 +369,13 @@ def test_form_webhook_maps_fields_and_checks_the_signature(tmp_path: Path) -> No
                     "where": "local", "contact": {"name": "Ann", "email": "ann@example.com"}, "meta": {"x": 1}}
         body = json.dumps(delivery).encode()
         headers = {"content-type": "application/json", "X-Delivery-Id": "d-1",
-                   "X-Storeops-Signature": auth.sign(secret=testing.FORM_SECRET, body=body)}
+                   "X-Storeops-Signature": auth.sign(secret=examples.FORM_SECRET, body=body)}
         first = running.client.post("/v1/webhooks/form", content=body, headers=headers)
         assert first.status_code == 202, first.text
         redelivered = running.client.post("/v1/webhooks/form", content=body, headers=headers)
         assert redelivered.json()["request_id"] == first.json()["request_id"]
         assert running.settled(first.json()["request_id"])["status"] == "committed"
-        assert testing.remote_stores(running.bare)["form-shop"]["owner"]["email"] == "ann@example.com"
+        assert examples.remote_stores(running.bare)["form-shop"]["owner"]["email"] == "ann@example.com"
 
         unsigned = running.client.post("/v1/webhooks/form", content=body, headers={"content-type": "application/json"})
         assert unsigned.status_code == 401
@@ -383,7 +384,7 @@ def test_form_webhook_maps_fields_and_checks_the_signature(tmp_path: Path) -> No
         assert forged.status_code == 403
         bad = json.dumps({**delivery, "answers": {"slug": "Bad Slug"}}).encode()
         signed = {"content-type": "application/json",
-                  "X-Storeops-Signature": auth.sign(secret=testing.FORM_SECRET, body=bad)}
+                  "X-Storeops-Signature": auth.sign(secret=examples.FORM_SECRET, body=bad)}
         invalid = running.client.post("/v1/webhooks/form", content=bad, headers=signed)
         assert invalid.status_code == 422
         assert {"id", "name", "engine"} <= {p["field"] for p in invalid.json()["problems"]}
@@ -394,11 +395,11 @@ def test_form_webhook_takes_urlencoded_and_is_off_without_a_secret(tmp_path: Pat
         body = (b"id=url-shop&name=Url+Shop&engine=woocommerce&plan=small&cluster=local"
                 b"&owner_name=Bo&owner_email=bo%40example.com")
         headers = {"content-type": "application/x-www-form-urlencoded",
-                   "X-Storeops-Signature": auth.sign(secret=testing.FORM_SECRET, body=body)}
+                   "X-Storeops-Signature": auth.sign(secret=examples.FORM_SECRET, body=body)}
         answer = running.client.post("/v1/webhooks/form", content=body, headers=headers)
         assert answer.status_code == 202
         xml = running.client.post("/v1/webhooks/form", content=b"<x/>", headers={
-            "content-type": "text/xml", "X-Storeops-Signature": auth.sign(secret=testing.FORM_SECRET, body=b"<x/>")})
+            "content-type": "text/xml", "X-Storeops-Signature": auth.sign(secret=examples.FORM_SECRET, body=b"<x/>")})
         assert xml.status_code == 415
 
 
@@ -430,7 +431,7 @@ def test_the_form_labels_its_fields_shows_errors_beside_them_and_then_a_status_p
     assert status_page.status_code == 200
     assert "form-page-shop" in status_page.text
     wait_for(lambda: '<dd id="status">committed</dd>' in service.client.get(good.headers["location"]).text)
-    assert "form-page-shop" in testing.remote_stores(service.bare)
+    assert "form-page-shop" in examples.remote_stores(service.bare)
 
 
 # --- operations -----------------------------------------------------------------------------------

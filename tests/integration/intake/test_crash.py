@@ -16,11 +16,11 @@ import httpx
 import pytest
 
 from generator import publishing
-from webhook import testing
+from harness import examples
 from webhook.intake import queueing, writer
 from webhook.intake.admission import body_hash
 
-HEADERS = {"Authorization": f"Bearer {testing.WRITE_TOKEN}"}
+HEADERS = {"Authorization": f"Bearer {examples.WRITE_TOKEN}"}
 
 
 def free_port() -> int:
@@ -32,20 +32,20 @@ def free_port() -> int:
 
 class Server:
     def __init__(self, tmp: Path) -> None:
-        settings = testing.service_settings(tmp, capacity=1000)
+        settings = examples.service_settings(tmp, capacity=1000)
         self.bare = Path(settings.git.remote)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "STOREOPS_REPO": str(settings.git.repo), "STOREOPS_REMOTE": str(self.bare),
                     "STOREOPS_STATE_DIR": str(settings.git.state_dir), "STOREOPS_PORT": str(self.port),
-                    "STOREOPS_API_TOKENS": f"{testing.WRITE_TOKEN},{testing.READ_TOKEN}:read",
+                    "STOREOPS_API_TOKENS": f"{examples.WRITE_TOKEN},{examples.READ_TOKEN}:read",
                     "STOREOPS_RATE": "0", "STOREOPS_BATCH_WINDOW": "0.02", "STOREOPS_RETRY_MIN": "0.05"}
         self.log = open(tmp / "serve.log", "ab")  # noqa: SIM115 - closed in stop()
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.process = subprocess.Popen([sys.executable, "-m", "webhook.cli", "serve"], env=self.env,
-                                        stdout=self.log, stderr=self.log, cwd=testing.ROOT)
+                                        stdout=self.log, stderr=self.log, cwd=examples.ROOT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -80,7 +80,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
 def send(client: httpx.Client, url: str, store_id: str) -> str | None:
     """POST one store request with its id as the Idempotency-Key; the request id on a 2xx, else None."""
     try:
-        answer = client.post(f"{url}/v1/stores", json=testing.store_payload(store_id),
+        answer = client.post(f"{url}/v1/stores", json=examples.store_payload(store_id),
                              headers={**HEADERS, "Idempotency-Key": store_id}, timeout=10)
     except httpx.TransportError:
         return None
@@ -90,7 +90,7 @@ def send(client: httpx.Client, url: str, store_id: str) -> str | None:
 
 
 def test_sigkill_mid_burst_loses_nothing_and_doubles_nothing(server: Server) -> None:
-    seeded = set(testing.remote_stores(server.bare))
+    seeded = set(examples.remote_stores(server.bare))
     wanted = [f"burst-{i:03d}" for i in range(300)]
     ledger: dict[str, str] = {}
     lock = threading.Lock()
@@ -108,7 +108,7 @@ def test_sigkill_mid_burst_loses_nothing_and_doubles_nothing(server: Server) -> 
         thread.start()
     # Kill once part of the burst is answered and the writer has pushed at least once.
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and (len(ledger) < 60 or testing.commit_count(server.bare) < 2):
+    while time.monotonic() < deadline and (len(ledger) < 60 or examples.commit_count(server.bare) < 2):
         time.sleep(0.01)
     server.kill()
     for thread in threads:
@@ -139,15 +139,15 @@ def test_sigkill_mid_burst_loses_nothing_and_doubles_nothing(server: Server) -> 
             assert time.monotonic() < deadline, "requests did not land"
             time.sleep(0.2)
 
-    in_git = set(testing.remote_stores(server.bare)) - seeded
+    in_git = set(examples.remote_stores(server.bare)) - seeded
     assert in_git == set(ledger) == set(wanted)
-    added = testing.additions(server.bare)
+    added = examples.additions(server.bare)
     assert all(added[f"stores/{i}.yaml"] == 1 for i in wanted), "a store was added more than once"
 
 
 def test_a_request_pushed_before_a_crash_is_marked_not_applied_again(tmp_path: Path) -> None:
     """The crash window between a successful push and marking the rows done."""
-    settings = testing.service_settings(tmp_path)
+    settings = examples.service_settings(tmp_path)
     queue = queueing.Queue(path=settings.queue_path)
     content = "# yaml-language-server: $schema=../generator/schemas/store.schema.json\n" \
               "id: landed\nname: Landed\nengine: medusa\nplan: small\ncluster: local\n" \
@@ -160,7 +160,7 @@ def test_a_request_pushed_before_a_crash_is_marked_not_applied_again(tmp_path: P
         settings.git, edit=lambda root: writer.apply_requests(root, [request], outcomes, reviewed=False))
     assert published.committed and outcomes.landed == ["r-1"]
     queue.close()  # "crash": pushed, never marked
-    commits = testing.commit_count(Path(settings.git.remote))
+    commits = examples.commit_count(Path(settings.git.remote))
 
     from starlette.testclient import TestClient
 
@@ -172,5 +172,5 @@ def test_a_request_pushed_before_a_crash_is_marked_not_applied_again(tmp_path: P
             assert time.monotonic() < deadline
             time.sleep(0.05)
         assert client.get("/v1/requests/r-1", headers=HEADERS).json()["commit"] == published.sha
-    assert testing.commit_count(Path(settings.git.remote)) == commits
-    assert testing.additions(Path(settings.git.remote))["stores/landed.yaml"] == 1
+    assert examples.commit_count(Path(settings.git.remote)) == commits
+    assert examples.additions(Path(settings.git.remote))["stores/landed.yaml"] == 1

@@ -11,9 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from webhook import app, testing
+from harness import examples
+from webhook import app
 
-HEADERS = {"Authorization": f"Bearer {testing.WRITE_TOKEN}"}
+HEADERS = {"Authorization": f"Bearer {examples.WRITE_TOKEN}"}
 FIELDS = ("id", "name", "engine", "plan", "cluster", "owner", "domain", "state", "callbackUrl")
 
 json_values = st.recursive(
@@ -30,7 +31,7 @@ def payloads(draw: st.DrawFn) -> Any:
     kind = draw(st.integers(0, 9))
     if kind == 0:
         return draw(json_values)
-    data: dict[str, Any] = testing.store_payload(draw(ids))
+    data: dict[str, Any] = examples.store_payload(draw(ids))
     for _ in range(draw(st.integers(0, 2))):
         field = draw(st.sampled_from((*FIELDS, "owner.email", "owner.github", "extra")))
         value = draw(json_values | st.sampled_from(("small", "local", "prod", "medusa", "a@b.co", "x.example.com")))
@@ -44,8 +45,8 @@ def payloads(draw: st.DrawFn) -> Any:
 
 
 def test_generated_payloads_never_5xx_and_only_valid_ones_reach_git(tmp_path: Path) -> None:
-    config = testing.service_settings(tmp_path, capacity=5000, rate=0.0)
-    seeded = set(testing.remote_stores(Path(config.git.remote)))
+    config = examples.service_settings(tmp_path, capacity=5000, rate=0.0)
+    seeded = set(examples.remote_stores(Path(config.git.remote)))
     accepted: set[str] = set()
     answered: list[int] = []
     with TestClient(app.create_app(config)) as client:
@@ -85,6 +86,6 @@ def test_generated_payloads_never_5xx_and_only_valid_ones_reach_git(tmp_path: Pa
 
     assert accepted, "some generated payloads are valid"
     assert any(code == 422 for code in answered)
-    assert set(testing.remote_stores(Path(config.git.remote))) == seeded | accepted
+    assert set(examples.remote_stores(Path(config.git.remote))) == seeded | accepted
     work_stores = {p.stem for p in (config.git.workdir / "stores").glob("*.yaml")}
     assert work_stores == seeded | accepted

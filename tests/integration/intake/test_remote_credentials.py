@@ -20,9 +20,10 @@ from starlette.testclient import TestClient
 
 from generator import publishing, remotes
 from generator.settings import Settings
+from harness import examples
 from tests import githttp
 from tests.integration.intake.test_api import READ, WRITE, wait_for
-from webhook import app, testing
+from webhook import app
 
 TOKEN = "ghs_s3cr3tT0kenValue42"
 ROOT = Path(__file__).resolve().parents[3]
@@ -42,15 +43,15 @@ def no_token_in(*texts: str) -> None:
 def test_a_token_in_the_remote_url_is_used_by_git_and_shown_nowhere(
         tmp_path: Path, server: githttp.Server, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    settings = testing.service_settings(tmp_path)
+    settings = examples.service_settings(tmp_path)
     url = f"{server.url}/remote.git"
     settings = replace(settings, git=replace(settings.git, remote=url.replace("://", f"://x-access-token:{TOKEN}@")))
     assert settings.git.remote == url and settings.git.credentials is not None
     no_token_in(repr(settings), repr(settings.git))
     with TestClient(app.create_app(settings)) as client:
         wait_for(lambda: client.get("/readyz").status_code == 200)
-        created = client.post("/v1/stores", json=testing.store_payload("token-shop"), headers=WRITE)
-        reviewed = client.post("/v1/stores", json=testing.store_payload("token-prod", cluster="prod"), headers=WRITE)
+        created = client.post("/v1/stores", json=examples.store_payload("token-shop"), headers=WRITE)
+        reviewed = client.post("/v1/stores", json=examples.store_payload("token-prod", cluster="prod"), headers=WRITE)
         answers = [created.text, reviewed.text]
         for accepted in (created, reviewed):
             request_id = accepted.json()["request_id"]
@@ -59,7 +60,7 @@ def test_a_token_in_the_remote_url_is_used_by_git_and_shown_nowhere(
             answers.append(client.get(f"/v1/requests/{request_id}", headers=READ).text)
         answers += [client.get(path, headers=READ).text for path in
                     ("/readyz", "/v1/stores", "/v1/stores/token-prod", "/metrics")]
-    assert "token-shop" in testing.remote_stores(tmp_path / "remote.git")
+    assert "token-shop" in examples.remote_stores(tmp_path / "remote.git")
     assert '"pending-review"' in answers[3] and url in answers[3]  # the review names the remote, without the token
     no_token_in(*answers, (settings.git.workdir / ".git" / "config").read_text(),
                 *(r.getMessage() for r in caplog.records))
@@ -70,7 +71,7 @@ def test_a_token_in_the_remote_url_is_used_by_git_and_shown_nowhere(
 def test_a_refused_token_is_reported_without_the_token(
         tmp_path: Path, server: githttp.Server, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    settings = testing.service_settings(tmp_path)
+    settings = examples.service_settings(tmp_path)
     wrong = "ghs_wrongTokenValue0000"
     remote = f"{server.url}/remote.git".replace("://", f"://x-access-token:{wrong}@")
     settings = replace(settings, git=replace(settings.git, remote=remote))
@@ -84,7 +85,7 @@ def test_a_refused_token_is_reported_without_the_token(
 
 
 def test_the_token_setting_and_the_command_line(tmp_path: Path, server: githttp.Server) -> None:
-    example = testing.example_repo(tmp_path / "repo")
+    example = examples.example_repo(tmp_path / "repo")
     publishing.seed_remote(tmp_path / "remote.git", example, "main")
     token_file = tmp_path / "git-token"
     token_file.write_text(TOKEN + "\n")

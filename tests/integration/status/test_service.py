@@ -7,13 +7,14 @@ from pathlib import Path
 from kubernetes import client
 from starlette.testclient import TestClient
 
+from harness import examples
 from harness import stack as harness_stack
 from tests.integration.status import support
-from webhook import app, testing
+from webhook import app
 from webhook.settings import StatusSettings
 from webhook.status.watching import GROUP, PLURAL, VERSION
 
-READ = {"Authorization": f"Bearer {testing.READ_TOKEN}"}
+READ = {"Authorization": f"Bearer {examples.READ_TOKEN}"}
 
 
 def test_the_service_runs_the_reader_when_a_kubeconfig_is_set_and_answers_with_its_tokens(
@@ -22,7 +23,7 @@ def test_the_service_runs_the_reader_when_a_kubeconfig_is_set_and_answers_with_i
     body = support.application("svc1", namespace)
     body["status"] = support.argo_status(sync="Synced", health="Healthy", phase="Succeeded")
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
-    config = testing.service_settings(tmp_path)
+    config = examples.service_settings(tmp_path)
     status = StatusSettings(kubeconfig=str(apiserver.kubeconfig), namespace=namespace,
                             ledger=tmp_path / "status.sqlite3", workdir=config.git.workdir, backoff_min=0.1, tick=0.1)
     with TestClient(app.create_app(config, status=status)) as http:
@@ -53,10 +54,10 @@ def test_an_intake_publish_refreshes_argo_cd_and_get_store_shows_the_deployment(
                  "source": {"repoURL": "git://127.0.0.1:9418/storeops.git", "path": "rendered/local/apps"}},
     }
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, root)
-    config = testing.service_settings(tmp_path)
+    config = examples.service_settings(tmp_path)
     status = StatusSettings(kubeconfig=str(apiserver.kubeconfig), namespace=namespace,
                             ledger=tmp_path / "status.sqlite3", workdir=config.git.workdir, backoff_min=0.1, tick=0.1)
-    write = {"Authorization": f"Bearer {testing.WRITE_TOKEN}"}
+    write = {"Authorization": f"Bearer {examples.WRITE_TOKEN}"}
     entry = {"id": "wired", "name": "Wired", "engine": "medusa", "plan": "small", "cluster": "local",
              "owner": {"name": "Pat", "email": "pat@example.com"}}
     with TestClient(app.create_app(config, status=status)) as http:
@@ -76,7 +77,7 @@ def test_an_intake_publish_refreshes_argo_cd_and_get_store_shows_the_deployment(
         # Once Argo CD has created and synced the store's Application, the store view says where it is.
         body = support.application("wired", namespace)
         body["status"] = support.argo_status(sync="Synced", health="Healthy", phase="Succeeded",
-                                             revision=testing.git(config.git.workdir, "rev-parse", "HEAD").strip())
+                                             revision=examples.git(config.git.workdir, "rev-parse", "HEAD").strip())
         custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
         support.wait_until("deployment ready in GET /v1/stores/wired", lambda: (http.get(
             "/v1/stores/wired", headers=READ).json().get("deployment") or {}).get("status") == "ready")

@@ -1,4 +1,5 @@
-"""Helpers for tests and benchmarks: example repositories, settings and reading the remote.
+"""Example data for tests, benchmarks and the demo: copies of the example repository, service settings
+and reading the remote.
 
 Everything here is real: a copy of the example data, a bare Git remote on disk, the real app.
 """
