@@ -50,7 +50,7 @@ state: {state}
 def make_repo(root: Path, count: int) -> None:
     """A GitOps checkout with ``count`` stores spread over two clusters sized to hold them."""
     for folder in ("templates", "generator/schemas"):
-        shutil.copytree(ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(ROOT / folder, root / folder, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
     (root / "clusters").mkdir()
     for name in ("local", "prod"):
         text = (ROOT / "clusters" / f"{name}.yaml").read_text()
@@ -162,7 +162,7 @@ def main() -> None:
         work = Path(tmp)
         print(f"making {args.stores} synthetic stores ...", flush=True)
         make_repo(work / "a", args.stores)
-        shutil.copytree(work / "a", work / "b")
+        shutil.copytree(work / "a", work / "b", symlinks=True)
         cold = run_child("--child", "cold", "--repo", str(work / "a"))
         floor = run_child("--child", "floor", "--repo", str(work / "b"), "--output", str(work / "a"))
         publish = bench_publish(work, args.stores)

@@ -7,6 +7,8 @@ from __future__ import annotations
 STORES_DIR = "stores"
 CLUSTERS_DIR = "clusters"
 TEMPLATES_DIR = "templates"
+#: The library chart every engine chart depends on (its templates are part of every store's chart).
+LIBRARY_CHART = f"{TEMPLATES_DIR}/storeops-lib"
 ARGOCD_DIR = "argocd"
 #: The generated folder: written by the generator only, never by hand.
 RENDERED_DIR = "rendered"

@@ -65,7 +65,7 @@ def seed_remote(bare: Path, source: Path, branch: str) -> None:
         clone = git.Repo.init(staging / "seed", initial_branch=branch)
         for folder in SEED_FOLDERS:
             if (source / folder).is_dir():
-                shutil.copytree(source / folder, staging / "seed" / folder)
+                shutil.copytree(source / folder, staging / "seed" / folder, symlinks=True)
         clone.git.add("-A")
         clone.git.commit("-q", "--allow-empty", "-m", f"Seed the GitOps repository from {source.resolve().name}",
                          env=_identity_env(constants.COMMIT_AUTHOR_NAME, constants.COMMIT_AUTHOR_EMAIL))

@@ -121,8 +121,9 @@ def application(store: Store, cluster: Cluster, repo_url: str) -> dict[str, Any]
         constants.ANNOTATION_URL: url,
         constants.ANNOTATION_STORE_LINK: url,
         constants.ANNOTATION_OWNER_EMAIL: store.owner.email,
-        # Only pushes touching the store's chart or values refresh this Application.
-        constants.ANNOTATION_MANIFEST_PATHS: f"/{chart};/{values_file};/{constants.PLANS_FILE}",
+        # Only pushes touching the store's chart (its library included) or values refresh this Application.
+        constants.ANNOTATION_MANIFEST_PATHS: f"/{chart};/{constants.LIBRARY_CHART};/{values_file};"
+                                             f"/{constants.PLANS_FILE}",
     }
     if store.callback_url:
         annotations[constants.ANNOTATION_CALLBACK_URL] = store.callback_url

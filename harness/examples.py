@@ -27,7 +27,7 @@ def example_repo(target: Path, *, capacity: int | None = None) -> Path:
     """A copy of the example inputs at ``target``; ``capacity`` raises the local cluster's store limit."""
     for folder in (constants.STORES_DIR, constants.CLUSTERS_DIR, constants.TEMPLATES_DIR, constants.RENDERED_DIR,
                    "generator/schemas"):
-        shutil.copytree(ROOT / folder, target / folder)
+        shutil.copytree(ROOT / folder, target / folder, symlinks=True)
     if capacity is not None:
         profile = target / constants.CLUSTERS_DIR / "local.yaml"
         text = profile.read_text()

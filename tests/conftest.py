@@ -28,7 +28,8 @@ def copy_example(target: Path, *, with_git: bool = True) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     for folder in DATA_FOLDERS:
         if (REPO_ROOT / folder).is_dir():
-            shutil.copytree(REPO_ROOT / folder, target / folder, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(REPO_ROOT / folder, target / folder, symlinks=True,
+                            ignore=shutil.ignore_patterns("__pycache__"))
     if with_git:
         git(target, "init", "-q", "-b", "main")
         git(target, "add", "-A")

@@ -195,11 +195,6 @@ def test_the_library_takes_no_values(helm: pathlib.Path, engine: str, tmp_path: 
 # --- Argo CD must look at it too --------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="generator/rendering.py: the Application's manifest-generate-paths names /templates/<engine> but not "
-    "/templates/storeops-lib, so Argo CD reuses its cached manifests after a commit that changes only the library",
-)
 @pytest.mark.parametrize("engine", ENGINES)
 def test_argocd_regenerates_a_store_when_the_library_changes(engine: str) -> None:
     """Argo CD (controller/state.go, UpdateRevisionForPaths) regenerates an Application's manifests for a new

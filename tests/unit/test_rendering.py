@@ -87,7 +87,8 @@ def test_labels_and_annotations_select_and_link_the_store() -> None:
     annotations = app["metadata"]["annotations"]
     assert annotations[constants.ANNOTATION_STORE_LINK] == "http://acme-outdoor.stores.localtest.me"
     assert annotations[constants.ANNOTATION_MANIFEST_PATHS].split(";") == [
-        "/templates/woocommerce", "/rendered/local/values/acme-outdoor.yaml", "/templates/plans.yaml"]
+        "/templates/woocommerce", "/templates/storeops-lib", "/rendered/local/values/acme-outdoor.yaml",
+        "/templates/plans.yaml"]
 
 
 def test_project_confines_the_store_to_its_namespace() -> None:
