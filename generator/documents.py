@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from generator import errors
 from generator.errors import Problem
 
 MAX_BYTES = 64 * 1024
@@ -58,21 +59,22 @@ def field_name(field: FieldPath) -> str:
 def parse(text: str | bytes, path: str) -> Document:
     """Parse ``text`` (the content of ``path``) into a :class:`Document`, or raise ParseFailed."""
     if len(text) > MAX_BYTES:
-        raise ParseFailed(Problem(path, 0, "", f"file is {len(text)} bytes; the limit is {MAX_BYTES}"))
+        raise ParseFailed(Problem(path, 0, "", f"file is {len(text)} bytes; the limit is {MAX_BYTES}", errors.PARSE))
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise ParseFailed(Problem(path, 0, "", f"not UTF-8 text ({e.reason} at byte {e.start})")) from None
+            raise ParseFailed(Problem(path, 0, "", f"not UTF-8 text ({e.reason} at byte {e.start})",
+                                          errors.PARSE)) from None
     try:
         return _build(text, path)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark is not None else 0
         what = " ".join(str(p) for p in (e.context, e.problem) if p)
-        raise ParseFailed(Problem(path, line, "", f"malformed YAML: {what}")) from None
+        raise ParseFailed(Problem(path, line, "", f"malformed YAML: {what}", errors.PARSE)) from None
     except yaml.YAMLError as e:
-        raise ParseFailed(Problem(path, 0, "", f"malformed YAML: {e}")) from None
+        raise ParseFailed(Problem(path, 0, "", f"malformed YAML: {e}", errors.PARSE)) from None
 
 
 class _Open:
@@ -95,7 +97,7 @@ def _build(text: str, path: str) -> Document:
     done = False
 
     def fail(line: int, message: str) -> ParseFailed:
-        return ParseFailed(Problem(path, line, "", message))
+        return ParseFailed(Problem(path, line, "", message, errors.PARSE))
 
     def place(value: Any, line: int) -> FieldPath | None:
         """Put a finished value into the open container; return its field path (None at the top)."""

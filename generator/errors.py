@@ -7,22 +7,41 @@ from dataclasses import dataclass
 
 from generator import remotes
 
+#: Machine-readable kinds of problem (``Problem.code``), for callers that act on the kind, not the words.
+PARSE = "parse"  # not YAML, or YAML storeops refuses (aliases, tags, duplicate keys, too large)
+SCHEMA = "schema"  # breaks the JSON Schema (a field missing, unknown, of the wrong type or value)
+FILE_NAME = "file-name"  # the file is not named for its id (or name), or has the wrong suffix
+NAME_LENGTH = "name-length"  # a name derived from the id would not fit its Kubernetes limit
+MISSING = "missing"  # a file every fleet needs (templates/plans.yaml) is not there
+ID_TAKEN = "id-taken"  # another entry, in Git or queued, has the id
+HOST_TAKEN = "host-taken"  # another entry serves the host (custom domain or <id>.<baseDomain>)
+UNKNOWN_CLUSTER = "unknown-cluster"
+UNKNOWN_PLAN = "unknown-plan"
+CAPACITY = "capacity"  # the cluster's stores, CPU or memory would run over
+IMMUTABLE = "immutable"  # an existing store's engine or cluster would change
+NEEDS_REVIEW = "needs-review"  # the change touches a cluster with review: true and came without review
+GONE = "gone"  # the store was removed before the change landed
+REQUEST = "request"  # the request itself is malformed (not a mapping, nested too deeply)
+#: The codes that mean "someone else has it" (409) rather than "it is wrong" (422).
+TAKEN = (ID_TAKEN, HOST_TAKEN)
+
 
 @dataclass(frozen=True, order=True)
 class Problem:
-    """One thing wrong with an input file, printed as ``path:line: field: message``."""
+    """One thing wrong with an input file, printed as ``path:line: field: message``; ``code`` names its kind."""
 
     path: str
     line: int
     field: str
     message: str
+    code: str = SCHEMA
 
     def __str__(self) -> str:
         location = f"{self.path}:{self.line}" if self.line else self.path
         return f"{location}: {self.field}: {self.message}" if self.field else f"{location}: {self.message}"
 
     def as_dict(self) -> dict[str, object]:
-        return {"path": self.path, "line": self.line, "field": self.field, "message": self.message}
+        return {"path": self.path, "line": self.line, "field": self.field, "message": self.message, "code": self.code}
 
 
 class StoreopsError(Exception):

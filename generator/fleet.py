@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from generator import constants, documents, models, rendering, validation
+from generator import constants, documents, errors, models, rendering, validation
 from generator.errors import InvalidInput, MassDeleteRefused, Problem
 
 
@@ -71,7 +71,8 @@ class Fleet:
 def _store_file(path: str, content: bytes | str) -> _StoreFile:
     if not path.endswith(constants.ENTRY_SUFFIX):
         return _StoreFile(None, (Problem(path, 0, "", f"store entries end in {constants.ENTRY_SUFFIX}; "
-                                                       f"rename to {path.rsplit('.', 1)[0]}{constants.ENTRY_SUFFIX}"),))
+                                                       f"rename to {path.rsplit('.', 1)[0]}{constants.ENTRY_SUFFIX}",
+                                                       errors.FILE_NAME),))
     try:
         doc = documents.parse(content, path)
     except documents.ParseFailed as e:
@@ -111,7 +112,7 @@ def build(files: Mapping[str, bytes | str]) -> Fleet:
     stores: dict[str, _StoreFile] = {}
 
     if constants.PLANS_FILE not in files:
-        base.append(Problem(constants.PLANS_FILE, 0, "", "is missing; it defines the plans stores use"))
+        base.append(Problem(constants.PLANS_FILE, 0, "", "is missing; it defines the plans stores use", errors.MISSING))
     else:
         try:
             doc = documents.parse(files[constants.PLANS_FILE], constants.PLANS_FILE)
@@ -127,7 +128,7 @@ def build(files: Mapping[str, bytes | str]) -> Fleet:
         folder = path.split("/", 1)[0]
         if folder == constants.CLUSTERS_DIR and is_input(path):
             if not path.endswith(constants.ENTRY_SUFFIX):
-                base.append(Problem(path, 0, "", f"cluster profiles end in {constants.ENTRY_SUFFIX}"))
+                base.append(Problem(path, 0, "", f"cluster profiles end in {constants.ENTRY_SUFFIX}", errors.FILE_NAME))
                 continue
             try:
                 doc = documents.parse(files[path], path)
@@ -162,7 +163,8 @@ def immutable_changes(before: Fleet, after: Fleet) -> list[Problem]:
             if was != now:
                 out.append(Problem(path, new.entry.doc.line_of((name,)), name,
                                    f"cannot change from {was!r} to {now!r}: Argo CD would delete the store's "
-                                   f"namespace and its data; request a new store and delete this one"))
+                                   f"namespace and its data; request a new store and delete this one",
+                                   errors.IMMUTABLE))
     return sorted(out)
 
 

@@ -77,11 +77,11 @@ def plan(root: Path, base: str, *, repo_url: str = "") -> PlanResult:
     Raises InvalidInput when the inputs are invalid or change what a store keeps for life.
     """
     loaded = load(root)
-    after = _as_bytes(render_files(loaded, repo_url))
     base_fleet = fleet.build(trees.read_inputs_at(root, base))
-    immutable = fleet.immutable_changes(base_fleet, loaded)
-    if immutable:
-        raise InvalidInput(immutable)
+    added = fleet.change_problems(base_fleet, loaded)
+    if added:
+        raise InvalidInput(added)
+    after = _as_bytes(render_files(loaded, repo_url))
     try:
         before = _as_bytes(render_files(base_fleet, repo_url))
     except InvalidInput:

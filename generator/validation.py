@@ -7,6 +7,7 @@ violation it finds, so one run names all that is wrong.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 import fastjsonschema
 import jsonschema
 
-from generator import constants, models
+from generator import constants, errors, models
 from generator.documents import Document, FieldPath, field_name
 from generator.errors import Problem
 
@@ -120,6 +121,21 @@ def _expected_name(path: str) -> str:
     return path.rsplit("/", 1)[-1].removesuffix(constants.ENTRY_SUFFIX)
 
 
+#: The longest id whose every derived name (namespace, Helm release, ...) fits its Kubernetes limit.
+MAX_STORE_ID = min(limit - len(template.format(id="")) for _, template, limit in constants.DERIVED_NAME_LIMITS)
+
+
+@cache
+def _store_id_pattern() -> re.Pattern[str]:
+    return re.compile(load_schema(constants.STORE_SCHEMA)["properties"]["id"]["pattern"])
+
+
+def is_store_id(value: object) -> bool:
+    """The one store-id rule, for every route: the schema's pattern, whole string, and at most MAX_STORE_ID."""
+    return isinstance(value, str) and 0 < len(value) <= MAX_STORE_ID \
+        and _store_id_pattern().fullmatch(value) is not None
+
+
 def store_problems(doc: Document) -> list[Problem]:
     """Schema, file name and name-length rules for one store entry."""
     if not isinstance(doc.data, dict):
@@ -131,7 +147,8 @@ def store_problems(doc: Document) -> list[Problem]:
         if store_id != expected:
             problems.append(Problem(doc.path, doc.line_of(("id",)), "id",
                                     f"{_describe(store_id)} does not match the file name; "
-                                    f"the file must be {constants.STORES_DIR}/{store_id}{constants.ENTRY_SUFFIX}"))
+                                    f"the file must be {constants.STORES_DIR}/{store_id}{constants.ENTRY_SUFFIX}",
+                                    errors.FILE_NAME))
         exceeded = [(limit - len(template.format(id="")), what, template, limit)
                      for what, template, limit in constants.DERIVED_NAME_LIMITS
                      if len(template.format(id=store_id)) > limit]
@@ -139,7 +156,7 @@ def store_problems(doc: Document) -> list[Problem]:
             longest, what, template, limit = min(exceeded)
             problems.append(Problem(doc.path, doc.line_of(("id",)), "id",
                                     f"is {len(store_id)} characters; the {what} name {template} must fit "
-                                    f"{limit}, so an id may have at most {longest}"))
+                                    f"{limit}, so an id may have at most {longest}", errors.NAME_LENGTH))
     return problems
 
 
@@ -151,7 +168,8 @@ def cluster_problems(doc: Document) -> list[Problem]:
     if isinstance(name, str) and name != _expected_name(doc.path):
         problems.append(Problem(doc.path, doc.line_of(("name",)), "name",
                                 f"{_describe(name)} does not match the file name; "
-                                f"the file must be {constants.CLUSTERS_DIR}/{name}{constants.ENTRY_SUFFIX}"))
+                                f"the file must be {constants.CLUSTERS_DIR}/{name}{constants.ENTRY_SUFFIX}",
+                                errors.FILE_NAME))
     return problems
 
 
@@ -184,7 +202,7 @@ def unknown_cluster(doc: Document, clusters: Mapping[str, object]) -> Problem | 
         return None
     known = ", ".join(sorted(clusters)) or "none"
     return Problem(doc.path, doc.line_of(("cluster",)), "cluster",
-                   f"{name!r} has no profile in {constants.CLUSTERS_DIR}/ (known: {known})")
+                   f"{name!r} has no profile in {constants.CLUSTERS_DIR}/ (known: {known})", errors.UNKNOWN_CLUSTER)
 
 
 def fleet_problems(
@@ -202,11 +220,11 @@ def fleet_problems(
         first = by_id.setdefault(store.id, entry)
         if first is not entry:
             problems.append(Problem(doc.path, doc.line_of(("id",)), "id",
-                                    f"{store.id!r} is already used by {first.doc.path}"))
+                                    f"{store.id!r} is already used by {first.doc.path}", errors.ID_TAKEN))
             continue
         if store.plan not in plans:
             problems.append(Problem(doc.path, doc.line_of(("plan",)), "plan",
-                                    f"{store.plan!r} is not defined in {constants.PLANS_FILE}"))
+                                    f"{store.plan!r} is not defined in {constants.PLANS_FILE}", errors.UNKNOWN_PLAN))
         target = clusters.get(store.cluster)
         if target is None:
             problems.append(unknown_cluster(doc, clusters))  # type: ignore[arg-type]
@@ -217,7 +235,7 @@ def fleet_problems(
         if holder is not entry:
             field = ("domain",) if store.domain else ("id",)
             problems.append(Problem(doc.path, doc.line_of(field), field[0],
-                                    f"host {host!r} is already served by {holder.doc.path}"))
+                                    f"host {host!r} is already served by {holder.doc.path}", errors.HOST_TAKEN))
         load.setdefault(store.cluster, []).append(entry)
     for name, entries in sorted(load.items()):
         cluster, cdoc = clusters[name]
@@ -233,7 +251,7 @@ def _capacity_problems(
     if len(entries) > capacity.stores:
         problems.append(Problem(doc.path, doc.line_of(("capacity", "stores")), "capacity.stores",
                                 f"{len(entries)} stores are placed on cluster {cluster.name!r}; "
-                                f"its capacity is {capacity.stores}"))
+                                f"its capacity is {capacity.stores}", errors.CAPACITY))
     # Quantities are parsed once per plan, not once per store.
     per_plan = Counter(e.store.plan for e in entries if e.store.plan in plans)
     sized = sum(per_plan.values())
@@ -242,11 +260,11 @@ def _capacity_problems(
         if used > capacity.cpu_millis:
             problems.append(Problem(doc.path, doc.line_of(("capacity", "cpu")), "capacity.cpu",
                                     f"the plans of {sized} stores need {used}m CPU; "
-                                    f"capacity is {capacity.cpu_millis}m"))
+                                    f"capacity is {capacity.cpu_millis}m", errors.CAPACITY))
     if capacity.memory_bytes is not None:
         used = sum(plans[name].memory_bytes * count for name, count in per_plan.items())
         if used > capacity.memory_bytes:
             problems.append(Problem(doc.path, doc.line_of(("capacity", "memory")), "capacity.memory",
                                     f"the plans of {sized} stores need {used / 2**30:.1f}Gi memory; "
-                                    f"capacity is {capacity.memory_bytes / 2**30:.1f}Gi"))
+                                    f"capacity is {capacity.memory_bytes / 2**30:.1f}Gi", errors.CAPACITY))
     return problems

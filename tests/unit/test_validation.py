@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from generator import fleet, trees, validation
+from generator import errors, fleet, trees, validation
 from generator.errors import InvalidInput, MassDeleteRefused
 
 REPO = Path(__file__).resolve().parents[2]
@@ -233,3 +233,29 @@ _store_like = st.fixed_dictionaries(
 def test_fast_schema_check_agrees_with_jsonschema(data: dict[str, object]) -> None:
     reference = jsonschema.Draft202012Validator(validation.load_schema("store.schema.json")).is_valid(data)
     assert validation.is_valid(data, "store.schema.json") is reference
+
+
+@pytest.mark.parametrize(("files", "code"), [
+    ({"stores/shop.yaml": "id: [shop"}, errors.PARSE),
+    ({"stores/shop.yaml": GOOD.format(id="shop").replace("plan: small", "plan: huge")}, errors.SCHEMA),
+    ({"stores/shop.yaml": GOOD.format(id="other")}, errors.FILE_NAME),
+    ({"stores/" + "a" * 48 + ".yaml": GOOD.format(id="a" * 48)}, errors.NAME_LENGTH),
+    ({"stores/shop.yaml": GOOD.format(id="shop").replace("cluster: local", "cluster: mars")},
+     errors.UNKNOWN_CLUSTER),
+    ({"stores/shop.yaml": GOOD.format(id="shop") + "domain: bookworm.stores.localtest.me\n"}, errors.HOST_TAKEN),
+])
+def test_each_problem_names_its_kind(files: dict[str, str], code: str) -> None:
+    assert [p.code for p in fleet.build({**example_files(), **files}).problems] == [code]
+
+
+def test_an_over_full_cluster_is_a_capacity_problem() -> None:
+    crowded: dict[str, bytes | str] = {**example_files(),
+                                       **{f"stores/s{i}.yaml": GOOD.format(id=f"s{i}") for i in range(30)}}
+    assert {p.code for p in fleet.build(crowded).problems} == {errors.CAPACITY}
+
+
+@pytest.mark.parametrize(("value", "ok"), [
+    ("shop", True), ("a" * 47, True), ("a-1", True), ("a" * 48, False), ("1shop", False), ("shop-", False),
+    ("Shop", False), ("shop\n", False), ("", False), (None, False), ("sh op", False)])
+def test_one_store_id_rule(value: object, ok: bool) -> None:
+    assert validation.is_store_id(value) is ok

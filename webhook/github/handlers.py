@@ -8,12 +8,11 @@ that may pass (GitHub or the remote unreachable) raise; the worker retries them.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from generator import constants, entries, fleet, publishing, trees
+from generator import constants, entries, errors, fleet, publishing, trees, validation
 from generator.errors import Problem
 from webhook.github import events, issueforms, pullrequests
 from webhook.github.checkouts import Checkout
@@ -25,7 +24,6 @@ log = logging.getLogger(__name__)
 #: Hidden marker of the one comment storeops keeps on a store request issue.
 ISSUE_MARKER = "<!-- storeops:issue -->"
 ISSUE_BRANCH_PREFIX = "storeops/issue-"
-_SAFE_ID = re.compile(r"^[a-z0-9][-a-z0-9]{0,62}$")
 
 
 class Handlers:
@@ -77,9 +75,11 @@ class Handlers:
         parsed = issueforms.parse(str(issue.get("body") or ""), where=f"issue #{number}")
         problems = list(parsed.problems)
         store_id = str(parsed.data.get("id", ""))
-        if not problems and not _SAFE_ID.match(store_id):
-            problems.append(Problem(f"issue #{number}", 0, "id", "'Store ID' must be a lower-case DNS label"
-                                    if store_id else "'Store ID' is required"))
+        if not problems and not validation.is_store_id(store_id):
+            rule = f"'Store ID' must be a lower-case DNS label starting with a letter, at most " \
+                   f"{validation.MAX_STORE_ID} characters"
+            problems.append(Problem(f"issue #{number}", 0, "id", rule if store_id else "'Store ID' is required",
+                                    errors.SCHEMA))
         branch = f"{ISSUE_BRANCH_PREFIX}{number}"
         path = entries.path_for(store_id) if not problems else ""
         content = entries.dump(entries.with_defaults(parsed.data)).encode() if not problems else b""
@@ -113,7 +113,7 @@ class Handlers:
 def _entry_problems(files: Mapping[str, bytes], path: str, content: bytes, *, base: str) -> list[Problem]:
     if path in files:
         return [Problem(path, 0, "id", f"store {path.split('/')[-1].removesuffix('.yaml')!r} already exists "
-                                       f"on {base}; pick another Store ID")]
+                                       f"on {base}; pick another Store ID", errors.ID_TAKEN)]
     current = fleet.build(files)
     return fleet.change_problems(current, current.with_store(path, content))
 

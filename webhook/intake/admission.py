@@ -11,24 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import threading
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from generator import constants, entries, fleet
+from generator import constants, entries, errors, fleet, validation
 from generator.errors import Problem
 from webhook.errors import Conflict, Invalid, NotFound, NotReady
 from webhook.intake import queueing
 
 log = logging.getLogger(__name__)
 
-#: Messages of the generator's cross-entry rules that mean "taken" (409), not "wrong" (422).
-_TAKEN = ("is already used by", "is already served by")
-_SAFE_ID = re.compile(r"^[a-z0-9][-a-z0-9]{0,252}$")
-_MISMATCH = "does not match the file name"
 
 
 @dataclass(frozen=True)
@@ -126,12 +121,13 @@ class Intake:
                 raise NotFound(f"no store {store_id!r} in Git or in the queue")
             if not isinstance(patch, dict) or not patch:
                 raise Invalid("the request must be a JSON object of the fields to change",
-                              [Problem("request", 0, "(top)", "must be a non-empty mapping of fields")])
+                              [Problem("request", 0, "(top)", "must be a non-empty mapping of fields", errors.REQUEST)])
             if entries.too_deep(patch):
-                raise Invalid("the request nests too deeply", [Problem("request", 0, "(top)", "nests too deeply")])
+                raise Invalid("the request nests too deeply",
+                              [Problem("request", 0, "(top)", "nests too deeply", errors.REQUEST)])
             if "id" in patch and patch["id"] != store_id:
-                raise Invalid("a store's id cannot change", [Problem(path, 0, "id", "cannot change; "
-                                                                     "request a new store and delete this one")])
+                raise Invalid("a store's id cannot change", [Problem(
+                    path, 0, "id", "cannot change; request a new store and delete this one", errors.IMMUTABLE)])
             content = entries.merge_patch(text, patch)
             after = snapshot.overlay.with_store(path, content)
             _refuse_new_problems(snapshot.overlay, after, path, taken="the store's domain is already taken")
@@ -161,22 +157,23 @@ class Intake:
         """The new store's id, its file's text, and the overlay with it; raises 409 or 422."""
         if not isinstance(data, dict):
             raise Invalid("the request must be a JSON object of store fields",
-                          [Problem("request", 0, "(top)", "must be a mapping of fields")])
+                          [Problem("request", 0, "(top)", "must be a mapping of fields", errors.REQUEST)])
         if entries.too_deep(data):
-            raise Invalid("the request nests too deeply", [Problem("request", 0, "(top)", "nests too deeply")])
+            raise Invalid("the request nests too deeply",
+                          [Problem("request", 0, "(top)", "nests too deeply", errors.REQUEST)])
         store_id = data.get("id")
-        safe = isinstance(store_id, str) and bool(_SAFE_ID.match(store_id))
+        safe = validation.is_store_id(store_id)
         path = entries.path_for(store_id) if safe and isinstance(store_id, str) else "stores/(request).yaml"
         overlay = snapshot.overlay
         if safe and path in overlay.stores:
             where = "in Git" if path in snapshot.git.stores else "by a queued request"
             raise Conflict(f"store id {store_id!r} is already taken {where}",
-                           [Problem(path, 0, "id", f"{store_id!r} is already taken {where}")])
+                           [Problem(path, 0, "id", f"{store_id!r} is already taken {where}", errors.ID_TAKEN)])
         content = entries.dump(entries.with_defaults(data))
         after = overlay.with_store(path, content)
         # An unusable id already has its own problem; the file-name mismatch it causes says nothing more.
         _refuse_new_problems(overlay, after, path, taken="the store's id or domain is already taken",
-                             ignore=None if safe else _MISMATCH)
+                             ignore=None if safe else errors.FILE_NAME)
         assert isinstance(store_id, str)
         return store_id, content, after
 
@@ -238,8 +235,8 @@ class Intake:
 def _refuse_new_problems(before: fleet.Fleet, after: fleet.Fleet, path: str, *, taken: str,
                          ignore: str | None = None) -> None:
     """Raise 409 when the change takes an id or host someone has, 422 for any other new problem."""
-    new = [p for p in fleet.change_problems(before, after) if not (ignore and ignore in p.message)]
-    conflicts = [_from_request_side(p, path) for p in new if any(marker in p.message for marker in _TAKEN)]
+    new = [p for p in fleet.change_problems(before, after) if p.code != ignore]
+    conflicts = [_from_request_side(p, path) for p in new if p.code in errors.TAKEN]
     if conflicts:
         raise Conflict(taken, conflicts)
     if new:
@@ -264,7 +261,7 @@ def _from_request_side(problem: Problem, path: str) -> Problem:
     if problem.path == path:
         return problem
     head, _, _ = problem.message.rpartition(" by ")
-    return Problem(path, 0, problem.field, f"{head} by {problem.path}")
+    return Problem(path, 0, problem.field, f"{head} by {problem.path}", problem.code)
 
 
 def store_id_of(path: str) -> str:

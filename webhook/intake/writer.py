@@ -18,7 +18,7 @@ from pathlib import Path
 
 import anyio
 
-from generator import fleet, remotes, trees
+from generator import errors, fleet, remotes, trees
 from generator.errors import InvalidInput, MassDeleteRefused, Problem, StoreopsError
 from webhook.intake import queueing
 from webhook.intake.admission import Intake
@@ -60,7 +60,8 @@ def apply_requests(root: Path, requests: list[queueing.Request], outcomes: Outco
         after = current.with_store(path, desired)
         if not reviewed and (clusters := fleet.reviewed_clusters(current, after, path)):
             outcomes.rejected[request.id] = [Problem(path, 0, "cluster", f"{', '.join(clusters)} needs review for "
-                                                     "store changes now; request the change again")]
+                                                     "store changes now; request the change again",
+                                                     errors.NEEDS_REVIEW)]
             continue
         if desired is None:
             (root / path).unlink()
@@ -72,11 +73,12 @@ def apply_requests(root: Path, requests: list[queueing.Request], outcomes: Outco
         # On a review branch a change may build on a store still waiting in another review.
         if request.action == queueing.UPDATE and existing is None and not reviewed:
             outcomes.rejected[request.id] = [Problem(path, 0, "id", f"{request.store_id!r} was removed from Git "
-                                                                    "before this change landed")]
+                                                                    "before this change landed", errors.GONE)]
             continue
         if request.action == queueing.CREATE and existing is not None:
             outcomes.rejected[request.id] = [Problem(path, 0, "id", f"{request.store_id!r} was taken in Git "
-                                                                    "by another change before this request landed")]
+                                                                    "by another change before this request landed",
+                                                     errors.ID_TAKEN)]
             continue
         new = fleet.change_problems(current, after)
         if new:

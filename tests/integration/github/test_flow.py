@@ -215,6 +215,18 @@ def test_invalid_issue_form_gets_problems_and_no_pull_request(world: World) -> N
     assert not fake.pulls
 
 
+@pytest.mark.parametrize("store_id", ["1shop", "shop-", "a" * 48])
+def test_an_issue_form_id_the_schema_refuses_is_refused(world: World, store_id: str) -> None:
+    """The one store-id rule: a digit first, a '-' last or more than 47 characters were once let through here."""
+    fake = world.fake
+    issue = fake.open_issue(title="New store", body=form(**{"Store ID": store_id}), labels=["new-store"])
+    assert world.deliver("issues", payloads.issues(fake, issue.number, "opened")).status_code == 202
+    comment = wait_for(lambda: world.storeops_comment(issue.number, "storeops:issue"))
+    assert f"issue #{issue.number}: id: 'Store ID' must be a lower-case DNS label starting with a letter, " \
+           "at most 47 characters" in comment, comment
+    assert not fake.pulls
+
+
 def test_ignored_events_get_2xx_with_a_reason(world: World) -> None:
     fake = world.fake
     answer = world.deliver("ping", payloads.ping(fake))
