@@ -27,10 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from generator import operations, publishing, trees  # noqa: E402
+from generator import operations, publishing, trees, validation  # noqa: E402
 from generator.settings import Settings  # noqa: E402
 
-ENGINES = ("woocommerce", "medusa")
+ENGINES = validation.engines()
 PLANS = ("small", "medium", "large")
 STORE = """\
 # yaml-language-server: $schema=../generator/schemas/store.schema.json

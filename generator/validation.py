@@ -130,6 +130,16 @@ def _store_id_pattern() -> re.Pattern[str]:
     return re.compile(load_schema(constants.STORE_SCHEMA)["properties"]["id"]["pattern"])
 
 
+def engines() -> tuple[str, ...]:
+    """The engines a store may run: the store schema's enum, the one list (a chart per engine in templates/)."""
+    return tuple(load_schema(constants.STORE_SCHEMA)["properties"]["engine"]["enum"])
+
+
+def plans_offered() -> tuple[str, ...]:
+    """The plans a store may ask for: the store schema's enum (each defined in templates/plans.yaml)."""
+    return tuple(load_schema(constants.STORE_SCHEMA)["properties"]["plan"]["enum"])
+
+
 def is_store_id(value: object) -> bool:
     """The one store-id rule, for every route: the schema's pattern, whole string, and at most MAX_STORE_ID."""
     return isinstance(value, str) and 0 < len(value) <= MAX_STORE_ID \

@@ -24,11 +24,11 @@ from typing import Any
 
 import pytest
 
-from generator import models, operations, rendering
+from generator import models, operations, rendering, validation
 from harness import stack
 from tests.conftest import REPO_ROOT, copy_example, git
 
-ENGINES = ("woocommerce", "medusa")
+ENGINES = validation.engines()
 LIBRARY = "templates/storeops-lib"
 # The claims each chart makes: (name, which plan volume).
 CLAIMS = {

@@ -27,11 +27,11 @@ from typing import Any
 import pytest
 import yaml
 
-from generator import emitting, models, operations, rendering
+from generator import emitting, models, operations, rendering, validation
 from harness import stack, versions
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-ENGINES = ("woocommerce", "medusa")
+ENGINES = validation.engines()
 WORKLOADS = ("Deployment", "StatefulSet")
 # Env vars that hold a credential: they must come from the Secret, never be literal.
 SECRET_ENV = re.compile(r"PASSWORD|SECRET|_KEY$|_SALT$")

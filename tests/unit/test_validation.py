@@ -259,3 +259,11 @@ def test_an_over_full_cluster_is_a_capacity_problem() -> None:
     ("Shop", False), ("shop\n", False), ("", False), (None, False), ("sh op", False)])
 def test_one_store_id_rule(value: object, ok: bool) -> None:
     assert validation.is_store_id(value) is ok
+
+
+def test_the_engine_list_is_the_schema_and_each_engine_has_its_chart() -> None:
+    assert validation.engines()
+    for engine in validation.engines():
+        assert (REPO / "templates" / engine / "Chart.yaml").is_file(), engine
+    readme = (REPO / "README.md").read_text()
+    assert f"engine: woocommerce         # {' | '.join(validation.engines())}" in readme

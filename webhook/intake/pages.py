@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from html import escape
 
+from generator import validation
 from generator.errors import Problem
 from webhook.intake import forms, queueing
 
@@ -19,8 +20,6 @@ dt{font-weight:600}
 """
 
 #: Choices the page offers; the schema stays the judge (a tampered value still gets a 422).
-ENGINES = ("woocommerce", "medusa")
-PLANS = ("small", "medium", "large")
 
 
 def _page(title: str, body: str, *, refresh: int | None = None) -> str:
@@ -49,7 +48,7 @@ def form_page(*, clusters: Sequence[str], values: Mapping[str, str] | None = Non
         parts.append(f'<div role="alert" id="form-error"><p class="error">{escape(message)}</p>'
                      f"{f'<ul>{items}</ul>' if items else ''}</div>")
     parts.append('<form method="post" action="/" novalidate>')
-    choices = {"engine": ENGINES, "plan": PLANS, "cluster": tuple(clusters)}
+    choices = {"engine": validation.engines(), "plan": validation.plans_offered(), "cluster": tuple(clusters)}
     for name, _, label in forms.PAGE_FIELDS:
         errors = by_field.get(name, [])
         error_id = f"{name}-error"
