@@ -17,7 +17,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from generator import publishing, remotes
-from webhook import settings
+from webhook import access, settings
 from webhook.errors import NotReady, Rejected
 from webhook.github import deploys, hooks
 from webhook.github.client import GitHub, GitHubPullRequests, GitHubSettings
@@ -96,6 +96,10 @@ async def _http(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": exc.detail, "problems": []}, status_code=exc.status_code, headers=exc.headers)
 
 
+#: Known errors become their 4xx/503 answers (JSON: ``{error, problems}``).
+EXCEPTION_HANDLERS = {Rejected: _rejected, NotReady: _not_ready, HTTPException: _http}
+
+
 def status_sinks(status: StatusSettings, *, hub: GitHub | None, branch: str) -> list[Sink]:
     """Where store transitions are reported: one line per sink (see ``webhook.status.sinks``)."""
     return [
@@ -132,6 +136,7 @@ def create_app(config: settings.ServiceSettings, *, pulls: PullRequests | None =
             if github is not None and repo is not None else None
         built = service.build(config, repository=repository)
         app.state.service = built
+        app.state.gate = access.Gate(tokens=built.tokens, limiter=built.limiter, max_body_bytes=config.max_body_bytes)
         app.state.github = hub
         stop = anyio.Event()
         async with anyio.create_task_group() as group:
@@ -149,4 +154,4 @@ def create_app(config: settings.ServiceSettings, *, pulls: PullRequests | None =
         await statusreader.shutdown(reader)
 
     return Starlette(routes=ROUTES, middleware=[Middleware(MetricsMiddleware)], lifespan=lifespan,
-                     exception_handlers={Rejected: _rejected, NotReady: _not_ready, HTTPException: _http})
+                     exception_handlers=EXCEPTION_HANDLERS)

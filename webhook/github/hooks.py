@@ -18,7 +18,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from generator.errors import GitError, PushConflict, StoreopsError
-from webhook.errors import BadRequest, NotFound, TooLarge
+from webhook import access
+from webhook.errors import BadRequest, NotFound
 from webhook.github import deliveries, events, signatures
 from webhook.github.client import GitHub, GitHubError, GitHubSettings
 from webhook.github.handlers import Handlers
@@ -119,23 +120,12 @@ def build(config: ServiceSettings, github: GitHubSettings, *, hub: GitHub, repos
                          retry_max=config.retry_max)
 
 
-async def _body(request: Request, *, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(f"the delivery is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def github_webhook(request: Request) -> Response:
     service: GitHubService | None = getattr(request.app.state, "github", None)
     if service is None:
         raise NotFound("the GitHub webhook is off (STOREOPS_GITHUB_WEBHOOK_SECRET is not set)")
     settings = service.settings
-    body = await _body(request, limit=settings.max_body_bytes)
+    body = await access.read_body(request, limit=settings.max_body_bytes)
     signatures.verify(secret=settings.webhook_secret, header=request.headers.get(signatures.HEADER), body=body)
     event = request.headers.get("x-github-event", "")
     delivery_id = request.headers.get("x-github-delivery", "")

@@ -11,8 +11,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 
 from generator.errors import Problem
-from webhook import auth, openapi
-from webhook.errors import BadRequest, NotFound, Rejected, TooLarge, UnsupportedMediaType
+from webhook import access, auth, openapi
+from webhook.errors import BadRequest, NotFound, Rejected
 from webhook.intake import forms, pages, queueing
 from webhook.intake.admission import Caller
 from webhook.intake.service import Service
@@ -29,32 +29,6 @@ FORM = "application/x-www-form-urlencoded"
 def _service(request: Request) -> Service:
     service: Service = request.app.state.service
     return service
-
-
-def _address(request: Request) -> str:
-    return "addr:" + (request.client.host if request.client else "unknown")
-
-
-async def _body(request: Request, *, limit: int) -> bytes:
-    """The raw body, refusing (413) past ``limit`` bytes without reading all of it."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise TooLarge(f"the body is {declared} bytes; the limit is {limit}")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(f"the body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _media_type(request: Request, *allowed: str) -> str:
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media not in allowed:
-        raise UnsupportedMediaType(f"Content-Type must be {' or '.join(allowed)}, not {media or '(none)'}")
-    return media
 
 
 def _json(body: bytes) -> Any:
@@ -114,34 +88,29 @@ def request_view(queued: queueing.Request) -> dict[str, object]:
 
 # --- the JSON API ---------------------------------------------------------------------------------
 
-async def create_store(request: Request) -> Response:
+@access.endpoint(access.WRITE, media=(JSON,), body=True)
+async def create_store(request: Request, call: access.Call) -> Response:
     service = _service(request)
-    token = auth.bearer(header=request.headers.get("authorization"), tokens=service.tokens, write=True)
-    client = auth.client_of(token)
-    service.limiter.take(client)
-    _media_type(request, JSON)
-    body = await _body(request, limit=service.settings.max_body_bytes)
+    body = call.body
     data = _json(body)
-    caller = Caller(client=client, source="api", idempotency_key=_idempotency_key(request))
+    caller = Caller(client=call.caller.client, source="api", idempotency_key=_idempotency_key(request))
     queued, new = await anyio.to_thread.run_sync(
         lambda: service.intake.create(data=data, caller=caller, body=body))
     return _accepted(request, queued, new, "api")
 
 
-async def list_stores(request: Request) -> Response:
+@access.endpoint(access.READ)
+async def list_stores(request: Request, call: access.Call) -> Response:
     service = _service(request)
-    token = auth.bearer(header=request.headers.get("authorization"), tokens=service.tokens, write=False)
-    service.limiter.take(auth.client_of(token))
     views = await anyio.to_thread.run_sync(
         lambda: [service.intake.store_view(i) for i in service.intake.store_ids()])
     stores = [{k: v[k] for k in ("id", "status", "in_git")} for v in views if v]
     return JSONResponse({"stores": stores, "commit": service.intake.snapshot().git_sha})
 
 
-async def get_store(request: Request) -> Response:
+@access.endpoint(access.READ)
+async def get_store(request: Request, call: access.Call) -> Response:
     service = _service(request)
-    token = auth.bearer(header=request.headers.get("authorization"), tokens=service.tokens, write=False)
-    service.limiter.take(auth.client_of(token))
     store_id = request.path_params["store_id"]
     view = await anyio.to_thread.run_sync(lambda: service.intake.store_view(store_id))
     reader: StatusView | None = getattr(request.app.state, "status_reader", None)
@@ -154,39 +123,33 @@ async def get_store(request: Request) -> Response:
     return JSONResponse(view)
 
 
-async def update_store(request: Request) -> Response:
+@access.endpoint(access.WRITE, media=(JSON, MERGE_PATCH), body=True)
+async def update_store(request: Request, call: access.Call) -> Response:
     """Change fields of a store with a JSON merge patch, e.g. ``{"state": "suspended"}``."""
     service = _service(request)
-    token = auth.bearer(header=request.headers.get("authorization"), tokens=service.tokens, write=True)
-    client = auth.client_of(token)
-    service.limiter.take(client)
-    _media_type(request, JSON, MERGE_PATCH)
-    body = await _body(request, limit=service.settings.max_body_bytes)
+    body = call.body
     patch = _json(body)
     store_id = request.path_params["store_id"]
-    caller = Caller(client=client, source="api", idempotency_key=_idempotency_key(request))
+    caller = Caller(client=call.caller.client, source="api", idempotency_key=_idempotency_key(request))
     queued, new = await anyio.to_thread.run_sync(
         lambda: service.intake.update(store_id=store_id, patch=patch, caller=caller, body=body))
     return _accepted(request, queued, new, "api")
 
 
-async def delete_store(request: Request) -> Response:
+@access.endpoint(access.WRITE, body=True)
+async def delete_store(request: Request, call: access.Call) -> Response:
     service = _service(request)
-    token = auth.bearer(header=request.headers.get("authorization"), tokens=service.tokens, write=True)
-    client = auth.client_of(token)
-    service.limiter.take(client)
     store_id = request.path_params["store_id"]
-    body = await _body(request, limit=service.settings.max_body_bytes)
-    caller = Caller(client=client, source="api", idempotency_key=_idempotency_key(request))
+    body = call.body
+    caller = Caller(client=call.caller.client, source="api", idempotency_key=_idempotency_key(request))
     queued, new = await anyio.to_thread.run_sync(
         lambda: service.intake.delete(store_id=store_id, caller=caller, body=f"DELETE {store_id}".encode() + body))
     return _accepted(request, queued, new, "api")
 
 
-async def get_request(request: Request) -> Response:
+@access.endpoint(access.READ)
+async def get_request(request: Request, call: access.Call) -> Response:
     service = _service(request)
-    token = auth.bearer(header=request.headers.get("authorization"), tokens=service.tokens, write=False)
-    service.limiter.take(auth.client_of(token))
     request_id = request.path_params["request_id"]
     queued = await anyio.to_thread.run_sync(lambda: service.queue.get(request_id))
     if queued is None:
@@ -194,16 +157,20 @@ async def get_request(request: Request) -> Response:
     return JSONResponse(request_view(queued))
 
 
-async def form_webhook(request: Request) -> Response:
+def _form_signature(request: Request, body: bytes) -> str:
+    config = _service(request).settings
+    auth.verify_signature(secret=config.form_secret, header_name=config.form_signature_header,
+                          header=request.headers.get(config.form_signature_header), body=body)
+    return access.address(request)
+
+
+@access.endpoint(access.SIGNED, verify=_form_signature, rate_key="webhook:", media=(JSON, FORM))
+async def form_webhook(request: Request, call: access.Call) -> Response:
     """A form service's delivery: signed raw body, JSON or urlencoded, fields mapped to the schema."""
     service = _service(request)
     config = service.settings
-    body = await _body(request, limit=config.max_body_bytes)
-    auth.verify_signature(secret=config.form_secret, header_name=config.form_signature_header,
-                          header=request.headers.get(config.form_signature_header), body=body)
-    service.limiter.take("webhook:" + _address(request))
-    media = _media_type(request, JSON, FORM)
-    source = _json(body) if media == JSON else forms.parse_urlencoded(body)
+    body = call.body
+    source = _json(body) if call.media == JSON else forms.parse_urlencoded(body)
     if not isinstance(source, dict):
         raise BadRequest("the delivery must be a JSON object")
     data = forms.to_store(source, config.form_fields)
@@ -226,16 +193,15 @@ async def form_page(request: Request) -> Response:
     return HTMLResponse(pages.form_page(clusters=_clusters(service)))
 
 
-async def submit_form(request: Request) -> Response:
+@access.endpoint(access.PUBLIC, rate_key="form:", media=(FORM,), body=True)
+async def submit_form(request: Request, call: access.Call) -> Response:
     service = _service(request)
     if not service.settings.form_page:
         raise NotFound("the request page is off (STOREOPS_FORM_PAGE)")
-    service.limiter.take("form:" + _address(request))
-    _media_type(request, FORM)
-    body = await _body(request, limit=service.settings.max_body_bytes)
+    body = call.body
     values = forms.parse_urlencoded(body)
     data = forms.to_store(values, forms.PAGE_MAPPING)
-    caller = Caller(client="form:" + _address(request), source="form")
+    caller = Caller(client=call.caller.client, source="form")
     try:
         queued, _ = await anyio.to_thread.run_sync(lambda: service.intake.create(data=data, caller=caller, body=body))
     except Rejected as e:

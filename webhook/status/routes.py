@@ -1,10 +1,10 @@
 """HTTP view of the status reader: a store's status, its transitions as Server-Sent Events, the fleet, metrics.
 
 The routes find the reader at ``request.app.state.status_reader`` (a
-:class:`~webhook.statusreader.StatusReader`, or ``None`` when no cluster is configured: then they
-answer 503). :func:`store_status` is also what ``GET /v1/stores/{id}`` merges into its answer.
-Reading a store's status needs a bearer token, like the rest of ``/v1``: the service's tokens
-(``app.state.service.tokens``), else ``app.state.status_tokens``; ``/metrics/status`` is open like ``/metrics``.
+:class:`~webhook.status.reader.StatusReader`, or ``None`` when no cluster is configured: then they
+answer 503); its ``store_status`` is also what ``GET /v1/stores/{id}`` merges into its answer.
+Reading a store's status needs a bearer token, like the rest of ``/v1`` (``webhook.access``);
+``/metrics/status`` is open like ``/metrics``.
 
 SSE: ``GET /v1/stores/{id}/events`` first sends the store's current state (or, with
 ``Last-Event-ID``, every transition after that id), then each new transition as it is reported.
@@ -22,8 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from webhook import auth
-from webhook.errors import Rejected
+from webhook import access
 from webhook.status import lifecycle
 from webhook.status.ledger import Event
 from webhook.status.reader import StatusReader, row_view
@@ -40,27 +39,13 @@ def _reader(request: Request) -> StatusReader | None:
     return reader if isinstance(reader, StatusReader) else None
 
 
-def _refused(request: Request) -> Response | None:
-    """None when the request carries a known bearer token (read scope is enough), else the 401/503 answer."""
-    service = getattr(request.app.state, "service", None)
-    tokens = getattr(service, "tokens", None) or getattr(request.app.state, "status_tokens", None)
-    if not tokens:
-        return JSONResponse({"error": "no API tokens configured", "problems": []}, status_code=503)
-    try:
-        auth.bearer(header=request.headers.get("authorization"), tokens=tokens, write=False)
-    except Rejected as e:
-        return JSONResponse({"error": e.message, "problems": []}, status_code=e.status)
-    return None
-
-
 def _off() -> Response:
     return JSONResponse({"error": "the status reader is off: set STOREOPS_KUBECONFIG or run in a cluster",
                          "problems": []}, status_code=503)
 
 
-async def get_store_status(request: Request) -> Response:
-    if (refused := _refused(request)) is not None:
-        return refused
+@access.endpoint(access.READ)
+async def get_store_status(request: Request, call: access.Call) -> Response:
     reader = _reader(request)
     if reader is None:
         return _off()
@@ -72,9 +57,8 @@ async def get_store_status(request: Request) -> Response:
     return JSONResponse(found)
 
 
-async def get_fleet_status(request: Request) -> Response:
-    if (refused := _refused(request)) is not None:
-        return refused
+@access.endpoint(access.READ)
+async def get_fleet_status(request: Request, call: access.Call) -> Response:
     reader = _reader(request)
     return _off() if reader is None else JSONResponse(reader.fleet_status())
 
@@ -86,9 +70,8 @@ async def get_status_metrics(request: Request) -> Response:
     return PlainTextResponse(reader.metrics_text(), media_type="text/plain; version=0.0.4")
 
 
-async def stream_store_events(request: Request) -> Response:
-    if (refused := _refused(request)) is not None:
-        return refused
+@access.endpoint(access.READ)
+async def stream_store_events(request: Request, call: access.Call) -> Response:
     reader = _reader(request)
     if reader is None:
         return _off()

@@ -20,6 +20,9 @@ from generator import cli
 from harness import processes
 from harness import stack as harness_stack
 from tests.integration.status import support
+from webhook import access
+from webhook import app as webhook_app
+from webhook.auth import RateLimiter
 from webhook.settings import StatusSettings, Token
 from webhook.status import command as statuscommand
 from webhook.status import reader as statusreader
@@ -43,9 +46,10 @@ def served(apiserver: harness_stack.Stack, config: StatusSettings) -> collection
     reader = statusreader.build(config, api=support.api_client(apiserver.kubeconfig))
     stop = threading.Event()
     reader.start(stop=stop)
-    app = Starlette(routes=statusroutes.ROUTES)
+    app = Starlette(routes=statusroutes.ROUTES, exception_handlers=webhook_app.EXCEPTION_HANDLERS)
     app.state.status_reader = reader
-    app.state.status_tokens = (Token(TOKEN, write=False),)
+    app.state.gate = access.Gate(tokens=(Token(TOKEN, write=False),), limiter=RateLimiter(rate=0, burst=1),
+                                 max_body_bytes=1024)
     port = processes.free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)

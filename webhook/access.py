@@ -1,0 +1,138 @@
+"""What every endpoint checks before its own work, said once: who calls, how often, what it sends.
+
+An endpoint declares its access with :func:`endpoint` and receives a :class:`Call`::
+
+    @access.endpoint(access.WRITE, media=(JSON,), body=True)
+    async def create_store(request: Request, call: access.Call) -> Response: ...
+
+The checks run in one order, so the answers stay the same everywhere:
+
+* ``READ`` / ``WRITE``: a bearer token (401 without or unknown, 403 for a read token on a write
+  endpoint), then the caller's rate (429), the media type (415), the body within its limit (413);
+* ``SIGNED``: the body within its limit (413) first, since the signature covers it, then the
+  endpoint's ``verify`` (401/403, or 404 when that webhook is off), the rate per address (429),
+  and the media type (415);
+* ``PUBLIC``: the rate per address (429), the media type, the body.
+
+Who a caller is comes from :class:`Gate`, which the app keeps in ``app.state.gate``: the bearer
+tokens today; named, scoped tokens and signed-in sessions plug in there as further ways to
+authenticate, and every endpoint gets them at once.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from webhook import auth
+from webhook.errors import NotReady, TooLarge, UnsupportedMediaType
+from webhook.settings import Token
+
+__all__ = ["PUBLIC", "READ", "SIGNED", "WRITE", "Call", "Caller", "Gate", "endpoint", "read_body"]
+
+PUBLIC = "public"
+READ = "read"
+WRITE = "write"
+SIGNED = "signed"
+
+#: Checks a signed delivery's body; returns the caller's name (for the rate limit) or raises a 4xx.
+Verify = Callable[[Request, bytes], str]
+Handler = Callable[[Request, "Call"], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: ``client`` is a stable, non-secret name (rate limits, idempotency keys, logs)."""
+
+    client: str
+    write: bool = False
+
+
+@dataclass(frozen=True)
+class Call:
+    caller: Caller
+    #: The media type the request declared ('' when the endpoint takes none).
+    media: str = ""
+    body: bytes = b""
+
+
+@dataclass
+class Gate:
+    tokens: Sequence[Token]
+    limiter: auth.RateLimiter
+    max_body_bytes: int
+
+    def authenticate(self, request: Request, *, write: bool) -> Caller:
+        """The caller a request's credentials name (401/403 otherwise)."""
+        if not self.tokens:
+            raise NotReady("no API tokens are configured")
+        token = auth.bearer(header=request.headers.get("authorization"), tokens=self.tokens, write=write)
+        return Caller(client=auth.client_of(token), write=token.write)
+
+
+def address(request: Request) -> str:
+    return "addr:" + (request.client.host if request.client else "unknown")
+
+
+async def read_body(request: Request, *, limit: int) -> bytes:
+    """The raw body, refusing (413) past ``limit`` bytes without reading all of it."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"the body is {declared} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"the body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def media_type(request: Request, allowed: Sequence[str]) -> str:
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media not in allowed:
+        raise UnsupportedMediaType(f"Content-Type must be {' or '.join(allowed)}, not {media or '(none)'}")
+    return media
+
+
+def endpoint(access: str, *, media: Sequence[str] = (), body: bool = False, verify: Verify | None = None,
+             rate_key: str = "", limit: Callable[[Request], int] | None = None) -> Callable[[Handler], Any]:
+    """Wrap ``handler(request, call)`` in the checks ``access`` asks for (see the module docstring).
+
+    ``rate_key`` prefixes the address for ``PUBLIC`` and ``SIGNED`` callers; ``limit`` overrides the
+    body limit (a webhook with its own).
+    """
+    if access == SIGNED and verify is None:
+        raise ValueError("a SIGNED endpoint needs verify")
+
+    def wrap(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        @functools.wraps(handler)
+        async def checked(request: Request) -> Response:
+            gate: Gate = request.app.state.gate
+            cap = limit(request) if limit is not None else gate.max_body_bytes
+            data = b""
+            declared = ""
+            if access == SIGNED:
+                assert verify is not None
+                data = await read_body(request, limit=cap)
+                caller = Caller(client=f"{rate_key}{verify(request, data)}")
+            elif access in (READ, WRITE):
+                caller = gate.authenticate(request, write=access == WRITE)
+            else:
+                caller = Caller(client=f"{rate_key}{address(request)}")
+            gate.limiter.take(caller.client)
+            if media:
+                declared = media_type(request, media)
+            if body and access != SIGNED:
+                data = await read_body(request, limit=cap)
+            return await handler(request, Call(caller=caller, media=declared, body=data))
+
+        return checked
+
+    return wrap
