@@ -5,4 +5,6 @@
 # Build the binaries first with: bash harness/build.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-exec python3 -m harness.stack "$@"
+python=python3
+[ -x .venv/bin/python ] && python=.venv/bin/python
+exec "$python" -m harness.stack "$@"

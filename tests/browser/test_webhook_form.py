@@ -79,7 +79,8 @@ def test_fill_see_the_id_error_then_submit_and_follow_the_status(base_url: str, 
 
     fill(browser, "Bad Id!")
     browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    error = browser.find_element(By.ID, "id-error")
+    # The answer is a new page: wait for it rather than racing the submit.
+    error = WebDriverWait(browser, 10).until(lambda b: b.find_element(By.ID, "id-error"))
     assert "lower-case letters" in error.text
     id_field = browser.find_element(By.ID, "id")
     assert id_field.get_attribute("aria-invalid") == "true"
