@@ -22,6 +22,7 @@ authenticate, and every endpoint gets them at once.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,10 +31,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from webhook import auth
-from webhook.errors import NotReady, TooLarge, UnsupportedMediaType
+from webhook.errors import BadRequest, NotReady, TooLarge, UnsupportedMediaType
 from webhook.settings import Token
 
-__all__ = ["PUBLIC", "READ", "SIGNED", "WRITE", "Call", "Caller", "Gate", "endpoint", "read_body"]
+__all__ = ["PUBLIC", "READ", "SIGNED", "WRITE", "Call", "Caller", "Gate", "endpoint", "parse_json", "read_body"]
 
 PUBLIC = "public"
 READ = "read"
@@ -92,6 +93,25 @@ async def read_body(request: Request, *, limit: int) -> bytes:
             raise TooLarge(f"the body is over the limit of {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def parse_json(body: bytes) -> Any:
+    """A JSON body, or 400 that says why not: not UTF-8, not JSON, nested too deeply, a number too long
+    to read (Python refuses integers past 4,300 digits), or NaN/Infinity (not JSON)."""
+    try:
+        return json.loads(body, parse_constant=_not_a_number)
+    except UnicodeDecodeError as e:
+        raise BadRequest(f"the body is not UTF-8 ({e.reason} at byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise BadRequest(f"the body is not JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except RecursionError:
+        raise BadRequest("the body nests too deeply") from None
+    except ValueError as e:
+        raise BadRequest(f"the body cannot be read: {e}") from None
+
+
+def _not_a_number(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def media_type(request: Request, allowed: Sequence[str]) -> str:

@@ -137,10 +137,7 @@ async def github_webhook(request: Request) -> Response:
     if media != "application/json":
         raise BadRequest(f"Content-Type must be application/json (set the webhook's content type), not "
                          f"{media or '(none)'}")
-    try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise BadRequest("the delivery is not a JSON document") from None
+    payload = access.parse_json(body)
     if not isinstance(payload, dict):
         raise events.Malformed("the delivery must be a JSON object")
     decision = events.classify(event, payload, repository=settings.repository,

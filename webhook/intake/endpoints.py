@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from typing import Any
 
 import anyio
 from starlette.requests import Request
@@ -29,17 +27,6 @@ FORM = "application/x-www-form-urlencoded"
 def _service(request: Request) -> Service:
     service: Service = request.app.state.service
     return service
-
-
-def _json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except UnicodeDecodeError as e:
-        raise BadRequest(f"the body is not UTF-8 ({e.reason} at byte {e.start})") from None
-    except json.JSONDecodeError as e:
-        raise BadRequest(f"the body is not JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
-    except RecursionError:
-        raise BadRequest("the body nests too deeply") from None
 
 
 def _idempotency_key(request: Request) -> str | None:
@@ -92,7 +79,7 @@ def request_view(queued: queueing.Request) -> dict[str, object]:
 async def create_store(request: Request, call: access.Call) -> Response:
     service = _service(request)
     body = call.body
-    data = _json(body)
+    data = access.parse_json(body)
     caller = Caller(client=call.caller.client, source="api", idempotency_key=_idempotency_key(request))
     queued, new = await anyio.to_thread.run_sync(
         lambda: service.intake.create(data=data, caller=caller, body=body))
@@ -128,7 +115,7 @@ async def update_store(request: Request, call: access.Call) -> Response:
     """Change fields of a store with a JSON merge patch, e.g. ``{"state": "suspended"}``."""
     service = _service(request)
     body = call.body
-    patch = _json(body)
+    patch = access.parse_json(body)
     store_id = request.path_params["store_id"]
     caller = Caller(client=call.caller.client, source="api", idempotency_key=_idempotency_key(request))
     queued, new = await anyio.to_thread.run_sync(
@@ -170,7 +157,7 @@ async def form_webhook(request: Request, call: access.Call) -> Response:
     service = _service(request)
     config = service.settings
     body = call.body
-    source = _json(body) if call.media == JSON else forms.parse_urlencoded(body)
+    source = access.parse_json(body) if call.media == JSON else forms.parse_urlencoded(body)
     if not isinstance(source, dict):
         raise BadRequest("the delivery must be a JSON object")
     data = forms.to_store(source, config.form_fields)

@@ -259,7 +259,8 @@ def test_signature_and_malformed_deliveries_get_4xx(world: World) -> None:
                         "pull_request"),
                        (b'{"repository": {"full_name": "acme/gitops"}, "ref": 1, "after": "x", "commits": []}',
                         "push"),
-                       (b'{"action": 3}', "issues")):
+                       (b'{"action": 3}', "issues"), (b'{"n": 1' + b"9" * 5000 + b"}", "push"),
+                       (b'{"n": NaN}', "push")):
         answer = world.client.post("/v1/webhooks/github", content=raw, headers=payloads.headers(event, raw))
         assert 400 <= answer.status_code < 500, (raw, answer.status_code, answer.text)
     no_id = payloads.headers("ping", body)

@@ -310,6 +310,22 @@ def test_patch_answers_for_bad_changes(service: Running) -> None:
     assert examples.git(service.bare, "rev-list", "--count", f"{head.strip()}..main").strip() == "1"
 
 
+@pytest.mark.parametrize("raw", [b'{"id": 1' + b"0" * 5000 + b"}", b'{"id": NaN}', b'{"id": -Infinity}',
+                                 b"[" * 60_000, b"\xff\xfe", b"{", b'{"id": "a"} x'])
+def test_every_malformed_body_is_a_400_on_every_json_route(service: Running, raw: bytes) -> None:
+    head = examples.git(service.bare, "rev-parse", "main")
+    json_headers = {**WRITE, "Content-Type": "application/json"}
+    answers = [service.client.post("/v1/stores", content=raw, headers=json_headers),
+               service.client.patch("/v1/stores/bookworm", content=raw, headers=json_headers),
+               service.client.post("/v1/webhooks/form", content=raw, headers={
+                   "Content-Type": "application/json", "X-Storeops-Signature": auth.sign(
+                       secret=examples.FORM_SECRET, body=raw)})]
+    for answer in answers:
+        assert answer.status_code == 400, (answer.request.url, answer.status_code, answer.text)
+        assert answer.json()["error"].startswith("the body")
+    assert examples.git(service.bare, "rev-parse", "main") == head
+
+
 def test_a_review_cluster_gets_a_branch_not_a_commit_on_main(service: Running) -> None:
     accepted = service.create("reviewed-shop", cluster="prod")
     result = service.settled(accepted["request_id"])
