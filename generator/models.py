@@ -8,8 +8,8 @@ from typing import Any
 
 from generator import constants
 
-_CPU = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m?)$")
-_MEMORY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([KMGTPE]i?)?$")
+_CPU = re.compile(r"([0-9]+(?:\.[0-9]+)?)(m?)")
+_MEMORY = re.compile(r"([0-9]+(?:\.[0-9]+)?)([KMGTPE]i?)?")
 _MEMORY_FACTORS: dict[str | None, int] = {
     None: 1,
     **{s: 1000 ** (i + 1) for i, s in enumerate("KMGTPE")},
@@ -19,7 +19,7 @@ _MEMORY_FACTORS: dict[str | None, int] = {
 
 def cpu_millis(quantity: str) -> int:
     """``"500m"`` -> 500, ``"2"`` -> 2000."""
-    match = _CPU.match(quantity)
+    match = _CPU.fullmatch(quantity)
     if not match:
         raise ValueError(f"{quantity!r} is not a CPU quantity such as 500m or 2")
     number, milli = match.groups()
@@ -28,7 +28,7 @@ def cpu_millis(quantity: str) -> int:
 
 def memory_bytes(quantity: str) -> int:
     """``"512Mi"`` -> 536870912, ``"1G"`` -> 10**9."""
-    match = _MEMORY.match(quantity)
+    match = _MEMORY.fullmatch(quantity)
     if not match:
         raise ValueError(f"{quantity!r} is not a memory quantity such as 512Mi or 4Gi")
     number, suffix = match.groups()

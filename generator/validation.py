@@ -31,9 +31,40 @@ def load_schema(name: str) -> dict[str, Any]:
     return schema
 
 
+#: An unescaped ``$``: in a Python regex it also matches before a final newline.
+_DOLLAR = re.compile(r"(?<!\\)\$")
+
+
+def whole_string(pattern: str) -> str:
+    """``pattern`` with each ``$`` anchored at the very end of the string.
+
+    JSON Schema patterns are ECMA-262, where ``$`` (without the multiline flag) matches only at
+    the end; Python's ``$`` also matches before a trailing newline, so ``"shop\n"`` would pass
+    ``^[a-z]+$``. Python validators get the patterns with ``\\Z`` instead (the schema files keep
+    ECMA syntax for editors).
+    """
+    return _DOLLAR.sub(r"\\Z", pattern)
+
+
+def _whole_string_patterns(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: whole_string(v) if k == "pattern" and isinstance(v, str) else _whole_string_patterns(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_string_patterns(v) for v in value]
+    return value
+
+
+@cache
+def _python_schema(name: str) -> dict[str, Any]:
+    """The schema as Python validators get it: every pattern matched against the whole string."""
+    schema: dict[str, Any] = _whole_string_patterns(load_schema(name))
+    return schema
+
+
 @cache
 def _validator(name: str) -> jsonschema.Draft202012Validator:
-    schema = load_schema(name)
+    schema = _python_schema(name)
     jsonschema.Draft202012Validator.check_schema(schema)
     return jsonschema.Draft202012Validator(schema)
 
@@ -41,7 +72,7 @@ def _validator(name: str) -> jsonschema.Draft202012Validator:
 @cache
 def _fast_check(name: str) -> Any:
     """The schema compiled to Python: ten times faster than jsonschema on the valid (common) case."""
-    return fastjsonschema.compile(load_schema(name))
+    return fastjsonschema.compile(_python_schema(name))
 
 
 def is_valid(data: Any, schema_name: str) -> bool:
@@ -127,7 +158,7 @@ MAX_STORE_ID = min(limit - len(template.format(id="")) for _, template, limit in
 
 @cache
 def _store_id_pattern() -> re.Pattern[str]:
-    return re.compile(load_schema(constants.STORE_SCHEMA)["properties"]["id"]["pattern"])
+    return re.compile(whole_string(load_schema(constants.STORE_SCHEMA)["properties"]["id"]["pattern"]))
 
 
 def engines() -> tuple[str, ...]:

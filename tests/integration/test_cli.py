@@ -178,3 +178,11 @@ def test_validate_and_plan_against_a_base_refuse_a_new_engine_or_cluster(example
     path.unlink()
     (example_repo / "stores/pages.yaml").write_text(text.replace("bookworm", "pages"))
     assert storeops(example_repo, "validate", "--base", "HEAD").returncode == 0
+
+
+def test_validate_refuses_an_id_with_a_trailing_newline(example_repo: Path) -> None:
+    text = (example_repo / "stores/bookworm.yaml").read_text()
+    (example_repo / "stores/bookworm.yaml").write_text(text.replace("id: bookworm", 'id: "bookworm\\n"'))
+    result = storeops(example_repo, "validate")
+    assert result.returncode == 1
+    assert "stores/bookworm.yaml:2: id: 'bookworm\\n'" in result.stdout, result.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import jsonschema
@@ -9,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from generator import errors, fleet, trees, validation
+from generator import errors, fleet, models, trees, validation
 from generator.errors import InvalidInput, MassDeleteRefused
 
 REPO = Path(__file__).resolve().parents[2]
@@ -267,3 +268,41 @@ def test_the_engine_list_is_the_schema_and_each_engine_has_its_chart() -> None:
         assert (REPO / "templates" / engine / "Chart.yaml").is_file(), engine
     readme = (REPO / "README.md").read_text()
     assert f"engine: woocommerce         # {' | '.join(validation.engines())}" in readme
+
+
+def _patterns(value: object) -> list[str]:
+    if isinstance(value, dict):
+        return [v for k, v in value.items() if k == "pattern" and isinstance(v, str)] + \
+            [p for v in value.values() for p in _patterns(v)]
+    if isinstance(value, list):
+        return [p for v in value for p in _patterns(v)]
+    return []
+
+
+@pytest.mark.parametrize("schema", ["store.schema.json", "cluster.schema.json", "plans.schema.json"])
+def test_every_schema_pattern_is_matched_against_the_whole_string(schema: str) -> None:
+    patterns = _patterns(validation.load_schema(schema))
+    assert patterns
+    for pattern in patterns:
+        anchored = validation.whole_string(pattern)
+        assert re.search(r"(?<!\\)\$", anchored) is None, pattern
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("id", "shop\n"), ("domain", "shop.example.com\n"), ("owner", {"name": "Pat", "email": "pat@example.com\n"}),
+    ("owner", {"name": "Pat", "email": "pat@example.com", "github": "pat\n"}), ("cluster", "local\n")])
+def test_a_trailing_newline_is_refused_in_every_pattern_field(field: str, value: object) -> None:
+    data = {"id": "shop", "name": "Shop", "engine": "woocommerce", "plan": "small", "cluster": "local",
+            "owner": {"name": "Pat", "email": "pat@example.com"}, field: value}
+    assert not validation.is_valid(data, "store.schema.json")
+    assert list(validation._validator("store.schema.json").iter_errors(data))
+    valid = {**data, field: value.replace("\n", "") if isinstance(value, str)
+             else {k: v.replace("\n", "") for k, v in value.items()}}  # type: ignore[union-attr]
+    assert validation.is_valid(valid, "store.schema.json")
+
+
+def test_quantities_are_read_whole() -> None:
+    assert models.cpu_millis("500m") == 500 and models.memory_bytes("1Gi") == 2**30
+    for bad in ("500m\n", "1Gi\n"):
+        with pytest.raises(ValueError):
+            models.cpu_millis(bad) if bad.startswith("5") else models.memory_bytes(bad)

@@ -326,6 +326,17 @@ def test_every_malformed_body_is_a_400_on_every_json_route(service: Running, raw
     assert examples.git(service.bare, "rev-parse", "main") == head
 
 
+def test_a_trailing_newline_is_refused_in_every_checked_field(service: Running) -> None:
+    head = examples.git(service.bare, "rev-parse", "main")
+    for payload in (examples.store_payload("abc\n"), examples.store_payload("abc", domain="abc.example.com\n"),
+                    examples.store_payload("abc", owner={"name": "A", "email": "a@b.co\n"})):
+        answer = service.client.post("/v1/stores", json=payload, headers=WRITE)
+        assert answer.status_code == 422, (payload, answer.text)
+    patched = service.client.patch("/v1/stores/bookworm", json={"domain": "books.example.com\n"}, headers=WRITE)
+    assert patched.status_code == 422 and patched.json()["problems"][0]["field"] == "domain"
+    assert examples.git(service.bare, "rev-parse", "main") == head
+
+
 def test_a_review_cluster_gets_a_branch_not_a_commit_on_main(service: Running) -> None:
     accepted = service.create("reviewed-shop", cluster="prod")
     result = service.settled(accepted["request_id"])
