@@ -88,5 +88,9 @@ class PushConflict(GitError):
     """The remote moved on while publishing and retries ran out."""
 
 
+class PushRefused(GitError):
+    """The remote refused the push for a reason of its own (a server-side hook, a protected branch)."""
+
+
 class ConfigError(StoreopsError):
     """A ``STOREOPS_*`` setting has a value storeops cannot use."""

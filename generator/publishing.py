@@ -20,7 +20,7 @@ from pathlib import Path
 import git
 
 from generator import constants, operations, planning
-from generator.errors import GitError, PushConflict
+from generator.errors import GitError, PushConflict, PushRefused
 from generator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,8 +32,10 @@ SEED_FOLDERS = (constants.STORES_DIR, constants.CLUSTERS_DIR, constants.TEMPLATE
 #: An edit applied to the work tree before rendering; returns the repo-relative paths it touched.
 Edit = Callable[[Path], list[str]]
 
-_REJECTED = ("[rejected]", "non-fast-forward", "fetch first", "[remote rejected]", "cannot lock ref",
-             "failed to update ref", "stale info")
+#: What git prints when someone else's push landed first: fetch, re-render on top, try again. The
+#: server-side ones come as "[remote rejected] ... (reason)"; any other reason is a refusal.
+_RACED_ON_SERVER = ("cannot lock ref", "failed to update ref", "stale info", "incorrect old value")
+_RACED = ("[rejected]", "non-fast-forward", "fetch first", *_RACED_ON_SERVER)
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,15 @@ def _stderr(e: git.GitCommandError) -> str:
     return " ".join(str(e.stderr).split()) or str(e)
 
 
+def _refusal(stdout: str, stderr: str) -> str:
+    """Why the remote refused a push: its ``remote:`` lines (a hook's words) and git's reason."""
+    # GitPython quotes git's stderr ("  stderr: 'remote: ..."), so a hook's line is found, not prefixed.
+    said = [line.split("remote:", 1)[1].strip(" '") for line in stderr.splitlines() if "remote:" in line]
+    reasons = [line.split("(", 1)[-1].rstrip(")") for line in f"{stdout}\n{stderr}".splitlines()
+               if "[remote rejected]" in line]
+    return "; ".join(dict.fromkeys([*(s for s in said if s), *reasons])) or "no reason given"
+
+
 def sync(repo: git.Repo, branch: str) -> str:
     """Make the work tree exactly the remote's ``branch``; return its commit (or '' when empty)."""
     try:
@@ -152,7 +163,11 @@ def publish(settings: Settings, *, allow_mass_delete: bool = False, edit: Edit |
             repo.git.push("--porcelain", "origin", f"HEAD:refs/heads/{settings.branch}")
         except git.GitCommandError as e:
             output = f"{e.stdout} {e.stderr}"
-            if not any(marker in output for marker in _REJECTED):
+            if "[remote rejected]" in output and not any(marker in output for marker in _RACED_ON_SERVER):
+                # A server-side hook or a protected branch said no: retrying will not change its mind.
+                raise PushRefused(f"{url} refused the push of {sha[:12]} to {settings.branch}: "
+                                  f"{_refusal(str(e.stdout), str(e.stderr))}") from e
+            if not any(marker in output for marker in _RACED):
                 raise GitError(f"cannot push to {url}: {_stderr(e)}") from e
             delay = min(2.0, 0.05 * 2 ** attempt) * (0.5 + random.random())
             log.info("push of %s rejected (attempt %d/%d); re-rendering on top in %.2fs",

@@ -145,7 +145,8 @@ def schema_problems(doc: Document, schema_name: str) -> list[Problem]:
         else:
             message = error.message
         problems.append(Problem(doc.path, doc.line_of(field), field_name(field) or "(top)", message))
-    return problems
+    # One field can break several rules that say the same (a field required by more than one clause).
+    return list(dict.fromkeys(problems))
 
 
 def _expected_name(path: str) -> str:

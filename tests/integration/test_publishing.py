@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from generator import constants, publishing
-from generator.errors import GitError, MassDeleteRefused
+from generator.errors import GitError, MassDeleteRefused, PushRefused
 from generator.settings import Settings
 from tests.conftest import git
 
@@ -155,3 +155,17 @@ def test_default_remote_with_a_relative_state_dir(tmp_path: Path, example_repo: 
     result = publishing.publish(settings, edit=add_store_edit("relative"))
     assert result.committed
     assert git(tmp_path / ".storeops/remote.git", "rev-parse", "main") == result.sha
+
+
+def test_a_push_refused_by_a_server_side_hook_says_so_once(tmp_path: Path, bare_remote: Path) -> None:
+    hook = bare_remote / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'main is frozen for the audit' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    attempts = settings_for(tmp_path, bare_remote)
+    head = git(bare_remote, "rev-parse", "main")
+    with pytest.raises(PushRefused) as refused:
+        publishing.publish(attempts, edit=add_store_edit("frozen"))
+    message = str(refused.value)
+    assert "refused the push" in message and "main is frozen for the audit" in message
+    assert "pre-receive hook declined" in message and "kept moving" not in message
+    assert git(bare_remote, "rev-parse", "main") == head

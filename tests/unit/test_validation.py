@@ -306,3 +306,9 @@ def test_quantities_are_read_whole() -> None:
     for bad in ("500m\n", "1Gi\n"):
         with pytest.raises(ValueError):
             models.cpu_millis(bad) if bad.startswith("5") else models.memory_bytes(bad)
+
+
+def test_a_missing_field_is_reported_once() -> None:
+    found = with_store("name: X\n", path="stores/x.yaml")
+    assert sorted(found) == sorted(set(found))
+    assert found.count("stores/x.yaml:1: engine: is required") == 1
