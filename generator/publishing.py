@@ -47,13 +47,29 @@ class Published:
     edited: tuple[str, ...] = ()
 
 
+#: Left in the state directory when it seeds its default remote: from then on the remote must be there.
+SEEDED_MARKER = "remote.seeded"
+
+
 def remote_url(settings: Settings) -> str:
-    """The remote to publish to, seeding the default local bare repository on first use."""
+    """The remote to publish to, seeding the default local bare repository in a new state directory.
+
+    A state directory that seeded its remote once never seeds it again: if the remote is gone, the
+    commits it held (accepted requests among them) are gone with it, and seeding a fresh copy of the
+    examples would hide that. That is an error to fix by hand (restore the remote, or start over with
+    an empty state directory).
+    """
     if settings.remote:
         return settings.remote
     bare = settings.default_remote
+    marker = settings.state_dir / SEEDED_MARKER
     if not (bare / "HEAD").exists():
+        if marker.exists():
+            raise GitError(f"the local remote {bare} is missing, but this state directory "
+                           f"({settings.state_dir}) made it on {marker.read_text().strip()}: its commits are lost. "
+                           "Restore it from a backup, or empty the state directory to start a new one")
         seed_remote(bare, settings.repo, settings.branch)
+        marker.write_text(time.strftime("%Y-%m-%d %H:%M:%S %Z") + "\n")
     return str(bare.resolve())
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 from pathlib import Path
 
@@ -169,3 +170,13 @@ def test_a_push_refused_by_a_server_side_hook_says_so_once(tmp_path: Path, bare_
     assert "refused the push" in message and "main is frozen for the audit" in message
     assert "pre-receive hook declined" in message and "kept moving" not in message
     assert git(bare_remote, "rev-parse", "main") == head
+
+
+def test_a_lost_default_remote_is_an_error_not_a_fresh_seed(tmp_path: Path, example_repo: Path) -> None:
+    settings = Settings(repo=example_repo, state_dir=tmp_path / "state")
+    first = publishing.publish(settings, edit=add_store_edit("kept"))
+    assert first.committed
+    shutil.rmtree(settings.default_remote)
+    with pytest.raises(GitError, match="is missing, but this state directory"):
+        publishing.publish(settings, edit=add_store_edit("after-loss"))
+    assert not settings.default_remote.exists()
