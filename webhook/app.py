@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 
@@ -147,11 +148,15 @@ def create_app(config: settings.ServiceSettings, *, pulls: PullRequests | None =
             try:
                 yield
             finally:
+                app.state.stopping.set()
                 stop.set()
         built.close()
         if hub is not None:
             hub.close()
         await statusreader.shutdown(reader)
 
-    return Starlette(routes=ROUTES, middleware=[Middleware(MetricsMiddleware)], lifespan=lifespan,
-                     exception_handlers=EXCEPTION_HANDLERS)
+    built_app = Starlette(routes=ROUTES, middleware=[Middleware(MetricsMiddleware)], lifespan=lifespan,
+                          exception_handlers=EXCEPTION_HANDLERS)
+    #: Set when shutdown begins (by ``storeops serve`` on SIGTERM, or the lifespan's end): streams end.
+    built_app.state.stopping = threading.Event()
+    return built_app

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import threading
+from types import FrameType
 
 import uvicorn
 
@@ -15,14 +17,37 @@ from webhook.settings import StatusSettings
 log = logging.getLogger(__name__)
 
 
+class Server(uvicorn.Server):
+    """uvicorn's server, telling the app the moment shutdown begins (SIGTERM, SIGINT).
+
+    uvicorn closes the listening socket, then waits for open connections before it runs the app's
+    shutdown; an event stream never closes by itself, so the streams watch ``stopping`` and end.
+    The wait is bounded as well (``STOREOPS_SHUTDOWN_GRACE``): past it uvicorn cancels what is left.
+    """
+
+    def __init__(self, config: uvicorn.Config, *, stopping: threading.Event) -> None:
+        super().__init__(config)
+        self.stopping = stopping
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if not self.stopping.is_set():
+            log.info("shutting down: ending event streams, finishing requests (at most %ss)",
+                     self.config.timeout_graceful_shutdown)
+        self.stopping.set()
+        super().handle_exit(sig, frame)
+
+
 def cmd_serve(args: argparse.Namespace, _git: Settings) -> int:
     config = settings.ServiceSettings.from_env()
     host = args.host or config.host
     port = args.port if args.port is not None else config.port
     hub = github.GitHubSettings.from_env()
     status = StatusSettings.from_env()
-    uvicorn.run(app.create_app(config, github=hub, status=status), host=host, port=port,
-                log_level="info" if args.verbose else "warning", access_log=bool(args.verbose), lifespan="on")
+    served = app.create_app(config, github=hub, status=status)
+    uvicorn_config = uvicorn.Config(served, host=host, port=port, log_level="info" if args.verbose else "warning",
+                                    access_log=bool(args.verbose), lifespan="on",
+                                    timeout_graceful_shutdown=config.shutdown_grace)
+    Server(uvicorn_config, stopping=served.state.stopping).run()
     return 0
 
 

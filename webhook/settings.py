@@ -65,6 +65,8 @@ class ServiceSettings:
     retry_max: float = 30.0
     review_branch_prefix: str = "storeops/request-"
     public_url: str = ""
+    #: Seconds ``storeops serve`` lets open requests finish after SIGTERM before it cancels them.
+    shutdown_grace: int = 10
 
     @property
     def queue_path(self) -> Path:
@@ -99,6 +101,7 @@ class ServiceSettings:
             retry_max=number("STOREOPS_RETRY_MAX", d.retry_max, low=0),
             review_branch_prefix=env.get("STOREOPS_REVIEW_BRANCH_PREFIX", d.review_branch_prefix),
             public_url=env.get("STOREOPS_PUBLIC_URL", d.public_url).rstrip("/"),
+            shutdown_grace=integer("STOREOPS_SHUTDOWN_GRACE", d.shutdown_grace, low=0),
         )
 
 

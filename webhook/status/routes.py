@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 import time
 from collections.abc import AsyncIterator
 
@@ -79,10 +80,14 @@ async def stream_store_events(request: Request, call: access.Call) -> Response:
     raw_last = request.headers.get("last-event-id") or request.query_params.get("after") or ""
     after = int(raw_last) if raw_last.isdigit() else None
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(_events(reader, store_id, after), media_type="text/event-stream", headers=headers)
+    stopping: threading.Event = getattr(request.app.state, "stopping", None) or reader.stopped
+    return StreamingResponse(_events(reader, store_id, after, stopping), media_type="text/event-stream",
+                             headers=headers)
 
 
-async def _events(reader: StatusReader, store_id: str, after: int | None) -> AsyncIterator[str]:
+async def _events(reader: StatusReader, store_id: str, after: int | None,
+                  stopping: threading.Event) -> AsyncIterator[str]:
+    """Frames until the store is deleted, the client leaves, or the service begins to shut down."""
     yield f"retry: {int(KEEPALIVE_SECONDS * 1000)}\n\n"
     seen = reader.reporter.seq
     if after is None:
@@ -91,7 +96,7 @@ async def _events(reader: StatusReader, store_id: str, after: int | None) -> Asy
             yield _frame(seen, row_view(row))
         after = seen
     last_sent = time.monotonic()
-    while not reader.stopped.is_set():
+    while not (reader.stopped.is_set() or stopping.is_set()):
         target = reader.reporter.seq
         if target > after:
             events = await anyio.to_thread.run_sync(functools.partial(reader.ledger.events, store_id=store_id,

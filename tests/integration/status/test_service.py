@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
+import httpx
 from kubernetes import client
 from starlette.testclient import TestClient
 
 from harness import examples
 from harness import stack as harness_stack
+from harness.processes import free_port
 from tests.integration.status import support
 from webhook import app
 from webhook.settings import StatusSettings
@@ -82,3 +91,64 @@ def test_an_intake_publish_refreshes_argo_cd_and_get_store_shows_the_deployment(
         support.wait_until("deployment ready in GET /v1/stores/wired", lambda: (http.get(
             "/v1/stores/wired", headers=READ).json().get("deployment") or {}).get("status") == "ready")
         assert 'storeops_stores{state="ready"} 1' in http.get("/metrics", headers=READ).text
+
+
+def test_sigterm_with_followers_connected_exits_within_seconds_and_loses_nothing(
+        tmp_path: Path, apiserver: harness_stack.Stack) -> None:
+    namespace = support.new_namespace(apiserver)
+    config = examples.service_settings(tmp_path)
+    port = free_port()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("STOREOPS_")},
+           "PYTHONPATH": str(examples.ROOT), "STOREOPS_PORT": str(port), "STOREOPS_REPO": str(config.git.repo),
+           "STOREOPS_REMOTE": config.git.remote, "STOREOPS_STATE_DIR": str(config.git.state_dir),
+           "STOREOPS_API_TOKENS": f"{examples.WRITE_TOKEN},{examples.READ_TOKEN}:read",
+           "STOREOPS_KUBECONFIG": str(apiserver.kubeconfig), "STOREOPS_ARGOCD_NAMESPACE": namespace,
+           "STOREOPS_SHUTDOWN_GRACE": "10"}
+    url = f"http://127.0.0.1:{port}"
+
+    def serve() -> subprocess.Popen[bytes]:
+        server = subprocess.Popen([sys.executable, "-m", "webhook.cli", "serve"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        support.wait_until("storeops serve to be ready", lambda: _ready(url) and server.poll() is None, timeout=30)
+        return server
+
+    server = serve()
+    opened = threading.Event()
+
+    def follow(store_id: str) -> None:
+        with contextlib.suppress(httpx.HTTPError), httpx.stream(
+                "GET", f"{url}/v1/stores/{store_id}/events", headers=READ, timeout=60) as stream:
+            for _ in stream.iter_lines():
+                opened.set()
+
+    followers = [threading.Thread(target=follow, args=(f"s{i}",), daemon=True) for i in range(3)]
+    for follower in followers:
+        follower.start()
+    assert opened.wait(10)
+    accepted = httpx.post(f"{url}/v1/stores", json=examples.store_payload("sigterm-shop"),
+                          headers={"Authorization": f"Bearer {examples.WRITE_TOKEN}"})
+    assert accepted.status_code == 202
+    started = time.monotonic()
+    server.send_signal(signal.SIGTERM)
+    server.wait(timeout=15)
+    took = time.monotonic() - started
+    assert took < 5, f"storeops serve took {took:.1f}s to stop with 3 followers connected"
+    assert server.returncode in (0, -signal.SIGTERM)
+    for follower in followers:
+        follower.join(5)
+        assert not follower.is_alive(), "each event stream ended"
+    # The accepted request was on disk before its 202: it lands, now or after a restart.
+    server = serve()
+    try:
+        support.wait_until("the accepted request in Git",
+                           lambda: "sigterm-shop" in examples.remote_stores(Path(config.git.remote)), timeout=30)
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
