@@ -33,6 +33,8 @@ class Caller:
     client: str
     source: str
     idempotency_key: str | None = None
+    #: What a key is given for: the request's method and path (a key names one request, on one target).
+    scope: str = ""
 
 
 def body_hash(body: bytes) -> str:
@@ -83,7 +85,14 @@ class Intake:
         if not caller.idempotency_key:
             return None
         first = self.queue.by_idempotency_key(client=caller.client, key=caller.idempotency_key)
-        if first is not None and first.body_hash != body_hash(body):
+        if first is None:
+            return None
+        if first.scope and first.scope != caller.scope:
+            raise Invalid(f"Idempotency-Key {caller.idempotency_key!r} was first used for {first.scope}; a key "
+                          f"names one request: send {caller.scope} with a new key",
+                          [Problem("request", 0, "Idempotency-Key", f"already used for {first.scope}",
+                                   errors.REQUEST)])
+        if first.body_hash != body_hash(body):
             raise Conflict(f"Idempotency-Key {caller.idempotency_key!r} was already used with a different request")
         return first
 
@@ -102,7 +111,7 @@ class Intake:
                 id=str(uuid.uuid4()), store_id=store_id, action=queueing.CREATE, content=content,
                 cluster=entry.store.cluster, review=self._needs_review(snapshot, after, path, store_id),
                 source=caller.source, client=caller.client,
-                idempotency_key=caller.idempotency_key, body_hash=body_hash(body)))
+                idempotency_key=caller.idempotency_key, body_hash=body_hash(body), scope=caller.scope))
             self._snapshot = Snapshot(snapshot.git, after, snapshot.git_sha,
                                       _with_text(snapshot.texts, request.path, content))
             return request, True
@@ -137,7 +146,7 @@ class Intake:
                 id=str(uuid.uuid4()), store_id=store_id, action=queueing.UPDATE, content=content,
                 cluster=entry.store.cluster, review=self._needs_review(snapshot, after, path, store_id),
                 source=caller.source, client=caller.client,
-                idempotency_key=caller.idempotency_key, body_hash=body_hash(body)))
+                idempotency_key=caller.idempotency_key, body_hash=body_hash(body), scope=caller.scope))
             self._snapshot = Snapshot(snapshot.git, after, snapshot.git_sha,
                                       _with_text(snapshot.texts, path, content))
             return request, True
@@ -200,7 +209,7 @@ class Intake:
                 id=str(uuid.uuid4()), store_id=store_id, action=queueing.DELETE, content=None,
                 cluster=held.entry.store.cluster, review=self._needs_review(snapshot, after, path, store_id),
                 source=caller.source, client=caller.client,
-                idempotency_key=caller.idempotency_key, body_hash=body_hash(body)))
+                idempotency_key=caller.idempotency_key, body_hash=body_hash(body), scope=caller.scope))
             self._snapshot = Snapshot(snapshot.git, after, snapshot.git_sha, _with_text(snapshot.texts, path, None))
             return request, True
 

@@ -29,6 +29,10 @@ def _service(request: Request) -> Service:
     return service
 
 
+def _scope(request: Request) -> str:
+    return f"{request.method} {request.url.path}"
+
+
 def _idempotency_key(request: Request) -> str | None:
     key = request.headers.get("idempotency-key")
     if key is not None and not 1 <= len(key) <= 200:
@@ -80,7 +84,8 @@ async def create_store(request: Request, call: access.Call) -> Response:
     service = _service(request)
     body = call.body
     data = access.parse_json(body)
-    caller = Caller(client=call.caller.client, source="api", idempotency_key=_idempotency_key(request))
+    caller = Caller(client=call.caller.client, source="api", idempotency_key=_idempotency_key(request),
+                    scope=_scope(request))
     queued, new = await anyio.to_thread.run_sync(
         lambda: service.intake.create(data=data, caller=caller, body=body))
     return _accepted(request, queued, new, "api")
@@ -117,7 +122,8 @@ async def update_store(request: Request, call: access.Call) -> Response:
     body = call.body
     patch = access.parse_json(body)
     store_id = request.path_params["store_id"]
-    caller = Caller(client=call.caller.client, source="api", idempotency_key=_idempotency_key(request))
+    caller = Caller(client=call.caller.client, source="api", idempotency_key=_idempotency_key(request),
+                    scope=_scope(request))
     queued, new = await anyio.to_thread.run_sync(
         lambda: service.intake.update(store_id=store_id, patch=patch, caller=caller, body=body))
     return _accepted(request, queued, new, "api")
@@ -128,7 +134,8 @@ async def delete_store(request: Request, call: access.Call) -> Response:
     service = _service(request)
     store_id = request.path_params["store_id"]
     body = call.body
-    caller = Caller(client=call.caller.client, source="api", idempotency_key=_idempotency_key(request))
+    caller = Caller(client=call.caller.client, source="api", idempotency_key=_idempotency_key(request),
+                    scope=_scope(request))
     queued, new = await anyio.to_thread.run_sync(
         lambda: service.intake.delete(store_id=store_id, caller=caller, body=f"DELETE {store_id}".encode() + body))
     return _accepted(request, queued, new, "api")
@@ -162,7 +169,7 @@ async def form_webhook(request: Request, call: access.Call) -> Response:
         raise BadRequest("the delivery must be a JSON object")
     data = forms.to_store(source, config.form_fields)
     key = _idempotency_key(request) or request.headers.get("x-delivery-id")
-    caller = Caller(client="webhook", source="webhook", idempotency_key=key)
+    caller = Caller(client="webhook", source="webhook", idempotency_key=key, scope=_scope(request))
     queued, new = await anyio.to_thread.run_sync(lambda: service.intake.create(data=data, caller=caller, body=body))
     return _accepted(request, queued, new, "webhook")
 

@@ -52,7 +52,8 @@ CREATE TABLE IF NOT EXISTS requests (
     review_url TEXT,
     problems TEXT,
     created REAL NOT NULL,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    scope TEXT NOT NULL DEFAULT ''
 );
 CREATE UNIQUE INDEX IF NOT EXISTS requests_idempotency
     ON requests (client, idempotency_key) WHERE idempotency_key IS NOT NULL;
@@ -81,6 +82,8 @@ class Request:
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
     seq: int = 0
+    #: What the idempotency key was given for: the method and path (``PATCH /v1/stores/a``).
+    scope: str = ""
 
     @property
     def path(self) -> str:
@@ -88,7 +91,8 @@ class Request:
 
 
 _COLUMNS = ("seq", "id", "store_id", "action", "content", "cluster", "review", "source", "client",
-            "idempotency_key", "body_hash", "status", "commit_sha", "review_url", "problems", "created", "updated")
+            "idempotency_key", "body_hash", "status", "commit_sha", "review_url", "problems", "created", "updated",
+            "scope")
 
 
 def _row(row: tuple[Any, ...]) -> Request:
@@ -111,6 +115,9 @@ class Queue:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(requests)")}
+        if "scope" not in columns:  # a queue written before keys were scoped
+            self._db.execute("ALTER TABLE requests ADD COLUMN scope TEXT NOT NULL DEFAULT ''")
 
     def close(self) -> None:
         with self._lock:
@@ -139,7 +146,7 @@ class Queue:
                 f"INSERT INTO requests ({', '.join(_COLUMNS[1:])}) VALUES ({', '.join('?' * (len(_COLUMNS) - 1))})",
                 (request.id, request.store_id, request.action, request.content, request.cluster, int(request.review),
                  request.source, request.client, request.idempotency_key, request.body_hash, request.status,
-                 request.commit_sha, request.review_url, "[]", request.created, request.updated))
+                 request.commit_sha, request.review_url, "[]", request.created, request.updated, request.scope))
             seq = cursor.lastrowid or 0
         log.info("queued request %s: %s %s", request.id, request.action, request.store_id)
         return Request(**{**request.__dict__, "seq": seq})

@@ -226,6 +226,24 @@ def test_an_idempotency_key_returns_the_first_answer(service: Running) -> None:
     assert examples.additions(service.bare)["stores/once-only.yaml"] == 1
 
 
+def test_an_idempotency_key_names_one_request_on_one_target(service: Running) -> None:
+    headers = {**WRITE, "Idempotency-Key": "k-suspend"}
+    first = service.client.patch("/v1/stores/bookworm", json={"state": "suspended"}, headers=headers)
+    assert first.status_code == 202
+    # The same key and body on another store: refused, saying so, instead of answering with the first.
+    other = service.client.patch("/v1/stores/acme-outdoor", json={"state": "suspended"}, headers=headers)
+    assert other.status_code == 422, other.text
+    assert "first used for PATCH /v1/stores/bookworm" in other.json()["error"]
+    deleted = service.client.delete("/v1/stores/bookworm", headers=headers)
+    assert deleted.status_code == 422 and "PATCH /v1/stores/bookworm" in deleted.json()["error"]
+    # The first request itself may be retried with its key.
+    again = service.client.patch("/v1/stores/bookworm", json={"state": "suspended"}, headers=headers)
+    assert again.status_code == 202 and again.json()["request_id"] == first.json()["request_id"]
+    service.settled(first.json()["request_id"])
+    stores = examples.remote_stores(service.bare)
+    assert stores["bookworm"].get("state") == "suspended" and stores["acme-outdoor"].get("state") != "suspended"
+
+
 # --- reading and deleting ------------------------------------------------------------------------
 
 def test_list_and_get_stores_and_requests(service: Running) -> None:
