@@ -67,6 +67,8 @@ class ServiceSettings:
     public_url: str = ""
     #: Seconds ``storeops serve`` lets open requests finish after SIGTERM before it cancels them.
     shutdown_grace: int = 10
+    #: Deletions are counted per cluster over this many seconds against STOREOPS_MASS_DELETE_SHARE.
+    mass_delete_window: float = 3600.0
 
     @property
     def queue_path(self) -> Path:
@@ -102,6 +104,7 @@ class ServiceSettings:
             review_branch_prefix=env.get("STOREOPS_REVIEW_BRANCH_PREFIX", d.review_branch_prefix),
             public_url=env.get("STOREOPS_PUBLIC_URL", d.public_url).rstrip("/"),
             shutdown_grace=integer("STOREOPS_SHUTDOWN_GRACE", d.shutdown_grace, low=0),
+            mass_delete_window=number("STOREOPS_MASS_DELETE_WINDOW", d.mass_delete_window, low=0),
         )
 
 

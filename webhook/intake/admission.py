@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,8 @@ class Caller:
     idempotency_key: str | None = None
     #: What a key is given for: the request's method and path (a key names one request, on one target).
     scope: str = ""
+    #: The stated reason to delete beyond the mass-delete limit ('' for none); kept with the request.
+    mass_delete_reason: str = ""
 
 
 def body_hash(body: bytes) -> str:
@@ -51,9 +54,13 @@ class Snapshot:
 
 
 class Intake:
-    def __init__(self, *, queue: queueing.Queue, mass_delete_share: float) -> None:
+    def __init__(self, *, queue: queueing.Queue, mass_delete_share: float, mass_delete_window: float = 3600.0,
+                 clock: Callable[[], float] = time.time) -> None:
         self.queue = queue
         self.mass_delete_share = mass_delete_share
+        #: Deletions are counted per cluster over this many seconds, across requests and restarts.
+        self.mass_delete_window = mass_delete_window
+        self.clock = clock
         self._lock = threading.Lock()
         self._snapshot: Snapshot | None = None
 
@@ -198,20 +205,36 @@ class Intake:
                 if any(r.action == queueing.DELETE for r in self.queue.active() if r.store_id == store_id):
                     raise Conflict(f"store {store_id!r} is already being deleted")
                 raise NotFound(f"no store {store_id!r} in Git or in the queue")
-            pending = sum(1 for r in self.queue.active() if r.action == queueing.DELETE)
-            existing = len(snapshot.git.store_ids())
-            limit = max(1, int(self.mass_delete_share * existing))
-            if pending + 1 > limit:
-                raise Conflict(f"{pending} deletions are already queued (limit {limit} of {existing} stores "
-                               f"at once); retry after they land")
+            cluster = held.entry.store.cluster
+            self._check_mass_delete(snapshot, cluster=cluster, store_id=store_id, caller=caller)
             after = snapshot.overlay.with_store(path, None)
             request = self.queue.add(queueing.Request(
                 id=str(uuid.uuid4()), store_id=store_id, action=queueing.DELETE, content=None,
-                cluster=held.entry.store.cluster, review=self._needs_review(snapshot, after, path, store_id),
+                cluster=cluster, review=self._needs_review(snapshot, after, path, store_id),
                 source=caller.source, client=caller.client,
-                idempotency_key=caller.idempotency_key, body_hash=body_hash(body), scope=caller.scope))
+                idempotency_key=caller.idempotency_key, body_hash=body_hash(body), scope=caller.scope,
+                override=caller.mass_delete_reason))
             self._snapshot = Snapshot(snapshot.git, after, snapshot.git_sha, _with_text(snapshot.texts, path, None))
             return request, True
+
+    def _check_mass_delete(self, snapshot: Snapshot, *, cluster: str, store_id: str, caller: Caller) -> None:
+        """Refuse (409) a deletion past the share of a cluster's stores removed within the window, unless the
+        caller states a reason, which is logged and kept with the request."""
+        since = self.clock() - self.mass_delete_window
+        removed = self.queue.deletions(cluster=cluster, since=since)
+        remaining = sum(1 for held in snapshot.git.stores.values()
+                        if held.entry is not None and held.entry.store.cluster == cluster)
+        # The fleet as it was when the window began: what is left plus what was removed since.
+        limit = max(1, int(self.mass_delete_share * (remaining + removed)))
+        if removed + 1 <= limit:
+            return
+        what = (f"{removed} stores of cluster {cluster!r} were removed in the last "
+                f"{self.mass_delete_window:g} s (limit {limit})")
+        if not caller.mass_delete_reason:
+            raise Conflict(f"{what}; removing {store_id!r} too needs a stated reason in "
+                           f"X-Storeops-Mass-Delete-Reason, or wait until the window has passed")
+        log.warning("mass delete beyond the limit by %s: %s; removing %s; reason: %s", caller.client, what,
+                    store_id, caller.mass_delete_reason)
 
     # --- reading ----------------------------------------------------------------------------------
 

@@ -29,6 +29,13 @@ def _service(request: Request) -> Service:
     return service
 
 
+def _mass_delete_reason(request: Request) -> str:
+    reason = request.headers.get("x-storeops-mass-delete-reason", "").strip()
+    if len(reason) > 500:
+        raise BadRequest("X-Storeops-Mass-Delete-Reason must be at most 500 characters")
+    return reason
+
+
 def _scope(request: Request) -> str:
     return f"{request.method} {request.url.path}"
 
@@ -74,7 +81,8 @@ def request_view(queued: queueing.Request) -> dict[str, object]:
             "status": queued.status, "source": queued.source, "cluster": queued.cluster,
             "mode": "review" if queued.review else "direct", "commit": queued.commit_sha,
             "review_url": queued.review_url, "problems": problem_list(list(queued.problems)),
-            "created": queued.created, "updated": queued.updated}
+            "created": queued.created, "updated": queued.updated,
+            "mass_delete_reason": queued.override or None}
 
 
 # --- the JSON API ---------------------------------------------------------------------------------
@@ -135,7 +143,7 @@ async def delete_store(request: Request, call: access.Call) -> Response:
     store_id = request.path_params["store_id"]
     body = call.body
     caller = Caller(client=call.caller.client, source="api", idempotency_key=_idempotency_key(request),
-                    scope=_scope(request))
+                    scope=_scope(request), mass_delete_reason=_mass_delete_reason(request))
     queued, new = await anyio.to_thread.run_sync(
         lambda: service.intake.delete(store_id=store_id, caller=caller, body=f"DELETE {store_id}".encode() + body))
     return _accepted(request, queued, new, "api")

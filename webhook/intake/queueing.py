@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS requests (
     problems TEXT,
     created REAL NOT NULL,
     updated REAL NOT NULL,
-    scope TEXT NOT NULL DEFAULT ''
+    scope TEXT NOT NULL DEFAULT '',
+    override TEXT NOT NULL DEFAULT ''
 );
 CREATE UNIQUE INDEX IF NOT EXISTS requests_idempotency
     ON requests (client, idempotency_key) WHERE idempotency_key IS NOT NULL;
@@ -84,6 +85,8 @@ class Request:
     seq: int = 0
     #: What the idempotency key was given for: the method and path (``PATCH /v1/stores/a``).
     scope: str = ""
+    #: Why a deletion beyond the mass-delete limit was wanted (the caller's stated reason; audited).
+    override: str = ""
 
     @property
     def path(self) -> str:
@@ -92,7 +95,7 @@ class Request:
 
 _COLUMNS = ("seq", "id", "store_id", "action", "content", "cluster", "review", "source", "client",
             "idempotency_key", "body_hash", "status", "commit_sha", "review_url", "problems", "created", "updated",
-            "scope")
+            "scope", "override")
 
 
 def _row(row: tuple[Any, ...]) -> Request:
@@ -116,8 +119,9 @@ class Queue:
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(requests)")}
-        if "scope" not in columns:  # a queue written before keys were scoped
-            self._db.execute("ALTER TABLE requests ADD COLUMN scope TEXT NOT NULL DEFAULT ''")
+        for added in ("scope", "override"):  # a queue written by an older version
+            if added not in columns:
+                self._db.execute(f"ALTER TABLE requests ADD COLUMN {added} TEXT NOT NULL DEFAULT ''")
 
     def close(self) -> None:
         with self._lock:
@@ -146,7 +150,8 @@ class Queue:
                 f"INSERT INTO requests ({', '.join(_COLUMNS[1:])}) VALUES ({', '.join('?' * (len(_COLUMNS) - 1))})",
                 (request.id, request.store_id, request.action, request.content, request.cluster, int(request.review),
                  request.source, request.client, request.idempotency_key, request.body_hash, request.status,
-                 request.commit_sha, request.review_url, "[]", request.created, request.updated, request.scope))
+                 request.commit_sha, request.review_url, "[]", request.created, request.updated, request.scope,
+                 request.override))
             seq = cursor.lastrowid or 0
         log.info("queued request %s: %s %s", request.id, request.action, request.store_id)
         return Request(**{**request.__dict__, "seq": seq})
@@ -166,6 +171,13 @@ class Queue:
     def pending(self, *, limit: int) -> list[Request]:
         """Requests the writer has not landed yet, oldest first."""
         return self._select("WHERE status = ? ORDER BY seq LIMIT ?", (REQUESTED, limit))
+
+    def deletions(self, *, cluster: str, since: float) -> int:
+        """Deletions of stores on ``cluster`` accepted since ``since`` (and not rejected): the mass-delete window."""
+        with self._lock:
+            found = self._db.execute("SELECT COUNT(*) FROM requests WHERE action = ? AND cluster = ? AND created >= ? "
+                                     "AND status != ?", (DELETE, cluster, since, REJECTED)).fetchone()
+        return int(found[0])
 
     def for_store(self, store_id: str) -> list[Request]:
         return self._select("WHERE store_id = ? ORDER BY seq", (store_id,))

@@ -30,7 +30,8 @@ class Service:
 def build(config: ServiceSettings, *, repository: Repository) -> Service:
     """Open the queue and wire the parts; the writer starts with the app (see ``app.lifespan``)."""
     queue = queueing.Queue(path=config.queue_path)
-    intake = Intake(queue=queue, mass_delete_share=config.git.mass_delete_share)
+    intake = Intake(queue=queue, mass_delete_share=config.git.mass_delete_share,
+                    mass_delete_window=config.mass_delete_window)
     metrics = Metrics()
     writer = Writer(repository=repository, intake=intake, metrics=metrics,
                     batch_max=config.batch_max, batch_window=config.batch_window, retry_min=config.retry_min,

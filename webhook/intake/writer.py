@@ -159,14 +159,18 @@ class Writer:
         outcomes = Outcomes()
         ids = ", ".join(sorted({r.store_id for r in batch})[:20])
         started = time.monotonic()
+        deletes = [r for r in batch if r.action == queueing.DELETE]
         try:
+            reasons = sorted({r.override for r in deletes if r.override})
+            extra = "".join(f"\nMass delete reason: {reason}" for reason in reasons)
             result, files = self.repository.publish(
                 edit=lambda root: apply_requests(root, batch, outcomes, reviewed=False),
-                message=f"Requests: {len(batch)} via storeops intake ({ids})")
+                message=f"Requests: {len(batch)} via storeops intake ({ids}){extra}",
+                # The intake let these past the mass-delete limit with a stated reason, kept in the commit.
+                allow_mass_delete=bool(deletes) and all(r.override for r in deletes))
         except MassDeleteRefused as e:
             # The intake caps queued deletions, but Git may have shrunk meanwhile: refuse the deletions.
-            deletes = [r.id for r in batch if r.action == queueing.DELETE]
-            self.queue.finish(request_ids=deletes, status=queueing.REJECTED,
+            self.queue.finish(request_ids=[r.id for r in deletes], status=queueing.REJECTED,
                               problems=[Problem("stores", 0, "id", str(e))])
             raise
         self.metrics.observe_publish(seconds=time.monotonic() - started, pushed=result.committed,

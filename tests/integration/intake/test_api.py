@@ -55,8 +55,8 @@ class Running:
         return result
 
 
-def start(tmp_path: Path, **overrides: object) -> Iterator[Running]:
-    settings = examples.service_settings(tmp_path, **overrides)
+def start(tmp_path: Path, *, settings: ServiceSettings | None = None, **overrides: object) -> Iterator[Running]:
+    settings = settings or examples.service_settings(tmp_path, **overrides)
     with TestClient(app.create_app(settings)) as client:
         wait_for(lambda: client.get("/readyz").status_code == 200)
         yield Running(client, settings)
@@ -269,13 +269,34 @@ def test_delete_removes_the_entry_and_its_rendered_files(service: Running) -> No
     tree = examples.git(service.bare, "ls-tree", "-r", "--name-only", "main")
     assert "rendered/local/apps/bookworm.yaml" not in tree
     assert service.client.delete("/v1/stores/bookworm", headers=WRITE).status_code == 404
-    # Four stores, share 0.25: one deletion at a time may be queued.
-    busy = service.client.delete("/v1/stores/acme-outdoor", headers=WRITE)
-    assert busy.status_code == 202
-    over = service.client.delete("/v1/stores/coffee-lab", headers=WRITE)
-    assert over.status_code in (202, 409)
-    if over.status_code == 409:
-        assert "deletions are already queued" in over.json()["error"]
+
+
+def test_the_mass_delete_guard_counts_a_window_across_requests_and_restarts(tmp_path: Path) -> None:
+    settings = examples.service_settings(tmp_path, capacity=20)
+    for running in start(tmp_path, settings=settings):
+        for i in range(6):
+            running.settled(running.create(f"fleet-{i}")["request_id"])
+        # Eight stores on cluster local, share 0.25: two may go within the window, one at a time or not.
+        for store_id in ("fleet-0", "fleet-1"):
+            gone = running.client.delete(f"/v1/stores/{store_id}", headers=WRITE)
+            assert gone.status_code == 202
+            assert running.settled(gone.json()["request_id"])["status"] == "committed"
+        third = running.client.delete("/v1/stores/fleet-2", headers=WRITE)
+        assert third.status_code == 409
+        assert "2 stores of cluster 'local' were removed in the last 3600 s (limit 2)" in third.json()["error"]
+        # Another cluster has its own count.
+        assert running.client.delete("/v1/stores/coffee-lab", headers=WRITE).status_code == 202
+    # The window is in the database: a restart does not reset it.
+    for running in start(tmp_path, settings=settings):
+        assert running.client.delete("/v1/stores/fleet-2", headers=WRITE).status_code == 409
+        reason = {**WRITE, "X-Storeops-Mass-Delete-Reason": "closing the spring pop-up shops (ticket OPS-42)"}
+        forced = running.client.delete("/v1/stores/fleet-2", headers=reason)
+        assert forced.status_code == 202
+        view = running.settled(forced.json()["request_id"])
+        assert view["status"] == "committed" and view["mass_delete_reason"].startswith("closing the spring")
+        message = examples.git(running.bare, "log", "-1", "--format=%B", "main")
+        assert "Mass delete reason: closing the spring pop-up shops (ticket OPS-42)" in message
+        assert "fleet-2" not in examples.remote_stores(running.bare)
 
 
 def test_patch_suspends_a_store_keeping_the_files_comments(service: Running) -> None:
