@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 
 from generator.errors import GitError, PushConflict, StoreopsError
 from webhook import access
-from webhook.errors import BadRequest, NotFound
+from webhook.errors import BadRequest, NotFound, NotReady, Unauthenticated
 from webhook.github import deliveries, events, signatures
 from webhook.github.client import GitHub, GitHubError, GitHubSettings
 from webhook.github.handlers import Handlers
@@ -29,6 +29,9 @@ from webhook.settings import ServiceSettings
 log = logging.getLogger(__name__)
 
 DELIVERIES_FILE = "github-deliveries.sqlite3"
+#: Delivery bodies read at once, and how long a delivery waits for its turn (GitHub waits 10 s for an answer).
+BODIES_AT_ONCE = 4
+BODY_WAIT = 5.0
 #: Failures that may pass (the remote or GitHub unreachable, a push race): retried this many times.
 ATTEMPTS = 5
 #: Finished deliveries are remembered this long for de-duplication (GitHub redelivers up to 3 days back).
@@ -44,6 +47,9 @@ class GitHubService:
     retry_max: float = 60.0
     poll: float = 30.0
     _wake: anyio.Event | None = field(default=None, repr=False)
+    #: Deliveries read at once: a body is held whole until its signature is checked, so at most
+    #: BODIES_AT_ONCE x max_body_bytes is in memory for unverified senders.
+    bodies: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(BODIES_AT_ONCE))
 
     def wake(self) -> None:
         if self._wake is not None:
@@ -125,7 +131,17 @@ async def github_webhook(request: Request) -> Response:
     if service is None:
         raise NotFound("the GitHub webhook is off (STOREOPS_GITHUB_WEBHOOK_SECRET is not set)")
     settings = service.settings
-    body = await access.read_body(request, limit=settings.max_body_bytes)
+    if not request.headers.get(signatures.HEADER):
+        raise Unauthenticated(f"missing {signatures.HEADER} header")  # before reading a byte of the body
+    try:
+        with anyio.fail_after(BODY_WAIT):
+            await service.bodies.acquire()
+    except TimeoutError:
+        raise NotReady(f"{BODIES_AT_ONCE} deliveries are being read; try again") from None
+    try:
+        body = await access.read_body(request, limit=settings.max_body_bytes)
+    finally:
+        service.bodies.release()
     signatures.verify(secret=settings.webhook_secret, header=request.headers.get(signatures.HEADER), body=body)
     event = request.headers.get("x-github-event", "")
     delivery_id = request.headers.get("x-github-delivery", "")

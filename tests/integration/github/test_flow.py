@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from starlette.testclient import TestClient
 
@@ -267,6 +268,25 @@ def test_signature_and_malformed_deliveries_get_4xx(world: World) -> None:
     del no_id["X-GitHub-Delivery"]
     assert world.client.post("/v1/webhooks/github", content=body, headers=no_id).status_code == 400
     assert not fake.writes()
+
+
+def test_bodies_are_refused_early_and_only_a_few_are_read_at_once(world: World) -> None:
+    service = world.client.app.state.github  # type: ignore[attr-defined]
+    headers = payloads.headers("ping", b"{}")
+    # Declared too large: 413 before a byte is read. Unsigned: 401 before a byte is read.
+    huge = {**headers, "Content-Length": str(service.settings.max_body_bytes + 1)}
+    assert world.client.post("/v1/webhooks/github", content=b"{}", headers=huge).status_code == 413
+    unsigned = {k: v for k, v in headers.items() if k != "X-Hub-Signature-256"}
+    assert world.client.post("/v1/webhooks/github", content=b"{}", headers=unsigned).status_code == 401
+    # Every reading slot taken: a delivery waits its turn, then gets 503 (and GitHub can redeliver).
+    service.bodies = anyio.CapacityLimiter(1)
+    holder = object()
+    world.client.portal.call(service.bodies.acquire_on_behalf_of, holder)  # type: ignore[union-attr]
+    started = time.monotonic()
+    busy = world.client.post("/v1/webhooks/github", content=b"{}", headers=headers)
+    assert busy.status_code == 503 and time.monotonic() - started >= hooks.BODY_WAIT - 0.5
+    world.client.portal.call(service.bodies.release_on_behalf_of, holder)  # type: ignore[union-attr]
+    assert world.client.post("/v1/webhooks/github", content=b"{}", headers=headers).status_code == 200
 
 
 def test_replayed_delivery_is_acted_on_once_across_a_restart(tmp_path: Path) -> None:
