@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kubernetes import client
 
+from generator.destinations import Allowed
 from harness import applications, receivers
 from harness import stack as harness_stack
 from webhook.metrics import STATUS, Metrics
@@ -96,7 +97,8 @@ def _serve(conn: multiprocessing.connection.Connection, requests: Callable[[], i
 def reader_process(conn: multiprocessing.connection.Connection, kubeconfig: str, state: str, callback: str,
                    watch_timeout: int) -> None:
     settings = StatusSettings(kubeconfig=kubeconfig, namespace=NAMESPACE, ledger=Path(state) / "reader.sqlite3",
-                              workdir=Path(state) / "no-clone", callback_url=callback, callback_secret="bench",
+                              workdir=Path(state) / "no-clone", callback_url=callback, callback_allow="127.0.0.1",
+                              callback_secret="bench",
                               watch_timeout=watch_timeout)
     reader = statusreader.build(settings)
     requests = _counting(reader.api)
@@ -119,7 +121,7 @@ def poller_process(conn: multiprocessing.connection.Connection, kubeconfig: str,
     custom = client.CustomObjectsApi(api)
     ledger = Ledger(Path(state) / "poller.sqlite3")
     metrics = Metrics(STATUS)
-    sink = CallbackSink(callbacks=Callbacks(secret="bench"), url=callback)
+    sink = CallbackSink(callbacks=Callbacks(secret="bench", allowed=Allowed.parse("127.0.0.1")), url=callback)
     deliverer = Deliverer(ledger=ledger, metrics=metrics, sinks=[sink])
     reporter = Reporter(ledger=ledger, metrics=metrics, sinks=[sink, MetricsSink(metrics), WakeSink(deliverer.wake)])
     fleet = statusreader.Fleet(reporter=reporter, revisions=Revisions(Path(state) / "no-clone"), stuck_after=900)

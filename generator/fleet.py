@@ -6,10 +6,10 @@ only and re-runs the cross-entry rules, which are a single pass over the fleet.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from generator import constants, documents, errors, models, rendering, validation
+from generator import constants, destinations, documents, errors, models, rendering, validation
 from generator.errors import InvalidInput, MassDeleteRefused, Problem
 
 
@@ -168,10 +168,37 @@ def immutable_changes(before: Fleet, after: Fleet) -> list[Problem]:
     return sorted(out)
 
 
+def callback_problems(fleet: Fleet, paths: Iterable[str] | None = None) -> list[Problem]:
+    """Callback URLs (of the entries at ``paths``, or all) that point inside the platform.
+
+    Checked on what a change brings (:func:`change_problems`) rather than on the whole fleet: an entry
+    already in Git from before the rule keeps publishing, without its callback (see ``rendering``), and
+    ``storeops validate`` lists it as a warning until it is changed.
+    """
+    out = []
+    for path in sorted(fleet.stores) if paths is None else paths:
+        held = fleet.stores.get(path)
+        url = held.entry.store.callback_url if held is not None and held.entry is not None else None
+        if url and (problem := destinations.url_problem(url)):
+            assert held is not None and held.entry is not None
+            out.append(Problem(path, held.entry.doc.line_of(("callbackUrl",)), "callbackUrl", problem,
+                               errors.CALLBACK_URL))
+    return out
+
+
 def change_problems(before: Fleet, after: Fleet) -> list[Problem]:
-    """What a proposed change (``before`` -> ``after``) adds that is wrong: new problems, immutable fields."""
+    """What a proposed change (``before`` -> ``after``) adds that is wrong: new problems, immutable fields,
+    and callback URLs it sets or changes that point inside the platform."""
     known = set(before.problems)
-    return sorted({*(p for p in after.problems if p not in known), *immutable_changes(before, after)})
+    changed = [path for path, held in after.stores.items() if held.entry is not None and held.entry.store.callback_url
+               and _callback_of(before, path) != held.entry.store.callback_url]
+    return sorted({*(p for p in after.problems if p not in known), *immutable_changes(before, after),
+                   *callback_problems(after, changed)})
+
+
+def _callback_of(fleet: Fleet, path: str) -> str | None:
+    held = fleet.stores.get(path)
+    return held.entry.store.callback_url if held is not None and held.entry is not None else None
 
 
 def reviewed_clusters(before: Fleet, after: Fleet, path: str) -> list[str]:

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from generator import constants, emitting
+from generator import constants, destinations, emitting
 from generator.models import Cluster, Plan, Store
 
 
@@ -125,7 +125,9 @@ def application(store: Store, cluster: Cluster, repo_url: str) -> dict[str, Any]
         constants.ANNOTATION_MANIFEST_PATHS: f"/{chart};/{constants.LIBRARY_CHART};/{values_file};"
                                              f"/{constants.PLANS_FILE}",
     }
-    if store.callback_url:
+    # A callback URL that points inside the platform is never handed to the status reader (an entry
+    # from before the rule; changes that bring one are refused).
+    if store.callback_url and not destinations.url_problem(store.callback_url):
         annotations[constants.ANNOTATION_CALLBACK_URL] = store.callback_url
     return {
         "apiVersion": constants.ARGOCD_API_VERSION,

@@ -91,7 +91,9 @@ class Loop:
             "STOREOPS_KUBECONFIG": str(self.stack.kubeconfig),
             "STOREOPS_ARGOCD_NAMESPACE": self.stack.namespace,
             "STOREOPS_PUBLIC_URL": f"http://127.0.0.1:{self.port}",
-            **({"STOREOPS_CALLBACK_URL": self.callback_url, "STOREOPS_CALLBACK_SECRET": self.callback_secret}
+            # The receiver is on this machine: loopback, which callbacks reach only when allowed.
+            **({"STOREOPS_CALLBACK_URL": self.callback_url, "STOREOPS_CALLBACK_SECRET": self.callback_secret,
+                "STOREOPS_CALLBACK_ALLOW": "127.0.0.1"}
                if self.callback_url else {}),
             **self.extra_env,
         }

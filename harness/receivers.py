@@ -33,7 +33,8 @@ class Received:
 
 class CallbackReceiver:
     def __init__(self, *, secret: str, signature_header: str = "X-Storeops-Signature-256",
-                 token_header: str = "X-Storeops-Token", event_header: str = "X-Storeops-Event") -> None:
+                 token_header: str = "X-Storeops-Token", event_header: str = "X-Storeops-Event",
+                 host: str = "127.0.0.1") -> None:
         self.secret = secret
         self.received: list[Received] = []
         #: How many of the next deliveries to refuse with 503.
@@ -62,13 +63,14 @@ class CallbackReceiver:
             def log_message(self, format: str, *args: Any) -> None:
                 log.debug("callback receiver: " + format, *args)
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.host = host
+        self.server = http.server.ThreadingHTTPServer((host, 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, name="callback-receiver", daemon=True)
         self.thread.start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/storeops"
+        return f"http://{self.host}:{self.server.server_address[1]}/storeops"
 
     def statuses(self, store_id: str) -> list[str]:
         with self._lock:

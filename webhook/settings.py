@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from generator import constants, environment
+from generator import constants, destinations, environment
 from generator.settings import Settings
 from webhook.errors import SettingsError
 
@@ -180,6 +180,8 @@ class StatusSettings:
     workdir: Path = Path()
     #: Where every store's status changes are POSTed ('' for none; per-store URLs come from annotations).
     callback_url: str = ""
+    #: Hosts and networks callbacks may reach although they are internal (e.g. ``10.0.0.0/8,hooks.corp``).
+    callback_allow: str = ""
     callback_secret: str = ""
     callback_token: str = ""
     signature_header: str = "X-Storeops-Signature-256"
@@ -222,6 +224,7 @@ class StatusSettings:
             ledger=Path(env.get("STOREOPS_STATUS_DB") or git.state_dir / LEDGER_FILE),
             workdir=Path(env.get("STOREOPS_STATUS_WORKDIR") or git.workdir),
             callback_url=env.get("STOREOPS_CALLBACK_URL", d.callback_url),
+            callback_allow=_allow_list(env.get("STOREOPS_CALLBACK_ALLOW", d.callback_allow)),
             callback_secret=env.get("STOREOPS_CALLBACK_SECRET", d.callback_secret),
             callback_token=env.get("STOREOPS_CALLBACK_TOKEN", d.callback_token),
             signature_header=env.get("STOREOPS_CALLBACK_SIGNATURE_HEADER", d.signature_header),
@@ -231,3 +234,11 @@ class StatusSettings:
             retry_min=number("STOREOPS_CALLBACK_RETRY_MIN", d.retry_min, low=0),
             retry_max=number("STOREOPS_CALLBACK_RETRY_MAX", d.retry_max, low=0),
         )
+
+
+def _allow_list(raw: str) -> str:
+    try:
+        destinations.Allowed.parse(raw)
+    except ValueError as e:
+        raise SettingsError(f"STOREOPS_CALLBACK_ALLOW has value {raw!r}. {e}.") from None
+    return raw

@@ -83,7 +83,7 @@ def test_the_reader_follows_argo_cd_from_sync_to_ready_to_failed_to_deleted(
         namespace=namespace,
         ledger=tmp_path / "status.sqlite3",
         workdir=chart_repo,
-        callback_url=receiver.url,
+        callback_url=receiver.url, callback_allow="127.0.0.1",
         callback_secret=support.SECRET,
         backoff_min=0.1,
         retry_min=0.1,

@@ -186,3 +186,23 @@ def test_validate_refuses_an_id_with_a_trailing_newline(example_repo: Path) -> N
     result = storeops(example_repo, "validate")
     assert result.returncode == 1
     assert "stores/bookworm.yaml:2: id: 'bookworm\\n'" in result.stdout, result.stdout
+
+
+def test_an_entry_from_before_the_callback_rule_keeps_publishing_without_its_callback(example_repo: Path) -> None:
+    """A rule added later must not stop the fleet: the old entry is a warning, its callback is not rendered."""
+    path = example_repo / "stores/bookworm.yaml"
+    path.write_text(path.read_text() + "callbackUrl: http://169.254.169.254/latest/\n")
+    git(example_repo, "commit", "-qam", "an entry written before the rule")
+    result = storeops(example_repo, "validate")
+    assert result.returncode == 0, result.stdout
+    assert "warning: stores/bookworm.yaml:11: callbackUrl: points inside the platform" in result.stdout
+    assert storeops(example_repo, "render").returncode == 0
+    assert "callback-url" not in (example_repo / "rendered/local/apps/bookworm.yaml").read_text()
+    # Another store's change goes through; a change that sets such a URL does not.
+    (example_repo / "stores/pages.yaml").write_text((example_repo / "stores/acme-outdoor.yaml").read_text()
+                                                      .replace("acme-outdoor", "pages"))
+    assert storeops(example_repo, "plan", "--base", "HEAD").returncode == 0
+    other = example_repo / "stores/acme-outdoor.yaml"
+    other.write_text(other.read_text() + "callbackUrl: http://10.0.0.8/\n")
+    refused = storeops(example_repo, "plan", "--base", "HEAD")
+    assert refused.returncode == 1 and "stores/acme-outdoor.yaml" in refused.stderr

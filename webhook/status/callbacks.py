@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
-from collections.abc import Mapping, Sequence
+import socket
+import threading
+import urllib.parse
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import urllib3
 
+from generator import destinations, remotes
 from webhook.errors import DeliveryError
 from webhook.settings import StatusSettings
 from webhook.status import lifecycle
@@ -53,40 +58,104 @@ def verify(data: bytes, secret: str, signature: str) -> bool:
     return hmac.compare_digest(sign(data, secret), signature)
 
 
+#: Resolves a host name to addresses, like ``socket.getaddrinfo`` (tests give their own).
+Resolve = Callable[[str, int], list[str]]
+
+
+def resolve(host: str, port: int) -> list[str]:
+    """Every address ``host`` resolves to, in the resolver's order."""
+    found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in found))
+
+
 @dataclass
 class Callbacks:
-    """POSTs payloads over one keep-alive connection pool; raises DeliveryError on anything but 2xx."""
+    """POSTs payloads to receivers; raises DeliveryError on anything but 2xx.
+
+    Each delivery resolves the receiver's name once, checks every address it got
+    (``generator.destinations``: no loopback, link-local, private or otherwise internal address
+    unless ``allowed``), and connects to the first address that passed: there is no second
+    lookup a DNS answer could change in between. Redirects are not followed.
+    """
 
     secret: str = ""
     token: str = ""
     signature_header: str = "X-Storeops-Signature-256"
     token_header: str = "X-Storeops-Token"
     timeout: float = 10.0
+    allowed: destinations.Allowed = destinations.NOTHING_ALLOWED
+    resolver: Resolve = resolve
 
     def __post_init__(self) -> None:
-        self._pool = urllib3.PoolManager(num_pools=8, maxsize=2, retries=False,
-                                         timeout=urllib3.Timeout(total=self.timeout))
+        self._pools: dict[tuple[str, str, int, str], urllib3.HTTPConnectionPool] = {}
+        self._lock = threading.Lock()
 
     def post(self, url: str, payload: Mapping[str, object], *, event_id: str) -> int:
         data = body(payload)
-        headers = {"Content-Type": "application/json", "User-Agent": "storeops-status", EVENT_HEADER: event_id}
+        store_id = payload.get("store_id")
+        where = f"callback {remotes.redact(url)} for store {store_id} (event {event_id})"
+        pool, target, host_header = self._connect(url, where)
+        headers = {"Content-Type": "application/json", "User-Agent": "storeops-status", EVENT_HEADER: event_id,
+                   "Host": host_header}
         if self.secret:
             headers[self.signature_header] = sign(data, self.secret)
         if self.token:
             headers[self.token_header] = self.token
-        store_id = payload.get("store_id")
         try:
-            response = self._pool.request("POST", url, body=data, headers=headers)
+            response = pool.urlopen("POST", target, body=data, headers=headers, redirect=False, retries=False,
+                                    assert_same_host=False)
         except urllib3.exceptions.HTTPError as e:
-            raise DeliveryError(f"callback {url} for store {store_id} (event {event_id}) failed: {e}") from e
+            raise DeliveryError(f"{where} failed: {e}") from e
         if not 200 <= response.status < 300:
-            raise DeliveryError(
-                f"callback {url} for store {store_id} (event {event_id}) answered {response.status}")
-        log.debug("store %s: event %s delivered to %s (%d)", store_id, event_id, url, response.status)
+            raise DeliveryError(f"{where} answered {response.status}"
+                                + (" (redirects are not followed)" if 300 <= response.status < 400 else ""))
+        log.debug("store %s: event %s delivered to %s (%d)", store_id, event_id, remotes.redact(url), response.status)
         return response.status
 
+    def _connect(self, url: str, where: str) -> tuple[urllib3.HTTPConnectionPool, str, str]:
+        """The pool for the checked address of ``url``'s host, the request target and the Host header."""
+        problem = destinations.url_problem(url, self.allowed)
+        if problem:
+            raise DeliveryError(f"{where} refused: the URL {problem}")
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        literal = destinations.literal_address(host)
+        try:
+            addresses = [str(literal)] if literal is not None else self.resolver(host, port)
+        except OSError as e:
+            raise DeliveryError(f"{where} failed: cannot resolve {host!r}: {e}") from e
+        refused = []
+        for address in addresses:
+            problem = "" if self.allowed.permits_host(host) else destinations.address_problem(
+                ipaddress.ip_address(address), self.allowed)
+            if not problem:
+                break
+            refused.append(problem)
+        else:
+            raise DeliveryError(f"{where} refused: {host!r} resolves only to refused addresses: "
+                                f"{'; '.join(refused) or 'none'}")
+        key = (parts.scheme, address, port, host)
+        with self._lock:
+            pool = self._pools.get(key)
+            if pool is None:
+                timeout = urllib3.Timeout(total=self.timeout)
+                pool = urllib3.HTTPSConnectionPool(address, port, server_hostname=host, assert_hostname=host,
+                                                   cert_reqs="CERT_REQUIRED", timeout=timeout, retries=False,
+                                                   maxsize=2) \
+                    if parts.scheme == "https" else urllib3.HTTPConnectionPool(address, port, timeout=timeout,
+                                                                                retries=False, maxsize=2)
+                self._pools[key] = pool
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        default = 443 if parts.scheme == "https" else 80
+        host_header = (f"[{host}]" if ":" in host else host) + (f":{port}" if port != default else "")
+        return pool, target, host_header
+
     def close(self) -> None:
-        self._pool.clear()
+        with self._lock:
+            for pool in self._pools.values():
+                pool.close()
+            self._pools.clear()
 
 
 class CallbackSink:
@@ -103,7 +172,9 @@ class CallbackSink:
     def from_settings(cls, settings: StatusSettings) -> CallbackSink:
         return cls(callbacks=Callbacks(secret=settings.callback_secret, token=settings.callback_token,
                                        signature_header=settings.signature_header, token_header=settings.token_header,
-                                       timeout=settings.callback_timeout), url=settings.callback_url)
+                                       timeout=settings.callback_timeout,
+                                       allowed=destinations.Allowed.parse(settings.callback_allow)),
+                   url=settings.callback_url)
 
     def targets(self, assessment: lifecycle.Assessment) -> Sequence[str]:
         return [url for url in (self.url, assessment.callback_url) if url]

@@ -376,6 +376,22 @@ def test_a_trailing_newline_is_refused_in_every_checked_field(service: Running) 
     assert examples.git(service.bare, "rev-parse", "main") == head
 
 
+def test_a_callback_url_inside_the_platform_is_refused_on_create_and_change(service: Running) -> None:
+    head = examples.git(service.bare, "rev-parse", "main")
+    for url in ("http://169.254.169.254/latest/meta-data/", "http://2130706433/", "http://kubernetes.default.svc/"):
+        created = service.client.post("/v1/stores", json=examples.store_payload("hooked", callbackUrl=url),
+                                      headers=WRITE)
+        assert created.status_code == 422, created.text
+        problem = created.json()["problems"][0]
+        assert problem["field"] == "callbackUrl" and "points inside the platform" in problem["message"]
+        patched = service.client.patch("/v1/stores/bookworm", json={"callbackUrl": url}, headers=WRITE)
+        assert patched.status_code == 422
+    assert examples.git(service.bare, "rev-parse", "main") == head
+    fine = service.client.patch("/v1/stores/bookworm", json={"callbackUrl": "https://hooks.bookworm.example/x"},
+                                headers=WRITE)
+    assert fine.status_code == 202
+
+
 def test_a_review_cluster_gets_a_branch_not_a_commit_on_main(service: Running) -> None:
     accepted = service.create("reviewed-shop", cluster="prod")
     result = service.settled(accepted["request_id"])

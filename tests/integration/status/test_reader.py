@@ -23,6 +23,8 @@ def settings(tmp_path: Path, namespace: str, receiver: support.Receiver, **overr
     values: dict[str, Any] = {
         "namespace": namespace, "ledger": tmp_path / "status.sqlite3", "workdir": tmp_path / "no-clone",
         "callback_url": receiver.url, "callback_secret": support.SECRET, "callback_token": support.TOKEN,
+        # The receivers listen on loopback, which callbacks may reach only when the operator allows it.
+        "callback_allow": "127.0.0.0/8",
         "watch_timeout": 30, "read_timeout": 40.0, "backoff_min": 0.1, "backoff_max": 1.0, "retry_min": 0.1,
         "retry_max": 0.5, "tick": 0.1, "stuck_after": 600.0,
     }

@@ -78,8 +78,8 @@ def test_ready_waits_for_the_published_change_and_argo_cd_is_asked_to_refresh(
     admin.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, store)
 
     config = StatusSettings(namespace=namespace, ledger=tmp_path / "status.sqlite3", workdir=example_repo,
-                            callback_url=receiver.url, callback_secret=support.SECRET, backoff_min=0.1,
-                            retry_min=0.1, tick=0.1,
+                            callback_url=receiver.url, callback_allow="127.0.0.1", callback_secret=support.SECRET,
+                            backoff_min=0.1, retry_min=0.1, tick=0.1,
                             root_selector="app.kubernetes.io/component=root,app.kubernetes.io/part-of=storeops")
     reader = statusreader.build(config, api=service_account_client(apiserver))
     stop = threading.Event()
