@@ -22,6 +22,7 @@ authenticate, and every endpoint gets them at once.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -67,6 +68,8 @@ class Gate:
     tokens: Sequence[Token]
     limiter: auth.RateLimiter
     max_body_bytes: int
+    #: Proxies whose ``X-Forwarded-For`` names the client (see :func:`client_address`).
+    trusted_proxies: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network] = ()
 
     def authenticate(self, request: Request, *, write: bool) -> Caller:
         """The caller a request's credentials name (401/403 otherwise)."""
@@ -76,8 +79,39 @@ class Gate:
         return Caller(client=auth.client_of(token), write=token.write)
 
 
+Networks = Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
+
+
+def client_address(peer: str, forwarded: Sequence[str], trusted: Networks) -> str:
+    """The client's address: the TCP peer, unless the peer is a trusted proxy.
+
+    Behind trusted proxies it is the right-most ``X-Forwarded-For`` hop that is not itself a
+    trusted proxy (each proxy appends the address it saw; the ones before it are the client's to
+    write, so they count for nothing). A client that is not a trusted proxy cannot choose its
+    address by sending the header.
+    """
+    if not _trusted(peer, trusted):
+        return peer
+    hops = [hop.strip() for value in forwarded for hop in value.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _trusted(hop, trusted):
+            return hop
+    return hops[0] if hops else peer
+
+
+def _trusted(host: str, trusted: Networks) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(address in network for network in trusted)
+
+
 def address(request: Request) -> str:
-    return "addr:" + (request.client.host if request.client else "unknown")
+    gate: Gate | None = getattr(request.app.state, "gate", None)
+    peer = request.client.host if request.client else "unknown"
+    trusted = gate.trusted_proxies if gate is not None else ()
+    return "addr:" + client_address(peer, request.headers.getlist("x-forwarded-for"), trusted)
 
 
 async def read_body(request: Request, *, limit: int) -> bytes:

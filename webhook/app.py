@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import threading
 import time
@@ -18,7 +19,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from generator import publishing, remotes
-from webhook import access, settings
+from webhook import access, auth, settings, state
 from webhook.errors import NotReady, Rejected
 from webhook.github import deploys, hooks
 from webhook.github.client import GitHub, GitHubPullRequests, GitHubSettings
@@ -137,7 +138,11 @@ def create_app(config: settings.ServiceSettings, *, pulls: PullRequests | None =
             if github is not None and repo is not None else None
         built = service.build(config, repository=repository)
         app.state.service = built
-        app.state.gate = access.Gate(tokens=built.tokens, limiter=built.limiter, max_body_bytes=config.max_body_bytes)
+        shared = state.SharedState(config.state_path)
+        app.state.gate = access.Gate(
+            tokens=built.tokens, limiter=auth.RateLimiter(rate=config.rate, burst=config.burst, state=shared),
+            max_body_bytes=config.max_body_bytes,
+            trusted_proxies=tuple(ipaddress.ip_network(n, strict=False) for n in config.trusted_proxies))
         app.state.github = hub
         stop = anyio.Event()
         async with anyio.create_task_group() as group:
@@ -151,6 +156,7 @@ def create_app(config: settings.ServiceSettings, *, pulls: PullRequests | None =
                 app.state.stopping.set()
                 stop.set()
         built.close()
+        shared.close()
         if hub is not None:
             hub.close()
         await statusreader.shutdown(reader)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import threading
-import time
 from collections.abc import Sequence
 
 from webhook.errors import Forbidden, RateLimited, Unauthenticated
 from webhook.settings import Token
+from webhook.state import SharedState
 
 
 def client_of(token: Token) -> str:
@@ -51,23 +50,22 @@ def verify_signature(*, secret: str, header_name: str, header: str | None, body:
 
 
 class RateLimiter:
-    """A token bucket per client: ``rate`` requests a second on average, bursts up to ``burst``."""
+    """A token bucket per client: ``rate`` requests a second on average, bursts up to ``burst``.
 
-    def __init__(self, *, rate: float, burst: int) -> None:
+    The buckets are kept in the service's database (``webhook.state``): they hold across restarts
+    and would across replicas, and a bucket idle long enough to be full again is forgotten.
+    """
+
+    def __init__(self, *, rate: float, burst: int, state: SharedState | None = None) -> None:
+        if rate > 0 and state is None:
+            raise ValueError("a rate limit needs the shared state to keep its buckets in")
         self.rate = rate
         self.burst = burst
-        self._lock = threading.Lock()
-        self._buckets: dict[str, tuple[float, float]] = {}
+        self.state = state
 
     def take(self, client: str) -> None:
-        if self.rate <= 0:
+        if self.rate <= 0 or self.state is None:
             return
-        now = time.monotonic()
-        with self._lock:
-            tokens, last = self._buckets.get(client, (float(self.burst), now))
-            tokens = min(float(self.burst), tokens + (now - last) * self.rate)
-            if tokens < 1:
-                self._buckets[client] = (tokens, now)
-                raise RateLimited(f"over {self.rate:g} requests/s for this client",
-                                  retry_after=(1 - tokens) / self.rate)
-            self._buckets[client] = (tokens - 1, now)
+        wait = self.state.take(client, rate=self.rate, burst=self.burst)
+        if wait:
+            raise RateLimited(f"over {self.rate:g} requests/s for this client", retry_after=wait)

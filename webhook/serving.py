@@ -46,6 +46,9 @@ def cmd_serve(args: argparse.Namespace, _git: Settings) -> int:
     served = app.create_app(config, github=hub, status=status)
     uvicorn_config = uvicorn.Config(served, host=host, port=port, log_level="info" if args.verbose else "warning",
                                     access_log=bool(args.verbose), lifespan="on",
+                                    # The client is the TCP peer; STOREOPS_TRUSTED_PROXIES says whose
+                                    # X-Forwarded-For to believe (webhook.access), not uvicorn's default.
+                                    proxy_headers=False,
                                     timeout_graceful_shutdown=config.shutdown_grace)
     Server(uvicorn_config, stopping=served.state.stopping).run()
     return 0

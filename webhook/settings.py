@@ -10,6 +10,7 @@ a Pod, the reader is off. GitHub's settings live with its client (``webhook.gith
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
 import os
 import secrets
@@ -30,6 +31,8 @@ DEFAULT_FORM_FIELDS: dict[str, str] = {
 
 TOKEN_FILE = "api-token"
 QUEUE_FILE = "intake.sqlite3"
+#: Rate-limit buckets and the service's own secrets (``webhook.state``).
+STATE_FILE = "service.sqlite3"
 
 
 @dataclass(frozen=True)
@@ -69,10 +72,16 @@ class ServiceSettings:
     shutdown_grace: int = 10
     #: Deletions are counted per cluster over this many seconds against STOREOPS_MASS_DELETE_SHARE.
     mass_delete_window: float = 3600.0
+    #: Proxies (networks) whose X-Forwarded-For is believed; from anyone else the TCP peer is the client.
+    trusted_proxies: tuple[str, ...] = ()
 
     @property
     def queue_path(self) -> Path:
         return self.git.state_dir / QUEUE_FILE
+
+    @property
+    def state_path(self) -> Path:
+        return self.git.state_dir / STATE_FILE
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServiceSettings:
@@ -105,6 +114,7 @@ class ServiceSettings:
             public_url=env.get("STOREOPS_PUBLIC_URL", d.public_url).rstrip("/"),
             shutdown_grace=integer("STOREOPS_SHUTDOWN_GRACE", d.shutdown_grace, low=0),
             mass_delete_window=number("STOREOPS_MASS_DELETE_WINDOW", d.mass_delete_window, low=0),
+            trusted_proxies=_networks(env, "STOREOPS_TRUSTED_PROXIES"),
         )
 
 
@@ -242,3 +252,14 @@ def _allow_list(raw: str) -> str:
     except ValueError as e:
         raise SettingsError(f"STOREOPS_CALLBACK_ALLOW has value {raw!r}. {e}.") from None
     return raw
+
+
+def _networks(env: Mapping[str, str], key: str) -> tuple[str, ...]:
+    raw = env.get(key, "")
+    items = tuple(item.strip() for item in raw.split(",") if item.strip())
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise SettingsError(f"{key} has value {raw!r}. {item!r} is not a network such as 10.0.0.0/8.") from None
+    return items

@@ -2,12 +2,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
+from pathlib import Path
 
 import pytest
 
-from webhook import auth
+from webhook import access, auth
 from webhook.errors import Forbidden, RateLimited, Unauthenticated
 from webhook.settings import Token
+from webhook.state import SharedState
 
 TOKENS = (Token("w-token"), Token("r-token", write=False))
 
@@ -40,14 +43,41 @@ def test_signatures_are_hmac_sha256_of_the_raw_body() -> None:
         auth.verify_signature(secret="", header_name="X-Sig", header=signature, body=b"{}")
 
 
-def test_the_rate_limiter_allows_a_burst_then_refuses() -> None:
-    limiter = auth.RateLimiter(rate=0.001, burst=2)
+def test_the_rate_limiter_allows_a_burst_then_refuses_and_its_buckets_outlive_the_process(tmp_path: Path) -> None:
+    now = [1000.0]
+    state = SharedState(tmp_path / "service.sqlite3", clock=lambda: now[0])
+    limiter = auth.RateLimiter(rate=0.001, burst=2, state=state)
     limiter.take("a")
     limiter.take("a")
     with pytest.raises(RateLimited) as caught:
         limiter.take("a")
     assert caught.value.retry_after > 1
     limiter.take("b")  # clients have their own buckets
+    state.close()
+    # A restart (a new process on the same database) still knows that "a" is out of tokens.
+    again = SharedState(tmp_path / "service.sqlite3", clock=lambda: now[0])
+    with pytest.raises(RateLimited):
+        auth.RateLimiter(rate=0.001, burst=2, state=again).take("a")
+    # Buckets idle long enough to be full again are forgotten.
+    assert again.buckets() == 2
+    now[0] += 2 / 0.001 + 1
+    assert again.expire(idle_for=2 / 0.001) == 2 and again.buckets() == 0
     unlimited = auth.RateLimiter(rate=0, burst=1)
     for _ in range(100):
         unlimited.take("a")
+
+
+@pytest.mark.parametrize(("peer", "forwarded", "trusted", "client"), [
+    # No trusted proxy: the header is the client's to write and counts for nothing.
+    ("127.0.0.1", ["1.2.3.4"], [], "127.0.0.1"),
+    ("203.0.113.9", ["1.2.3.4, 5.6.7.8"], ["10.0.0.0/8"], "203.0.113.9"),
+    # Behind a trusted ingress: the right-most hop the ingress saw; what the client prepended is ignored.
+    ("10.0.0.5", ["198.51.100.7"], ["10.0.0.0/8"], "198.51.100.7"),
+    ("10.0.0.5", ["1.1.1.1, 198.51.100.7"], ["10.0.0.0/8"], "198.51.100.7"),
+    ("10.0.0.5", ["1.1.1.1, 198.51.100.7, 10.0.0.9"], ["10.0.0.0/8"], "198.51.100.7"),
+    ("10.0.0.5", [], ["10.0.0.0/8"], "10.0.0.5"),
+])
+def test_the_client_address_believes_only_trusted_proxies(peer: str, forwarded: list[str], trusted: list[str],
+                                                           client: str) -> None:
+    networks = [ipaddress.ip_network(n) for n in trusted]
+    assert access.client_address(peer, forwarded, networks) == client

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from webhook.auth import RateLimiter
 from webhook.intake import queueing
 from webhook.intake.admission import Intake
 from webhook.intake.writer import Writer
@@ -21,7 +20,6 @@ class Service:
     intake: Intake
     writer: Writer
     metrics: Metrics
-    limiter: RateLimiter
 
     def close(self) -> None:
         self.queue.close()
@@ -37,4 +35,4 @@ def build(config: ServiceSettings, *, repository: Repository) -> Service:
                     batch_max=config.batch_max, batch_window=config.batch_window, retry_min=config.retry_min,
                     retry_max=config.retry_max, review_branch_prefix=config.review_branch_prefix)
     return Service(settings=config, tokens=resolve_tokens(config), queue=queue, intake=intake,
-                   writer=writer, metrics=metrics, limiter=RateLimiter(rate=config.rate, burst=config.burst))
+                   writer=writer, metrics=metrics)

@@ -213,6 +213,26 @@ def test_over_the_rate_is_429_with_retry_after(tmp_path: Path) -> None:
         assert int(limited.headers["retry-after"]) >= 1
 
 
+@pytest.mark.parametrize("trusted", [False, True])
+def test_the_form_rate_limit_believes_forwarded_addresses_only_from_trusted_proxies(tmp_path: Path,
+                                                                                   trusted: bool) -> None:
+    """A sidecar on the same host cannot escape the limit by rotating X-Forwarded-For; behind a trusted
+    ingress, every user has a bucket of their own instead of sharing the ingress's one."""
+    settings = examples.service_settings(tmp_path, rate=0.01, burst=2,
+                                         trusted_proxies=("127.0.0.0/8",) if trusted else ())
+    with TestClient(app.create_app(settings), client=("127.0.0.1", 40000)) as client:
+        wait_for(lambda: client.get("/readyz").status_code == 200)
+
+        def post(forwarded: str) -> int:
+            answer = client.post("/", data={"id": "x"}, headers={"X-Forwarded-For": forwarded})
+            return answer.status_code
+
+        rotating = [post(f"198.51.100.{i}") for i in range(4)]
+        assert rotating == ([422] * 4 if trusted else [422, 422, 429, 429]), rotating
+        same = [post("203.0.113.5") for _ in range(3)]
+        assert same == ([422, 422, 429] if trusted else [429, 429, 429]), same
+
+
 def test_an_idempotency_key_returns_the_first_answer(service: Running) -> None:
     body = examples.store_payload("once-only")
     headers = {**WRITE, "Idempotency-Key": "k-1"}
