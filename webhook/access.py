@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import json
+import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from webhook import auth
+from webhook import csrf as csrf_module
 from webhook.errors import BadRequest, NotReady, TooLarge, UnsupportedMediaType
 from webhook.settings import Token
 
@@ -70,6 +72,9 @@ class Gate:
     max_body_bytes: int
     #: Proxies whose ``X-Forwarded-For`` names the client (see :func:`client_address`).
     trusted_proxies: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network] = ()
+    #: Signs the forms' CSRF tokens (``webhook.csrf``); kept in the service's database.
+    csrf_secret: str = ""
+    public_url: str = ""
 
     def authenticate(self, request: Request, *, write: bool) -> Caller:
         """The caller a request's credentials name (401/403 otherwise)."""
@@ -156,11 +161,13 @@ def media_type(request: Request, allowed: Sequence[str]) -> str:
 
 
 def endpoint(access: str, *, media: Sequence[str] = (), body: bool = False, verify: Verify | None = None,
-             rate_key: str = "", limit: Callable[[Request], int] | None = None) -> Callable[[Handler], Any]:
+             rate_key: str = "", limit: Callable[[Request], int] | None = None,
+             csrf: bool = False) -> Callable[[Handler], Any]:
     """Wrap ``handler(request, call)`` in the checks ``access`` asks for (see the module docstring).
 
     ``rate_key`` prefixes the address for ``PUBLIC`` and ``SIGNED`` callers; ``limit`` overrides the
-    body limit (a webhook with its own).
+    body limit (a webhook with its own); ``csrf`` checks a form post's token (403, ``webhook.csrf``)
+    once the body is read.
     """
     if access == SIGNED and verify is None:
         raise ValueError("a SIGNED endpoint needs verify")
@@ -185,6 +192,9 @@ def endpoint(access: str, *, media: Sequence[str] = (), body: bool = False, veri
                 declared = media_type(request, media)
             if body and access != SIGNED:
                 data = await read_body(request, limit=cap)
+            if csrf:
+                submitted = urllib.parse.parse_qs(data.decode("utf-8", "replace")).get(csrf_module.FIELD, [""])[-1]
+                csrf_module.verify(request, submitted, gate.csrf_secret, public_url=gate.public_url)
             return await handler(request, Call(caller=caller, media=declared, body=data))
 
         return checked

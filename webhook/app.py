@@ -84,6 +84,38 @@ class MetricsMiddleware:
                 built.metrics.observe("storeops_http_request_seconds", time.monotonic() - started, route=route)
 
 
+class SecurityHeadersMiddleware:
+    """Headers every answer carries: no sniffing, no referrer, never framed, nothing loaded.
+
+    An answer that sets its own Content-Security-Policy (the HTML pages, which allow their style)
+    keeps it.
+    """
+
+    HEADERS = ((b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
+               (b"x-frame-options", b"DENY"), (b"cross-origin-opener-policy", b"same-origin"))
+    POLICY = b"default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers.extend(h for h in self.HEADERS if h[0] not in present)
+                if b"content-security-policy" not in present:
+                    headers.append((b"content-security-policy", self.POLICY))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, sending)
+
+
 async def _rejected(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, Rejected)
     return endpoints.error_response(exc)
@@ -142,7 +174,8 @@ def create_app(config: settings.ServiceSettings, *, pulls: PullRequests | None =
         app.state.gate = access.Gate(
             tokens=built.tokens, limiter=auth.RateLimiter(rate=config.rate, burst=config.burst, state=shared),
             max_body_bytes=config.max_body_bytes,
-            trusted_proxies=tuple(ipaddress.ip_network(n, strict=False) for n in config.trusted_proxies))
+            trusted_proxies=tuple(ipaddress.ip_network(n, strict=False) for n in config.trusted_proxies),
+            csrf_secret=shared.secret("csrf"), public_url=config.public_url)
         app.state.github = hub
         stop = anyio.Event()
         async with anyio.create_task_group() as group:
@@ -161,7 +194,8 @@ def create_app(config: settings.ServiceSettings, *, pulls: PullRequests | None =
             hub.close()
         await statusreader.shutdown(reader)
 
-    built_app = Starlette(routes=ROUTES, middleware=[Middleware(MetricsMiddleware)], lifespan=lifespan,
+    middleware = [Middleware(MetricsMiddleware), Middleware(SecurityHeadersMiddleware)]
+    built_app = Starlette(routes=ROUTES, middleware=middleware, lifespan=lifespan,
                           exception_handlers=EXCEPTION_HANDLERS)
     #: Set when shutdown begins (by ``storeops serve`` on SIGTERM, or the lifespan's end): streams end.
     built_app.state.stopping = threading.Event()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import threading
 from types import FrameType
@@ -41,6 +42,7 @@ def cmd_serve(args: argparse.Namespace, _git: Settings) -> int:
     config = settings.ServiceSettings.from_env()
     host = args.host or config.host
     port = args.port if args.port is not None else config.port
+    config = dataclasses.replace(config, host=host, port=port)
     hub = github.GitHubSettings.from_env()
     status = StatusSettings.from_env()
     served = app.create_app(config, github=hub, status=status)

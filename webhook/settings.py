@@ -54,8 +54,9 @@ class ServiceSettings:
     form_secret: str = ""
     form_signature_header: str = "X-Storeops-Signature"
     form_fields: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_FORM_FIELDS))
-    #: Whether ``GET /`` serves the request form (put it behind the organisation's sign-in proxy).
-    form_page: bool = True
+    #: Whether ``GET /`` serves the request form; None: only when listening on a loopback address
+    #: (the form has no sign-in of its own: put it behind the organisation's sign-in proxy).
+    form_page: bool | None = None
     #: Requests per second each client (token or address) may make, with this burst.
     rate: float = 20.0
     burst: int = 40
@@ -80,6 +81,15 @@ class ServiceSettings:
         return self.git.state_dir / QUEUE_FILE
 
     @property
+    def form_page_on(self) -> bool:
+        if self.form_page is not None:
+            return self.form_page
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return self.host == "localhost"
+
+    @property
     def state_path(self) -> Path:
         return self.git.state_dir / STATE_FILE
 
@@ -102,7 +112,7 @@ class ServiceSettings:
             form_secret=env.get("STOREOPS_FORM_SECRET", d.form_secret),
             form_signature_header=env.get("STOREOPS_FORM_SIGNATURE_HEADER", d.form_signature_header),
             form_fields=_mapping(env, "STOREOPS_FORM_FIELDS", d.form_fields),
-            form_page=flag("STOREOPS_FORM_PAGE", d.form_page),
+            form_page=flag("STOREOPS_FORM_PAGE", True) if "STOREOPS_FORM_PAGE" in env else None,
             rate=number("STOREOPS_RATE", d.rate, low=0),
             burst=integer("STOREOPS_BURST", d.burst, low=1),
             max_body_bytes=integer("STOREOPS_MAX_BODY_BYTES", d.max_body_bytes, low=1),

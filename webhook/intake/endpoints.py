@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 
 from generator.errors import Problem
-from webhook import access, auth, openapi
+from webhook import access, auth, csrf, openapi
 from webhook.errors import BadRequest, NotFound, Rejected
 from webhook.intake import forms, pages, queueing
 from webhook.intake.admission import Caller
@@ -188,17 +188,31 @@ def _clusters(service: Service) -> list[str]:
     return sorted(service.intake.snapshot().overlay.clusters) if service.intake.ready else []
 
 
+def _form_response(request: Request, page: str, token: str, *, status_code: int = 200) -> Response:
+    """The page, with its form's CSRF token set as a cookie (``webhook.csrf``)."""
+    response = HTMLResponse(page, status_code=status_code, headers={"Content-Security-Policy": pages.POLICY})
+    csrf.set_cookie(response, token, secure=request.url.scheme == "https"
+                    or _service(request).settings.public_url.startswith("https://"))
+    return response
+
+
+def _token(request: Request) -> str:
+    gate: access.Gate = request.app.state.gate
+    return csrf.issue(request, gate.csrf_secret)
+
+
 async def form_page(request: Request) -> Response:
     service = _service(request)
-    if not service.settings.form_page:
+    if not service.settings.form_page_on:
         raise NotFound("the request page is off (STOREOPS_FORM_PAGE)")
-    return HTMLResponse(pages.form_page(clusters=_clusters(service)))
+    token = _token(request)
+    return _form_response(request, pages.form_page(clusters=_clusters(service), csrf_token=token), token)
 
 
-@access.endpoint(access.PUBLIC, rate_key="form:", media=(FORM,), body=True)
+@access.endpoint(access.PUBLIC, rate_key="form:", media=(FORM,), body=True, csrf=True)
 async def submit_form(request: Request, call: access.Call) -> Response:
     service = _service(request)
-    if not service.settings.form_page:
+    if not service.settings.form_page_on:
         raise NotFound("the request page is off (STOREOPS_FORM_PAGE)")
     body = call.body
     values = forms.parse_urlencoded(body)
@@ -207,9 +221,10 @@ async def submit_form(request: Request, call: access.Call) -> Response:
     try:
         queued, _ = await anyio.to_thread.run_sync(lambda: service.intake.create(data=data, caller=caller, body=body))
     except Rejected as e:
+        token = _token(request)
         page = pages.form_page(clusters=_clusters(service), values=values, problems=e.problems,
-                               message=f"Please correct the request: {e.message}.")
-        return HTMLResponse(page, status_code=e.status)
+                               message=f"Please correct the request: {e.message}.", csrf_token=token)
+        return _form_response(request, page, token, status_code=e.status)
     _accepted(request, queued, True, "form")
     return RedirectResponse(f"/requests/{queued.id}", status_code=303)
 
@@ -219,9 +234,10 @@ async def status_page(request: Request) -> Response:
     request_id = request.path_params["request_id"]
     queued = await anyio.to_thread.run_sync(lambda: service.queue.get(request_id))
     if queued is None:
-        return HTMLResponse(pages.form_page(clusters=_clusters(service), message=f"No request {request_id}."),
-                            status_code=404)
-    return HTMLResponse(pages.status_page(queued))
+        token = _token(request)
+        return _form_response(request, pages.form_page(clusters=_clusters(service), csrf_token=token,
+                                                       message=f"No request {request_id}."), token, status_code=404)
+    return HTMLResponse(pages.status_page(queued), headers={"Content-Security-Policy": pages.POLICY})
 
 
 # --- operations -----------------------------------------------------------------------------------

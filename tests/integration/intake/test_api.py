@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -222,9 +223,10 @@ def test_the_form_rate_limit_believes_forwarded_addresses_only_from_trusted_prox
                                          trusted_proxies=("127.0.0.0/8",) if trusted else ())
     with TestClient(app.create_app(settings), client=("127.0.0.1", 40000)) as client:
         wait_for(lambda: client.get("/readyz").status_code == 200)
+        token = csrf_token(client.get("/").text)
 
         def post(forwarded: str) -> int:
-            answer = client.post("/", data={"id": "x"}, headers={"X-Forwarded-For": forwarded})
+            answer = client.post("/", data={"id": "x", "csrf_token": token}, headers={"X-Forwarded-For": forwarded})
             return answer.status_code
 
         rotating = [post(f"198.51.100.{i}") for i in range(4)]
@@ -522,7 +524,8 @@ def test_the_form_labels_its_fields_shows_errors_beside_them_and_then_a_status_p
         assert f'id="{name}" name="{name}"' in page.text
     assert '<option value="local">' in page.text
     form = {"id": "Nope!", "name": "Shop", "engine": "woocommerce", "plan": "small", "cluster": "local",
-            "owner_name": "Ann", "owner_email": "ann@example.com", "owner_github": "", "domain": ""}
+            "owner_name": "Ann", "owner_email": "ann@example.com", "owner_github": "", "domain": "",
+            "csrf_token": csrf_token(page.text)}
     bad = service.client.post("/", data=form)
     assert bad.status_code == 422
     assert 'id="id-error"' in bad.text and 'aria-invalid="true" aria-describedby="id-error"' in bad.text
@@ -534,6 +537,56 @@ def test_the_form_labels_its_fields_shows_errors_beside_them_and_then_a_status_p
     assert "form-page-shop" in status_page.text
     wait_for(lambda: '<dd id="status">committed</dd>' in service.client.get(good.headers["location"]).text)
     assert "form-page-shop" in examples.remote_stores(service.bare)
+
+
+def csrf_token(page: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert found, "the form carries its CSRF token"
+    return found[1]
+
+
+def test_the_form_refuses_posts_without_its_token_or_from_another_site(service: Running) -> None:
+    page = service.client.get("/")
+    token = csrf_token(page.text)
+    assert "HttpOnly" in page.headers["set-cookie"] and "SameSite=strict" in page.headers["set-cookie"]
+    form = {"id": "csrf-shop", "name": "Shop", "engine": "woocommerce", "plan": "small", "cluster": "local",
+            "owner_name": "Ann", "owner_email": "ann@example.com"}
+    head = examples.git(service.bare, "rev-parse", "main")
+    refused = [
+        service.client.post("/", data=form),  # no token at all
+        service.client.post("/", data={**form, "csrf_token": "forged.0000"}),  # not the cookie's
+        service.client.post("/", data={**form, "csrf_token": token}, headers={"Origin": "https://evil.example"}),
+        service.client.post("/", data={**form, "csrf_token": token}, headers={"Sec-Fetch-Site": "cross-site"}),
+    ]
+    stranger = TestClient(service.client.app)  # another browser (no lifespan of its own): no cookie
+    refused.append(stranger.post("/", data={**form, "csrf_token": token}))
+    assert [r.status_code for r in refused] == [403] * 5, [r.text for r in refused]
+    assert examples.git(service.bare, "rev-parse", "main") == head
+    same_site = service.client.post("/", data={**form, "csrf_token": token}, follow_redirects=False,
+                                    headers={"Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"})
+    assert same_site.status_code == 303
+
+
+def test_every_answer_carries_the_security_headers(service: Running) -> None:
+    for path in ("/", "/healthz", "/v1/stores", "/openapi.json", "/requests/nope"):
+        answer = service.client.get(path, headers=READ)
+        assert answer.headers["x-content-type-options"] == "nosniff", path
+        assert answer.headers["referrer-policy"] == "no-referrer"
+        assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+        assert answer.headers["x-frame-options"] == "DENY"
+    page = service.client.get("/").headers["content-security-policy"]
+    assert "style-src 'sha256-" in page and "script-src" not in page and "default-src 'none'" in page
+
+
+def test_the_form_is_off_by_default_on_a_non_local_address(tmp_path: Path) -> None:
+    local = examples.service_settings(tmp_path / "a")
+    exposed = examples.service_settings(tmp_path / "b", host="0.0.0.0")
+    chosen = examples.service_settings(tmp_path / "c", host="0.0.0.0", form_page=True)
+    assert local.form_page_on and not exposed.form_page_on and chosen.form_page_on
+    assert ServiceSettings.from_env({"STOREOPS_HOST": "10.1.2.3"}).form_page_on is False
+    assert ServiceSettings.from_env({"STOREOPS_HOST": "10.1.2.3", "STOREOPS_FORM_PAGE": "on"}).form_page_on
+    for running in start(tmp_path / "b", settings=exposed):
+        assert running.client.get("/").status_code == 404
 
 
 # --- operations -----------------------------------------------------------------------------------
