@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import time
 
 import anyio
 from starlette.requests import Request
@@ -176,7 +178,12 @@ async def form_webhook(request: Request, call: access.Call) -> Response:
     if not isinstance(source, dict):
         raise BadRequest("the delivery must be a JSON object")
     data = forms.to_store(source, config.form_fields)
-    key = _idempotency_key(request) or request.headers.get("x-delivery-id")
+    if config.form_submitted_at:
+        forms.check_submitted_at(source, config.form_submitted_at, max_age=config.form_max_age, now=time.time())
+    # The delivery's identity is what its sender signed: the body. Headers are not signed, so a
+    # captured delivery replayed with a new delivery id header is still the same delivery, and is
+    # answered with what became of the first (the key is kept with the request, for good).
+    key = "sha256:" + hashlib.sha256(body).hexdigest()
     caller = Caller(client="webhook", source="webhook", idempotency_key=key, scope=_scope(request))
     queued, new = await anyio.to_thread.run_sync(lambda: service.intake.create(data=data, caller=caller, body=body))
     return _accepted(request, queued, new, "webhook")

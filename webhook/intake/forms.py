@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
@@ -33,6 +34,25 @@ def parse_urlencoded(body: bytes) -> dict[str, str]:
         return dict(parse_qsl(text, keep_blank_values=True, strict_parsing=False, max_num_fields=200))
     except ValueError as e:
         raise BadRequest(f"the form body cannot be read: {e}") from None
+
+
+def check_submitted_at(source: Mapping[str, Any], path: str, *, max_age: float, now: float) -> None:
+    """Refuse (400) a delivery whose signed submission time (at ``path``) is missing or outside the window.
+
+    For senders that sign the body only: the time inside it bounds how long a captured delivery can
+    be replayed, besides the delivery's own identity (see ``endpoints.form_webhook``).
+    """
+    raw = lookup(source, path)
+    if raw is None or raw == "":
+        raise BadRequest(f"the delivery has no submission time at {path!r}")
+    try:
+        when = float(raw) if isinstance(raw, int | float) else datetime.datetime.fromisoformat(
+            str(raw).replace("Z", "+00:00")).timestamp()
+    except (TypeError, ValueError, OverflowError):
+        raise BadRequest(f"the delivery's submission time {str(raw)[:40]!r} at {path!r} is not a time") from None
+    if not now - max_age <= when <= now + 300:
+        raise BadRequest(f"the delivery was submitted at {str(raw)[:40]}, outside the {max_age:g} s window; "
+                         "a replay, or a sender whose clock is wrong")
 
 
 def lookup(source: Mapping[str, Any], path: str) -> Any:

@@ -494,6 +494,46 @@ def test_form_webhook_maps_fields_and_checks_the_signature(tmp_path: Path) -> No
         assert {"id", "name", "engine"} <= {p["field"] for p in invalid.json()["problems"]}
 
 
+def test_a_replayed_form_delivery_never_recreates_a_deleted_store(tmp_path: Path) -> None:
+    for running in start(tmp_path):
+        body = json.dumps(examples.store_payload("replayed") | {"owner_name": "Ann",
+                                                                 "owner_email": "ann@example.com"}).encode()
+        signed = {"content-type": "application/json", "X-Delivery-Id": "d-1",
+                  "X-Storeops-Signature": auth.sign(secret=examples.FORM_SECRET, body=body)}
+        first = running.client.post("/v1/webhooks/form", content=body, headers=signed)
+        assert first.status_code == 202 and running.settled(first.json()["request_id"])["status"] == "committed"
+        gone = running.client.delete("/v1/stores/replayed", headers=WRITE)
+        assert running.settled(gone.json()["request_id"])["status"] == "committed"
+        # The captured delivery, sent again with another (unsigned) delivery id header.
+        replay = running.client.post("/v1/webhooks/form", content=body, headers={**signed, "X-Delivery-Id": "d-2"})
+        assert replay.status_code == 202 and replay.json()["request_id"] == first.json()["request_id"]
+        time.sleep(0.3)
+        assert "replayed" not in examples.remote_stores(running.bare)
+
+
+def test_a_form_delivery_outside_its_submission_window_is_refused(tmp_path: Path) -> None:
+    for running in start(tmp_path, form_submitted_at="meta.submitted_at", form_max_age=600):
+        def deliver(store_id: str, submitted: object, running: Running = running) -> Any:
+            data: dict[str, Any] = {**examples.store_payload(store_id), "owner_name": "Ann",
+                                    "owner_email": "ann@example.com"}
+            if submitted is not None:
+                data["meta"] = {"submitted_at": submitted}
+            body = json.dumps(data).encode()
+            return running.client.post("/v1/webhooks/form", content=body, headers={
+                "content-type": "application/json",
+                "X-Storeops-Signature": auth.sign(secret=examples.FORM_SECRET, body=body)})
+
+        now = time.time()
+        assert deliver("fresh", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))).status_code == 202
+        assert deliver("fresh-epoch", now - 30).status_code == 202
+        for store_id, submitted, words in (("stale", now - 3600, "outside the 600 s window"),
+                                            ("future", now + 3600, "outside the 600 s window"),
+                                            ("undated", None, "no submission time"),
+                                            ("garbled", "yesterday", "is not a time")):
+            answer = deliver(store_id, submitted)
+            assert answer.status_code == 400 and words in answer.json()["error"], (store_id, answer.text)
+
+
 def test_form_webhook_takes_urlencoded_and_is_off_without_a_secret(tmp_path: Path) -> None:
     for running in start(tmp_path):
         body = (b"id=url-shop&name=Url+Shop&engine=woocommerce&plan=small&cluster=local"
