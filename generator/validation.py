@@ -140,8 +140,11 @@ def schema_problems(doc: Document, schema_name: str) -> list[Problem]:
         elif validator in ("minLength", "maxLength"):
             message = f"must be {'at least' if validator == 'minLength' else 'at most'} " \
                       f"{error.validator_value} characters, not {len(error.instance)}"
-        elif validator in ("minProperties", "maxProperties"):
+        elif validator in ("minProperties", "maxProperties") and error.schema.get("properties"):
             message = "must set exactly one of: " + ", ".join(sorted(error.schema.get("properties", {})))
+        elif validator in ("minProperties", "maxProperties"):
+            bound = "at least" if validator == "minProperties" else "at most"
+            message = f"must have {bound} {error.validator_value} entr{'y' if error.validator_value == 1 else 'ies'}"
         else:
             message = error.message
         problems.append(Problem(doc.path, doc.line_of(field), field_name(field) or "(top)", message))

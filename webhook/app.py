@@ -45,6 +45,7 @@ ROUTES = [
     Route("/v1/stores/{store_id}", endpoints.delete_store, methods=["DELETE"]),
     Route("/v1/requests/{request_id}", endpoints.get_request, methods=["GET"], name="request_status"),
     Route("/v1/webhooks/form", endpoints.form_webhook, methods=["POST"]),
+    Route("/v1/webhooks/forms/{name}", endpoints.form_service_webhook, methods=["POST"]),
     Route("/v1/webhooks/github", hooks.github_webhook, methods=["POST"]),
     Route("/healthz", endpoints.healthz, methods=["GET"]),
     Route("/readyz", endpoints.readyz, methods=["GET"]),
@@ -170,6 +171,9 @@ def create_app(config: settings.ServiceSettings, *, pulls: PullRequests | None =
             if github is not None and repo is not None else None
         built = service.build(config, repository=repository)
         app.state.service = built
+        # Refusals of form deliveries go to the callback the person gave, by the callback rules.
+        notifier = callbacks.Callbacks.from_settings(status or StatusSettings())
+        app.state.notify = lambda url, payload: notifier.post(url, payload, event_id="form-rejection")
         shared = state.SharedState(config.state_path)
         app.state.gate = access.Gate(
             tokens=built.tokens, limiter=auth.RateLimiter(rate=config.rate, burst=config.burst, state=shared),
@@ -190,6 +194,7 @@ def create_app(config: settings.ServiceSettings, *, pulls: PullRequests | None =
                 stop.set()
         built.close()
         shared.close()
+        notifier.close()
         if hub is not None:
             hub.close()
         await statusreader.shutdown(reader)

@@ -99,6 +99,19 @@ def document() -> dict[str, Any]:
                                        "409": _error("Taken"), "413": _error("Too large"),
                                        "415": _error("Wrong content type"), "422": _error("Invalid store")}},
             },
+            "/v1/webhooks/forms/{name}": {
+                "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "post": {"summary": "A delivery of one form of the form mapping (Typeform, Tally, Standard Webhooks, "
+                                    "HMAC), signed as its service signs; 404 for a form not in the mapping",
+                         "security": [],
+                         "requestBody": {"required": True,
+                                         "content": {"application/json": {"schema": {"type": "object"}}}},
+                         "responses": {"202": _ACCEPTED, "400": _error("Unreadable, or outside the replay window"),
+                                       "401": _error("No signature"), "403": _error("Wrong signature"),
+                                       "404": _error("No such form"), "409": _error("Taken"),
+                                       "413": _error("Too large"),
+                                       "422": _error("Answers that make no valid store, said per question")}},
+            },
             "/v1/webhooks/github": {
                 "post": {"summary": "A GitHub delivery (X-Hub-Signature-256); 404 while the webhook is off",
                          "security": [], "parameters": [

@@ -54,6 +54,8 @@ class ServiceSettings:
     form_secret: str = ""
     form_signature_header: str = "X-Storeops-Signature"
     form_fields: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_FORM_FIELDS))
+    #: The form mapping file (``webhook.intake.mappings``): form services' forms and their fields.
+    form_mapping: str = ""
     #: Where a delivery carries its (signed) submission time, dotted; '' to not check it.
     form_submitted_at: str = ""
     #: How old a delivery's submission time may be, in seconds (a replay window).
@@ -117,6 +119,7 @@ class ServiceSettings:
             form_signature_header=env.get("STOREOPS_FORM_SIGNATURE_HEADER", d.form_signature_header),
             form_fields=_mapping(env, "STOREOPS_FORM_FIELDS", d.form_fields),
             form_submitted_at=env.get("STOREOPS_FORM_SUBMITTED_AT", d.form_submitted_at),
+            form_mapping=env.get("STOREOPS_FORM_MAPPING", d.form_mapping),
             form_max_age=number("STOREOPS_FORM_MAX_AGE", d.form_max_age, low=1),
             form_page=flag("STOREOPS_FORM_PAGE", True) if "STOREOPS_FORM_PAGE" in env else None,
             rate=number("STOREOPS_RATE", d.rate, low=0),

@@ -13,10 +13,16 @@ from typing import Protocol
 
 from generator.publishing import Published
 
-__all__ = ["OnPublished", "PullRequests", "Review", "StatusView"]
+__all__ = ["Notify", "OnPublished", "PullRequests", "Review", "StatusView"]
 
 #: Told of every commit storeops pushes (the status reader: wait for it, ask Argo CD to refresh).
 OnPublished = Callable[[Published], object]
+
+
+#: Posts a signed JSON message to a receiver's URL, with the callback rules (the status part's callbacks):
+#: ``notify(url, payload)``; raises on refusal or failure. The intake tells a form's callback why a
+#: request was refused with it.
+Notify = Callable[[str, dict[str, object]], object]
 
 
 @dataclass(frozen=True)

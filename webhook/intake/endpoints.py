@@ -4,26 +4,30 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import anyio
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 
+from generator import errors, remotes
 from generator.errors import Problem
 from webhook import access, auth, csrf, openapi
-from webhook.errors import BadRequest, NotFound, Rejected
-from webhook.intake import forms, pages, queueing
+from webhook.errors import BadRequest, Conflict, Invalid, NotFound, Rejected
+from webhook.intake import forms, mappings, pages, queueing
 from webhook.intake.admission import Caller
 from webhook.intake.service import Service
 from webhook.metrics import Labels
-from webhook.types import StatusView
+from webhook.types import Notify, StatusView
 
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
-FORM = "application/x-www-form-urlencoded"
+FORM = forms.URLENCODED
 
 
 def _service(request: Request) -> Service:
@@ -187,6 +191,79 @@ async def form_webhook(request: Request, call: access.Call) -> Response:
     caller = Caller(client="webhook", source="webhook", idempotency_key=key, scope=_scope(request))
     queued, new = await anyio.to_thread.run_sync(lambda: service.intake.create(data=data, caller=caller, body=body))
     return _accepted(request, queued, new, "webhook")
+
+
+def _form(request: Request) -> mappings.Form:
+    name = request.path_params["name"]
+    form = _service(request).forms.get(name)
+    if form is None:
+        raise NotFound(f"no form {name!r} in the form mapping (STOREOPS_FORM_MAPPING)")
+    return form
+
+
+def _form_service_signature(request: Request, body: bytes) -> str:
+    form = _form(request)
+    form.provider.verify(secret=form.secret, headers=request.headers, body=body, now=time.time(),
+                         options=form.options)
+    return f"{form.name}:{access.address(request)}"
+
+
+@access.endpoint(access.SIGNED, verify=_form_service_signature, rate_key="forms:")
+async def form_service_webhook(request: Request, call: access.Call) -> Response:
+    """A form service's delivery for one form of the mapping file: its provider verifies and reads it."""
+    service = _service(request)
+    form = _form(request)
+    delivery = form.provider.read(headers=request.headers, body=call.body)
+    if form.form_id and delivery.form_id != form.form_id:
+        raise Invalid(f"the delivery is from form {delivery.form_id or '(unnamed)'!r}, not {form.form_id!r}",
+                      [Problem("delivery", 0, "form", f"{delivery.form_id!r} is not this form", errors.REQUEST)])
+    submitted = form.submitted(delivery)
+    now = time.time()
+    if submitted is not None and not now - form.max_age <= submitted <= now + 300:
+        raise BadRequest(f"the delivery was submitted {now - submitted:.0f} s ago, outside the form's "
+                         f"{form.max_age:g} s window: a replay, or a sender whose clock is wrong")
+    data, questions = form.to_store(delivery)
+    # A delivery is known by the id its sender signed; without one, by its signed body.
+    key = f"{form.provider.name}:{delivery.id}" if delivery.id else "sha256:" + hashlib.sha256(call.body).hexdigest()
+    caller = Caller(client=f"form:{form.name}", source="webhook", idempotency_key=key, scope=_scope(request))
+    try:
+        queued, new = await anyio.to_thread.run_sync(
+            lambda: service.intake.create(data=data, caller=caller, body=call.body))
+    except Rejected as e:
+        worded = _in_the_forms_words(e, questions)
+        _tell_callback(request, data, worded)
+        raise worded from None
+    return _accepted(request, queued, new, "webhook")
+
+
+def _in_the_forms_words(error: Rejected, questions: Mapping[str, str]) -> Rejected:
+    """The same refusal, each problem said about the question the person answered."""
+    problems = []
+    for problem in error.problems:
+        question = questions.get(problem.field) or questions.get(problem.field.split("[")[0])
+        message = f"{question}: {problem.message}" if question else problem.message
+        problems.append(Problem(problem.path, problem.line, problem.field, message, problem.code))
+    worded = type(error)(error.message, problems) if type(error) in (Invalid, Conflict) else error
+    return worded
+
+
+def _tell_callback(request: Request, data: Mapping[str, Any], error: Rejected) -> None:
+    """Post the refusal to the callback URL the person gave, when it passes the callback rules."""
+    url = data.get("callbackUrl")
+    notify: Notify | None = getattr(request.app.state, "notify", None)
+    if notify is None or not isinstance(url, str):
+        return  # the notifier applies the callback rules (and the operator's allow-list) itself
+    payload: dict[str, object] = {"store_id": data.get("id") if isinstance(data.get("id"), str) else None,
+                                  "status": "rejected", "error": error.message,
+                                  "problems": [{"field": p.field, "message": p.message} for p in error.problems]}
+
+    def send() -> None:
+        try:
+            notify(url, payload)
+        except Exception as e:  # the answer already says it; the callback is a courtesy
+            log.warning("could not tell %s about a refused form delivery: %s", remotes.redact(url), e)
+
+    threading.Thread(target=send, name="form-rejection", daemon=True).start()
 
 
 # --- the request page -----------------------------------------------------------------------------

@@ -22,6 +22,7 @@ PAGE_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("domain", "domain", "Custom domain (optional)"),
 )
 PAGE_MAPPING = {form: store for form, store, _ in PAGE_FIELDS}
+URLENCODED = "application/x-www-form-urlencoded"
 
 
 def parse_urlencoded(body: bytes) -> dict[str, str]:

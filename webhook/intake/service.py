@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
-from webhook.intake import queueing
+from webhook.intake import mappings, queueing
 from webhook.intake.admission import Intake
 from webhook.intake.writer import Writer
 from webhook.metrics import Metrics
 from webhook.repository import Repository
 from webhook.settings import ServiceSettings, Token, resolve_tokens
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -20,6 +24,8 @@ class Service:
     intake: Intake
     writer: Writer
     metrics: Metrics
+    #: The form services' forms by name (``STOREOPS_FORM_MAPPING``), checked at start-up.
+    forms: Mapping[str, mappings.Form] = field(default_factory=dict)
 
     def close(self) -> None:
         self.queue.close()
@@ -34,5 +40,10 @@ def build(config: ServiceSettings, *, repository: Repository) -> Service:
     writer = Writer(repository=repository, intake=intake, metrics=metrics,
                     batch_max=config.batch_max, batch_window=config.batch_window, retry_min=config.retry_min,
                     retry_max=config.retry_max, review_branch_prefix=config.review_branch_prefix)
+    forms = mappings.load(config.form_mapping)
+    if config.form_secret:
+        log.warning("the form webhook POST /v1/webhooks/form with STOREOPS_FORM_SECRET/_FIELDS is deprecated and "
+                    "goes in the next release: declare the form in STOREOPS_FORM_MAPPING (provider hmac) and use "
+                    "POST /v1/webhooks/forms/<name>")
     return Service(settings=config, tokens=resolve_tokens(config), queue=queue, intake=intake,
-                   writer=writer, metrics=metrics)
+                   writer=writer, metrics=metrics, forms=forms)

@@ -86,6 +86,12 @@ class Callbacks:
     allowed: destinations.Allowed = destinations.NOTHING_ALLOWED
     resolver: Resolve = resolve
 
+    @classmethod
+    def from_settings(cls, settings: StatusSettings) -> Callbacks:
+        return cls(secret=settings.callback_secret, token=settings.callback_token,
+                   signature_header=settings.signature_header, token_header=settings.token_header,
+                   timeout=settings.callback_timeout, allowed=destinations.Allowed.parse(settings.callback_allow))
+
     def __post_init__(self) -> None:
         self._pools: dict[tuple[str, str, int, str], urllib3.HTTPConnectionPool] = {}
         self._lock = threading.Lock()
@@ -170,11 +176,7 @@ class CallbackSink:
 
     @classmethod
     def from_settings(cls, settings: StatusSettings) -> CallbackSink:
-        return cls(callbacks=Callbacks(secret=settings.callback_secret, token=settings.callback_token,
-                                       signature_header=settings.signature_header, token_header=settings.token_header,
-                                       timeout=settings.callback_timeout,
-                                       allowed=destinations.Allowed.parse(settings.callback_allow)),
-                   url=settings.callback_url)
+        return cls(callbacks=Callbacks.from_settings(settings), url=settings.callback_url)
 
     def targets(self, assessment: lifecycle.Assessment) -> Sequence[str]:
         return [url for url in (self.url, assessment.callback_url) if url]
