@@ -18,6 +18,7 @@ HOST_TAKEN = "host-taken"  # another entry serves the host (custom domain or <id
 UNKNOWN_CLUSTER = "unknown-cluster"
 UNKNOWN_PLAN = "unknown-plan"
 CAPACITY = "capacity"  # the cluster's stores, CPU or memory would run over
+OWNER_LIMIT = "owner-limit"  # the owner would have more stores on the cluster than its profile allows
 IMMUTABLE = "immutable"  # an existing store's engine or cluster would change
 NEEDS_REVIEW = "needs-review"  # the change touches a cluster with review: true and came without review
 GONE = "gone"  # the store was removed before the change landed

@@ -91,6 +91,8 @@ class Capacity:
     stores: int
     cpu_millis: int | None = None
     memory_bytes: int | None = None
+    #: Most stores one owner may have on the cluster (None: no limit).
+    per_owner: int | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,7 @@ class Cluster:
                 stores=capacity["stores"],
                 cpu_millis=cpu_millis(capacity["cpu"]) if "cpu" in capacity else None,
                 memory_bytes=memory_bytes(capacity["memory"]) if "memory" in capacity else None,
+                per_owner=capacity.get("storesPerOwner"),
             ),
             review=data.get("review", False),
         )

@@ -293,6 +293,17 @@ def _capacity_problems(
 ) -> list[Problem]:
     problems = []
     capacity = cluster.capacity
+    if capacity.per_owner is not None:
+        owned: dict[str, list[Entry]] = {}
+        for entry in entries:
+            owned.setdefault(entry.store.owner.email.casefold(), []).append(entry)
+        for stores in owned.values():
+            # The entries past the limit, in file order: the newest additions are usually the last.
+            for entry in sorted(stores, key=lambda e: e.doc.path)[capacity.per_owner:]:
+                problems.append(Problem(entry.doc.path, entry.doc.line_of(("owner", "email")), "owner.email",
+                                        f"{entry.store.owner.email} would have {len(stores)} stores on cluster "
+                                        f"{cluster.name!r}; each owner may have {capacity.per_owner} there",
+                                        errors.OWNER_LIMIT))
     if len(entries) > capacity.stores:
         problems.append(Problem(doc.path, doc.line_of(("capacity", "stores")), "capacity.stores",
                                 f"{len(entries)} stores are placed on cluster {cluster.name!r}; "

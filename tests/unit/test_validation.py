@@ -312,3 +312,17 @@ def test_a_missing_field_is_reported_once() -> None:
     found = with_store("name: X\n", path="stores/x.yaml")
     assert sorted(found) == sorted(set(found))
     assert found.count("stores/x.yaml:1: engine: is required") == 1
+
+
+def test_a_per_owner_limit_counts_stores_by_owner_email_on_the_cluster() -> None:
+    local = example_files()["clusters/local.yaml"].decode().replace("  stores: 20\n",
+                                                                      "  stores: 20\n  storesPerOwner: 2\n")
+    owner = GOOD.replace("pat@example.com", "Jane@Example.com")
+    files: dict[str, bytes | str] = {**example_files(), "clusters/local.yaml": local,
+                                     **{f"stores/own-{i}.yaml": owner.format(id=f"own-{i}") for i in range(3)}}
+    problems = fleet.build(files).problems
+    assert [(p.path, p.code) for p in problems] == [("stores/own-2.yaml", errors.OWNER_LIMIT)]
+    assert str(problems[0]) == ("stores/own-2.yaml:8: owner.email: Jane@Example.com would have 3 stores on "
+                                "cluster 'local'; each owner may have 2 there")
+    files["stores/own-2.yaml"] = owner.format(id="own-2").replace("Jane@Example.com", "other@example.com")
+    assert fleet.build(files).problems == []

@@ -171,7 +171,7 @@ def open_pull(world: World, tmp_path: Path, branch: str, edit: Callable[[Path], 
     env = {"GIT_AUTHOR_NAME": "Sam", "GIT_AUTHOR_EMAIL": "sam@x.test", "GIT_COMMITTER_NAME": "Sam",
            "GIT_COMMITTER_EMAIL": "sam@x.test", "PATH": "/usr/bin:/bin:/usr/local/bin", "HOME": str(tmp_path)}
     subprocess.run(["git", "-C", str(clone), "checkout", "-qb", branch], check=True, env=env)
-    subprocess.run(["git", "-C", str(clone), "add", "-A", "stores"], check=True, env=env)
+    subprocess.run(["git", "-C", str(clone), "add", "-A", "stores", "clusters"], check=True, env=env)
     subprocess.run(["git", "-C", str(clone), "commit", "-qm", branch], check=True, env=env)
     subprocess.run(["git", "-C", str(clone), "push", "-q", "origin", branch], check=True, env=env)
     _, created = world.fake.create_pull(body={"title": branch, "head": branch, "base": "main"})
@@ -203,6 +203,22 @@ def test_a_pull_request_moving_a_store_to_another_cluster_fails(world: World, tm
     status = wait_for(lambda: world.fake.statuses_for(head))[-1]
     assert status["state"] == "failure"
     assert "stores/coffee-lab.yaml:6: cluster: cannot change from 'prod' to 'local'" in status["description"]
+
+
+def test_a_pull_request_past_the_per_owner_limit_fails_with_the_same_words(world: World, tmp_path: Path) -> None:
+    def second_store_for_the_same_owner(clone: Path) -> None:
+        profile = clone / "clusters" / "local.yaml"
+        profile.write_text(profile.read_text().replace("  stores: 20\n", "  stores: 20\n  storesPerOwner: 1\n"))
+        entry = (clone / "stores" / "acme-outdoor.yaml").read_text()
+        (clone / "stores" / "acme-second.yaml").write_text(entry.replace("id: acme-outdoor", "id: acme-second"))
+
+    number, head = open_pull(world, tmp_path, "acme-second", second_store_for_the_same_owner)
+    assert world.deliver("pull_request", payloads.pull_request(world.fake, number, "opened")).status_code == 202
+    status = wait_for(lambda: world.fake.statuses_for(head))[-1]
+    assert status["state"] == "failure"
+    comment = wait_for(lambda: world.storeops_comment(number, "storeops:validate"))
+    assert "stores/acme-second.yaml:9: owner.email: jane@acme-outdoor.example would have 2 stores on cluster " \
+           "'local'; each owner may have 1 there" in comment, comment
 
 
 def test_invalid_issue_form_gets_problems_and_no_pull_request(world: World) -> None:

@@ -6,12 +6,14 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
+from generator import publishing
 from harness import examples
 from webhook import app, auth
 from webhook.settings import ServiceSettings
@@ -412,6 +414,26 @@ def test_a_callback_url_inside_the_platform_is_refused_on_create_and_change(serv
     fine = service.client.patch("/v1/stores/bookworm", json={"callbackUrl": "https://hooks.bookworm.example/x"},
                                 headers=WRITE)
     assert fine.status_code == 202
+
+
+def test_a_per_owner_limit_is_the_same_refusal_on_the_api_as_in_a_pull_request(tmp_path: Path) -> None:
+    repo = examples.example_repo(tmp_path / "repo")
+    profile = repo / "clusters" / "local.yaml"
+    profile.write_text(profile.read_text().replace("  stores: 20\n", "  stores: 20\n  storesPerOwner: 1\n"))
+    publishing.seed_remote(tmp_path / "remote.git", repo, "main")
+    settings = examples.service_settings(tmp_path / "other")
+    settings = replace(settings, git=replace(settings.git, repo=repo, remote=str(tmp_path / "remote.git")))
+    for running in start(tmp_path, settings=settings):
+        first = running.create("owned-one", owner={"name": "Ann", "email": "ann@owner.example"})
+        assert running.settled(first["request_id"])["status"] == "committed"
+        second = running.client.post("/v1/stores", headers=WRITE, json=examples.store_payload(
+            "owned-two", owner={"name": "Ann", "email": "ANN@owner.example"}))
+        assert second.status_code == 422
+        problem = second.json()["problems"][0]
+        assert problem["message"] == ("ANN@owner.example would have 2 stores on cluster 'local'; "
+                                      "each owner may have 1 there")
+        other = running.create("owned-three", owner={"name": "Bo", "email": "bo@owner.example"})
+        assert running.settled(other["request_id"])["status"] == "committed"
 
 
 def test_a_review_cluster_gets_a_branch_not_a_commit_on_main(service: Running) -> None:
