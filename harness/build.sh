@@ -36,10 +36,15 @@ declare -A DIRS=(
   [kwok]="$BIN/kwok-$KWOK_VERSION"
   [helm]="$BIN/helm-$HELM_VERSION"
   [argocd]="$BIN/argocd-$ARGOCD_VERSION"
+  # The node's kubelet and kube-proxy: a folder of their own, so adding them never rebuilds the
+  # control plane's kubernetes-<version> folder.
+  [node]="$BIN/node-$KUBERNETES_VERSION"
+  # The pause binary for the node's sandbox image, keyed by a hash of its sources (pause_hash).
+  [pause]="$BIN/pause-$(cd "$HERE/images/pause" && cat go.mod main.go | sha256sum | cut -c1-16)"
 )
 
 if [[ ${1:-} == --print ]]; then
-  for name in etcd kubernetes kwok helm argocd; do printf '%s=%s\n' "$name" "${DIRS[$name]}"; done
+  for name in etcd kubernetes kwok helm argocd node pause; do printf '%s=%s\n' "$name" "${DIRS[$name]}"; done
   exit 0
 fi
 
@@ -49,6 +54,18 @@ ensure_apt_packages() {
   local missing=()
   for cmd in "${!want[@]}"; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=("${want[$cmd]}")
+  done
+  # The real node (harness/node.py): containerd (CRI) + runc, the CNI plugins (bridge, host-local,
+  # loopback, portmap in /usr/lib/cni), iptables and conntrack for kube-proxy and the pod network's
+  # boundary, and the static busybox the test images are made of.
+  local -A node=([containerd]=containerd [runc]=runc [iptables]=iptables [conntrack]=conntrack
+    [ip]=iproute2 [/usr/lib/cni/bridge]=containernetworking-plugins [/bin/busybox]=busybox-static)
+  for cmd in "${!node[@]}"; do
+    if [[ $cmd == /* ]]; then
+      [[ -x $cmd ]] || missing+=("${node[$cmd]}")
+    else
+      command -v "$cmd" >/dev/null 2>&1 || missing+=("${node[$cmd]}")
+    fi
   done
   if ((${#missing[@]})); then
     log "installing Debian packages: ${missing[*]}"
@@ -114,6 +131,18 @@ build_etcd() {
   finish etcd
 }
 
+# The -X flags every Kubernetes binary is built with.
+kube_ldflags() {
+  local v=$KUBERNETES_VERSION minor=${KUBERNETES_VERSION#v1.}
+  minor=${minor%%.*}
+  local ld="-s -w" pkg
+  # Without these /version says v0.0.0 and Argo CD hands Helm a wrong --kube-version.
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld+=" -X $pkg.gitVersion=$v -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
+  done
+  printf '%s' "$ld"
+}
+
 build_kubernetes() {
   begin kubernetes || return 0
   local v=$KUBERNETES_VERSION staging=v0.${KUBERNETES_VERSION#v1.}
@@ -122,20 +151,42 @@ build_kubernetes() {
   if grep '=> k8s.io/' "$mod" | grep -v " $staging\$" >&2; then
     die "$mod: every staging replace must be $staging (lines above)"
   fi
-  local minor=${v#v1.}
-  minor=${minor%%.*}
-  local ld="-s -w" pkg
-  # Without these /version says v0.0.0 and Argo CD hands Helm a wrong --kube-version.
-  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    ld+=" -X $pkg.gitVersion=$v -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
-  done
-  local cmd
+  local ld cmd
+  ld=$(kube_ldflags)
   for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
     (cd "$HERE/gomod/kubernetes" &&
       timed "$cmd" go build -p "$GO_P" -trimpath -ldflags="$ld" \
         -o "${DIRS[kubernetes]}.partial/$cmd" "k8s.io/kubernetes/cmd/$cmd")
   done
   finish kubernetes
+}
+
+# The node binaries come from their own wrapper module (gomod/node): the kubelet needs modules the
+# control plane does not, and that module's go.sum must not move the control plane's build.
+build_node() {
+  begin node || return 0
+  local v=$KUBERNETES_VERSION staging=v0.${KUBERNETES_VERSION#v1.}
+  local mod=$HERE/gomod/node/go.mod
+  grep -Eq "^\s*(require )?k8s.io/kubernetes $v( |\$)" "$mod" || die "$mod does not require k8s.io/kubernetes $v"
+  if grep '=> k8s.io/' "$mod" | grep -v " $staging\$" >&2; then
+    die "$mod: every staging replace must be $staging (lines above)"
+  fi
+  local cmd
+  for cmd in kubelet kube-proxy; do
+    (cd "$HERE/gomod/node" &&
+      timed "$cmd" go build -p "$GO_P" -trimpath -ldflags="$(kube_ldflags)" \
+        -o "${DIRS[node]}.partial/$cmd" "k8s.io/kubernetes/cmd/$cmd")
+  done
+  finish node
+}
+
+# The sandbox ("pause") process every Pod's network namespace hangs on: a static Go binary from
+# harness/images/pause (standard library only). harness/images.py packs it into an OCI image.
+build_pause() {
+  begin pause || return 0
+  (cd "$HERE/images/pause" &&
+    timed pause go build -trimpath -ldflags="-s -w" -o "${DIRS[pause]}.partial/pause" .)
+  finish pause
 }
 
 build_kwok() {
@@ -239,6 +290,8 @@ main() {
   build_helm
   build_kubernetes
   build_argocd
+  build_node
+  build_pause
   log "all binaries ready in $(($(date +%s) - start))s"
 }
 

@@ -126,6 +126,11 @@ def start_apiserver(
         f"--service-account-key-file={certs.service_account_pub}",
         f"--service-account-signing-key-file={certs.service_account_key}",
         f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+        # logs/exec/port-forward reach a kubelet at its node's InternalIP (the real node's is
+        # 127.0.0.1), as this client (bound to system:kubelet-api-admin when a node starts).
+        "--kubelet-preferred-address-types=InternalIP,Hostname",
+        f"--kubelet-client-certificate={certs.clients['apiserver-kubelet'].cert}",
+        f"--kubelet-client-key={certs.clients['apiserver-kubelet'].key}",
         # 127.0.0.1 is not a valid Endpoints address, so do not publish one for `kubernetes`.
         "--endpoint-reconciler-type=none",
         "--enable-priority-and-fairness=false",

@@ -12,7 +12,7 @@ import subprocess
 
 from harness import errors
 
-__all__ = ["ClientCert", "Pki", "create", "load"]
+__all__ = ["NODE_NAME", "ClientCert", "Pki", "create", "load", "serving_cert"]
 
 # Identities of the clients of the API server. system:masters skips RBAC (the admin and kwok, which
 # manages nodes and pods); the controller-manager and scheduler get the roles Kubernetes bootstraps
@@ -23,7 +23,15 @@ CLIENTS: dict[str, tuple[str, str | None]] = {
     "controller-manager": ("system:kube-controller-manager", None),
     "scheduler": ("system:kube-scheduler", None),
     "argocd": ("storeops-argocd", None),
+    # The real node (harness/node.py): the kubelet as its Node identity (the Node authorizer), kube-proxy
+    # as the user the bootstrap system:node-proxier binding names, and the API server's client for
+    # kubelet calls (logs, exec), bound to system:kubelet-api-admin when the node starts.
+    "kubelet": ("system:node:storeops-node-0", "system:nodes"),
+    "kube-proxy": ("system:kube-proxy", None),
+    "apiserver-kubelet": ("storeops-apiserver-kubelet-client", None),
 }
+#: The real node's name; its kubelet's client certificate names it.
+NODE_NAME = "storeops-node-0"
 
 SERVER_SANS = [
     "IP:127.0.0.1",
@@ -55,8 +63,11 @@ class Pki:
     clients: dict[str, ClientCert]
 
 
-def create(directory: pathlib.Path) -> Pki:
-    """A CA, the API server's serving cert, the service-account key pair and one cert per client."""
+def create(directory: pathlib.Path, *, extra_server_ips: list[str] | None = None) -> Pki:
+    """A CA, the API server's serving cert, the service-account key pair and one cert per client.
+
+    extra_server_ips: more addresses the API server's certificate names (the node's bridge gateway).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     ca_cert, ca_key = directory / "ca.crt", directory / "ca.key"
     _openssl(
@@ -67,7 +78,10 @@ def create(directory: pathlib.Path) -> Pki:
     )  # fmt: skip
     server_cert, server_key = _signed(
         directory, "apiserver", ca_cert, ca_key, subject="/CN=kube-apiserver",
-        extensions=[f"subjectAltName={','.join(SERVER_SANS)}", "extendedKeyUsage=serverAuth"],
+        extensions=[
+            f"subjectAltName={','.join(SERVER_SANS + [f'IP:{ip}' for ip in extra_server_ips or []])}",
+            "extendedKeyUsage=serverAuth",
+        ],
     )  # fmt: skip
     sa_key, sa_pub = directory / "sa.key", directory / "sa.pub"
     _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", sa_key)
@@ -89,6 +103,14 @@ def create(directory: pathlib.Path) -> Pki:
         service_account_pub=sa_pub,
         clients=clients,
     )
+
+
+def serving_cert(certs: Pki, name: str, *, subject: str, sans: list[str]) -> tuple[pathlib.Path, pathlib.Path]:
+    """A serving certificate (and key) signed by the stack's CA, e.g. for the kubelet."""
+    return _signed(
+        certs.directory, name, certs.ca_cert, certs.ca_key, subject=subject,
+        extensions=[f"subjectAltName={','.join(sans)}", "extendedKeyUsage=serverAuth"],
+    )  # fmt: skip
 
 
 def _signed(

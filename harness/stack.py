@@ -4,6 +4,8 @@ Two shapes:
   * minimal: etcd + kube-apiserver (client-cert authn, RBAC), watch cache off - fast, for watch loops;
   * full: the above plus controller-manager, scheduler, kwok with one simulated node, Redis, the
     Argo CD CRDs/config, and Argo CD's application-controller and repo-server.
+Either can add (node=True) a real node where Pods really run (harness/node.py): containerd, the
+kubelet and kube-proxy; the minimal shape then also runs the controller-manager and scheduler.
 
 Everything listens on 127.0.0.1 at ports picked free at start. All state (certs, etcd data, logs,
 kubeconfigs) lives in one state folder outside the repo.
@@ -21,6 +23,7 @@ import sys
 import time
 
 from harness import argocd, components, errors, kube, pki, processes, versions
+from harness import node as real_node
 
 __all__ = ["DEFAULT_STATE", "KWOK_NODE", "Stack", "load", "main", "start"]
 
@@ -31,7 +34,7 @@ STATE_FILE = "stack.json"
 # What start() writes into a state folder, all of it removed before a new start.
 STATE_PARTS = [
     "etcd", "logs", "pki", "kubeconfig", "kubeconfigs", "apiserver", "controller-manager", "scheduler",
-    "redis", "argocd",
+    "redis", "argocd", "node",
 ]  # fmt: skip
 KWOK_NODE = "kwok-node-0"
 
@@ -54,6 +57,9 @@ class Stack:
     tie_to_parent: bool = False
     # Argo CD with its own defaults (3-minute polling, 3-minute revision cache) instead of 10 s.
     argocd_defaults: bool = False
+    # The real node (harness/node.py), when started with node=True.
+    node: real_node.Node | None = None
+    node_started_seconds: float = 0.0
 
     @property
     def url(self) -> str:
@@ -99,7 +105,10 @@ class Stack:
         return "\n".join(blocks)
 
     def stop(self) -> None:
-        """Stop every process this stack started, newest first, by pid."""
+        """Stop every process this stack started, newest first, by pid; remove the node's pods and network."""
+        if self.node is not None or (self.state / "node").exists():
+            proxy = versions.node_binaries().kube_proxy
+            real_node.cleanup(self.state, self.processes, kube_proxy=proxy)
         for name in reversed(list(self.processes)):
             self.processes[name].stop()
         (self.state / STATE_FILE).unlink(missing_ok=True)
@@ -110,6 +119,7 @@ class Stack:
     def save(self) -> None:
         record = {
             "full": self.full,
+            "node": self.node is not None,
             "watch_cache": self.watch_cache,
             "argocd_defaults": self.argocd_defaults,
             "ports": self.ports,
@@ -181,10 +191,19 @@ def start(
     binaries: versions.Binaries | None = None,
     tie_to_parent: bool = False,
     argocd_defaults: bool = False,
+    node: bool = False,
 ) -> Stack:
-    """Start a stack in `state` (created; must not hold a running stack). Stops what it started on failure."""
+    """Start a stack in `state` (created; must not hold a running stack). Stops what it started on failure.
+
+    node: also start the real node (harness/node.py); NodeUnavailableError says why a machine cannot.
+    """
     began = time.monotonic()
     found = binaries or versions.locate()
+    node_binaries = versions.locate_node() if node else None
+    if node:
+        problems = real_node.host_problems()
+        if problems:
+            raise real_node.NodeUnavailableError("this machine cannot run the harness node: " + "; ".join(problems))
     state.mkdir(parents=True, exist_ok=True)
     if (state / STATE_FILE).exists():
         raise errors.StartupError(f"{state} already holds a stack ({state / STATE_FILE}); stop it first")
@@ -195,6 +214,10 @@ def start(
     if full:
         names += ["controller-manager", "scheduler", "kwok", "redis", "repo-server", "repo-server-metrics"]
         names += ["controller-metrics"]
+    elif node:
+        names += ["controller-manager", "scheduler"]
+    if node:
+        names += ["kubelet", "kubelet-healthz", "kube-proxy-healthz", "kube-proxy-metrics", "cri-stream"]
     ports = _free_ports(names)
     certs = pki.create(state / "pki")
     admin = kube.write_kubeconfig(
@@ -213,7 +236,7 @@ def start(
         argocd_defaults=argocd_defaults,
     )
     try:
-        _start_components(stack)
+        _start_components(stack, node_binaries)
     except TimeoutError as e:
         logger.error("stack failed to start; stopping what started. Logs:\n%s", stack.logs(lines=30))
         stack.stop()
@@ -228,7 +251,7 @@ def start(
     return stack
 
 
-def _start_components(stack: Stack) -> None:
+def _start_components(stack: Stack, node_binaries: versions.NodeBinaries | None = None) -> None:
     b, state, ports, certs = stack.binaries, stack.state, stack.ports, stack.certs
     run = stack.processes
     run["etcd"] = components.start_etcd(
@@ -244,7 +267,7 @@ def _start_components(stack: Stack) -> None:
         tie_to_parent=stack.tie_to_parent,
     )
     stack.save()
-    if not stack.full:
+    if not stack.full and node_binaries is None:
         return
 
     def kubeconfig(client: str, namespace: str | None = None) -> pathlib.Path:
@@ -264,6 +287,17 @@ def _start_components(stack: Stack) -> None:
     run["kube-scheduler"] = components.start_scheduler(
         b, state=state, kubeconfig=kubeconfig("scheduler"), port=ports["scheduler"], tie_to_parent=stack.tie_to_parent
     )
+    if node_binaries is not None:
+        began = time.monotonic()
+        stack.node = real_node.start(
+            state=state, certs=certs, binaries=b, node_binaries=node_binaries, api_url=stack.url, ports=ports,
+            run=run, tie_to_parent=stack.tie_to_parent,
+        )  # fmt: skip
+        stack.node_started_seconds = time.monotonic() - began
+        logger.info("node %s ready in %.1fs", real_node.NAME, stack.node_started_seconds)
+        stack.save()
+    if not stack.full:
+        return
     run["kwok"] = components.start_kwok(
         b, state=state, kubeconfig=kubeconfig("kwok"), port=ports["kwok"], tie_to_parent=stack.tie_to_parent
     )
@@ -373,6 +407,7 @@ def load(state: pathlib.Path) -> Stack:
         processes={d["name"]: processes.adopt(d) for d in record["processes"]},
         namespace=str(record["namespace"]),
         argocd_defaults=bool(record.get("argocd_defaults", False)),
+        node=real_node.load(state) if record.get("node") else None,
     )
 
 
@@ -383,11 +418,12 @@ def main(argv: list[str] | None = None) -> int:
         "--state", type=pathlib.Path, default=DEFAULT_STATE, help=f"state folder (default {DEFAULT_STATE})"
     )
     parser.add_argument("--minimal", action="store_true", help="etcd + kube-apiserver only")
+    parser.add_argument("--node", action="store_true", help="also a real node where Pods run (needs root)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         if args.command == "start":
-            stack = start(args.state, full=not args.minimal)
+            stack = start(args.state, full=not args.minimal, node=args.node)
             print(f"stack ready in {stack.started_seconds:.1f}s")
             print(f"export KUBECONFIG={stack.kubeconfig}")
             print(f"export PATH={stack.binaries.kubectl.parent}:{stack.binaries.helm.parent}:$PATH")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import pathlib
 
@@ -13,10 +14,14 @@ __all__ = [
     "HARNESS_DIR",
     "VERSIONS_FILE",
     "Binaries",
+    "NodeBinaries",
     "Versions",
     "binaries",
     "cache_dir",
     "locate",
+    "locate_node",
+    "node_binaries",
+    "pause_hash",
     "read_versions",
 ]
 
@@ -66,6 +71,56 @@ class Binaries:
             self.argocd_crds,
             self.argocd_git_verify_wrapper,
         ]
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeBinaries:
+    """What build.sh builds for the real node (harness/node.py); Debian's packages come from PATH."""
+
+    kubelet: pathlib.Path
+    kube_proxy: pathlib.Path
+    pause: pathlib.Path
+    #: The hash of the pause sources (harness/images/pause) its folder and image tag are named by.
+    pause_hash: str
+
+    def required(self) -> list[pathlib.Path]:
+        return [self.kubelet, self.kube_proxy, self.pause]
+
+
+PAUSE_SOURCES = HARNESS_DIR / "images" / "pause"
+
+
+def pause_hash() -> str:
+    """The first 16 hex digits of sha256(go.mod + main.go), as build.sh computes it."""
+    digest = hashlib.sha256()
+    for name in ("go.mod", "main.go"):
+        digest.update((PAUSE_SOURCES / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def node_binaries(versions: Versions | None = None, *, cache: pathlib.Path | None = None) -> NodeBinaries:
+    """Where the node's binaries live for these versions (whether or not they were built)."""
+    v = versions or read_versions()
+    bin_dir = (cache or cache_dir()) / "bin"
+    node = bin_dir / f"node-{v.kubernetes}"
+    digest = pause_hash()
+    return NodeBinaries(
+        kubelet=node / "kubelet",
+        kube_proxy=node / "kube-proxy",
+        pause=bin_dir / f"pause-{digest}" / "pause",
+        pause_hash=digest,
+    )
+
+
+def locate_node(*, cache: pathlib.Path | None = None) -> NodeBinaries:
+    """The node's built binaries, or MissingBinariesError naming what is missing and how to build it."""
+    found = node_binaries(cache=cache)
+    missing = [p for p in found.required() if not p.exists()]
+    if missing:
+        raise errors.MissingBinariesError(
+            f"node binaries are not built: run `{BUILD_COMMAND}` first; missing: {', '.join(map(str, missing))}"
+        )
+    return found
 
 
 def read_versions(path: pathlib.Path = VERSIONS_FILE) -> Versions:

@@ -14,6 +14,10 @@ those, by pid):
   simulated node, Redis, the Argo CD CRDs and config, application-controller and repo-server.
   Same object, plus ``.namespace`` (``argocd``), ``.helm``, ``.application(name)``,
   ``.wait_application(name, sync=, health=)`` and ``.wait_gone(kind, name, namespace=)``.
+* ``node_stack`` - module-scoped: etcd, kube-apiserver, controller-manager, scheduler and a real
+  node (harness/node.py: containerd, kubelet, kube-proxy, a bridge pod network closed to the
+  outside) where Pods really run. Same object, plus ``.node`` (``.images["busybox"]``: a local test
+  image with httpd/wget/nc/sh). Skips, naming the reason, on a machine that cannot run containers.
 * ``git_daemon`` - ``git daemon`` on 127.0.0.1 serving (fetch and push) every repository under
   ``.base_path``; ``.url(name)`` is ``git://127.0.0.1:<port>/<name>``. Needs only git.
 
@@ -30,9 +34,9 @@ import os
 
 import pytest
 
-from harness import errors, gitserver, stack, versions
+from harness import errors, gitserver, node, stack, versions
 
-__all__ = ["SKIP_VARIABLE", "argocd_stack", "git_daemon", "kube_apiserver"]
+__all__ = ["SKIP_VARIABLE", "argocd_stack", "git_daemon", "kube_apiserver", "node_stack"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +46,7 @@ SKIP_VARIABLE = "STOREOPS_SKIP_CONTROLPLANE"
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "e2e: needs the full control plane with Argo CD (argocd_stack)")
     config.addinivalue_line("markers", "controlplane: needs the real kube-apiserver (kube_apiserver)")
+    config.addinivalue_line("markers", "node: needs the real node where Pods run (node_stack)")
 
 
 def _binaries() -> versions.Binaries:
@@ -53,10 +58,22 @@ def _binaries() -> versions.Binaries:
         pytest.fail(str(e), pytrace=False)
 
 
-def _run(tmp_path_factory: pytest.TempPathFactory, name: str, *, full: bool) -> collections.abc.Iterator[stack.Stack]:
+def _run(
+    tmp_path_factory: pytest.TempPathFactory, name: str, *, full: bool, with_node: bool = False
+) -> collections.abc.Iterator[stack.Stack]:
     binaries = _binaries()
+    if with_node:
+        problems = node.host_problems()
+        if problems:
+            pytest.skip("this machine cannot run the harness node: " + "; ".join(problems))
+        try:
+            versions.locate_node()
+        except errors.MissingBinariesError as e:
+            pytest.fail(str(e), pytrace=False)
     try:
-        running = stack.start(tmp_path_factory.mktemp(name), full=full, binaries=binaries, tie_to_parent=True)
+        running = stack.start(
+            tmp_path_factory.mktemp(name), full=full, binaries=binaries, tie_to_parent=True, node=with_node
+        )
     except errors.HarnessError as e:
         pytest.fail(f"{name} did not start: {e}", pytrace=False)
     logger.info("%s ready in %.1fs (kubeconfig %s)", name, running.started_seconds, running.kubeconfig)
@@ -76,6 +93,12 @@ def kube_apiserver(tmp_path_factory: pytest.TempPathFactory) -> collections.abc.
 def argocd_stack(tmp_path_factory: pytest.TempPathFactory) -> collections.abc.Iterator[stack.Stack]:
     """The full control plane with Argo CD (see the module docstring for the yielded object)."""
     yield from _run(tmp_path_factory, "argocd-stack", full=True)
+
+
+@pytest.fixture(scope="module")
+def node_stack(tmp_path_factory: pytest.TempPathFactory) -> collections.abc.Iterator[stack.Stack]:
+    """A control plane with a real node where Pods run (module-scoped: its Pods and network go after)."""
+    yield from _run(tmp_path_factory, "node-stack", full=False, with_node=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,179 @@
+"""OCI images built on this machine for the harness node (no registry is reachable from here).
+
+Each image is one uncompressed layer written from files on disk, packed as an OCI image layout tar
+that ``ctr images import`` reads, and cached in ``<cache>/images/`` under a name that includes a
+hash of its inputs. Local builds get local names (``storeops.local/<name>:<tag>``), never an
+official image's name.
+
+* ``pause``: the sandbox process (harness/images/pause, built by build.sh);
+* ``busybox``: Debian's static busybox (package busybox-static) with its applets linked in /bin,
+  for test Pods (``httpd``, ``wget``, ``nc``, ``sh``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import tarfile
+
+from harness import errors, versions
+
+__all__ = ["REGISTRY", "Image", "busybox", "pause"]
+
+REGISTRY = "storeops.local"
+BUSYBOX = pathlib.Path("/bin/busybox")
+#: Applets linked into /bin of the busybox image.
+BUSYBOX_APPLETS = [
+    "sh", "ash", "cat", "echo", "env", "hostname", "httpd", "id", "ip", "ls", "mkdir", "nc", "nslookup",
+    "ping", "ps", "sleep", "test", "timeout", "true", "false", "wget", "date", "grep", "head",
+]  # fmt: skip
+
+LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar"
+CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
+MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
+INDEX_TYPE = "application/vnd.oci.image.index.v1+json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Image:
+    """An image archive in the cache and the reference it is imported under."""
+
+    ref: str
+    archive: pathlib.Path
+
+
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+    path: str  # inside the image, without the leading slash
+    source: pathlib.Path | None = None  # a regular file to copy
+    link: str | None = None  # a symlink target
+    mode: int = 0o755
+
+
+def pause(node: versions.NodeBinaries, *, cache: pathlib.Path | None = None) -> Image:
+    """The sandbox image: storeops.local/pause:<hash of the pause sources>."""
+    entries = [_Entry("pause", source=node.pause)]
+    config: dict[str, object] = {"Entrypoint": ["/pause"], "User": "65535:65535"}
+    return _build("pause", node.pause_hash, entries, config, cache=cache)
+
+
+def busybox(*, cache: pathlib.Path | None = None) -> Image:
+    """storeops.local/busybox:<Debian version>-<hash>, from the busybox-static package."""
+    if not BUSYBOX.is_file():
+        raise errors.HarnessError(f"{BUSYBOX} is missing: install Debian's busybox-static (build.sh does)")
+    version = _debian_version("busybox-static")
+    digest = hashlib.sha256(BUSYBOX.read_bytes() + "\n".join(BUSYBOX_APPLETS).encode()).hexdigest()[:12]
+    entries = [_Entry("bin", mode=0o755), _Entry("bin/busybox", source=BUSYBOX)]
+    entries += [_Entry(f"bin/{applet}", link="busybox") for applet in BUSYBOX_APPLETS]
+    entries += [_Entry("tmp", mode=0o1777), _Entry("etc", mode=0o755), _Entry("www", mode=0o755)]
+    config: dict[str, object] = {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"], "WorkingDir": "/"}
+    return _build("busybox", f"{version}-{digest}", entries, config, cache=cache)
+
+
+def _debian_version(package: str) -> str:
+    result = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0 or not result.stdout:
+        return "unknown"
+    # 1:1.35.0-4+deb12u1+b1 -> 1.35.0-4-deb12u1-b1 (a valid tag)
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", result.stdout.split(":", 1)[-1])
+
+
+def _build(
+    name: str, tag: str, entries: list[_Entry], config: dict[str, object], *, cache: pathlib.Path | None
+) -> Image:
+    ref = f"{REGISTRY}/{name}:{tag}"
+    folder = (cache or versions.cache_dir()) / "images"
+    archive = folder / f"{name}-{tag}.tar"
+    if archive.exists():
+        return Image(ref=ref, archive=archive)
+    folder.mkdir(parents=True, exist_ok=True)
+    layer = _layer(entries)
+    layer_digest = hashlib.sha256(layer).hexdigest()
+    image_config = _json(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": config,
+            "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_digest}"]},
+            "history": [{"created_by": f"harness/images: {name}"}],
+        }
+    )
+    manifest = _json(
+        {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_TYPE,
+            "config": _descriptor(CONFIG_TYPE, image_config),
+            "layers": [_descriptor(LAYER_TYPE, layer)],
+        }
+    )
+    index = _json(
+        {
+            "schemaVersion": 2,
+            "mediaType": INDEX_TYPE,
+            "manifests": [
+                _descriptor(MANIFEST_TYPE, manifest)
+                | {
+                    "annotations": {"io.containerd.image.name": ref, "org.opencontainers.image.ref.name": tag},
+                    "platform": {"architecture": "amd64", "os": "linux"},
+                }
+            ],
+        }
+    )
+    partial = archive.with_suffix(f".partial-{os.getpid()}")
+    with tarfile.open(partial, "w") as tar:
+        _add(tar, "oci-layout", _json({"imageLayoutVersion": "1.0.0"}))
+        _add(tar, "index.json", index)
+        for blob in (layer, image_config, manifest):
+            _add(tar, f"blobs/sha256/{hashlib.sha256(blob).hexdigest()}", blob)
+    partial.replace(archive)
+    return Image(ref=ref, archive=archive)
+
+
+def _layer(entries: list[_Entry]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for entry in entries:
+            info = tarfile.TarInfo(entry.path)
+            info.mode = entry.mode
+            if entry.link is not None:
+                info.type = tarfile.SYMTYPE
+                info.linkname = entry.link
+                info.mode = 0o777
+                tar.addfile(info)
+            elif entry.source is not None:
+                data = entry.source.read_bytes()
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            else:
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+    return buffer.getvalue()
+
+
+def _json(value: object) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _descriptor(media_type: str, blob: bytes) -> dict[str, object]:
+    return {"mediaType": media_type, "digest": f"sha256:{hashlib.sha256(blob).hexdigest()}", "size": len(blob)}
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+def clear(cache: pathlib.Path | None = None) -> None:
+    """Remove every cached image archive."""
+    shutil.rmtree((cache or versions.cache_dir()) / "images", ignore_errors=True)
