@@ -39,12 +39,14 @@ declare -A DIRS=(
   # The node's kubelet and kube-proxy: a folder of their own, so adding them never rebuilds the
   # control plane's kubernetes-<version> folder.
   [node]="$BIN/node-$KUBERNETES_VERSION"
-  # The pause binary for the node's sandbox image, keyed by a hash of its sources (pause_hash).
+  # Programs for the node's local images (harness/images/<name>), keyed by a hash of their sources
+  # (versions.source_hash).
   [pause]="$BIN/pause-$(cd "$HERE/images/pause" && cat go.mod main.go | sha256sum | cut -c1-16)"
+  [apiprobe]="$BIN/apiprobe-$(cd "$HERE/images/apiprobe" && cat go.mod main.go | sha256sum | cut -c1-16)"
 )
 
 if [[ ${1:-} == --print ]]; then
-  for name in etcd kubernetes kwok helm argocd node pause; do printf '%s=%s\n' "$name" "${DIRS[$name]}"; done
+  for name in etcd kubernetes kwok helm argocd node pause apiprobe; do printf '%s=%s\n' "$name" "${DIRS[$name]}"; done
   exit 0
 fi
 
@@ -180,13 +182,15 @@ build_node() {
   finish node
 }
 
-# The sandbox ("pause") process every Pod's network namespace hangs on: a static Go binary from
-# harness/images/pause (standard library only). harness/images.py packs it into an OCI image.
-build_pause() {
-  begin pause || return 0
-  (cd "$HERE/images/pause" &&
-    timed pause go build -trimpath -ldflags="-s -w" -o "${DIRS[pause]}.partial/pause" .)
-  finish pause
+# Static Go programs (standard library only) that harness/images packs into the node's images:
+# pause, the sandbox process every Pod's namespaces hang on; apiprobe, an in-cluster API client
+# for test Pods.
+build_image_program() {
+  local name=$1
+  begin "$name" || return 0
+  (cd "$HERE/images/$name" &&
+    timed "$name" go build -trimpath -ldflags="-s -w" -o "${DIRS[$name]}.partial/$name" .)
+  finish "$name"
 }
 
 build_kwok() {
@@ -291,7 +295,8 @@ main() {
   build_kubernetes
   build_argocd
   build_node
-  build_pause
+  build_image_program pause
+  build_image_program apiprobe
   log "all binaries ready in $(($(date +%s) - start))s"
 }
 

@@ -102,12 +102,15 @@ def start_apiserver(
     port: int,
     watch_cache: bool,
     tie_to_parent: bool = False,
+    address: str = "127.0.0.1",
 ) -> processes.Process:
+    """kube-apiserver on `address`: 127.0.0.1, or with a real node the pod bridge's gateway, which the
+    harness creates on this machine (Pods reach it there; it publishes the `kubernetes` Endpoints)."""
     argv = [
         str(binaries.kube_apiserver),
         f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-        "--bind-address=127.0.0.1",
-        "--advertise-address=127.0.0.1",
+        f"--bind-address={address}",
+        f"--advertise-address={address}",
         f"--secure-port={port}",
         f"--cert-dir={state / 'apiserver'}",
         f"--tls-cert-file={certs.server_cert}",
@@ -126,13 +129,13 @@ def start_apiserver(
         f"--service-account-key-file={certs.service_account_pub}",
         f"--service-account-signing-key-file={certs.service_account_key}",
         f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
-        # logs/exec/port-forward reach a kubelet at its node's InternalIP (the real node's is
-        # 127.0.0.1), as this client (bound to system:kubelet-api-admin when a node starts).
+        # logs/exec/port-forward reach a kubelet at its node's InternalIP (the real node's is the
+        # pod bridge's gateway), as this client (bound to system:kubelet-api-admin when a node starts).
         "--kubelet-preferred-address-types=InternalIP,Hostname",
         f"--kubelet-client-certificate={certs.clients['apiserver-kubelet'].cert}",
         f"--kubelet-client-key={certs.clients['apiserver-kubelet'].key}",
-        # 127.0.0.1 is not a valid Endpoints address, so do not publish one for `kubernetes`.
-        "--endpoint-reconciler-type=none",
+        # 127.0.0.1 is not a valid Endpoints address, so do not publish one for `kubernetes` then.
+        f"--endpoint-reconciler-type={'none' if address == '127.0.0.1' else 'lease'}",
         "--enable-priority-and-fairness=false",
         "--profiling=false",
         # Off for the bare API server fixture: watches then read etcd directly, so compacting etcd
@@ -141,7 +144,7 @@ def start_apiserver(
         "--v=1",
     ]
     process = processes.spawn("kube-apiserver", argv, log_dir=state / "logs", tie_to_parent=tie_to_parent)
-    client = kube.ApiClient(url=f"https://127.0.0.1:{port}", ca_cert=certs.ca_cert, client=certs.clients["admin"])
+    client = kube.ApiClient(url=f"https://{address}:{port}", ca_cert=certs.ca_cert, client=certs.clients["admin"])
     processes.wait_until("kube-apiserver /readyz", client.ready, timeout=STARTUP_TIMEOUT, process=process)
     return process
 

@@ -41,6 +41,8 @@ __all__ = [
     "NodeUnavailableError",
     "cleanup",
     "host_problems",
+    "network_down",
+    "network_up",
     "start",
 ]
 
@@ -140,22 +142,14 @@ def start(
     problems = host_problems()
     if problems:
         raise NodeUnavailableError("this machine cannot run the harness node: " + "; ".join(problems))
-    if _link_exists(BRIDGE):
-        raise NodeUnavailableError(
-            f"the bridge {BRIDGE} already exists: another node stack runs on this machine (or one was not "
-            "stopped: `harness/stack.sh stop` it, or `ip link del storeops0`)"
-        )
-    _check_subnet_free()
     directory = state / "node"
-    shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir(parents=True)
+    if not (directory / "sysctl.json").exists():
+        network_up(state)
     logs = state / "logs"
     pause = images.pause(node_binaries)
-    busybox = images.busybox()
+    busybox = images.busybox(node_binaries)
     node = Node(directory=directory, images={"pause": pause.ref, "busybox": busybox.ref})
     (directory / "node.json").write_text(json.dumps({"images": node.images}) + "\n")
-
-    _network_up(directory)
 
     # containerd, with the CRI plugin, its own root/state/socket and the CNI config below.
     cni_conf = directory / "cni" / "net.d"
@@ -263,7 +257,7 @@ def load(state: pathlib.Path) -> Node | None:
 def cleanup(
     state: pathlib.Path, run: dict[str, processes.Process], *, kube_proxy: pathlib.Path | None = None
 ) -> None:
-    """Stop the node's processes and remove everything it made (pods, mounts, bridge, rules, sysctls)."""
+    """Stop the node's processes and remove its pods, mounts and cgroups; network_down() does the rest."""
     directory = state / "node"
     if not directory.exists():
         return
@@ -283,9 +277,9 @@ def cleanup(
         pathlib.Path(path).unlink(missing_ok=True)
     for mount in _mounts_under(directory):
         _unmount(mount)
-    _network_down(directory)
     _remove_cgroups()
-    shutil.rmtree(directory, ignore_errors=True)
+    for leftover in ("containerd", "kubelet", "cni"):
+        shutil.rmtree(directory / leftover, ignore_errors=True)
 
 
 # --- configuration --------------------------------------------------------------------------------
@@ -456,8 +450,28 @@ def _check_subnet_free() -> None:
             raise NodeUnavailableError(f"the pod network {POD_CIDR} overlaps a route of this machine: {line}")
 
 
+def network_up(state: pathlib.Path) -> None:
+    """The bridge with its gateway address, forwarding on, and the boundary rules (before start())."""
+    problems = host_problems()
+    if problems:
+        raise NodeUnavailableError("this machine cannot run the harness node: " + "; ".join(problems))
+    if _link_exists(BRIDGE):
+        raise NodeUnavailableError(
+            f"the bridge {BRIDGE} already exists: another node stack runs on this machine (or one was not "
+            "stopped: `harness/stack.sh stop` it, or `ip link del storeops0`)"
+        )
+    _check_subnet_free()
+    directory = state / "node"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    try:
+        _network_up(directory)
+    except BaseException:
+        network_down(state)
+        raise
+
+
 def _network_up(directory: pathlib.Path) -> None:
-    """The bridge with its gateway address, forwarding on, and the boundary rules."""
     saved = {}
     for key, value in SYSCTLS.items():
         path = pathlib.Path("/proc/sys") / key
@@ -485,7 +499,9 @@ def boundary_drops() -> int:
     raise errors.HarnessError(f"no DROP rule in {BOUNDARY_CHAIN}:\n{out}")
 
 
-def _network_down(directory: pathlib.Path) -> None:
+def network_down(state: pathlib.Path) -> None:
+    """Remove the bridge, the boundary and the kubelet's rules, restore the sysctls (after cleanup())."""
+    directory = state / "node"
     # Host ends of veths whose namespace is gone vanish with it; any left are on the bridge.
     if _link_exists(BRIDGE):
         for line in _run("ip", "-o", "link", "show", "master", BRIDGE, check=False).splitlines():
@@ -509,6 +525,7 @@ def _network_down(directory: pathlib.Path) -> None:
             with contextlib.suppress(OSError):
                 (pathlib.Path("/proc/sys") / key).write_text(str(value))
         saved_file.unlink()
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def _link_exists(name: str) -> bool:

@@ -7,8 +7,9 @@ Two shapes:
 Either can add (node=True) a real node where Pods really run (harness/node.py): containerd, the
 kubelet and kube-proxy; the minimal shape then also runs the controller-manager and scheduler.
 
-Everything listens on 127.0.0.1 at ports picked free at start. All state (certs, etcd data, logs,
-kubeconfigs) lives in one state folder outside the repo.
+Everything listens on 127.0.0.1 at ports picked free at start, except that with a real node the
+API server listens on the pod bridge's gateway address (harness/node.py), which the harness creates.
+All state (certs, etcd data, logs, kubeconfigs) lives in one state folder outside the repo.
 """
 
 from __future__ import annotations
@@ -60,10 +61,12 @@ class Stack:
     # The real node (harness/node.py), when started with node=True.
     node: real_node.Node | None = None
     node_started_seconds: float = 0.0
+    # Where the API server listens: 127.0.0.1, or the pod bridge's gateway with a real node.
+    api_host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.ports['apiserver']}"
+        return f"https://{self.api_host}:{self.ports['apiserver']}"
 
     @property
     def kubectl(self) -> kube.Kubectl:
@@ -88,6 +91,7 @@ class Stack:
             port=self.ports["apiserver"],
             watch_cache=self.watch_cache,
             tie_to_parent=self.tie_to_parent,
+            address=self.api_host,
         )
         self.save()
 
@@ -106,11 +110,14 @@ class Stack:
 
     def stop(self) -> None:
         """Stop every process this stack started, newest first, by pid; remove the node's pods and network."""
-        if self.node is not None or (self.state / "node").exists():
+        with_node = self.node is not None or (self.state / "node").exists()
+        if with_node:
             proxy = versions.node_binaries().kube_proxy
             real_node.cleanup(self.state, self.processes, kube_proxy=proxy)
         for name in reversed(list(self.processes)):
             self.processes[name].stop()
+        if with_node:
+            real_node.network_down(self.state)
         (self.state / STATE_FILE).unlink(missing_ok=True)
 
     def status(self) -> dict[str, bool]:
@@ -120,6 +127,7 @@ class Stack:
         record = {
             "full": self.full,
             "node": self.node is not None,
+            "api_host": self.api_host,
             "watch_cache": self.watch_cache,
             "argocd_defaults": self.argocd_defaults,
             "ports": self.ports,
@@ -219,9 +227,14 @@ def start(
     if node:
         names += ["kubelet", "kubelet-healthz", "kube-proxy-healthz", "kube-proxy-metrics", "cri-stream"]
     ports = _free_ports(names)
-    certs = pki.create(state / "pki")
+    api_host = "127.0.0.1"
+    if node:
+        # The bridge first: the API server listens on its gateway address.
+        real_node.network_up(state)
+        api_host = real_node.GATEWAY
+    certs = pki.create(state / "pki", extra_server_ips=[api_host] if node else None)
     admin = kube.write_kubeconfig(
-        state / "kubeconfig", server=f"https://127.0.0.1:{ports['apiserver']}", ca_cert=certs.ca_cert,
+        state / "kubeconfig", server=f"https://{api_host}:{ports['apiserver']}", ca_cert=certs.ca_cert,
         client=certs.clients["admin"],
     )  # fmt: skip
     stack = Stack(
@@ -234,6 +247,7 @@ def start(
         watch_cache=full if watch_cache is None else watch_cache,
         tie_to_parent=tie_to_parent,
         argocd_defaults=argocd_defaults,
+        api_host=api_host,
     )
     try:
         _start_components(stack, node_binaries)
@@ -265,6 +279,7 @@ def _start_components(stack: Stack, node_binaries: versions.NodeBinaries | None 
         port=ports["apiserver"],
         watch_cache=stack.watch_cache,
         tie_to_parent=stack.tie_to_parent,
+        address=stack.api_host,
     )
     stack.save()
     if not stack.full and node_binaries is None:
@@ -408,6 +423,7 @@ def load(state: pathlib.Path) -> Stack:
         namespace=str(record["namespace"]),
         argocd_defaults=bool(record.get("argocd_defaults", False)),
         node=real_node.load(state) if record.get("node") else None,
+        api_host=str(record.get("api_host", "127.0.0.1")),
     )
 
 

@@ -21,8 +21,8 @@ __all__ = [
     "locate",
     "locate_node",
     "node_binaries",
-    "pause_hash",
     "read_versions",
+    "source_hash",
 ]
 
 HARNESS_DIR = pathlib.Path(__file__).resolve().parent
@@ -82,19 +82,21 @@ class NodeBinaries:
     pause: pathlib.Path
     #: The hash of the pause sources (harness/images/pause) its folder and image tag are named by.
     pause_hash: str
+    #: An in-cluster API client for test Pods (harness/images/apiprobe).
+    apiprobe: pathlib.Path
 
     def required(self) -> list[pathlib.Path]:
-        return [self.kubelet, self.kube_proxy, self.pause]
+        return [self.kubelet, self.kube_proxy, self.pause, self.apiprobe]
 
 
-PAUSE_SOURCES = HARNESS_DIR / "images" / "pause"
+IMAGE_SOURCES = HARNESS_DIR / "images"
 
 
-def pause_hash() -> str:
-    """The first 16 hex digits of sha256(go.mod + main.go), as build.sh computes it."""
+def source_hash(program: str) -> str:
+    """The first 16 hex digits of sha256(go.mod + main.go) of harness/images/<program>, as build.sh computes it."""
     digest = hashlib.sha256()
     for name in ("go.mod", "main.go"):
-        digest.update((PAUSE_SOURCES / name).read_bytes())
+        digest.update((IMAGE_SOURCES / program / name).read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -103,12 +105,13 @@ def node_binaries(versions: Versions | None = None, *, cache: pathlib.Path | Non
     v = versions or read_versions()
     bin_dir = (cache or cache_dir()) / "bin"
     node = bin_dir / f"node-{v.kubernetes}"
-    digest = pause_hash()
+    digest = source_hash("pause")
     return NodeBinaries(
         kubelet=node / "kubelet",
         kube_proxy=node / "kube-proxy",
         pause=bin_dir / f"pause-{digest}" / "pause",
         pause_hash=digest,
+        apiprobe=bin_dir / f"apiprobe-{source_hash('apiprobe')}" / "apiprobe",
     )
 
 

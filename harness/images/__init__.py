@@ -7,7 +7,8 @@ official image's name.
 
 * ``pause``: the sandbox process (harness/images/pause, built by build.sh);
 * ``busybox``: Debian's static busybox (package busybox-static) with its applets linked in /bin,
-  for test Pods (``httpd``, ``wget``, ``nc``, ``sh``).
+  for test Pods (``httpd``, ``wget``, ``nc``, ``sh``), and ``/bin/apiprobe`` (harness/images/apiprobe,
+  an in-cluster API client that verifies the server against the ServiceAccount's CA).
 """
 
 from __future__ import annotations
@@ -64,13 +65,15 @@ def pause(node: versions.NodeBinaries, *, cache: pathlib.Path | None = None) -> 
     return _build("pause", node.pause_hash, entries, config, cache=cache)
 
 
-def busybox(*, cache: pathlib.Path | None = None) -> Image:
-    """storeops.local/busybox:<Debian version>-<hash>, from the busybox-static package."""
+def busybox(node: versions.NodeBinaries, *, cache: pathlib.Path | None = None) -> Image:
+    """storeops.local/busybox:<Debian version>-<hash>, from the busybox-static package, plus /bin/apiprobe."""
     if not BUSYBOX.is_file():
         raise errors.HarnessError(f"{BUSYBOX} is missing: install Debian's busybox-static (build.sh does)")
     version = _debian_version("busybox-static")
-    digest = hashlib.sha256(BUSYBOX.read_bytes() + "\n".join(BUSYBOX_APPLETS).encode()).hexdigest()[:12]
+    inputs = BUSYBOX.read_bytes() + node.apiprobe.read_bytes() + "\n".join(BUSYBOX_APPLETS).encode()
+    digest = hashlib.sha256(inputs).hexdigest()[:12]
     entries = [_Entry("bin", mode=0o755), _Entry("bin/busybox", source=BUSYBOX)]
+    entries += [_Entry("bin/apiprobe", source=node.apiprobe)]
     entries += [_Entry(f"bin/{applet}", link="busybox") for applet in BUSYBOX_APPLETS]
     entries += [_Entry("tmp", mode=0o1777), _Entry("etc", mode=0o755), _Entry("www", mode=0o755)]
     config: dict[str, object] = {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"], "WorkingDir": "/"}

@@ -8,6 +8,7 @@ and one TEST-NET-3 address (203.0.113.1) that the boundary rule must drop before
 from __future__ import annotations
 
 import ipaddress
+import json
 import subprocess
 import time
 import urllib.request
@@ -64,15 +65,22 @@ def pods(node_stack: stack.Stack) -> dict[str, dict[str, object]]:
         readinessProbe={"httpGet": {"path": "/index.html", "port": 8080}, "periodSeconds": 1},
     )
     client = _pod("client", image, "echo client up; exec sleep 3600")
+    # With its ServiceAccount token (the volume needs kube-root-ca.crt, which the controller-manager publishes).
+    kubectl.wait_for(
+        "kube-root-ca.crt", lambda: kubectl.get("configmap", "kube-root-ca.crt", namespace=NAMESPACE) is not None,
+        timeout=60, interval=0.5,
+    )  # fmt: skip
+    api_client = _pod("api-client", image, "exec sleep 3600")
+    api_client["spec"]["automountServiceAccountToken"] = True  # type: ignore[index]
     service = {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": "web", "namespace": NAMESPACE},
         "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": "http"}]},
     }
-    kubectl.apply(web, client, service)
-    kubectl.run("wait", "-n", NAMESPACE, "--for=condition=Ready", "pod/web", "pod/client", "--timeout=120s",
-                timeout=150)  # fmt: skip
+    kubectl.apply(web, client, api_client, service)
+    kubectl.run("wait", "-n", NAMESPACE, "--for=condition=Ready", "pod/web", "pod/client", "pod/api-client",
+                "--timeout=120s", timeout=150)  # fmt: skip
     found = {}
     for name in ("web", "client"):
         got = kubectl.get("pod", name, namespace=NAMESPACE)
@@ -90,8 +98,8 @@ def _status(obj: dict[str, object]) -> dict[str, object]:
     return status
 
 
-def _exec(node_stack: stack.Stack, *argv: str) -> str:
-    return node_stack.kubectl.run("exec", "-n", NAMESPACE, "client", "--", *argv, timeout=60)
+def _exec(node_stack: stack.Stack, *argv: str, pod: str = "client") -> str:
+    return node_stack.kubectl.run("exec", "-n", NAMESPACE, pod, "--", *argv, timeout=60)
 
 
 def _fetch(node_stack: stack.Stack, url: str, *, seconds: int = 5) -> str:
@@ -170,3 +178,21 @@ def test_pod_cannot_reach_beyond_the_machine(node_stack: stack.Stack, pods: dict
         if "-j CNI-" in rule or ("MASQ" in rule and source in rule and f"! {source}" not in rule)
     ]
     assert not masquerading, nat
+
+
+def test_pod_reaches_the_api_server_with_its_service_account_token(
+    node_stack: stack.Stack, pods: dict[str, dict[str, object]]
+) -> None:
+    # The API server listens on the bridge gateway and publishes it as the `kubernetes` endpoints.
+    endpoints = node_stack.kubectl.get("endpoints", "kubernetes", namespace="default")
+    assert endpoints is not None
+    subsets = endpoints["subsets"]
+    assert isinstance(subsets, list)
+    assert [a["ip"] for a in subsets[0]["addresses"]] == [node.GATEWAY]
+    # As an in-cluster client: the token and CA of its ServiceAccount volume, the server's certificate
+    # verified for the `kubernetes` Service address; discovery refuses anonymous users, so a 200 says the
+    # token was accepted.
+    answer = _exec(node_stack, "apiprobe", "/api", pod="api-client")
+    status, body = answer.split("\n", 1)
+    assert status == "200 OK"
+    assert json.loads(body)["kind"] == "APIVersions"
