@@ -60,6 +60,8 @@ K8S_NAMESPACE = "k8s.io"  # containerd's namespace for the CRI
 NODE_LABELS = {"storeops.local/node": "real"}
 NODE_SELECTOR = {"kubernetes.io/hostname": NAME}
 STARTUP_TIMEOUT = 120.0
+#: Which state folder the bridge belongs to, so a later start can clean up after a killed stack.
+OWNER_FILE = pathlib.Path("/run/storeops-harness-node.json")
 RBAC = "rbac.authorization.k8s.io"
 #: iptables chains the kubelet creates (its canaries, the localnet firewall, the iptables-mode hint).
 KUBELET_CHAINS = [
@@ -272,6 +274,7 @@ def cleanup(
         netns = _remove_containers(node)
         run["containerd"].stop(timeout=20)
     _kill_shims(node)
+    _kill_pod_processes()
     for path in sorted(netns, reverse=True):
         _unmount(pathlib.Path(path))
         pathlib.Path(path).unlink(missing_ok=True)
@@ -456,6 +459,8 @@ def network_up(state: pathlib.Path) -> None:
     if problems:
         raise NodeUnavailableError("this machine cannot run the harness node: " + "; ".join(problems))
     if _link_exists(BRIDGE):
+        _clean_stale_node()
+    if _link_exists(BRIDGE):
         raise NodeUnavailableError(
             f"the bridge {BRIDGE} already exists: another node stack runs on this machine (or one was not "
             "stopped: `harness/stack.sh stop` it, or `ip link del storeops0`)"
@@ -469,6 +474,24 @@ def network_up(state: pathlib.Path) -> None:
     except BaseException:
         network_down(state)
         raise
+    OWNER_FILE.write_text(json.dumps({"state": str(state)}) + "\n")
+
+
+def _clean_stale_node() -> None:
+    """Remove what a node stack left behind when it was killed without stopping (bridge, rules, pods).
+
+    Only when the stack named in OWNER_FILE runs no process any more (no containerd, kubelet or
+    kube-proxy whose arguments name its folder); a running one is left alone.
+    """
+    try:
+        owner = pathlib.Path(json.loads(OWNER_FILE.read_text())["state"])
+    except (OSError, ValueError, KeyError):
+        return
+    if _processes_naming(owner / "node"):
+        return
+    logger.warning("removing what the node stack in %s left behind (it runs no process any more)", owner)
+    cleanup(owner, {})
+    network_down(owner)
 
 
 def _network_up(directory: pathlib.Path) -> None:
@@ -526,6 +549,9 @@ def network_down(state: pathlib.Path) -> None:
                 (pathlib.Path("/proc/sys") / key).write_text(str(value))
         saved_file.unlink()
     shutil.rmtree(directory, ignore_errors=True)
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        if json.loads(OWNER_FILE.read_text())["state"] == str(state):
+            OWNER_FILE.unlink()
 
 
 def _link_exists(name: str) -> bool:
@@ -589,6 +615,43 @@ def _unmount(path: pathlib.Path) -> None:
     for argv in (["umount", str(path)], ["umount", "-l", str(path)]):
         if subprocess.run(argv, capture_output=True, check=False).returncode == 0:
             return
+
+
+def _processes_naming(directory: pathlib.Path) -> list[int]:
+    """Pids of containerd, kubelet or kube-proxy processes whose arguments name `directory`."""
+    marker = str(directory).encode()
+    found = []
+    for proc in pathlib.Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        program = os.path.basename(cmdline.split(b"\0", 1)[0])
+        if program in (b"containerd", b"kubelet", b"kube-proxy") and marker in cmdline:
+            found.append(int(proc.name))
+    return found
+
+
+def _kill_pod_processes() -> None:
+    """SIGKILL whatever still runs in the kubelet's kubepods cgroups (one node per machine: ours)."""
+    root = pathlib.Path("/sys/fs/cgroup")
+    top = next((root / h / "kubepods" for h in ("pids", "memory", "") if (root / h / "kubepods").is_dir()), None)
+    if top is None:
+        return
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        pids: set[int] = set()
+        for procs in top.rglob("cgroup.procs"):
+            with contextlib.suppress(OSError):
+                pids.update(int(pid) for pid in procs.read_text().split())
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+        time.sleep(0.2)
 
 
 def _remove_cgroups() -> None:
