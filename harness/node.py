@@ -490,7 +490,7 @@ def _clean_stale_node() -> None:
     if _processes_naming(owner / "node"):
         return
     logger.warning("removing what the node stack in %s left behind (it runs no process any more)", owner)
-    cleanup(owner, {})
+    cleanup(owner, {}, kube_proxy=versions.node_binaries().kube_proxy)
     network_down(owner)
 
 

@@ -196,3 +196,11 @@ def test_pod_reaches_the_api_server_with_its_service_account_token(
     status, body = answer.split("\n", 1)
     assert status == "200 OK"
     assert json.loads(body)["kind"] == "APIVersions"
+
+
+def test_a_machine_that_cannot_run_the_node_is_told_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(node.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(node.shutil, "which", lambda command: None if command == "runc" else f"/usr/bin/{command}")
+    problems = node.host_problems()
+    assert "the node needs root (containerd, network namespaces, iptables)" in problems
+    assert "`runc` is not installed (Debian package runc; build.sh installs it)" in problems
