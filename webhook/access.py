@@ -55,6 +55,8 @@ class Caller:
 
     client: str
     write: bool = False
+    #: For an owner-scoped token: the owner's email; the caller reaches only that owner's stores.
+    owner: str = ""
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ class Gate:
         if not self.tokens:
             raise NotReady("no API tokens are configured")
         token = auth.bearer(header=request.headers.get("authorization"), tokens=self.tokens, write=write)
-        return Caller(client=auth.client_of(token), write=token.write)
+        return Caller(client=auth.client_of(token), write=token.write, owner=token.owner)
 
 
 Networks = Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]

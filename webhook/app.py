@@ -171,6 +171,7 @@ def create_app(config: settings.ServiceSettings, *, pulls: PullRequests | None =
             if github is not None and repo is not None else None
         built = service.build(config, repository=repository)
         app.state.service = built
+        app.state.owner_of = built.intake.owner_of
         # Refusals of form deliveries go to the callback the person gave, by the callback rules.
         notifier = callbacks.Callbacks.from_settings(status or StatusSettings())
         app.state.notify = lambda url, payload: notifier.post(url, payload, event_id="form-rejection")

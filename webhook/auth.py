@@ -12,8 +12,10 @@ from webhook.state import SharedState
 
 
 def client_of(token: Token) -> str:
-    """A stable, non-secret name for a token (for idempotency keys, rate limits and logs)."""
-    return "token:" + hashlib.sha256(token.value.encode()).hexdigest()[:16]
+    """A stable, non-secret name for a token (for idempotency keys, rate limits, logs and the audit trail)."""
+    if token.name:
+        return "token:" + token.name
+    return "token:" + (token.digest or hashlib.sha256(token.value.encode()).hexdigest())[:16]
 
 
 def bearer(*, header: str | None, tokens: Sequence[Token], write: bool) -> Token:
@@ -26,7 +28,7 @@ def bearer(*, header: str | None, tokens: Sequence[Token], write: bool) -> Token
     found = None
     for token in tokens:
         # Compare against every token so timing does not tell which one is close.
-        if hmac.compare_digest(token.value.encode(), value.strip().encode()):
+        if token.matches(value.strip()):
             found = token
     if found is None:
         raise Unauthenticated("unknown bearer token")

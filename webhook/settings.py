@@ -10,15 +10,19 @@ a Pod, the reader is off. GitHub's settings live with its client (``webhook.gith
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
 import ipaddress
 import json
+import logging
 import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from generator import constants, destinations, environment
+from generator import constants, destinations, documents, environment, validation
+from generator.errors import Problem
 from generator.settings import Settings
 from webhook.errors import SettingsError
 
@@ -29,7 +33,10 @@ DEFAULT_FORM_FIELDS: dict[str, str] = {
     "domain": "domain",
 }
 
+log = logging.getLogger(__name__)
+
 TOKEN_FILE = "api-token"
+TOKENS_SCHEMA = "tokens.schema.json"
 QUEUE_FILE = "intake.sqlite3"
 #: Rate-limit buckets and the service's own secrets (``webhook.state``).
 STATE_FILE = "service.sqlite3"
@@ -37,10 +44,27 @@ STATE_FILE = "service.sqlite3"
 
 @dataclass(frozen=True)
 class Token:
-    """An API bearer token and whether it may change stores (``write``) or only read."""
+    """An API bearer token: its name, and whether it may change stores (``write``) or only read.
 
-    value: str
+    An owner-scoped token (``owner`` set) reads and changes only the stores of that owner. A token
+    from the tokens file is known by its SHA-256 (``digest``) alone.
+    """
+
+    value: str = ""
     write: bool = True
+    name: str = ""
+    owner: str = ""
+    digest: str = field(default="", repr=False)
+
+    @property
+    def scope(self) -> str:
+        return "owner" if self.owner else "write" if self.write else "read"
+
+    def matches(self, given: str) -> bool:
+        """Constant-time: whether ``given`` is this token."""
+        if self.digest:
+            return hmac.compare_digest(hashlib.sha256(given.encode()).hexdigest(), self.digest)
+        return bool(self.value) and hmac.compare_digest(self.value.encode(), given.encode())
 
 
 @dataclass(frozen=True)
@@ -48,7 +72,8 @@ class ServiceSettings:
     git: Settings = field(default_factory=Settings)
     host: str = "127.0.0.1"
     port: int = 8080
-    #: Bearer tokens; empty means one write token kept in ``<state_dir>/api-token`` (made on first start).
+    #: Bearer tokens (``STOREOPS_TOKENS_FILE``, or the older ``STOREOPS_API_TOKENS``); empty means one
+    #: write token named ``local`` kept in ``<state_dir>/api-token`` (made on first start).
     tokens: tuple[Token, ...] = ()
     #: Shared secret of the form-service webhook; empty turns the webhook off (403).
     form_secret: str = ""
@@ -114,7 +139,7 @@ class ServiceSettings:
             git=git,
             host=env.get("STOREOPS_HOST", d.host),
             port=integer("STOREOPS_PORT", d.port, low=0),
-            tokens=_tokens(env.get("STOREOPS_API_TOKENS", "")),
+            tokens=_token_settings(env),
             form_secret=env.get("STOREOPS_FORM_SECRET", d.form_secret),
             form_signature_header=env.get("STOREOPS_FORM_SIGNATURE_HEADER", d.form_signature_header),
             form_fields=_mapping(env, "STOREOPS_FORM_FIELDS", d.form_fields),
@@ -147,20 +172,63 @@ def resolve_tokens(settings: ServiceSettings) -> tuple[Token, ...]:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(32) + "\n")
-    return (Token(path.read_text().strip(), write=True),)
+    return (Token(path.read_text().strip(), write=True, name="local"),)
 
 
 def _tokens(raw: str) -> tuple[Token, ...]:
-    """``tok1,tok2:read`` -> a write token and a read-only one."""
-    out = []
+    """``tok1,tok2:read`` -> a write token and a read-only one, named ``api-token-1``, ``api-token-2``."""
+    out: list[Token] = []
     for item in (part.strip() for part in raw.split(",")):
         if not item:
             continue
         value, _, scope = item.partition(":")
         if scope not in ("", "write", "read"):
             raise SettingsError(f"STOREOPS_API_TOKENS has a token with scope {scope!r}. Use read or write.")
-        out.append(Token(value, write=scope != "read"))
+        out.append(Token(value, write=scope != "read", name=f"api-token-{len(out) + 1}"))
     return tuple(out)
+
+
+def _token_settings(env: Mapping[str, str]) -> tuple[Token, ...]:
+    path = env.get("STOREOPS_TOKENS_FILE", "")
+    if path and env.get("STOREOPS_API_TOKENS"):
+        raise SettingsError("STOREOPS_TOKENS_FILE and STOREOPS_API_TOKENS are both set. Set one.")
+    if not path:
+        found = _tokens(env.get("STOREOPS_API_TOKENS", ""))
+        if found:
+            log.warning("STOREOPS_API_TOKENS is deprecated and goes in the next release: name and scope each "
+                        "token in STOREOPS_TOKENS_FILE (storeops token NAME makes one)")
+        return found
+    try:
+        text = Path(path).read_bytes()
+    except OSError as e:
+        raise SettingsError(f"STOREOPS_TOKENS_FILE has value {path!r}. Cannot read it: {e.strerror}.") from None
+    tokens, problems = parse_tokens(text, path)
+    if problems:
+        raise SettingsError("STOREOPS_TOKENS_FILE: the tokens file has problems:\n" +
+                            "\n".join(f"  {p}" for p in problems))
+    return tokens
+
+
+def parse_tokens(text: str | bytes, path: str) -> tuple[tuple[Token, ...], list[Problem]]:
+    """The tokens of a tokens file, or every problem in it, by line."""
+    try:
+        doc = documents.parse(text, path)
+    except documents.ParseFailed as e:
+        return (), [e.problem]
+    problems = validation.schema_problems(doc, TOKENS_SCHEMA)
+    if problems:
+        return (), problems
+    tokens: list[Token] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(doc.data["tokens"]):
+        for key, what in (("name", "name"), ("sha256", "token")):
+            if raw[key] in seen:
+                problems.append(Problem(path, doc.line_of(("tokens", i, key)), f"tokens[{i}].{key}",
+                                        f"this {what} is already in the file"))
+            seen.add(raw[key])
+        tokens.append(Token(name=raw["name"], write=raw["scope"] != "read", owner=raw.get("owner", ""),
+                            digest=raw["sha256"]))
+    return (tuple(tokens), problems) if not problems else ((), problems)
 
 
 def _mapping(env: Mapping[str, str], key: str, default: Mapping[str, str]) -> Mapping[str, str]:

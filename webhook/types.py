@@ -13,8 +13,11 @@ from typing import Protocol
 
 from generator.publishing import Published
 
-__all__ = ["Notify", "OnPublished", "PullRequests", "Review", "StatusView"]
+__all__ = ["Notify", "OnPublished", "OwnerOf", "PullRequests", "Review", "StatusView"]
 
+#: The owner email of a store (the intake's view of Git and the queue), None when unknown: what the
+#: status part asks before it shows an owner-scoped caller a store's status.
+OwnerOf = Callable[[str], "str | None"]
 #: Told of every commit storeops pushes (the status reader: wait for it, ask Argo CD to refresh).
 OnPublished = Callable[[Published], object]
 

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
 
-from webhook import settings
+from webhook import auth, settings
 from webhook.errors import SettingsError
 
 
@@ -24,7 +25,8 @@ def test_values_are_read_from_storeops_variables() -> None:
         "STOREOPS_FORM_FIELDS": '{"slug": "id"}', "STOREOPS_FORM_PAGE": "off", "STOREOPS_BATCH_MAX": "1",
         "STOREOPS_STATE_DIR": "/tmp/x", "STOREOPS_PUBLIC_URL": "https://intake.example/"})
     assert config.port == 9000
-    assert config.tokens == (settings.Token("a", write=True), settings.Token("b", write=False))
+    assert config.tokens == (settings.Token("a", write=True, name="api-token-1"),
+                             settings.Token("b", write=False, name="api-token-2"))
     assert config.rate == 2.5
     assert config.form_fields == {"slug": "id"}
     assert config.form_page is False
@@ -52,3 +54,38 @@ def test_without_tokens_one_is_made_once_in_the_state_dir(tmp_path: Path) -> Non
     assert settings.resolve_tokens(config) == first
     assert len(first[0].value) >= 32
     assert (tmp_path / "api-token").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_tokens_file_names_and_scopes_tokens_and_keeps_only_hashes(tmp_path: Path) -> None:
+    digest = hashlib.sha256(b"owner-secret").hexdigest()
+    path = tmp_path / "tokens.yaml"
+    path.write_text("tokens:\n"
+                    f"  - {{name: ci-bot, scope: write, sha256: {hashlib.sha256(b'ci-secret').hexdigest()}}}\n"
+                    f"  - {{name: jane, scope: owner, owner: jane@acme.example, sha256: {digest}}}\n")
+    config = settings.ServiceSettings.from_env({"STOREOPS_TOKENS_FILE": str(path)})
+    ci, jane = config.tokens
+    assert (ci.name, ci.scope, jane.name, jane.scope, jane.owner) == ("ci-bot", "write", "jane", "owner",
+                                                                       "jane@acme.example")
+    assert jane.matches("owner-secret") and not jane.matches("ci-secret") and "owner-secret" not in repr(jane)
+    assert auth.client_of(jane) == "token:jane"
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("tokens:\n  - {name: a, scope: owner, sha256: '" + "0" * 64 + "'}\n",
+     "tokens.yaml:2: tokens[0].owner: is required"),
+    ("tokens:\n  - {name: a, scope: read, owner: x@y.z, sha256: '" + "0" * 64 + "'}\n", "tokens.yaml:2: tokens[0]"),
+    ("tokens:\n  - {name: a, scope: read, sha256: abc}\n", "tokens.yaml:2: tokens[0].sha256: 'abc' is not a hex"),
+    ("tokens:\n  - {name: a, scope: read, sha256: '" + "0" * 64 + "'}\n  - {name: a, scope: read, sha256: '"
+     + "1" * 64 + "'}\n", "tokens.yaml:3: tokens[1].name: this name is already in the file"),
+])
+def test_a_broken_tokens_file_is_refused_by_line(text: str, problem: str) -> None:
+    tokens, problems = settings.parse_tokens(text, "tokens.yaml")
+    assert tokens == () and any(str(p).startswith(problem) for p in problems), problems
+
+
+def test_the_older_token_setting_still_works_with_names(caplog: pytest.LogCaptureFixture) -> None:
+    config = settings.ServiceSettings.from_env({"STOREOPS_API_TOKENS": "one,two:read"})
+    assert [(t.name, t.scope) for t in config.tokens] == [("api-token-1", "write"), ("api-token-2", "read")]
+    assert "deprecated" in caplog.text
+    with pytest.raises(SettingsError, match="Set one"):
+        settings.ServiceSettings.from_env({"STOREOPS_API_TOKENS": "x", "STOREOPS_TOKENS_FILE": "/t.yaml"})

@@ -20,7 +20,7 @@ from typing import Any
 
 from generator import constants, entries, errors, fleet, validation
 from generator.errors import Problem
-from webhook.errors import Conflict, Invalid, NotFound, NotReady
+from webhook.errors import Conflict, Forbidden, Invalid, NotFound, NotReady
 from webhook.intake import queueing
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,11 @@ class Caller:
     scope: str = ""
     #: The stated reason to delete beyond the mass-delete limit ('' for none); kept with the request.
     mass_delete_reason: str = ""
+    #: An owner-scoped caller's email: it reaches only stores whose owner this is.
+    owner: str = ""
+
+    def owns(self, email: str) -> bool:
+        return not self.owner or self.owner.casefold() == email.casefold()
 
 
 def body_hash(body: bytes) -> str:
@@ -114,6 +119,8 @@ class Intake:
             path = entries.path_for(store_id)
             entry = after.stores[path].entry
             assert entry is not None
+            if not caller.owns(entry.store.owner.email):
+                raise Forbidden(f"this token may only request stores owned by {caller.owner}")
             request = self.queue.add(queueing.Request(
                 id=str(uuid.uuid4()), store_id=store_id, action=queueing.CREATE, content=content,
                 cluster=entry.store.cluster, review=self._needs_review(snapshot, after, path, store_id),
@@ -133,7 +140,7 @@ class Intake:
             path = entries.path_for(store_id)
             held = snapshot.overlay.stores.get(path)
             text = snapshot.texts.get(path)
-            if held is None or held.entry is None or text is None:
+            if held is None or held.entry is None or text is None or not caller.owns(held.entry.store.owner.email):
                 raise NotFound(f"no store {store_id!r} in Git or in the queue")
             if not isinstance(patch, dict) or not patch:
                 raise Invalid("the request must be a JSON object of the fields to change",
@@ -149,6 +156,8 @@ class Intake:
             _refuse_new_problems(snapshot.overlay, after, path, taken="the store's domain is already taken")
             entry = after.stores[path].entry
             assert entry is not None
+            if not caller.owns(entry.store.owner.email):
+                raise Forbidden(f"this token may only give stores to {caller.owner}")
             request = self.queue.add(queueing.Request(
                 id=str(uuid.uuid4()), store_id=store_id, action=queueing.UPDATE, content=content,
                 cluster=entry.store.cluster, review=self._needs_review(snapshot, after, path, store_id),
@@ -201,7 +210,11 @@ class Intake:
             snapshot = self.snapshot()
             path = entries.path_for(store_id)
             held = snapshot.overlay.stores.get(path)
+            if held is not None and held.entry is not None and not caller.owns(held.entry.store.owner.email):
+                held = None
             if held is None or held.entry is None:
+                if caller.owner:
+                    raise NotFound(f"no store {store_id!r} in Git or in the queue")
                 if any(r.action == queueing.DELETE for r in self.queue.active() if r.store_id == store_id):
                     raise Conflict(f"store {store_id!r} is already being deleted")
                 raise NotFound(f"no store {store_id!r} in Git or in the queue")
@@ -256,6 +269,13 @@ class Intake:
             status = "committed"
         return {"id": store_id, "status": status, "in_git": in_git is not None, "entry": data,
                 "requests": [r.id for r in requests]}
+
+    def owner_of(self, store_id: str) -> str | None:
+        """The owner email of a store as the queue or Git has it; None when neither knows it."""
+        snapshot = self.snapshot()
+        path = entries.path_for(store_id)
+        held = snapshot.overlay.stores.get(path) or snapshot.git.stores.get(path)
+        return held.entry.store.owner.email if held is not None and held.entry is not None else None
 
     def store_ids(self) -> list[str]:
         snapshot = self.snapshot()

@@ -42,6 +42,16 @@ def _mass_delete_reason(request: Request) -> str:
     return reason
 
 
+def _visible(call: access.Call, view: Mapping[str, Any]) -> bool:
+    """Whether the caller may see a store: any store, or for an owner-scoped token its owner's."""
+    if not call.caller.owner:
+        return True
+    entry = view.get("entry")
+    email = entry.get("owner", {}).get("email") if isinstance(entry, dict) and isinstance(entry.get("owner"), dict) \
+        else None
+    return isinstance(email, str) and email.casefold() == call.caller.owner.casefold()
+
+
 def _scope(request: Request) -> str:
     return f"{request.method} {request.url.path}"
 
@@ -99,7 +109,7 @@ async def create_store(request: Request, call: access.Call) -> Response:
     body = call.body
     data = access.parse_json(body)
     caller = Caller(client=call.caller.client, source="api", idempotency_key=_idempotency_key(request),
-                    scope=_scope(request))
+                    scope=_scope(request), owner=call.caller.owner)
     queued, new = await anyio.to_thread.run_sync(
         lambda: service.intake.create(data=data, caller=caller, body=body))
     return _accepted(request, queued, new, "api")
@@ -110,7 +120,7 @@ async def list_stores(request: Request, call: access.Call) -> Response:
     service = _service(request)
     views = await anyio.to_thread.run_sync(
         lambda: [service.intake.store_view(i) for i in service.intake.store_ids()])
-    stores = [{k: v[k] for k in ("id", "status", "in_git")} for v in views if v]
+    stores = [{k: v[k] for k in ("id", "status", "in_git")} for v in views if v and _visible(call, v)]
     return JSONResponse({"stores": stores, "commit": service.intake.snapshot().git_sha})
 
 
@@ -119,6 +129,8 @@ async def get_store(request: Request, call: access.Call) -> Response:
     service = _service(request)
     store_id = request.path_params["store_id"]
     view = await anyio.to_thread.run_sync(lambda: service.intake.store_view(store_id))
+    if call.caller.owner and (view is None or not _visible(call, view)):
+        raise NotFound(f"no store {store_id!r} in Git or in the queue")
     reader: StatusView | None = getattr(request.app.state, "status_reader", None)
     deployment = reader.store_status(store_id) if reader is not None else None
     if view is None and deployment is None:
@@ -137,7 +149,7 @@ async def update_store(request: Request, call: access.Call) -> Response:
     patch = access.parse_json(body)
     store_id = request.path_params["store_id"]
     caller = Caller(client=call.caller.client, source="api", idempotency_key=_idempotency_key(request),
-                    scope=_scope(request))
+                    scope=_scope(request), owner=call.caller.owner)
     queued, new = await anyio.to_thread.run_sync(
         lambda: service.intake.update(store_id=store_id, patch=patch, caller=caller, body=body))
     return _accepted(request, queued, new, "api")
@@ -149,7 +161,7 @@ async def delete_store(request: Request, call: access.Call) -> Response:
     store_id = request.path_params["store_id"]
     body = call.body
     caller = Caller(client=call.caller.client, source="api", idempotency_key=_idempotency_key(request),
-                    scope=_scope(request), mass_delete_reason=_mass_delete_reason(request))
+                    scope=_scope(request), mass_delete_reason=_mass_delete_reason(request), owner=call.caller.owner)
     queued, new = await anyio.to_thread.run_sync(
         lambda: service.intake.delete(store_id=store_id, caller=caller, body=f"DELETE {store_id}".encode() + body))
     return _accepted(request, queued, new, "api")
@@ -160,7 +172,7 @@ async def get_request(request: Request, call: access.Call) -> Response:
     service = _service(request)
     request_id = request.path_params["request_id"]
     queued = await anyio.to_thread.run_sync(lambda: service.queue.get(request_id))
-    if queued is None:
+    if queued is None or (call.caller.owner and queued.client != call.caller.client):
         raise NotFound(f"no request {request_id!r}")
     return JSONResponse(request_view(queued))
 

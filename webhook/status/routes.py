@@ -27,6 +27,7 @@ from webhook import access
 from webhook.status import lifecycle
 from webhook.status.ledger import Event
 from webhook.status.reader import StatusReader, row_view
+from webhook.types import OwnerOf
 
 __all__ = ["ROUTES"]
 
@@ -40,6 +41,15 @@ def _reader(request: Request) -> StatusReader | None:
     return reader if isinstance(reader, StatusReader) else None
 
 
+def _owned(request: Request, call: access.Call, store_id: str) -> bool:
+    """Whether the caller may see the store: any store, or for an owner-scoped token its owner's only."""
+    if not call.caller.owner:
+        return True
+    owner_of: OwnerOf | None = getattr(request.app.state, "owner_of", None)
+    email = owner_of(store_id) if owner_of is not None else None
+    return email is not None and email.casefold() == call.caller.owner.casefold()
+
+
 def _off() -> Response:
     return JSONResponse({"error": "the status reader is off: set STOREOPS_KUBECONFIG or run in a cluster",
                          "problems": []}, status_code=503)
@@ -51,7 +61,7 @@ async def get_store_status(request: Request, call: access.Call) -> Response:
     if reader is None:
         return _off()
     store_id = request.path_params["store_id"]
-    found = reader.store_status(store_id)
+    found = reader.store_status(store_id) if _owned(request, call, store_id) else None
     if found is None:
         return JSONResponse({"error": f"no status for store '{store_id}' (no Application seen)", "problems": []},
                             status_code=404)
@@ -61,7 +71,18 @@ async def get_store_status(request: Request, call: access.Call) -> Response:
 @access.endpoint(access.READ)
 async def get_fleet_status(request: Request, call: access.Call) -> Response:
     reader = _reader(request)
-    return _off() if reader is None else JSONResponse(reader.fleet_status())
+    if reader is None:
+        return _off()
+    fleet = reader.fleet_status()
+    if call.caller.owner:
+        listed = fleet["stores"]
+        stores = [s for s in listed if isinstance(s, dict) and _owned(request, call, str(s["store_id"]))] \
+            if isinstance(listed, list) else []
+        counts: dict[str, int] = {}
+        for store in stores:
+            counts[str(store["status"])] = counts.get(str(store["status"]), 0) + 1
+        fleet = {"counts": counts, "stores": stores}
+    return JSONResponse(fleet)
 
 
 async def get_status_metrics(request: Request) -> Response:
@@ -77,6 +98,9 @@ async def stream_store_events(request: Request, call: access.Call) -> Response:
     if reader is None:
         return _off()
     store_id = request.path_params["store_id"]
+    if not _owned(request, call, store_id):
+        return JSONResponse({"error": f"no status for store '{store_id}' (no Application seen)", "problems": []},
+                            status_code=404)
     raw_last = request.headers.get("last-event-id") or request.query_params.get("after") or ""
     after = int(raw_last) if raw_last.isdigit() else None
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

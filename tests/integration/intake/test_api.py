@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 from generator import publishing
 from harness import examples
 from webhook import app, auth
-from webhook.settings import ServiceSettings
+from webhook.settings import ServiceSettings, Token
 
 WRITE = {"Authorization": f"Bearer {examples.WRITE_TOKEN}"}
 READ = {"Authorization": f"Bearer {examples.READ_TOKEN}"}
@@ -266,6 +266,32 @@ def test_an_idempotency_key_names_one_request_on_one_target(service: Running) ->
     service.settled(first.json()["request_id"])
     stores = examples.remote_stores(service.bare)
     assert stores["bookworm"].get("state") == "suspended" and stores["acme-outdoor"].get("state") != "suspended"
+
+
+def test_an_owner_token_reaches_its_owners_stores_only(tmp_path: Path) -> None:
+    owner = {"Authorization": "Bearer jane-secret"}
+    tokens = (*examples.service_settings(tmp_path / "t").tokens,
+              Token("jane-secret", name="jane", owner="jane@acme-outdoor.example"))
+    for running in start(tmp_path, tokens=tokens):
+        # acme-outdoor is Jane's (in the example data); bookworm is not.
+        assert running.client.get("/v1/stores/acme-outdoor", headers=owner).status_code == 200
+        assert [s["id"] for s in running.client.get("/v1/stores", headers=owner).json()["stores"]] == ["acme-outdoor"]
+        for answer in (running.client.get("/v1/stores/bookworm", headers=owner),
+                       running.client.patch("/v1/stores/bookworm", json={"state": "suspended"}, headers=owner),
+                       running.client.delete("/v1/stores/bookworm", headers=owner)):
+            assert answer.status_code == 404, answer.text
+        foreign = running.client.post("/v1/stores", headers=owner, json=examples.store_payload("janes-other"))
+        assert foreign.status_code == 403
+        own = running.client.post("/v1/stores", headers=owner, json=examples.store_payload(
+            "janes-second", owner={"name": "Jane", "email": "JANE@acme-outdoor.example"}))
+        assert own.status_code == 202
+        assert running.client.get(f"/v1/requests/{own.json()['request_id']}", headers=owner).status_code == 200
+        by_operator = running.create("not-janes")
+        assert running.client.get(f"/v1/requests/{by_operator['request_id']}", headers=owner).status_code == 404
+        given_away = running.client.patch("/v1/stores/acme-outdoor", headers=owner,
+                                          json={"owner": {"email": "someone@else.example"}})
+        assert given_away.status_code == 403
+        assert running.settled(own.json()["request_id"])["status"] == "committed"
 
 
 # --- reading and deleting ------------------------------------------------------------------------

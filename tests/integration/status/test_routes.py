@@ -31,6 +31,8 @@ from webhook.status.watching import GROUP, PLURAL, VERSION
 
 TOKEN = "read-token-for-status-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+OWNER_TOKEN = "ann-owner-token"
+ANN = "ann@owned.example"
 
 
 @pytest.fixture
@@ -48,8 +50,10 @@ def served(apiserver: harness_stack.Stack, config: StatusSettings) -> collection
     reader.start(stop=stop)
     app = Starlette(routes=statusroutes.ROUTES, exception_handlers=webhook_app.EXCEPTION_HANDLERS)
     app.state.status_reader = reader
-    app.state.gate = access.Gate(tokens=(Token(TOKEN, write=False),), limiter=RateLimiter(rate=0, burst=1),
-                                 max_body_bytes=1024)
+    app.state.gate = access.Gate(tokens=(Token(TOKEN, write=False), Token(OWNER_TOKEN, name="ann", owner=ANN)),
+                                 limiter=RateLimiter(rate=0, burst=1), max_body_bytes=1024)
+    # What the intake would answer: ann owns "owned", nobody here owns anything else.
+    app.state.owner_of = lambda store_id: ANN if store_id == "owned" else "someone@else.example"
     port = processes.free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -114,6 +118,23 @@ def test_status_and_fleet_need_a_token_and_answer_from_the_reader(
     assert 'storeops_stores{state="ready"} 1' in metrics
     assert 'storeops_status_transitions_total{state="ready"} 1' in metrics
     assert "storeops_store_time_to_ready_seconds_count" in metrics
+
+
+def test_an_owner_token_sees_the_status_of_its_owners_stores_only(
+        served: tuple[str, statusreader.StatusReader], custom: client.CustomObjectsApi, namespace: str) -> None:
+    base, reader = served
+    owner = {"Authorization": f"Bearer {OWNER_TOKEN}"}
+    for store_id in ("owned", "foreign"):
+        create(custom, namespace, store_id, READY)
+    support.wait_until("both reported", lambda: reader.reporter.row("owned") is not None
+                       and reader.reporter.row("foreign") is not None)
+    assert httpx.get(f"{base}/v1/stores/owned/status", headers=owner).status_code == 200
+    assert httpx.get(f"{base}/v1/stores/foreign/status", headers=owner).status_code == 404
+    assert httpx.get(f"{base}/v1/stores/foreign/events", headers=owner).status_code == 404
+    fleet = httpx.get(f"{base}/v1/status", headers=owner).json()
+    assert [s["store_id"] for s in fleet["stores"]] == ["owned"] and fleet["counts"] == {"ready": 1}
+    everything = httpx.get(f"{base}/v1/status", headers=AUTH).json()["stores"]
+    assert {s["store_id"] for s in everything} >= {"owned", "foreign"}
 
 
 def test_events_stream_each_transition_and_resume_after_the_last_event_id(
