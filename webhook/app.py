@@ -43,6 +43,7 @@ ROUTES = [
     Route("/v1/stores/{store_id}", endpoints.get_store, methods=["GET"]),
     Route("/v1/stores/{store_id}", endpoints.update_store, methods=["PATCH"]),
     Route("/v1/stores/{store_id}", endpoints.delete_store, methods=["DELETE"]),
+    Route("/v1/stores/{store_id}/history", endpoints.store_history, methods=["GET"]),
     Route("/v1/requests/{request_id}", endpoints.get_request, methods=["GET"], name="request_status"),
     Route("/v1/webhooks/form", endpoints.form_webhook, methods=["POST"]),
     Route("/v1/webhooks/forms/{name}", endpoints.form_service_webhook, methods=["POST"]),

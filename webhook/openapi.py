@@ -76,6 +76,12 @@ def document() -> dict[str, Any]:
                                          "409": _error("Already being deleted, or too many deletions queued"),
                                          **_AUTH}},
             },
+            "/v1/stores/{store_id}/history": {
+                "parameters": [{"name": "store_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "get": {"summary": "The store's requests (who, when, from where, what) and reported transitions",
+                        "responses": {"200": {"description": "The history"}, "404": _error("Unknown store"),
+                                      **_AUTH}},
+            },
             "/v1/requests/{request_id}": {
                 "parameters": [{"name": "request_id", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "get": {"summary": "What became of a request (requested, pending-review, committed, rejected)",

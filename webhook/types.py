@@ -55,3 +55,7 @@ class StatusView(Protocol):
     def metrics_text(self) -> str:
         """The reader's metrics in Prometheus text, to append to ``/metrics``."""
         ...
+
+    def transitions(self, store_id: str) -> list[dict[str, object]]:
+        """The store's reported transitions, oldest first (state, message, revision, at)."""
+        ...

@@ -97,7 +97,7 @@ def request_view(queued: queueing.Request) -> dict[str, object]:
             "status": queued.status, "source": queued.source, "cluster": queued.cluster,
             "mode": "review" if queued.review else "direct", "commit": queued.commit_sha,
             "review_url": queued.review_url, "problems": problem_list(list(queued.problems)),
-            "created": queued.created, "updated": queued.updated,
+            "created": queued.created, "updated": queued.updated, "by": queued.requester,
             "mass_delete_reason": queued.override or None}
 
 
@@ -139,6 +139,24 @@ async def get_store(request: Request, call: access.Call) -> Response:
     # Where Argo CD has it (the lifecycle after `committed`), when the status reader runs.
     view["deployment"] = deployment
     return JSONResponse(view)
+
+
+@access.endpoint(access.READ)
+async def store_history(request: Request, call: access.Call) -> Response:
+    """Who asked for what and when, what Git and Argo CD made of it: the store's requests and transitions."""
+    service = _service(request)
+    store_id = request.path_params["store_id"]
+    owner = await anyio.to_thread.run_sync(lambda: service.intake.owner_of(store_id))
+    requests = await anyio.to_thread.run_sync(lambda: service.queue.for_store(store_id))
+    if (call.caller.owner and (owner is None or owner.casefold() != call.caller.owner.casefold())) or \
+            (owner is None and not requests):
+        raise NotFound(f"no store {store_id!r} in Git or in the queue")
+    reader: StatusView | None = getattr(request.app.state, "status_reader", None)
+    return JSONResponse({"store_id": store_id, "requests": [
+        {"request_id": r.id, "action": r.action, "status": r.status, "source": r.source, "by": r.requester,
+         "at": r.created, "updated": r.updated, "commit": r.commit_sha, "review_url": r.review_url,
+         "problems": problem_list(list(r.problems))} for r in requests],
+        "transitions": reader.transitions(store_id) if reader is not None else []})
 
 
 @access.endpoint(access.WRITE, media=(JSON, MERGE_PATCH), body=True)

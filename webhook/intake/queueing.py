@@ -92,6 +92,12 @@ class Request:
     def path(self) -> str:
         return f"stores/{self.store_id}.yaml"
 
+    @property
+    def requester(self) -> str:
+        """Who asked, as the audit trail and commit trailers name it: a token's or a form's name, never an
+        address or an email (Git history is forever)."""
+        return "request form" if self.client.startswith("form:addr:") else self.client
+
 
 _COLUMNS = ("seq", "id", "store_id", "action", "content", "cluster", "review", "source", "client",
             "idempotency_key", "body_hash", "status", "commit_sha", "review_url", "problems", "created", "updated",

@@ -163,6 +163,7 @@ class Writer:
         try:
             reasons = sorted({r.override for r in deletes if r.override})
             extra = "".join(f"\nMass delete reason: {reason}" for reason in reasons)
+            extra += "".join(f"\nStoreops-Requested-By: {who}" for who in sorted({r.requester for r in batch}))
             result, files = self.repository.publish(
                 edit=lambda root: apply_requests(root, batch, outcomes, reviewed=False),
                 message=f"Requests: {len(batch)} via storeops intake ({ids}){extra}",

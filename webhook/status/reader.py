@@ -198,6 +198,9 @@ class StatusReader:
         rows = self.reporter.rows()
         return {"counts": self.reporter.states(), "stores": [row_view(rows[k]) for k in sorted(rows)]}
 
+    def transitions(self, store_id: str) -> list[dict[str, object]]:
+        return [event.as_dict() for event in self.ledger.events(store_id=store_id, limit=10_000)]
+
     def metrics_text(self) -> str:
         """The reader's metrics in Prometheus text, to append to ``/metrics``."""
         states: dict[Labels, float] = {(("state", state),): float(count)

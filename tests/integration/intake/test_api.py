@@ -294,6 +294,25 @@ def test_an_owner_token_reaches_its_owners_stores_only(tmp_path: Path) -> None:
         assert running.settled(own.json()["request_id"])["status"] == "committed"
 
 
+def test_a_stores_history_names_who_asked_from_where_and_the_commit_says_so_without_emails(tmp_path: Path) -> None:
+    ci = {"Authorization": "Bearer ci-secret"}
+    tokens = (*examples.service_settings(tmp_path / "t").tokens, Token("ci-secret", name="ci-bot"))
+    for running in start(tmp_path, tokens=tokens):
+        created = running.client.post("/v1/stores", json=examples.store_payload("audited"), headers=ci)
+        assert running.settled(created.json()["request_id"])["status"] == "committed"
+        changed = running.client.patch("/v1/stores/audited", json={"plan": "medium"}, headers=WRITE)
+        assert running.settled(changed.json()["request_id"])["status"] == "committed"
+        history = running.client.get("/v1/stores/audited/history", headers=READ).json()
+        assert [(r["action"], r["by"], r["source"]) for r in history["requests"]] == [
+            ("create", "token:ci-bot", "api"), ("update", auth.client_of(examples.service_settings(
+                tmp_path / "u").tokens[0]), "api")]
+        assert all(r["commit"] for r in history["requests"])
+        message = examples.git(running.bare, "log", "--format=%B", "-2", "main")
+        assert "Storeops-Requested-By: token:ci-bot" in message
+        assert "@" not in "".join(line for line in message.splitlines() if line.startswith("Storeops-"))
+        assert running.client.get("/v1/stores/nope/history", headers=READ).status_code == 404
+
+
 # --- reading and deleting ------------------------------------------------------------------------
 
 def test_list_and_get_stores_and_requests(service: Running) -> None:
