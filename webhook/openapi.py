@@ -52,8 +52,13 @@ def document() -> dict[str, Any]:
                                        "413": _error("The body is too large"),
                                        "415": _error("The body is not application/json"),
                                        "422": _error("The store breaks the schema or a fleet rule"), **_AUTH}},
-                "get": {"summary": "Stores in Git and in the queue", "responses": {"200": {"description": "Stores"},
-                                                                                   **_AUTH}},
+                "get": {"summary": "Stores in Git and in the queue, one status each; filtered and paged",
+                        "parameters": [*({"name": f, "in": "query", "required": False, "schema": {"type": "string"}}
+                                         for f in ("owner", "status", "cluster", "engine", "after")),
+                                       {"name": "limit", "in": "query", "required": False,
+                                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}],
+                        "responses": {"200": {"description": "Stores, and the next page's `after`"},
+                                      "400": _error("Unknown filter or bad limit"), **_AUTH}},
             },
             "/v1/stores/{store_id}": {
                 "parameters": [{"name": "store_id", "in": "path", "required": True, "schema": {"type": "string"}}],

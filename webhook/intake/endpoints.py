@@ -115,13 +115,66 @@ async def create_store(request: Request, call: access.Call) -> Response:
     return _accepted(request, queued, new, "api")
 
 
+#: Filters ``GET /v1/stores`` takes, each matched exactly against the field of the same name.
+_FILTERS = ("owner", "status", "cluster", "engine")
+_PAGE_MAX = 1000
+
+
+def _summary(view: Mapping[str, Any], deployment: Mapping[str, Any] | None,
+             times: tuple[float, float] | None) -> dict[str, Any]:
+    raw_entry, raw_owner = view.get("entry"), None
+    entry: dict[str, Any] = raw_entry if isinstance(raw_entry, dict) else {}
+    raw_owner = entry.get("owner")
+    owner: dict[str, Any] = raw_owner if isinstance(raw_owner, dict) else {}
+    return {"id": view["id"], "name": entry.get("name"), "engine": entry.get("engine"), "plan": entry.get("plan"),
+            "cluster": entry.get("cluster"), "owner": owner.get("email"), "status": _lifecycle(view, deployment),
+            "in_git": view.get("in_git"), "created": times[0] if times else None,
+            "updated": times[1] if times else None}
+
+
+def _lifecycle(view: Mapping[str, Any], deployment: Mapping[str, Any] | None) -> str:
+    """A store's one status: a request on its way (requested, pending-review, deleting) if any, else where
+    Argo CD has it (the status reader), else ``committed``."""
+    if view.get("requests"):
+        return str(view["status"])
+    return str(deployment["status"]) if deployment else str(view.get("status") or "committed")
+
+
 @access.endpoint(access.READ)
 async def list_stores(request: Request, call: access.Call) -> Response:
+    """Stores, filtered by ``owner``, ``status``, ``cluster``, ``engine``; ``limit`` per page, ``after`` a store id."""
     service = _service(request)
-    views = await anyio.to_thread.run_sync(
-        lambda: [service.intake.store_view(i) for i in service.intake.store_ids()])
-    stores = [{k: v[k] for k in ("id", "status", "in_git")} for v in views if v and _visible(call, v)]
-    return JSONResponse({"stores": stores, "commit": service.intake.snapshot().git_sha})
+    query = request.query_params
+    unknown = sorted(set(query) - {*_FILTERS, "limit", "after"})
+    if unknown:
+        raise BadRequest(f"unknown query parameter{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)} "
+                         f"(filters: {', '.join(_FILTERS)}; limit, after)")
+    raw_limit = query.get("limit", "100")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= _PAGE_MAX:
+        raise BadRequest(f"limit must be a whole number from 1 to {_PAGE_MAX}")
+    limit, after = int(raw_limit), query.get("after", "")
+    reader: StatusView | None = getattr(request.app.state, "status_reader", None)
+
+    def gather() -> list[dict[str, Any]]:
+        out = []
+        times = service.queue.times()
+        for store_id in service.intake.store_ids():
+            if store_id <= after:
+                continue
+            view = service.intake.store_view(store_id)
+            if view is None or not _visible(call, view):
+                continue
+            summary = _summary(view, reader.store_status(store_id) if reader else None, times.get(store_id))
+            if all(str(summary.get(f) or "").casefold() == query[f].casefold() for f in _FILTERS if f in query):
+                out.append(summary)
+                if len(out) > limit:
+                    break
+        return out
+
+    found = await anyio.to_thread.run_sync(gather)
+    page, more = found[:limit], len(found) > limit
+    return JSONResponse({"stores": page, "next": page[-1]["id"] if more else None,
+                         "commit": service.intake.snapshot().git_sha})
 
 
 @access.endpoint(access.READ)
@@ -136,7 +189,8 @@ async def get_store(request: Request, call: access.Call) -> Response:
     if view is None and deployment is None:
         raise NotFound(f"no store {store_id!r} in Git or in the queue")
     view = dict(view or {"id": store_id})
-    # Where Argo CD has it (the lifecycle after `committed`), when the status reader runs.
+    # One status for the store; where Argo CD has it (after `committed`), when the reader runs, beside it.
+    view["status"] = _lifecycle(view, deployment)
     view["deployment"] = deployment
     return JSONResponse(view)
 

@@ -185,6 +185,13 @@ class Queue:
                                      "AND status != ?", (DELETE, cluster, since, REJECTED)).fetchone()
         return int(found[0])
 
+    def times(self) -> dict[str, tuple[float, float]]:
+        """Per store: when its first request came, and when its latest changed (one query for the fleet)."""
+        with self._lock:
+            rows = self._db.execute("SELECT store_id, MIN(created), MAX(updated) FROM requests "
+                                    "WHERE status != ? GROUP BY store_id", (REJECTED,)).fetchall()
+        return {str(r[0]): (float(r[1]), float(r[2])) for r in rows}
+
     def for_store(self, store_id: str) -> list[Request]:
         return self._select("WHERE store_id = ? ORDER BY seq", (store_id,))
 

@@ -328,6 +328,29 @@ def test_list_and_get_stores_and_requests(service: Running) -> None:
     assert service.client.get("/v1/requests/nope", headers=READ).status_code == 404
 
 
+def test_the_store_list_filters_pages_and_says_one_status(service: Running) -> None:
+    service.settled(service.create("zz-medusa", engine="medusa")["request_id"])
+    listing = service.client.get("/v1/stores", headers=READ).json()
+    by_id = {s["id"]: s for s in listing["stores"]}
+    assert by_id["zz-medusa"]["engine"] == "medusa" and by_id["zz-medusa"]["status"] == "committed"
+    assert by_id["zz-medusa"]["created"] and by_id["acme-outdoor"]["created"] is None  # came in through Git
+    assert by_id["acme-outdoor"]["owner"] == "jane@acme-outdoor.example"
+    medusa = service.client.get("/v1/stores?engine=medusa", headers=READ).json()["stores"]
+    assert {s["id"] for s in medusa} == {"bookworm", "coffee-lab", "zz-medusa"}
+    assert [s["id"] for s in service.client.get("/v1/stores?cluster=prod", headers=READ).json()["stores"]] == [
+        "coffee-lab", "nordic-knits"]
+    first = service.client.get("/v1/stores?limit=2", headers=READ).json()
+    second = service.client.get(f"/v1/stores?limit=2&after={first['next']}", headers=READ).json()
+    assert [s["id"] for s in first["stores"] + second["stores"]] == sorted(by_id)[:4]
+    assert service.client.get("/v1/stores?colour=red", headers=READ).status_code == 400
+    assert service.client.get("/v1/stores?limit=0", headers=READ).status_code == 400
+    # A store on its way has that status in the list and in its record, one answer to one question.
+    suspended = service.client.patch("/v1/stores/bookworm", json={"state": "suspended"}, headers=WRITE)
+    record = service.client.get("/v1/stores/bookworm", headers=READ).json()
+    assert record["status"] in ("requested", "committed") and record["deployment"] is None
+    service.settled(suspended.json()["request_id"])
+
+
 def test_delete_removes_the_entry_and_its_rendered_files(service: Running) -> None:
     answer = service.client.delete("/v1/stores/bookworm", headers=WRITE)
     assert answer.status_code == 202
