@@ -32,9 +32,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from webhook import auth
+from webhook import auth, signin
 from webhook import csrf as csrf_module
-from webhook.errors import BadRequest, NotReady, TooLarge, UnsupportedMediaType
+from webhook.errors import BadRequest, Forbidden, NotReady, TooLarge, Unauthenticated, UnsupportedMediaType
 from webhook.settings import Token
 
 __all__ = ["PUBLIC", "READ", "SIGNED", "WRITE", "Call", "Caller", "Gate", "endpoint", "parse_json", "read_body"]
@@ -77,13 +77,32 @@ class Gate:
     #: Signs the forms' CSRF tokens (``webhook.csrf``); kept in the service's database.
     csrf_secret: str = ""
     public_url: str = ""
+    #: Signed-in people's sessions (``webhook.signin``), when sign-in is set up.
+    sessions: signin.Sessions | None = None
 
     def authenticate(self, request: Request, *, write: bool) -> Caller:
-        """The caller a request's credentials name (401/403 otherwise)."""
+        """The caller a request's credentials name: a bearer token, else a session (401/403 otherwise)."""
+        key = request.cookies.get(signin.COOKIE)
+        if self.sessions is not None and key and not request.headers.get("authorization"):
+            return self._session(request, key, write=write)
         if not self.tokens:
             raise NotReady("no API tokens are configured")
         token = auth.bearer(header=request.headers.get("authorization"), tokens=self.tokens, write=write)
         return Caller(client=auth.client_of(token), write=token.write, owner=token.owner)
+
+    def _session(self, request: Request, key: str, *, write: bool) -> Caller:
+        assert self.sessions is not None
+        session = self.sessions.get(key)
+        if session is None:
+            raise Unauthenticated("the session has ended; sign in again at /signin")
+        if request.method not in ("GET", "HEAD"):
+            csrf_module.same_site(request, public_url=self.public_url)  # a cookie travels with cross-site posts
+        if session.role == signin.NOBODY:
+            if write:
+                raise Forbidden("signed in without a verified email: nothing to change")
+            # An owner nobody is: such a session sees no store.
+            return Caller(client=session.name, write=False, owner="(no verified email)")
+        return Caller(client=session.name, write=True, owner=session.email if session.role == signin.OWNER else "")
 
 
 Networks = Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]

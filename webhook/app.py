@@ -19,7 +19,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from generator import publishing, remotes
-from webhook import access, auth, settings, state
+from webhook import access, auth, settings, signin, state
 from webhook.errors import NotReady, Rejected
 from webhook.github import deploys, hooks
 from webhook.github.client import GitHub, GitHubPullRequests, GitHubSettings
@@ -48,6 +48,9 @@ ROUTES = [
     Route("/v1/webhooks/form", endpoints.form_webhook, methods=["POST"]),
     Route("/v1/webhooks/forms/{name}", endpoints.form_service_webhook, methods=["POST"]),
     Route("/v1/webhooks/github", hooks.github_webhook, methods=["POST"]),
+    Route("/signin", signin.signin_route, methods=["GET"]),
+    Route("/signin/callback", signin.callback_route, methods=["GET"]),
+    Route("/signout", signin.signout_route, methods=["POST"]),
     Route("/healthz", endpoints.healthz, methods=["GET"]),
     Route("/readyz", endpoints.readyz, methods=["GET"]),
     Route("/metrics", endpoints.metrics, methods=["GET"]),
@@ -177,11 +180,16 @@ def create_app(config: settings.ServiceSettings, *, pulls: PullRequests | None =
         notifier = callbacks.Callbacks.from_settings(status or StatusSettings())
         app.state.notify = lambda url, payload: notifier.post(url, payload, event_id="form-rejection")
         shared = state.SharedState(config.state_path)
+        sessions = signin.Sessions(config.state_path) if config.oidc_issuer else None
+        if sessions is not None:
+            provider = signin.Provider(issuer=config.oidc_issuer, client_id=config.oidc_client_id,
+                                       client_secret=config.oidc_client_secret, operators=config.operators)
+            app.state.signin = (provider, sessions, config.public_url)
         app.state.gate = access.Gate(
             tokens=built.tokens, limiter=auth.RateLimiter(rate=config.rate, burst=config.burst, state=shared),
             max_body_bytes=config.max_body_bytes,
             trusted_proxies=tuple(ipaddress.ip_network(n, strict=False) for n in config.trusted_proxies),
-            csrf_secret=shared.secret("csrf"), public_url=config.public_url)
+            csrf_secret=shared.secret("csrf"), public_url=config.public_url, sessions=sessions)
         app.state.github = hub
         stop = anyio.Event()
         async with anyio.create_task_group() as group:
@@ -196,6 +204,8 @@ def create_app(config: settings.ServiceSettings, *, pulls: PullRequests | None =
                 stop.set()
         built.close()
         shared.close()
+        if sessions is not None:
+            sessions.close()
         notifier.close()
         if hub is not None:
             hub.close()

@@ -24,7 +24,7 @@ from starlette.responses import Response
 
 from webhook.errors import Forbidden
 
-__all__ = ["COOKIE", "FIELD", "field", "issue", "set_cookie", "verify"]
+__all__ = ["COOKIE", "FIELD", "field", "issue", "same_site", "set_cookie", "verify"]
 
 COOKIE = "storeops_csrf"
 FIELD = "csrf_token"
@@ -57,13 +57,18 @@ def field(token: str) -> str:
     return f'<input type="hidden" name="{FIELD}" value="{escape(token)}">'
 
 
-def verify(request: Request, submitted: str, secret: str, *, public_url: str = "") -> None:
-    """Raise Forbidden (403) unless the post came from the service's own page in this browser."""
+def same_site(request: Request, *, public_url: str = "") -> None:
+    """Raise Forbidden (403) when the browser says the request came from another site."""
     if request.headers.get("sec-fetch-site", "") == "cross-site":
-        raise Forbidden("the form was posted from another site")
+        raise Forbidden("the request was sent from another site")
     origin = request.headers.get("origin")
     if origin and origin != "null" and origin not in _own_origins(request, public_url):
-        raise Forbidden(f"the form was posted from {origin}, not from this service")
+        raise Forbidden(f"the request was sent from {origin}, not from this service")
+
+
+def verify(request: Request, submitted: str, secret: str, *, public_url: str = "") -> None:
+    """Raise Forbidden (403) unless the post came from the service's own page in this browser."""
+    same_site(request, public_url=public_url)
     cookie = request.cookies.get(COOKIE, "")
     if not cookie or not submitted or not hmac.compare_digest(cookie, submitted) or not _valid(secret, cookie):
         raise Forbidden("the form's security token is missing or expired; reload the page and send it again")

@@ -106,6 +106,12 @@ class ServiceSettings:
     mass_delete_window: float = 3600.0
     #: Proxies (networks) whose X-Forwarded-For is believed; from anyone else the TCP peer is the client.
     trusted_proxies: tuple[str, ...] = ()
+    #: Sign-in with OpenID Connect: the issuer ('' turns sign-in off), this service's client, and the
+    #: verified emails that sign in as operators.
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret: str = field(default="", repr=False)
+    operators: tuple[str, ...] = ()
 
     @property
     def queue_path(self) -> Path:
@@ -159,6 +165,10 @@ class ServiceSettings:
             shutdown_grace=integer("STOREOPS_SHUTDOWN_GRACE", d.shutdown_grace, low=0),
             mass_delete_window=number("STOREOPS_MASS_DELETE_WINDOW", d.mass_delete_window, low=0),
             trusted_proxies=_networks(env, "STOREOPS_TRUSTED_PROXIES"),
+            oidc_issuer=env.get("STOREOPS_OIDC_ISSUER", ""),
+            oidc_client_id=env.get("STOREOPS_OIDC_CLIENT_ID", ""),
+            oidc_client_secret=env.get("STOREOPS_OIDC_CLIENT_SECRET", ""),
+            operators=tuple(e.strip() for e in env.get("STOREOPS_OPERATORS", "").split(",") if e.strip()),
         )
 
 
