@@ -154,6 +154,12 @@ def document() -> dict[str, Any]:
                         "responses": {"200": {"description": "text/event-stream"},
                                       "503": _error("The status reader is off"), **_AUTH}},
             },
+            "/v1/events": {"get": {"summary": "Transitions of many stores (?stores=a,b, or every store you see) as "
+                                              "one Server-Sent Events stream",
+                                   "parameters": [{"name": "stores", "in": "query", "required": False,
+                                                   "schema": {"type": "string"}}],
+                                   "responses": {"200": {"description": "text/event-stream"},
+                                                 "503": _error("The status reader is off"), **_AUTH}}},
             "/v1/status": {"get": {"summary": "The fleet's status, by store",
                                    "responses": {"200": {"description": "Counts and stores"},
                                                  "503": _error("The status reader is off"), **_AUTH}}},

@@ -16,7 +16,7 @@ import functools
 import json
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import anyio
 from starlette.requests import Request
@@ -101,34 +101,53 @@ async def stream_store_events(request: Request, call: access.Call) -> Response:
     if not _owned(request, call, store_id):
         return JSONResponse({"error": f"no status for store '{store_id}' (no Application seen)", "problems": []},
                             status_code=404)
+    return _stream_response(request, reader, lambda candidate: candidate == store_id, single=store_id)
+
+
+@access.endpoint(access.READ)
+async def stream_fleet_events(request: Request, call: access.Call) -> Response:
+    """One stream for many stores (a page that shows a list): ``?stores=a,b`` or every store the caller sees."""
+    reader = _reader(request)
+    if reader is None:
+        return _off()
+    named = {s for s in request.query_params.get("stores", "").split(",") if s}
+    return _stream_response(request, reader, lambda candidate: (not named or candidate in named)
+                            and _owned(request, call, candidate), single=None)
+
+
+def _stream_response(request: Request, reader: StatusReader, wanted: Callable[[str], bool], *,
+                     single: str | None) -> Response:
     raw_last = request.headers.get("last-event-id") or request.query_params.get("after") or ""
     after = int(raw_last) if raw_last.isdigit() else None
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     stopping: threading.Event = getattr(request.app.state, "stopping", None) or reader.stopped
-    return StreamingResponse(_events(reader, store_id, after, stopping), media_type="text/event-stream",
+    return StreamingResponse(_events(reader, wanted, after, stopping, single=single), media_type="text/event-stream",
                              headers=headers)
 
 
-async def _events(reader: StatusReader, store_id: str, after: int | None,
-                  stopping: threading.Event) -> AsyncIterator[str]:
-    """Frames until the store is deleted, the client leaves, or the service begins to shut down."""
+async def _events(reader: StatusReader, wanted: Callable[[str], bool], after: int | None,
+                  stopping: threading.Event, *, single: str | None) -> AsyncIterator[str]:
+    """Frames of the wanted stores until the client leaves or the service begins to shut down (for one
+    store, also until it is deleted)."""
     yield f"retry: {int(KEEPALIVE_SECONDS * 1000)}\n\n"
     seen = reader.reporter.seq
     if after is None:
-        row = reader.reporter.row(store_id)
-        if row is not None:
-            yield _frame(seen, row_view(row))
+        for store_id, row in sorted(reader.reporter.rows().items()):
+            if wanted(store_id):
+                yield _frame(seen, row_view(row))
         after = seen
     last_sent = time.monotonic()
     while not (reader.stopped.is_set() or stopping.is_set()):
         target = reader.reporter.seq
         if target > after:
-            events = await anyio.to_thread.run_sync(functools.partial(reader.ledger.events, store_id=store_id,
+            events = await anyio.to_thread.run_sync(functools.partial(reader.ledger.events, store_id=single,
                                                                       after=after))
             for event in events:
+                if not wanted(event.store_id):
+                    continue
                 yield _frame(event.seq, _event(event))
                 last_sent = time.monotonic()
-                if event.state == lifecycle.DELETED:
+                if single is not None and event.state == lifecycle.DELETED:
                     return
             # Everything up to ``target`` was committed before it was published: none of it is missed.
             after = max([target, *(event.seq for event in events)])
@@ -153,5 +172,6 @@ ROUTES = [
     Route("/v1/stores/{store_id}/status", get_store_status, methods=["GET"]),
     Route("/v1/stores/{store_id}/events", stream_store_events, methods=["GET"]),
     Route("/v1/status", get_fleet_status, methods=["GET"]),
+    Route("/v1/events", stream_fleet_events, methods=["GET"]),
     Route("/metrics/status", get_status_metrics, methods=["GET"]),
 ]

@@ -135,6 +135,16 @@ def test_an_owner_token_sees_the_status_of_its_owners_stores_only(
     assert [s["store_id"] for s in fleet["stores"]] == ["owned"] and fleet["counts"] == {"ready": 1}
     everything = httpx.get(f"{base}/v1/status", headers=AUTH).json()["stores"]
     assert {s["store_id"] for s in everything} >= {"owned", "foreign"}
+    # One stream for a page of stores: the owner's only, whatever it asks for.
+    for headers, expected in ((owner, {"owned"}), (AUTH, {"owned", "foreign"})):
+        with httpx.stream("GET", f"{base}/v1/events?stores=owned,foreign", headers=headers, timeout=10) as stream:
+            got: set[str] = set()
+            for line in stream.iter_lines():
+                if line.startswith("data: "):
+                    got.add(json.loads(line.removeprefix("data: "))["store_id"])
+                if got == expected or len(got) > len(expected):
+                    break
+        assert got == expected
 
 
 def test_events_stream_each_transition_and_resume_after_the_last_event_id(
