@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import pathlib
+import shlex
 import shutil
 import subprocess
 import time
@@ -52,6 +53,7 @@ NAME = pki.NODE_NAME
 POD_CIDR = "10.250.0.0/24"
 GATEWAY = "10.250.0.1"
 BRIDGE = "storeops0"
+CNI_NETWORK = "storeops"
 BOUNDARY_CHAIN = "STOREOPS-BOUNDARY"
 CNI_BIN = pathlib.Path("/usr/lib/cni")
 NETNS_DIRS = (pathlib.Path("/var/run/netns"), pathlib.Path("/run/netns"))
@@ -291,7 +293,7 @@ def cleanup(
 def _cni_config(directory: pathlib.Path) -> dict[str, object]:
     return {
         "cniVersion": "1.0.0",
-        "name": "storeops",
+        "name": CNI_NETWORK,
         "plugins": [
             {
                 "type": "bridge",
@@ -535,6 +537,7 @@ def network_down(state: pathlib.Path) -> None:
     _run("iptables", "-w", "-D", "FORWARD", "-s", POD_CIDR, "-j", BOUNDARY_CHAIN, check=False)
     _run("iptables", "-w", "-F", BOUNDARY_CHAIN, check=False)
     _run("iptables", "-w", "-X", BOUNDARY_CHAIN, check=False)
+    _remove_hostport_rules()
     # What the kubelet adds at start and never removes (kube-proxy --cleanup took kube-proxy's).
     for tool in ("iptables", "ip6tables"):
         for chain in ("INPUT", "OUTPUT"):
@@ -552,6 +555,32 @@ def network_down(state: pathlib.Path) -> None:
     with contextlib.suppress(OSError, ValueError, KeyError):
         if json.loads(OWNER_FILE.read_text())["state"] == str(state):
             OWNER_FILE.unlink()
+
+
+def _remove_hostport_rules() -> None:
+    """The portmap plugin's rules for this network's Pods: containers deleted through containerd
+    rather than the CRI never had their CNI DEL, so their hostPort chains stay behind otherwise."""
+    rules = _run("iptables", "-w", "-t", "nat", "-S", "CNI-HOSTPORT-DNAT", check=False).splitlines()
+    for rule in rules:
+        words = shlex.split(rule)
+        if words[:2] != ["-A", "CNI-HOSTPORT-DNAT"] or not any(f'name: "{CNI_NETWORK}"' in w for w in words):
+            continue
+        target = words[words.index("-j") + 1]
+        _run("iptables", "-w", "-t", "nat", "-D", *words[1:], check=False)
+        _run("iptables", "-w", "-t", "nat", "-F", target, check=False)
+        _run("iptables", "-w", "-t", "nat", "-X", target, check=False)
+    left = _run("iptables", "-w", "-t", "nat", "-S", check=False)
+    if "-N CNI-HOSTPORT-DNAT" not in left or "-N CNI-DN-" in left:
+        return  # nothing of portmap's, or another network's Pods still use its shared chains
+    for chain in ("PREROUTING", "OUTPUT", "POSTROUTING"):
+        for rule in left.splitlines():
+            words = shlex.split(rule)
+            jumps_to = words[words.index("-j") + 1] if "-j" in words else ""
+            if words[:2] == ["-A", chain] and jumps_to.startswith("CNI-HOSTPORT-"):
+                _run("iptables", "-w", "-t", "nat", "-D", *words[1:], check=False)
+    for shared in ("CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-SETMARK", "CNI-HOSTPORT-MASQ"):
+        _run("iptables", "-w", "-t", "nat", "-F", shared, check=False)
+        _run("iptables", "-w", "-t", "nat", "-X", shared, check=False)
 
 
 def _link_exists(name: str) -> bool:

@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 
-from harness import node, stack
+from harness import node, processes, stack
 
 pytestmark = pytest.mark.node
 
@@ -78,9 +78,16 @@ def pods(node_stack: stack.Stack) -> dict[str, dict[str, object]]:
         "metadata": {"name": "web", "namespace": NAMESPACE},
         "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": "http"}]},
     }
-    kubectl.apply(web, client, api_client, service)
+    # A hostPort on the host's loopback (CNI portmap, route_localnet on the bridge), as an ingress
+    # controller reachable from the host will use.
+    host_port = processes.free_port()
+    published = _pod(
+        "published", image, "echo published > /www/index.html; exec httpd -f -p 8080 -h /www",
+        ports=[{"containerPort": 8080, "hostPort": host_port, "hostIP": "127.0.0.1"}],
+    )  # fmt: skip
+    kubectl.apply(web, client, api_client, published, service)
     kubectl.run("wait", "-n", NAMESPACE, "--for=condition=Ready", "pod/web", "pod/client", "pod/api-client",
-                "--timeout=120s", timeout=150)  # fmt: skip
+                "pod/published", "--timeout=120s", timeout=150)  # fmt: skip
     found = {}
     for name in ("web", "client"):
         got = kubectl.get("pod", name, namespace=NAMESPACE)
@@ -89,6 +96,7 @@ def pods(node_stack: stack.Stack) -> dict[str, dict[str, object]]:
     svc = kubectl.get("service", "web", namespace=NAMESPACE)
     assert svc is not None
     found["service"] = svc
+    found["host_port"] = {"port": host_port}
     return found
 
 
@@ -132,6 +140,20 @@ def test_pod_runs_to_ready_with_its_probe_and_serves_the_host(
         assert response.read().decode().strip() == "hello-from-web"
 
 
+def test_host_port_on_loopback_reaches_the_pod(pods: dict[str, dict[str, object]]) -> None:
+    url = f"http://127.0.0.1:{pods['host_port']['port']}/index.html"
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=3) as response:
+                assert response.read().decode().strip() == "published"
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def test_kubectl_logs_and_exec_reach_the_kubelet(node_stack: stack.Stack, pods: dict[str, dict[str, object]]) -> None:
     logs = node_stack.kubectl.run("logs", "-n", NAMESPACE, "web")
     assert "web serving on 8080" in logs
@@ -171,11 +193,15 @@ def test_pod_cannot_reach_beyond_the_machine(node_stack: stack.Stack, pods: dict
     assert node.boundary_drops() > before
     # And nothing masquerades pod traffic by source (the bridge plugin's ipMasq is off).
     nat = subprocess.run(["iptables", "-w", "-t", "nat", "-S"], capture_output=True, text=True, check=True).stdout
+    # (The bridge plugin's ipMasq would add `-A POSTROUTING -s <pod ip> ... -j CNI-<id>`; hostPort
+    # forwarding from the host to a Pod is masqueraded to the gateway, which stays on this machine.)
     source = f"-s {node.POD_CIDR}"
+    prefix = node.POD_CIDR.rsplit(".", 1)[0] + "."
     masquerading = [
         rule
         for rule in nat.splitlines()
-        if "-j CNI-" in rule or ("MASQ" in rule and source in rule and f"! {source}" not in rule)
+        if rule.startswith(f"-A POSTROUTING -s {prefix}")
+        or ("MASQ" in rule and source in rule and f"! {source}" not in rule)
     ]
     assert not masquerading, nat
 
