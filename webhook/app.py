@@ -23,7 +23,7 @@ from webhook import access, auth, settings, signin, state
 from webhook.errors import NotReady, Rejected
 from webhook.github import deploys, hooks
 from webhook.github.client import GitHub, GitHubPullRequests, GitHubSettings
-from webhook.intake import endpoints, service
+from webhook.intake import console, endpoints, service
 from webhook.repository import LocalPullRequests, Repository, log_published
 from webhook.settings import StatusSettings
 from webhook.status import callbacks
@@ -56,6 +56,7 @@ ROUTES = [
     Route("/metrics", endpoints.metrics, methods=["GET"]),
     Route("/openapi.json", endpoints.openapi_document, methods=["GET"]),
     *statusroutes.ROUTES,
+    *console.ROUTES,
 ]
 
 

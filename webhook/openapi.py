@@ -18,6 +18,29 @@ _AUTH = {"401": _error("Missing or unknown bearer token"), "403": _error("The to
          "429": _error("Over the client's rate")}
 
 
+def _console() -> dict[str, Any]:
+    """The console's pages (HTML, signed in) and the forms they post (with the page's CSRF token)."""
+    page = {"200": {"description": "HTML page"}, "303": {"description": "To sign-in"},
+            "404": _error("Sign-in is off, or no such store")}
+    posted = {"303": {"description": "Done: to the store's page"}, "401": _error("Not signed in"),
+              "403": _error("No valid CSRF token, or not allowed"), "404": _error("Sign-in is off"),
+              "413": _error("Too large"), "415": _error("Wrong content type"), "422": {"description": "The page again"}}
+    form = {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}}}
+    store = [{"name": "store_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    return {
+        "/console": {"get": {"summary": "My stores", "security": [], "responses": page}},
+        "/console/fleet": {"get": {"summary": "The fleet (operators)", "security": [], "responses": page}},
+        "/console/request": {"get": {"summary": "Request a store", "security": [], "responses": page},
+                             "post": {"summary": "Request a store", "security": [], "requestBody": form,
+                                      "responses": posted}},
+        "/console/stores/{store_id}": {
+            "parameters": store,
+            "get": {"summary": "A store: status, timeline, actions", "security": [], "responses": page},
+            "post": {"summary": "Suspend, resume, change plan or delete", "security": [], "requestBody": form,
+                     "responses": posted}},
+    }
+
+
 def document() -> dict[str, Any]:
     store = {k: v for k, v in validation.load_schema(constants.STORE_SCHEMA).items() if k not in ("$schema", "$id")}
     idem = {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"},
@@ -200,6 +223,7 @@ def document() -> dict[str, Any]:
                                   "responses": {"303": {"description": "Signed out"},
                                                 "403": _error("Sent from another site"),
                                                 "404": _error("Sign-in is off")}}},
+            **_console(),
             "/healthz": {"get": {"summary": "The process is up", "security": [],
                                  "responses": {"200": {"description": "ok"}}}},
             "/readyz": {"get": {"summary": "Git state loaded; requests can be checked", "security": [],

@@ -42,7 +42,7 @@ def _mass_delete_reason(request: Request) -> str:
     return reason
 
 
-def _visible(call: access.Call, view: Mapping[str, Any]) -> bool:
+def visible(call: access.Call, view: Mapping[str, Any]) -> bool:
     """Whether the caller may see a store: any store, or for an owner-scoped token its owner's."""
     if not call.caller.owner:
         return True
@@ -120,7 +120,7 @@ _FILTERS = ("owner", "status", "cluster", "engine")
 _PAGE_MAX = 1000
 
 
-def _summary(view: Mapping[str, Any], deployment: Mapping[str, Any] | None,
+def summary(view: Mapping[str, Any], deployment: Mapping[str, Any] | None,
              times: tuple[float, float] | None) -> dict[str, Any]:
     raw_entry, raw_owner = view.get("entry"), None
     entry: dict[str, Any] = raw_entry if isinstance(raw_entry, dict) else {}
@@ -162,11 +162,11 @@ async def list_stores(request: Request, call: access.Call) -> Response:
             if store_id <= after:
                 continue
             view = service.intake.store_view(store_id)
-            if view is None or not _visible(call, view):
+            if view is None or not visible(call, view):
                 continue
-            summary = _summary(view, reader.store_status(store_id) if reader else None, times.get(store_id))
-            if all(str(summary.get(f) or "").casefold() == query[f].casefold() for f in _FILTERS if f in query):
-                out.append(summary)
+            found = summary(view, reader.store_status(store_id) if reader else None, times.get(store_id))
+            if all(str(found.get(f) or "").casefold() == query[f].casefold() for f in _FILTERS if f in query):
+                out.append(found)
                 if len(out) > limit:
                     break
         return out
@@ -182,7 +182,7 @@ async def get_store(request: Request, call: access.Call) -> Response:
     service = _service(request)
     store_id = request.path_params["store_id"]
     view = await anyio.to_thread.run_sync(lambda: service.intake.store_view(store_id))
-    if call.caller.owner and (view is None or not _visible(call, view)):
+    if call.caller.owner and (view is None or not visible(call, view)):
         raise NotFound(f"no store {store_id!r} in Git or in the queue")
     reader: StatusView | None = getattr(request.app.state, "status_reader", None)
     deployment = reader.store_status(store_id) if reader is not None else None

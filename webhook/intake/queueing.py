@@ -192,6 +192,10 @@ class Queue:
                                     "WHERE status != ? GROUP BY store_id", (REJECTED,)).fetchall()
         return {str(r[0]): (float(r[1]), float(r[2])) for r in rows}
 
+    def recent(self, *, limit: int) -> list[Request]:
+        """The latest requests of the fleet, newest first."""
+        return self._select("ORDER BY seq DESC LIMIT ?", (limit,))
+
     def for_store(self, store_id: str) -> list[Request]:
         return self._select("WHERE store_id = ? ORDER BY seq", (store_id,))
 
