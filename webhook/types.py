@@ -56,6 +56,11 @@ class StatusView(Protocol):
         """The reader's metrics in Prometheus text, to append to ``/metrics``."""
         ...
 
+    @property
+    def seq(self) -> int:
+        """The number of the last recorded transition: changes whenever any status does."""
+        ...
+
     def transitions(self, store_id: str) -> list[dict[str, object]]:
         """The store's reported transitions, oldest first (state, message, revision, at)."""
         ...

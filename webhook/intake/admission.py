@@ -68,6 +68,9 @@ class Intake:
         self.clock = clock
         self._lock = threading.Lock()
         self._snapshot: Snapshot | None = None
+        self._views: tuple[tuple[int, int], dict[str, dict[str, Any]]] | None = None
+        #: Grows with every new snapshot (a key for what is built from it).
+        self._generation = 0
 
     @property
     def ready(self) -> bool:
@@ -88,6 +91,7 @@ class Intake:
             for request in self.queue.active():
                 overlay = overlay.with_store(request.path, request.content)
                 _set_text(texts, request.path, request.content)
+            self._generation += 1
             self._snapshot = Snapshot(git, overlay, sha, texts)
         log.info("loaded %d stores from git at %s", len(git.store_ids()), sha[:12] or "(empty)")
 
@@ -126,6 +130,7 @@ class Intake:
                 cluster=entry.store.cluster, review=self._needs_review(snapshot, after, path, store_id),
                 source=caller.source, client=caller.client,
                 idempotency_key=caller.idempotency_key, body_hash=body_hash(body), scope=caller.scope))
+            self._generation += 1
             self._snapshot = Snapshot(snapshot.git, after, snapshot.git_sha,
                                       _with_text(snapshot.texts, request.path, content))
             return request, True
@@ -163,6 +168,7 @@ class Intake:
                 cluster=entry.store.cluster, review=self._needs_review(snapshot, after, path, store_id),
                 source=caller.source, client=caller.client,
                 idempotency_key=caller.idempotency_key, body_hash=body_hash(body), scope=caller.scope))
+            self._generation += 1
             self._snapshot = Snapshot(snapshot.git, after, snapshot.git_sha,
                                       _with_text(snapshot.texts, path, content))
             return request, True
@@ -227,6 +233,7 @@ class Intake:
                 source=caller.source, client=caller.client,
                 idempotency_key=caller.idempotency_key, body_hash=body_hash(body), scope=caller.scope,
                 override=caller.mass_delete_reason))
+            self._generation += 1
             self._snapshot = Snapshot(snapshot.git, after, snapshot.git_sha, _with_text(snapshot.texts, path, None))
             return request, True
 
@@ -251,11 +258,39 @@ class Intake:
 
     # --- reading ----------------------------------------------------------------------------------
 
+    @property
+    def views_key(self) -> tuple[int, int]:
+        """Changes whenever a store's view may have: a new snapshot, or a change in the queue."""
+        return self._generation, self.queue.version
+
+    def store_views(self) -> dict[str, dict[str, Any]]:
+        """Every store's view (see :meth:`store_view`), from one snapshot and one query: what a list shows.
+
+        Kept until the snapshot or the queue changes, so a page of a large fleet is not rebuilt per request.
+        """
+        key = self.views_key  # read before the snapshot: a race leaves a newer view under an older key
+        snapshot = self.snapshot()
+        cached = self._views
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        active: dict[str, list[queueing.Request]] = {}
+        for request in self.queue.active():
+            active.setdefault(request.store_id, []).append(request)
+        views = {}
+        for store_id in self.store_ids():
+            view = self._view(snapshot, store_id, active.get(store_id, []))
+            if view is not None:
+                views[store_id] = view
+        self._views = (key, views)
+        return views
+
     def store_view(self, store_id: str) -> dict[str, Any] | None:
         """A store as Git has it, with what is queued for it; None when neither knows it."""
-        snapshot = self.snapshot()
-        path = entries.path_for(store_id)
         requests = [r for r in self.queue.for_store(store_id) if r.status in queueing.ACTIVE]
+        return self._view(self.snapshot(), store_id, requests)
+
+    def _view(self, snapshot: Snapshot, store_id: str, requests: list[queueing.Request]) -> dict[str, Any] | None:
+        path = entries.path_for(store_id)
         in_git = snapshot.git.stores.get(path)
         in_overlay = snapshot.overlay.stores.get(path)
         if in_git is None and in_overlay is None and not requests:

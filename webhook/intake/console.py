@@ -141,19 +141,27 @@ def _reader(request: Request) -> StatusView | None:
 
 
 def _summaries(request: Request, call: access.Call) -> list[dict[str, Any]]:
+    """The stores the caller sees, summarised; the fleet's summaries are kept until anything changes."""
     service = _service(request)
     reader = _reader(request)
-    times = service.queue.times()
-    out = []
-    for store_id in service.intake.store_ids():
-        view = service.intake.store_view(store_id)
-        if view is None or not endpoints.visible(call, view):
-            continue
-        deployment = reader.store_status(store_id) if reader is not None else None
-        summary = endpoints.summary(view, deployment, times.get(store_id))
-        summary["url"] = deployment.get("url") if deployment else None
-        out.append(summary)
-    return out
+    views = service.intake.store_views()
+    key = (service.intake.views_key, reader.seq if reader is not None else 0)
+    cached: tuple[object, list[dict[str, Any]]] | None = getattr(request.app.state, "console_summaries", None)
+    if cached is None or cached[0] != key:
+        times = service.queue.times()
+        fleet = []
+        for store_id, view in views.items():
+            deployment = reader.store_status(store_id) if reader is not None else None
+            summary = endpoints.summary(view, deployment, times.get(store_id))
+            summary["url"] = deployment.get("url") if deployment else None
+            summary["owner_key"] = (summary.get("owner") or "").casefold()
+            fleet.append(summary)
+        cached = (key, fleet)
+        request.app.state.console_summaries = cached
+    if not call.caller.owner:
+        return cached[1]
+    mine = call.caller.owner.casefold()
+    return [s for s in cached[1] if s["owner_key"] == mine]
 
 
 async def stores_page(request: Request) -> Response:

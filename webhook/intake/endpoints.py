@@ -158,11 +158,8 @@ async def list_stores(request: Request, call: access.Call) -> Response:
     def gather() -> list[dict[str, Any]]:
         out = []
         times = service.queue.times()
-        for store_id in service.intake.store_ids():
-            if store_id <= after:
-                continue
-            view = service.intake.store_view(store_id)
-            if view is None or not visible(call, view):
+        for store_id, view in service.intake.store_views().items():
+            if store_id <= after or not visible(call, view):
                 continue
             found = summary(view, reader.store_status(store_id) if reader else None, times.get(store_id))
             if all(str(found.get(f) or "").casefold() == query[f].casefold() for f in _FILTERS if f in query):

@@ -124,6 +124,8 @@ class Queue:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        #: Grows with every change this process makes: a cheap key for views built from the queue.
+        self.version = 0
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(requests)")}
         for added in ("scope", "override"):  # a queue written by an older version
             if added not in columns:
@@ -159,6 +161,7 @@ class Queue:
                  request.commit_sha, request.review_url, "[]", request.created, request.updated, request.scope,
                  request.override))
             seq = cursor.lastrowid or 0
+            self.version += 1
         log.info("queued request %s: %s %s", request.id, request.action, request.store_id)
         return Request(**{**request.__dict__, "seq": seq})
 
@@ -208,6 +211,7 @@ class Queue:
         with self._transaction() as db:
             db.executemany("UPDATE requests SET status = ?, commit_sha = ?, review_url = ?, problems = ?, updated = ? "
                            "WHERE id = ?", [(status, commit_sha, review_url, encoded, now, i) for i in ids])
+            self.version += 1
 
     def counts(self) -> dict[str, int]:
         with self._lock:

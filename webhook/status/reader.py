@@ -198,6 +198,10 @@ class StatusReader:
         rows = self.reporter.rows()
         return {"counts": self.reporter.states(), "stores": [row_view(rows[k]) for k in sorted(rows)]}
 
+    @property
+    def seq(self) -> int:
+        return self.reporter.seq
+
     def transitions(self, store_id: str) -> list[dict[str, object]]:
         return [event.as_dict() for event in self.ledger.events(store_id=store_id, limit=10_000)]
 
