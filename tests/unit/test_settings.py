@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,35 @@ def test_the_older_token_setting_still_works_with_names(caplog: pytest.LogCaptur
     assert "deprecated" in caplog.text
     with pytest.raises(SettingsError, match="Set one"):
         settings.ServiceSettings.from_env({"STOREOPS_API_TOKENS": "x", "STOREOPS_TOKENS_FILE": "/t.yaml"})
+
+
+def _setting_names(text: str) -> set[str]:
+    """STOREOPS_* names in a text; a README cell's `_SUFFIX` is STOREOPS_<first word>_SUFFIX of its row."""
+    names = set(re.findall(r"\bSTOREOPS_[A-Z][A-Z0-9_]*[A-Z0-9]\b", text))
+    for row in text.splitlines():
+        first = re.search(r"`STOREOPS_([A-Z0-9]+)_", row)
+        if first:
+            names |= {f"STOREOPS_{first.group(1)}{suffix}" for suffix in re.findall(r"`(_[A-Z][A-Z0-9_]*)`", row)}
+    return names
+
+
+def _settings_read(root: Path) -> set[str]:
+    """Every variable the code looks up: the quoted STOREOPS_* names in generator/ and webhook/."""
+    return {name for d in ("webhook", "generator") for p in (root / d).rglob("*.py")
+            for name in re.findall(r"[\"'](STOREOPS_[A-Z0-9_]+)[\"']", p.read_text())}
+
+
+def test_the_platform_deployment_sets_only_settings_the_service_reads() -> None:
+    root = Path(__file__).resolve().parents[2]
+    read = _settings_read(root)
+    deployment = _setting_names((root / "argocd" / "platform" / "deployment.yaml").read_text())
+    assert {"STOREOPS_TOKENS_FILE", "STOREOPS_REMOTE", "STOREOPS_OIDC_ISSUER"} <= deployment
+    assert deployment - read == set()
+    assert "STOREOPS_API_TOKENS" not in deployment  # the deprecated setting is not what new installs use
+
+
+def test_every_setting_the_service_reads_is_in_the_readme() -> None:
+    root = Path(__file__).resolve().parents[2]
+    read = _settings_read(root)
+    assert {"STOREOPS_OIDC_ISSUER", "STOREOPS_WATCH_PAGE_SIZE"} <= read
+    assert read - _setting_names((root / "README.md").read_text()) == set()
