@@ -23,8 +23,9 @@ READ_TOKEN = "test-read-token"
 FORM_SECRET = "test-form-secret"
 
 
-def example_repo(target: Path, *, capacity: int | None = None) -> Path:
-    """A copy of the example inputs at ``target``; ``capacity`` raises the local cluster's store limit."""
+def example_repo(target: Path, *, capacity: int | None = None, per_owner: int | None = None) -> Path:
+    """A copy of the example inputs at ``target``; ``capacity`` raises the local cluster's store limit,
+    ``per_owner`` sets its ``storesPerOwner``."""
     for folder in (constants.STORES_DIR, constants.CLUSTERS_DIR, constants.TEMPLATES_DIR, constants.RENDERED_DIR,
                    "generator/schemas"):
         shutil.copytree(ROOT / folder, target / folder, symlinks=True)
@@ -35,12 +36,18 @@ def example_repo(target: Path, *, capacity: int | None = None) -> Path:
         text = text.replace('  cpu: "40"\n', f'  cpu: "{capacity * 4}"\n')
         text = text.replace("  memory: 80Gi\n", f"  memory: {capacity * 8}Gi\n")
         profile.write_text(text)
+    if per_owner is not None:
+        profile = target / constants.CLUSTERS_DIR / "local.yaml"
+        text = profile.read_text()
+        assert "  stores: " in text and "storesPerOwner" not in text
+        profile.write_text(text.replace("  stores: ", f"  storesPerOwner: {per_owner}\n  stores: ", 1))
     return target
 
 
-def service_settings(tmp: Path, *, capacity: int | None = None, **overrides: object) -> ServiceSettings:
+def service_settings(tmp: Path, *, capacity: int | None = None, per_owner: int | None = None,
+                     **overrides: object) -> ServiceSettings:
     """Settings for a service on a fresh copy of the example data and its own local bare remote."""
-    repo = example_repo(tmp / "repo", capacity=capacity)
+    repo = example_repo(tmp / "repo", capacity=capacity, per_owner=per_owner)
     bare = tmp / "remote.git"
     publishing.seed_remote(bare, repo, "main")
     git = Settings(repo=repo, state_dir=tmp / "state", remote=str(bare))

@@ -92,3 +92,22 @@ def test_an_operator_sees_the_fleet(console: TestClient) -> None:
     assert all(f"/console/stores/{s}" in everything.text for s in ("acme-outdoor", "bookworm", "coffee-lab"))
     found = console.get("/console?q=book")
     assert "/console/stores/bookworm" in found.text and "/console/stores/coffee-lab" not in found.text
+
+
+def test_the_per_owner_limit_refuses_in_the_console_with_the_words_of_the_api(tmp_path: Path,
+                                                                               provider: oidc.Provider) -> None:
+    settings = examples.service_settings(tmp_path, per_owner=1, oidc_issuer=provider.issuer,
+                                         oidc_client_id=oidc.CLIENT_ID, oidc_client_secret=oidc.CLIENT_SECRET)
+    with TestClient(app.create_app(settings), follow_redirects=False) as client:
+        wait_for(lambda: client.get("/readyz").status_code == 200)
+        sign_in(client, "jane", "jane-password", next_path="/console")
+        form = client.get("/console/request")
+        refused = client.post("/console/request", data={"id": "jane-second", "name": "Jane Second",
+                                                        "engine": "medusa", "plan": "small", "cluster": "local",
+                                                        "csrf_token": token(form.text)})
+        assert refused.status_code == 422
+        # The same sentence as the API's problem and the pull request check's (tests/integration/intake, github).
+        assert ("jane@acme-outdoor.example would have 2 stores on cluster &#39;local&#39;; "
+                "each owner may have 1 there") in refused.text, refused.text
+        assert 'value="jane-second"' in refused.text  # what was typed is kept
+        assert "jane-second" not in examples.remote_stores(Path(settings.git.remote))
