@@ -292,6 +292,11 @@ def test_an_owner_token_reaches_its_owners_stores_only(tmp_path: Path) -> None:
                                           json={"owner": {"email": "someone@else.example"}})
         assert given_away.status_code == 403
         assert running.settled(own.json()["request_id"])["status"] == "committed"
+        # Metrics are counts by kind, never by store or owner: nothing of anyone's store shows there.
+        metrics = running.client.get("/metrics").text
+        assert "storeops_requests_accepted_total" in metrics
+        assert not {"acme-outdoor", "bookworm", "janes-second", "not-janes", "@"} & set(
+            re.findall(r"[a-z0-9-]+|@", metrics)), metrics
 
 
 def test_a_stores_history_names_who_asked_from_where_and_the_commit_says_so_without_emails(tmp_path: Path) -> None:
