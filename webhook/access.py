@@ -102,6 +102,10 @@ class Gate:
                 raise Forbidden("signed in without a verified email: nothing to change")
             # An owner nobody is: such a session sees no store.
             return Caller(client=session.name, write=False, owner="(no verified email)")
+        if session.role == signin.VIEWER:
+            if write:
+                raise Forbidden("signed in read-only (STOREOPS_VIEWERS): nothing to change")
+            return Caller(client=session.name, write=False)
         return Caller(client=session.name, write=True, owner=session.email if session.role == signin.OWNER else "")
 
 

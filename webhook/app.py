@@ -184,7 +184,8 @@ def create_app(config: settings.ServiceSettings, *, pulls: PullRequests | None =
         sessions = signin.Sessions(config.state_path) if config.oidc_issuer else None
         if sessions is not None:
             provider = signin.Provider(issuer=config.oidc_issuer, client_id=config.oidc_client_id,
-                                       client_secret=config.oidc_client_secret, operators=config.operators)
+                                       client_secret=config.oidc_client_secret, operators=config.operators,
+                                       viewers=config.viewers)
             app.state.signin = (provider, sessions, config.public_url)
         app.state.gate = access.Gate(
             tokens=built.tokens, limiter=auth.RateLimiter(rate=config.rate, burst=config.burst, state=shared),

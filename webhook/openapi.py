@@ -29,7 +29,7 @@ def _console() -> dict[str, Any]:
     store = [{"name": "store_id", "in": "path", "required": True, "schema": {"type": "string"}}]
     return {
         "/console": {"get": {"summary": "My stores", "security": [], "responses": page}},
-        "/console/fleet": {"get": {"summary": "The fleet (operators)", "security": [], "responses": page}},
+        "/console/fleet": {"get": {"summary": "The fleet (operators and viewers)", "security": [], "responses": page}},
         "/console/request": {"get": {"summary": "Request a store", "security": [], "responses": page},
                              "post": {"summary": "Request a store", "security": [], "requestBody": form,
                                       "responses": posted}},

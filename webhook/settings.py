@@ -107,11 +107,12 @@ class ServiceSettings:
     #: Proxies (networks) whose X-Forwarded-For is believed; from anyone else the TCP peer is the client.
     trusted_proxies: tuple[str, ...] = ()
     #: Sign-in with OpenID Connect: the issuer ('' turns sign-in off), this service's client, and the
-    #: verified emails that sign in as operators.
+    #: verified emails that sign in as operators, and those that sign in read-only (every store, no change).
     oidc_issuer: str = ""
     oidc_client_id: str = ""
     oidc_client_secret: str = field(default="", repr=False)
     operators: tuple[str, ...] = ()
+    viewers: tuple[str, ...] = ()
 
     @property
     def queue_path(self) -> Path:
@@ -169,6 +170,7 @@ class ServiceSettings:
             oidc_client_id=env.get("STOREOPS_OIDC_CLIENT_ID", ""),
             oidc_client_secret=env.get("STOREOPS_OIDC_CLIENT_SECRET", ""),
             operators=tuple(e.strip() for e in env.get("STOREOPS_OPERATORS", "").split(",") if e.strip()),
+            viewers=tuple(e.strip() for e in env.get("STOREOPS_VIEWERS", "").split(",") if e.strip()),
         )
 
 

@@ -7,6 +7,8 @@ and opens a session: a random id in an HttpOnly, SameSite=Lax cookie, the sessio
 database (so it holds across restarts and replicas). Roles:
 
 * *operator*: the email is in ``STOREOPS_OPERATORS`` (and verified): every store, fleet actions;
+* *viewer*: the email is in ``STOREOPS_VIEWERS`` (and verified): reads every store and the fleet,
+  changes nothing;
 * *owner*: a verified email: the stores whose entries name that email as owner;
 * a signed-in person without a verified email reads nothing and changes nothing.
 
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 COOKIE = "storeops_session"
 OPERATOR = "operator"
 OWNER = "owner"
+VIEWER = "viewer"
 NOBODY = "signed-in"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS signins (state TEXT PRIMARY KEY, nonce TEXT NOT NULL, verifier TEXT NOT NULL,
@@ -133,6 +136,7 @@ class Provider:
     client_id: str
     client_secret: str
     operators: Sequence[str] = ()
+    viewers: Sequence[str] = ()
     timeout: float = 10.0
 
     def __post_init__(self) -> None:
@@ -182,7 +186,11 @@ class Provider:
         verified = bool(profile.get("email_verified", claims.get("email_verified", False)))
         role = NOBODY
         if email and verified:
-            role = OPERATOR if email.casefold() in {o.casefold() for o in self.operators} else OWNER
+            role = OWNER
+            if email.casefold() in {v.casefold() for v in self.viewers}:
+                role = VIEWER
+            if email.casefold() in {o.casefold() for o in self.operators}:
+                role = OPERATOR  # a person in both lists may change things
         return Session(subject=str(claims["sub"]), email=email if verified else "", role=role)
 
 

@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 from harness import examples, oidc
 from tests.integration.intake.test_api import wait_for
 from tests.integration.test_signin import provider, sign_in
-from webhook import app
+from webhook import app, csrf
 
 __all__ = ["provider"]
 
@@ -21,7 +21,8 @@ __all__ = ["provider"]
 @pytest.fixture
 def console(tmp_path: Path, provider: oidc.Provider) -> Iterator[TestClient]:
     settings = examples.service_settings(tmp_path, oidc_issuer=provider.issuer, oidc_client_id=oidc.CLIENT_ID,
-                                         oidc_client_secret=oidc.CLIENT_SECRET, operators=("olga@platform.example",))
+                                         oidc_client_secret=oidc.CLIENT_SECRET, operators=("olga@platform.example",),
+                                         viewers=("vic@audit.example",))
     with TestClient(app.create_app(settings), follow_redirects=False) as client:
         wait_for(lambda: client.get("/readyz").status_code == 200)
         client.app.state.bare = Path(settings.git.remote)  # type: ignore[attr-defined]
@@ -92,6 +93,28 @@ def test_an_operator_sees_the_fleet(console: TestClient) -> None:
     assert all(f"/console/stores/{s}" in everything.text for s in ("acme-outdoor", "bookworm", "coffee-lab"))
     found = console.get("/console?q=book")
     assert "/console/stores/bookworm" in found.text and "/console/stores/coffee-lab" not in found.text
+
+
+def test_a_viewer_reads_every_store_and_the_fleet_and_changes_nothing(console: TestClient) -> None:
+    sign_in(console, "vic", "vic-password", next_path="/console")
+    assert "(read-only)" in console.get("/console").text
+    assert console.get("/console/fleet").status_code == 200
+    page = console.get("/console/stores/bookworm")
+    assert page.status_code == 200 and "Timeline" in page.text and "Delete the store" not in page.text
+    valid = console.cookies[csrf.COOKIE]  # the page's CSRF token: only the role is refused below
+    refused = console.post("/console/stores/bookworm", data={"action": "suspend", "csrf_token": valid})
+    assert refused.status_code == 403 and "read-only" in refused.text
+    request_page = console.get("/console/request")
+    assert request_page.status_code == 403 and "signed in read-only" in request_page.text
+    assert console.post("/console/request", data={"id": "vics-shop", "name": "Vic", "engine": "medusa",
+                                                  "plan": "small", "cluster": "local",
+                                                  "csrf_token": valid}).status_code == 403
+    # The API answers the session the same way: every store to read, no change.
+    listed = console.get("/v1/stores").json()["stores"]
+    assert {"acme-outdoor", "bookworm", "coffee-lab"} <= {s["id"] for s in listed}
+    assert console.patch("/v1/stores/bookworm", json={"state": "suspended"},
+                         headers={"Origin": "http://testserver"}).status_code == 403
+    assert stores(console)["bookworm"].get("state") != "suspended"
 
 
 def test_the_per_owner_limit_refuses_in_the_console_with_the_words_of_the_api(tmp_path: Path,

@@ -25,7 +25,8 @@ pytestmark = pytest.mark.skipif(shutil.which("go") is None, reason="needs Go to 
 CALLBACK = "http://testserver/signin/callback"
 USERS = [oidc.User("jane", "jane-password", "jane@acme-outdoor.example"),
          oidc.User("olga", "olga-password", "olga@platform.example"),
-         oidc.User("una", "una-password", "una@unverified.example", email_verified=False)]
+         oidc.User("una", "una-password", "una@unverified.example", email_verified=False),
+         oidc.User("vic", "vic-password", "vic@audit.example")]
 
 
 @pytest.fixture(scope="module")

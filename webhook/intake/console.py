@@ -127,9 +127,11 @@ def _page(request: Request, name: str, context: Mapping[str, Any], *, status_cod
     gate: access.Gate = request.app.state.gate
     token = csrf.issue(request, gate.csrf_secret)
     person = _signed_in(request)
-    who, operator = ("", False) if person is None else (person[1].email or person[1].name, person[1].role == "operator")
+    who, role = ("", "") if person is None else (person[1].email or person[1].name, person[1].role)
     response = templates.TemplateResponse(request, name, {
-        "style": STYLE, "script": SCRIPT, "who": who, "operator": operator, "csrf_field": csrf.field(token),
+        "style": STYLE, "script": SCRIPT, "who": who, "role": role, "csrf_field": csrf.field(token),
+        # Operators and viewers see every store and the fleet; only viewers may change nothing.
+        "operator": role in (signin.OPERATOR, signin.VIEWER), "can_change": role != signin.VIEWER,
         **context}, status_code=status_code, headers={"Content-Security-Policy": POLICY})
     csrf.set_cookie(response, token, secure=gate.public_url.startswith("https://"))
     return response
@@ -251,6 +253,8 @@ async def request_page(request: Request, *, values: Mapping[str, str] | None = N
         return _to_signin(request)
     service = _service(request)
     clusters = sorted(service.intake.snapshot().overlay.clusters) if service.intake.ready else []
+    if person[1].role == signin.VIEWER:
+        message, status_code = "You are signed in read-only: you cannot request a store.", 403
     return _page(request, "request.html", {
         "values": values or {}, "message": message, "problems": problems or [], "email": person[1].email,
         "engines": validation.engines(), "plans": validation.plans_offered(), "clusters": clusters},
@@ -283,7 +287,7 @@ async def fleet_page(request: Request) -> Response:
     person = _signed_in(request)
     if person is None:
         return _to_signin(request)
-    if person[1].role != "operator":
+    if person[1].role not in (signin.OPERATOR, signin.VIEWER):
         return _page(request, "stores.html", {"stores": [], "total": 0, "q": "", "status": "", "sort": "id",
                                               "statuses": [], "sorts": SORTS}, status_code=403)
     call = access.Call(caller=person[0])
