@@ -19,7 +19,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from generator import publishing, remotes
-from webhook import access, auth, settings, signin, state
+from webhook import access, auth, credentials, settings, signin, state
 from webhook.errors import NotReady, Rejected
 from webhook.github import deploys, hooks
 from webhook.github.client import GitHub, GitHubPullRequests, GitHubSettings
@@ -44,6 +44,8 @@ ROUTES = [
     Route("/v1/stores/{store_id}", endpoints.update_store, methods=["PATCH"]),
     Route("/v1/stores/{store_id}", endpoints.delete_store, methods=["DELETE"]),
     Route("/v1/stores/{store_id}/history", endpoints.store_history, methods=["GET"]),
+    Route("/v1/stores/{store_id}/credentials/link", endpoints.credentials_link, methods=["POST"]),
+    Route("/v1/stores/{store_id}/credentials/{link}", endpoints.reveal_credentials, methods=["GET"]),
     Route("/v1/requests/{request_id}", endpoints.get_request, methods=["GET"], name="request_status"),
     Route("/v1/webhooks/form", endpoints.form_webhook, methods=["POST"]),
     Route("/v1/webhooks/forms/{name}", endpoints.form_service_webhook, methods=["POST"]),
@@ -181,6 +183,7 @@ def create_app(config: settings.ServiceSettings, *, pulls: PullRequests | None =
         notifier = callbacks.Callbacks.from_settings(status or StatusSettings())
         app.state.notify = lambda url, payload: notifier.post(url, payload, event_id="form-rejection")
         shared = state.SharedState(config.state_path)
+        app.state.credential_links = credentials.Links(config.state_path, ttl=config.credentials_link_ttl)
         sessions = signin.Sessions(config.state_path) if config.oidc_issuer else None
         if sessions is not None:
             provider = signin.Provider(issuer=config.oidc_issuer, client_id=config.oidc_client_id,
@@ -206,6 +209,7 @@ def create_app(config: settings.ServiceSettings, *, pulls: PullRequests | None =
                 stop.set()
         built.close()
         shared.close()
+        app.state.credential_links.close()
         if sessions is not None:
             sessions.close()
         notifier.close()

@@ -110,6 +110,22 @@ def document() -> dict[str, Any]:
                         "responses": {"200": {"description": "The history"}, "404": _error("Unknown store"),
                                       **_AUTH}},
             },
+            "/v1/stores/{store_id}/credentials/link": {
+                "parameters": [{"name": "store_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "post": {"summary": "A link that shows the store's admin credentials once, to its owner only",
+                         "responses": {"201": {"description": "The link (url, expires)"},
+                                       "403": _error("Not the store's owner"), "404": _error("Unknown store"),
+                                       "409": _error("The credentials were shown already"), **_AUTH}},
+            },
+            "/v1/stores/{store_id}/credentials/{link}": {
+                "parameters": [{"name": "store_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                               {"name": "link", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "get": {"summary": "The admin login and password, once, to the owner the link was made for",
+                        "responses": {"200": {"description": "login, password, admin_url"},
+                                      "403": _error("Not the store's owner"), "404": _error("Unknown link"),
+                                      "410": _error("Used already, or expired"),
+                                      "503": _error("Not made yet, or the cluster is out of reach"), **_AUTH}},
+            },
             "/v1/requests/{request_id}": {
                 "parameters": [{"name": "request_id", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "get": {"summary": "What became of a request (requested, pending-review, committed, rejected)",

@@ -112,6 +112,8 @@ class ServiceSettings:
     oidc_client_id: str = ""
     oidc_client_secret: str = field(default="", repr=False)
     operators: tuple[str, ...] = ()
+    #: Seconds a link to a store's admin credentials works (once) after the owner asks for it.
+    credentials_link_ttl: float = 3600.0
     viewers: tuple[str, ...] = ()
 
     @property
@@ -165,6 +167,7 @@ class ServiceSettings:
             public_url=env.get("STOREOPS_PUBLIC_URL", d.public_url).rstrip("/"),
             shutdown_grace=integer("STOREOPS_SHUTDOWN_GRACE", d.shutdown_grace, low=0),
             mass_delete_window=number("STOREOPS_MASS_DELETE_WINDOW", d.mass_delete_window, low=0),
+            credentials_link_ttl=number("STOREOPS_CREDENTIALS_LINK_TTL", d.credentials_link_ttl, low=1),
             trusted_proxies=_networks(env, "STOREOPS_TRUSTED_PROXIES"),
             oidc_issuer=env.get("STOREOPS_OIDC_ISSUER", ""),
             oidc_client_id=env.get("STOREOPS_OIDC_CLIENT_ID", ""),

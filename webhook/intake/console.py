@@ -24,7 +24,7 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from generator import validation
-from webhook import access, csrf, signin
+from webhook import access, credentials, csrf, signin
 from webhook.errors import NotFound, Rejected
 from webhook.intake import endpoints, forms
 from webhook.intake.admission import Caller
@@ -210,7 +210,7 @@ async def store_page(request: Request, *, message: str = "", status_code: int = 
     raw_entry = view.get("entry")
     entry: dict[str, Any] = raw_entry if isinstance(raw_entry, dict) else {}
     url = deployment.get("url") if deployment else None
-    admin = (str(url).rstrip("/") + ("/wp-admin/" if summary["engine"] == "woocommerce" else "/app")) if url else None
+    admin = credentials.admin_url(str(summary["engine"]), url)
     return _page(request, "store.html", {
         "store": summary, "deployment": deployment, "timeline": timeline, "url": url, "admin": admin,
         "state": entry.get("state", "active"), "plans": validation.plans_offered(), "message": message},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import logging
 import threading
@@ -10,13 +11,14 @@ from collections.abc import Mapping
 from typing import Any
 
 import anyio
+import yaml
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 
 from generator import errors, remotes
 from generator.errors import Problem
-from webhook import access, auth, csrf, openapi
-from webhook.errors import BadRequest, Conflict, Invalid, NotFound, Rejected
+from webhook import access, auth, credentials, csrf, openapi
+from webhook.errors import BadRequest, Conflict, Forbidden, Invalid, NotFound, NotReady, Rejected
 from webhook.intake import forms, mappings, pages, queueing
 from webhook.intake.admission import Caller
 from webhook.intake.service import Service
@@ -189,6 +191,11 @@ async def get_store(request: Request, call: access.Call) -> Response:
     # One status for the store; where Argo CD has it (after `committed`), when the reader runs, beside it.
     view["status"] = _lifecycle(view, deployment)
     view["deployment"] = deployment
+    if call.caller.owner and view.get("entry"):
+        # Only to the owner: whether the admin credentials were shown, and how to get them once.
+        links: credentials.Links = request.app.state.credential_links
+        view["credentials"] = {"state": await anyio.to_thread.run_sync(lambda: links.state(store_id)),
+                               "link": f"POST /v1/stores/{store_id}/credentials/link"}
     return JSONResponse(view)
 
 
@@ -435,3 +442,73 @@ async def metrics(request: Request) -> Response:
 
 async def openapi_document(request: Request) -> Response:
     return JSONResponse(openapi.document())
+
+
+def _owned(call: access.Call, view: Mapping[str, Any] | None, store_id: str, *, link: bool = False) -> str:
+    """The store's owner email when the caller is that owner (owner token or sign-in); 404 or 403 otherwise.
+    Another owner holding a link (``link``) is told it is not theirs (403) rather than that nothing is there."""
+    if view is None or (not link and not visible(call, view)):
+        raise NotFound(f"no store {store_id!r} in Git or in the queue")
+    if call.caller.owner and not visible(call, view):
+        raise Forbidden("this link is for the store's owner, signed in as themselves")
+    if not call.caller.owner:
+        raise Forbidden("a store's credentials are shown to its owner only: use the owner's sign-in or an "
+                        "owner-scoped token")
+    return call.caller.owner
+
+
+def _admin_login(service: Service, entry: Mapping[str, Any]) -> str:
+    """The admin login the store's chart makes: its values' default, or the owner's email."""
+    engine = str(entry.get("engine", ""))
+    owner = entry.get("owner")
+    email = str(owner.get("email", "")) if isinstance(owner, dict) else ""
+    values_file = service.settings.git.repo / "templates" / engine / "values.yaml"
+    values = yaml.safe_load(values_file.read_text()) if values_file.is_file() else {}
+    if engine == "woocommerce":
+        return str((values.get("wordpress") or {}).get("adminUser") or "admin")
+    return str((values.get("admin") or {}).get("email") or email)
+
+
+@access.endpoint(access.READ)
+async def credentials_link(request: Request, call: access.Call) -> Response:
+    """A link that shows the store's admin credentials once, to its owner (``webhook.credentials``)."""
+    service = _service(request)
+    store_id = request.path_params["store_id"]
+    view = await anyio.to_thread.run_sync(lambda: service.intake.store_view(store_id))
+    owner = _owned(call, view, store_id)
+    links: credentials.Links = request.app.state.credential_links
+    link = await anyio.to_thread.run_sync(lambda: links.issue(store_id, owner))
+    base = service.settings.public_url or str(request.base_url).rstrip("/")
+    log.info("credentials link for %s made for %s", store_id, call.caller.client)
+    return JSONResponse({"url": f"{base}/v1/stores/{store_id}/credentials/{link.token}",
+                         "expires": _iso(link.expires), "uses": 1}, status_code=201,
+                        headers={"Cache-Control": "no-store"})
+
+
+@access.endpoint(access.READ)
+async def reveal_credentials(request: Request, call: access.Call) -> Response:
+    """The store's admin login and password, once, to the owner the link was made for."""
+    service = _service(request)
+    store_id = request.path_params["store_id"]
+    view = await anyio.to_thread.run_sync(lambda: service.intake.store_view(store_id))
+    owner = _owned(call, view, store_id, link=True)
+    assert view is not None
+    reader = getattr(request.app.state, "status_reader", None)
+    api = getattr(reader, "api", None)
+    if api is None:
+        raise NotReady("credentials are read from the cluster: the status reader is off (STOREOPS_KUBECONFIG)")
+    links: credentials.Links = request.app.state.credential_links
+    password = await anyio.to_thread.run_sync(lambda: links.redeem(
+        store_id, request.path_params["link"], owner=owner, read=lambda: credentials.read_password(api, store_id)))
+    log.info("credentials of %s shown to %s", store_id, call.caller.client)
+    entry = view.get("entry") if isinstance(view.get("entry"), dict) else {}
+    deployment = reader.store_status(store_id) if reader is not None else None
+    return JSONResponse({"store": store_id, "login": _admin_login(service, entry or {}), "password": password,
+                         "admin_url": credentials.admin_url(str((entry or {}).get("engine", "")),
+                                                            (deployment or {}).get("url")),
+                         "note": "shown once: keep it in your password manager, then change it in the admin"},
+                        headers={"Cache-Control": "no-store"})
+
+
+def _iso(at: float) -> str:
+    return datetime.datetime.fromtimestamp(at, datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

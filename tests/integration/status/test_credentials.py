@@ -1,0 +1,107 @@
+"""A store's admin credentials: shown once, to its owner, from the Secret in the store's namespace on the
+real API server; the link's state is in the service's database and holds across a restart."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+from starlette.testclient import TestClient
+
+from harness import examples
+from harness import stack as harness_stack
+from tests.integration.status import support
+from webhook import app, credentials
+from webhook.errors import NotFound
+from webhook.settings import StatusSettings, Token
+
+JANE = {"Authorization": "Bearer jane-owner-token"}  # owns acme-outdoor in the example data
+SAM = {"Authorization": "Bearer sam-owner-token"}  # owns bookworm
+WRITE = {"Authorization": f"Bearer {examples.WRITE_TOKEN}"}
+
+
+def _secret(apiserver: harness_stack.Stack, store_id: str, password: str) -> None:
+    api = support.api_client(apiserver.kubeconfig)
+    try:
+        core = client.CoreV1Api(api)
+        namespace = f"store-{store_id}"
+        try:
+            core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+        except client.ApiException as e:
+            if e.status != 409:  # there already
+                raise
+        core.create_namespaced_secret(namespace, client.V1Secret(
+            metadata=client.V1ObjectMeta(name=credentials.SECRET_NAME),
+            data={"admin-password": base64.b64encode(password.encode()).decode(),
+                  "postgres-password": base64.b64encode(b"never-shown").decode()}))
+    finally:
+        support.close(api)
+
+
+def test_the_owner_sees_the_credentials_once_and_nobody_else_at_all(
+        tmp_path: Path, apiserver: harness_stack.Stack, caplog: pytest.LogCaptureFixture) -> None:
+    password = f"pw-{uuid.uuid4().hex}"
+    base = examples.service_settings(tmp_path)
+    config = replace(base, tokens=(*base.tokens,
+                                   Token("jane-owner-token", name="jane", owner="jane@acme-outdoor.example"),
+                                   Token("sam-owner-token", name="sam", owner="sam@bookworm.example")))
+    status = StatusSettings(kubeconfig=str(apiserver.kubeconfig), namespace=support.new_namespace(apiserver),
+                            ledger=tmp_path / "status.sqlite3", workdir=config.git.workdir, backoff_min=0.1)
+    caplog.set_level(logging.DEBUG)
+    with TestClient(app.create_app(config, status=status)) as http:
+        support.wait_until("the service has read Git", lambda: http.get("/readyz").status_code == 200)
+        assert http.get("/v1/stores/acme-outdoor", headers=JANE).json()["credentials"]["state"] == "not revealed"
+        assert "credentials" not in http.get("/v1/stores/acme-outdoor", headers=WRITE).json()
+        # Only the owner may ask: an operator's token is refused, another owner does not see the store.
+        assert http.post("/v1/stores/acme-outdoor/credentials/link", headers=WRITE).status_code == 403
+        assert http.post("/v1/stores/acme-outdoor/credentials/link", headers=SAM).status_code == 404
+        made = http.post("/v1/stores/acme-outdoor/credentials/link", headers=JANE)
+        assert made.status_code == 201 and made.headers["cache-control"] == "no-store"
+        link = made.json()["url"].removeprefix("http://testserver")
+        assert http.get(link, headers=SAM).status_code == 403
+        assert http.get(link, headers=WRITE).status_code == 403
+        assert http.get(link).status_code == 401
+        # Before the chart's Job made the Secret: 503, and the link is still good.
+        early = http.get(link, headers=JANE)
+        assert early.status_code == 503 and "not made yet" in early.json()["error"]
+        _secret(apiserver, "acme-outdoor", password)
+        shown = http.get(link, headers=JANE)
+        assert shown.status_code == 200, shown.text
+        assert shown.json()["password"] == password and shown.json()["login"] == "admin"
+        assert "never-shown" not in shown.text
+        again = http.get(link, headers=JANE)
+        assert again.status_code == 410 and "used already" in again.json()["error"]
+        assert http.get("/v1/stores/acme-outdoor", headers=JANE).json()["credentials"]["state"] == "revealed"
+        assert http.post("/v1/stores/acme-outdoor/credentials/link", headers=JANE).status_code == 409
+    # A restart does not revive the used link.
+    with TestClient(app.create_app(config, status=status)) as http:
+        support.wait_until("the service has read Git", lambda: http.get("/readyz").status_code == 200)
+        assert http.get(link, headers=JANE).status_code == 410
+    # Every record at DEBUG, the Kubernetes client's included; the test's own HTTP client (httpx) logs the
+    # URLs it asks for, the service does not.
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "credentials of acme-outdoor shown to token:jane" in logged
+    assert password not in logged
+    assert link.rsplit("/", 1)[1] not in "\n".join(r.getMessage() for r in caplog.records if r.name != "httpx")
+
+
+def test_a_link_expires_and_an_unused_one_is_replaced(tmp_path: Path) -> None:
+    now = [1000.0]
+    links = credentials.Links(tmp_path / "service.sqlite3", ttl=60, clock=lambda: now[0])
+    first = links.issue("shop", "Owner@Example.com")
+    second = links.issue("shop", "owner@example.com")  # asking again replaces the unused link
+    with pytest.raises(NotFound):
+        links.redeem("shop", first.token, owner="owner@example.com", read=lambda: "pw")
+    now[0] += 61
+    with pytest.raises(credentials.Gone, match="expired"):
+        links.redeem("shop", second.token, owner="owner@example.com", read=lambda: "pw")
+    assert links.state("shop") == "not revealed"
+    third = links.issue("shop", "owner@example.com")
+    assert links.state("shop") == "link issued"
+    assert links.redeem("shop", third.token, owner="OWNER@example.com", read=lambda: "pw") == "pw"
+    links.close()

@@ -1,0 +1,156 @@
+"""A store's admin credentials, revealed once, to its owner only.
+
+The credentials are made inside the cluster by the store's chart (the ``store-credentials`` Secret
+in the store's namespace) and never enter Git. The owner gets them through a link: the owner asks
+for one (``POST /v1/stores/{id}/credentials/link``, or the console's button), and opening it
+(``GET /v1/stores/{id}/credentials/{link}``) needs the owner's own authentication as well: an
+owner-scoped token or the owner's sign-in. A link works once and for ``STOREOPS_CREDENTIALS_LINK_TTL``
+seconds; once the credentials were shown, no new link is made (the owner already has them). A link
+that expired unused may be replaced by a new one, and asking again replaces an unused link.
+
+Links are kept in the service's database as hashes, so they hold across restarts and a used one
+stays used. The password is read from the Kubernetes API at the moment it is shown (the status
+reader's cluster access; the chart grants it ``get`` on that one Secret) and is never logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from generator import constants
+from webhook.errors import Conflict, Forbidden, NotFound, NotReady, Rejected
+
+__all__ = ["SECRET_NAME", "Gone", "Link", "Links", "admin_url", "read_password"]
+
+#: The Secret the charts' credentials Job makes in each store namespace (``credentials.secretName``).
+SECRET_NAME = "store-credentials"
+#: The one key of it that is shown; database passwords and salts stay in the cluster.
+PASSWORD_KEY = "admin-password"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS credential_links (link TEXT PRIMARY KEY, store_id TEXT NOT NULL, owner TEXT NOT NULL,
+                                             created REAL NOT NULL, expires REAL NOT NULL, used REAL);
+CREATE INDEX IF NOT EXISTS credential_links_store ON credential_links (store_id);
+"""
+
+
+class Gone(Rejected):
+    """410: the link was used already, or expired."""
+
+    status = 410
+
+
+@dataclass(frozen=True)
+class Link:
+    token: str
+    expires: float
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Links:
+    """Credential links in SQLite (``<state dir>/service.sqlite3``)."""
+
+    def __init__(self, path: Path, *, ttl: float = 3600.0, clock: Callable[[], float] = time.time) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.ttl = ttl
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def state(self, store_id: str) -> str:
+        """``revealed``, ``link issued`` (unused, not expired) or ``not revealed``."""
+        now = self.clock()
+        with self._lock:
+            rows = self._db.execute("SELECT expires, used FROM credential_links WHERE store_id = ?",
+                                    (store_id,)).fetchall()
+        if any(used is not None for _, used in rows):
+            return "revealed"
+        return "link issued" if any(expires > now for expires, _ in rows) else "not revealed"
+
+    def issue(self, store_id: str, owner: str) -> Link:
+        """A new link for the store's owner; an unused one is replaced. Refused once the credentials were shown."""
+        now = self.clock()
+        token = secrets.token_urlsafe(32)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if self._db.execute("SELECT 1 FROM credential_links WHERE store_id = ? AND used IS NOT NULL",
+                                    (store_id,)).fetchone():
+                    raise Conflict(f"the credentials of {store_id!r} were shown already; they are not shown twice")
+                self._db.execute("DELETE FROM credential_links WHERE store_id = ?", (store_id,))
+                self._db.execute("INSERT INTO credential_links VALUES (?, ?, ?, ?, ?, NULL)",
+                                 (_hash(token), store_id, owner.casefold(), now, now + self.ttl))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return Link(token=token, expires=now + self.ttl)
+
+    def redeem(self, store_id: str, token: str, *, owner: str, read: Callable[[], str]) -> str:
+        """Use the link once, as ``owner``: ``read()`` (the password) while the link is held; a failing read
+        leaves the link unused. 404 unknown, 403 another owner, 410 used or expired."""
+        now = self.clock()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute("SELECT owner, expires, used FROM credential_links WHERE link = ? "
+                                       "AND store_id = ?", (_hash(token), store_id)).fetchone()
+                if row is None:
+                    raise NotFound(f"no such credentials link for {store_id!r}")
+                if row[0] != owner.casefold():
+                    raise Forbidden("this link is for the store's owner, signed in as themselves")
+                if row[2] is not None:
+                    raise Gone("this link was used already: the credentials are shown once")
+                if row[1] <= now:
+                    raise Gone("this link has expired: ask for a new one")
+                password = read()
+                self._db.execute("UPDATE credential_links SET used = ? WHERE link = ?", (now, _hash(token)))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return password
+
+
+def admin_url(engine: str, storefront: object) -> str | None:
+    """Where a store's admin signs in, from its storefront URL: WordPress' /wp-admin/, Medusa's /app."""
+    if not storefront:
+        return None
+    return str(storefront).rstrip("/") + ("/wp-admin/" if engine == "woocommerce" else "/app")
+
+
+def read_password(api: client.ApiClient, store_id: str) -> str:
+    """The admin password from the store's credentials Secret (read now, never kept)."""
+    namespace = constants.NAMESPACE_PREFIX + store_id
+    try:
+        secret = client.CoreV1Api(api).read_namespaced_secret(SECRET_NAME, namespace)
+    except ApiException as e:
+        if e.status == 404:
+            raise NotReady(f"the store's credentials are not made yet (no Secret {SECRET_NAME} in {namespace})"
+                           ) from None
+        raise NotReady(f"the credentials cannot be read now: the Kubernetes API answered {e.status}") from None
+    value = (secret.data or {}).get(PASSWORD_KEY)
+    if not value:
+        raise NotReady(f"the store's credentials are not made yet (no {PASSWORD_KEY} in {SECRET_NAME})")
+    return base64.b64decode(value).decode()
