@@ -26,7 +26,8 @@ CALLBACK = "http://testserver/signin/callback"
 USERS = [oidc.User("jane", "jane-password", "jane@acme-outdoor.example"),
          oidc.User("olga", "olga-password", "olga@platform.example"),
          oidc.User("una", "una-password", "una@unverified.example", email_verified=False),
-         oidc.User("vic", "vic-password", "vic@audit.example")]
+         oidc.User("vic", "vic-password", "vic@audit.example"),
+         oidc.User("sam", "sam-password", "sam@bookworm.example")]
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from starlette.templating import Jinja2Templates
 
 from generator import validation
 from webhook import access, credentials, csrf, signin
-from webhook.errors import NotFound, Rejected
+from webhook.errors import NotFound, NotReady, Rejected
 from webhook.intake import endpoints, forms
 from webhook.intake.admission import Caller
 from webhook.intake.service import Service
@@ -211,7 +211,10 @@ async def store_page(request: Request, *, message: str = "", status_code: int = 
     entry: dict[str, Any] = raw_entry if isinstance(raw_entry, dict) else {}
     url = deployment.get("url") if deployment else None
     admin = credentials.admin_url(str(summary["engine"]), url)
-    return _page(request, "store.html", {
+    links: credentials.Links = request.app.state.credential_links
+    # Only the owner gets the credentials: the button is theirs alone.
+    shown = links.state(store_id) if person[1].role == signin.OWNER else None
+    return _page(request, "store.html", {"credentials": shown,
         "store": summary, "deployment": deployment, "timeline": timeline, "url": url, "admin": admin,
         "state": entry.get("state", "active"), "plans": validation.plans_offered(), "message": message},
         status_code=status_code)
@@ -232,6 +235,9 @@ async def store_action(request: Request, call: access.Call) -> Response:
         if action in patches:
             await anyio.to_thread.run_sync(lambda: service.intake.update(
                 store_id=store_id, patch=patches[action], caller=caller, body=call.body))
+        elif action == "credentials":
+            link = await endpoints.make_credentials_link(request, call, store_id)
+            return RedirectResponse(f"/console/stores/{store_id}/credentials/{link.token}", status_code=303)
         elif action == "delete":
             if values.get("confirm", "") != store_id:
                 return await store_page(request, message=f"Type {store_id} to delete the store.", status_code=422)
@@ -244,6 +250,21 @@ async def store_action(request: Request, call: access.Call) -> Response:
         return await store_page(request, message=f"Not done: {said}", status_code=e.status)
     service.writer.wake()
     return RedirectResponse(f"/console/stores/{store_id}", status_code=303)
+
+
+@access.endpoint(access.READ)
+async def credentials_page(request: Request, call: access.Call) -> Response:
+    """The one-use credentials link opened in the browser: the login and password, once."""
+    store_id = request.path_params["store_id"]
+    try:
+        shown = await endpoints.reveal(request, call, store_id, request.path_params["link"])
+    except Rejected as e:
+        return await store_page(request, message=f"No credentials shown: {e.message}.", status_code=e.status)
+    except NotReady as e:
+        return await store_page(request, message=f"No credentials shown: {e}.", status_code=503)
+    response = _page(request, "credentials.html", {"shown": shown})
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 async def request_page(request: Request, *, values: Mapping[str, str] | None = None, message: str = "",
@@ -317,4 +338,5 @@ ROUTES = [
     Route("/console/fleet", fleet_page, methods=["GET"]),
     Route("/console/stores/{store_id}", store_page, methods=["GET"]),
     Route("/console/stores/{store_id}", store_action, methods=["POST"]),
+    Route("/console/stores/{store_id}/credentials/{link}", credentials_page, methods=["GET"]),
 ]

@@ -469,27 +469,20 @@ def _admin_login(service: Service, entry: Mapping[str, Any]) -> str:
     return str((values.get("admin") or {}).get("email") or email)
 
 
-@access.endpoint(access.READ)
-async def credentials_link(request: Request, call: access.Call) -> Response:
-    """A link that shows the store's admin credentials once, to its owner (``webhook.credentials``)."""
+async def make_credentials_link(request: Request, call: access.Call, store_id: str) -> credentials.Link:
+    """A one-use link to the store's admin credentials, for its owner (the API's and the console's)."""
     service = _service(request)
-    store_id = request.path_params["store_id"]
     view = await anyio.to_thread.run_sync(lambda: service.intake.store_view(store_id))
     owner = _owned(call, view, store_id)
     links: credentials.Links = request.app.state.credential_links
     link = await anyio.to_thread.run_sync(lambda: links.issue(store_id, owner))
-    base = service.settings.public_url or str(request.base_url).rstrip("/")
     log.info("credentials link for %s made for %s", store_id, call.caller.client)
-    return JSONResponse({"url": f"{base}/v1/stores/{store_id}/credentials/{link.token}",
-                         "expires": _iso(link.expires), "uses": 1}, status_code=201,
-                        headers={"Cache-Control": "no-store"})
+    return link
 
 
-@access.endpoint(access.READ)
-async def reveal_credentials(request: Request, call: access.Call) -> Response:
-    """The store's admin login and password, once, to the owner the link was made for."""
+async def reveal(request: Request, call: access.Call, store_id: str, link: str) -> dict[str, Any]:
+    """Use the link: the store's admin login, password and admin URL (``webhook.credentials``)."""
     service = _service(request)
-    store_id = request.path_params["store_id"]
     view = await anyio.to_thread.run_sync(lambda: service.intake.store_view(store_id))
     owner = _owned(call, view, store_id, link=True)
     assert view is not None
@@ -499,15 +492,32 @@ async def reveal_credentials(request: Request, call: access.Call) -> Response:
         raise NotReady("credentials are read from the cluster: the status reader is off (STOREOPS_KUBECONFIG)")
     links: credentials.Links = request.app.state.credential_links
     password = await anyio.to_thread.run_sync(lambda: links.redeem(
-        store_id, request.path_params["link"], owner=owner, read=lambda: credentials.read_password(api, store_id)))
+        store_id, link, owner=owner, read=lambda: credentials.read_password(api, store_id)))
     log.info("credentials of %s shown to %s", store_id, call.caller.client)
-    entry = view.get("entry") if isinstance(view.get("entry"), dict) else {}
+    raw_entry = view.get("entry")
+    entry: dict[str, Any] = raw_entry if isinstance(raw_entry, dict) else {}
     deployment = reader.store_status(store_id) if reader is not None else None
-    return JSONResponse({"store": store_id, "login": _admin_login(service, entry or {}), "password": password,
-                         "admin_url": credentials.admin_url(str((entry or {}).get("engine", "")),
-                                                            (deployment or {}).get("url")),
-                         "note": "shown once: keep it in your password manager, then change it in the admin"},
+    return {"store": store_id, "login": _admin_login(service, entry), "password": password,
+            "admin_url": credentials.admin_url(str(entry.get("engine", "")), (deployment or {}).get("url")),
+            "note": "shown once: keep it in your password manager"}
+
+
+@access.endpoint(access.READ)
+async def credentials_link(request: Request, call: access.Call) -> Response:
+    """A link that shows the store's admin credentials once, to its owner (``webhook.credentials``)."""
+    store_id = request.path_params["store_id"]
+    link = await make_credentials_link(request, call, store_id)
+    base = _service(request).settings.public_url or str(request.base_url).rstrip("/")
+    return JSONResponse({"url": f"{base}/v1/stores/{store_id}/credentials/{link.token}",
+                         "expires": _iso(link.expires), "uses": 1}, status_code=201,
                         headers={"Cache-Control": "no-store"})
+
+
+@access.endpoint(access.READ)
+async def reveal_credentials(request: Request, call: access.Call) -> Response:
+    """The store's admin login and password, once, to the owner the link was made for."""
+    shown = await reveal(request, call, request.path_params["store_id"], request.path_params["link"])
+    return JSONResponse(shown, headers={"Cache-Control": "no-store"})
 
 
 def _iso(at: float) -> str:

@@ -13,16 +13,19 @@ import pytest
 from kubernetes import client
 from starlette.testclient import TestClient
 
-from harness import examples
+from harness import examples, oidc
 from harness import stack as harness_stack
 from tests.integration.status import support
-from webhook import app, credentials
+from tests.integration.test_signin import provider, sign_in
+from webhook import app, credentials, csrf
 from webhook.errors import NotFound
 from webhook.settings import StatusSettings, Token
 
 JANE = {"Authorization": "Bearer jane-owner-token"}  # owns acme-outdoor in the example data
 SAM = {"Authorization": "Bearer sam-owner-token"}  # owns bookworm
 WRITE = {"Authorization": f"Bearer {examples.WRITE_TOKEN}"}
+
+__all__ = ["provider"]
 
 
 def _secret(apiserver: harness_stack.Stack, store_id: str, password: str) -> None:
@@ -105,3 +108,30 @@ def test_a_link_expires_and_an_unused_one_is_replaced(tmp_path: Path) -> None:
     assert links.state("shop") == "link issued"
     assert links.redeem("shop", third.token, owner="OWNER@example.com", read=lambda: "pw") == "pw"
     links.close()
+
+
+def test_the_console_shows_the_owner_the_credentials_once(
+        tmp_path: Path, apiserver: harness_stack.Stack, provider: oidc.Provider) -> None:
+    password = f"pw-{uuid.uuid4().hex}"
+    _secret(apiserver, "bookworm", password)
+    config = examples.service_settings(tmp_path, oidc_issuer=provider.issuer, oidc_client_id=oidc.CLIENT_ID,
+                                       oidc_client_secret=oidc.CLIENT_SECRET, operators=("olga@platform.example",))
+    status = StatusSettings(kubeconfig=str(apiserver.kubeconfig), namespace=support.new_namespace(apiserver),
+                            ledger=tmp_path / "status.sqlite3", workdir=config.git.workdir, backoff_min=0.1)
+    with TestClient(app.create_app(config, status=status), follow_redirects=False) as http:
+        support.wait_until("the service has read Git", lambda: http.get("/readyz").status_code == 200)
+        sign_in(http, "olga", "olga-password", next_path="/console")
+        assert "Show the admin login" not in http.get("/console/stores/bookworm").text  # operators: no button
+        http.post("/signout", headers={"Origin": "http://testserver"})
+        http.cookies.clear()
+        sign_in(http, "sam", "sam-password", next_path="/console")
+        page = http.get("/console/stores/bookworm")
+        assert "Show the admin login and password (once)" in page.text
+        made = http.post("/console/stores/bookworm", data={"action": "credentials",
+                                                           "csrf_token": http.cookies[csrf.COOKIE]})
+        assert made.status_code == 303 and made.headers["location"].startswith("/console/stores/bookworm/credentials/")
+        shown = http.get(made.headers["location"])
+        assert shown.status_code == 200 and password in shown.text and shown.headers["cache-control"] == "no-store"
+        again = http.get(made.headers["location"])
+        assert again.status_code == 410 and password not in again.text and "used already" in again.text
+        assert "They were shown to you once" in http.get("/console/stores/bookworm").text
