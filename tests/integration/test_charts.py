@@ -467,6 +467,20 @@ def test_credentials_exist_before_anything_reads_them(case: Case, rendered: dict
             assert annotations[where].get("argocd.argoproj.io/hook") in (None, "PostSync"), where
 
 
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_storeops_may_get_the_credentials_secret_and_nothing_more(case: Case, rendered: dict[str, str]) -> None:
+    """Also while suspended: the owner may ask for the credentials of a suspended store."""
+    manifests = _manifests(rendered, case)
+    role = _one(manifests, "Role", "storeops-credentials-reader")
+    assert role["metadata"]["namespace"] == case.namespace
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["store-credentials"],
+                              "verbs": ["get"]}]
+    binding = _one(manifests, "RoleBinding", "storeops-credentials-reader")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": "storeops-credentials-reader"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "storeops", "namespace": "storeops"}]
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_notes_name_the_credentials_secret(helm: pathlib.Path, engine: str, tmp_path: pathlib.Path) -> None:
     case = next(c for c in ACTIVE if c.engine == engine)

@@ -361,3 +361,43 @@ spec:
             name: credentials-writer
 {{- end }}
 {{- end }}
+
+{{- /*
+Who may read the credentials Secret from outside the store: storeops' own ServiceAccount, to show
+them once to the owner. get on that one Secret, nothing else (RBAC cannot match namespaces by pattern,
+so each store grants it in its own). Empty credentials.reader.serviceAccount grants nobody.
+*/ -}}
+{{- define "storeops.credentialsReader" -}}
+{{- with .Values.credentials.reader }}
+{{- if .serviceAccount }}
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  name: storeops-credentials-reader
+  namespace: {{ $.Release.Namespace }}
+  labels:
+    {{- include "storeops.componentLabels" (dict "root" $ "component" "credentials") | nindent 4 }}
+rules:
+  - apiGroups: [""]
+    resources: ["secrets"]
+    resourceNames: [{{ $.Values.credentials.secretName | quote }}]
+    verbs: ["get"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: storeops-credentials-reader
+  namespace: {{ $.Release.Namespace }}
+  labels:
+    {{- include "storeops.componentLabels" (dict "root" $ "component" "credentials") | nindent 4 }}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: Role
+  name: storeops-credentials-reader
+subjects:
+  - kind: ServiceAccount
+    name: {{ .serviceAccount | quote }}
+    namespace: {{ .namespace | quote }}
+{{- end }}
+{{- end }}
+{{- end }}

@@ -5,20 +5,22 @@ from __future__ import annotations
 
 import base64
 import logging
+import subprocess
 import uuid
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import client
 from starlette.testclient import TestClient
 
-from harness import examples, oidc
+from harness import examples, oidc, versions
 from harness import stack as harness_stack
 from tests.integration.status import support
 from tests.integration.test_signin import provider, sign_in
 from webhook import app, credentials, csrf
-from webhook.errors import NotFound
+from webhook.errors import NotFound, NotReady
 from webhook.settings import StatusSettings, Token
 
 JANE = {"Authorization": "Bearer jane-owner-token"}  # owns acme-outdoor in the example data
@@ -135,3 +137,42 @@ def test_the_console_shows_the_owner_the_credentials_once(
         again = http.get(made.headers["location"])
         assert again.status_code == 410 and password not in again.text and "used already" in again.text
         assert "They were shown to you once" in http.get("/console/stores/bookworm").text
+
+
+def test_the_charts_role_lets_storeops_get_that_secret_and_nothing_else(apiserver: harness_stack.Stack) -> None:
+    """The chart's Role and RoleBinding, applied as rendered, are all storeops' ServiceAccount needs."""
+    store_id = f"rbac-{uuid.uuid4().hex[:8]}"
+    namespace = f"store-{store_id}"
+    _secret(apiserver, store_id, "the-password")
+    rendered = subprocess.run(
+        [str(versions.binaries().helm), "template", store_id, str(examples.ROOT / "templates" / "medusa"),
+         "--namespace", namespace], capture_output=True, text=True, check=True).stdout
+    rbac = [d for d in yaml.safe_load_all(rendered)
+            if d and d["metadata"]["name"] == "storeops-credentials-reader"]
+    assert sorted(d["kind"] for d in rbac) == ["Role", "RoleBinding"]
+    apiserver.kubectl.apply(*rbac)
+    core = client.CoreV1Api(support.api_client(apiserver.kubeconfig))
+    core.create_namespaced_secret(namespace, client.V1Secret(metadata=client.V1ObjectMeta(name="other")))
+    api = support.api_client(apiserver.kubeconfig)
+    api.set_default_header("Impersonate-User", "system:serviceaccount:storeops:storeops")
+    try:
+        support.wait_until("the Role applies", lambda: _can_read(api, store_id))
+        assert credentials.read_password(api, store_id) == "the-password"
+        as_storeops = client.CoreV1Api(api)
+        for forbidden in (lambda: as_storeops.read_namespaced_secret("other", namespace),
+                          lambda: as_storeops.list_namespaced_secret(namespace),
+                          lambda: as_storeops.read_namespaced_config_map("kube-root-ca.crt", namespace)):
+            with pytest.raises(client.ApiException) as refused:
+                forbidden()
+            assert refused.value.status == 403
+    finally:
+        support.close(api)
+        support.close(core.api_client)
+
+
+def _can_read(api: client.ApiClient, store_id: str) -> bool:
+    try:
+        credentials.read_password(api, store_id)
+    except NotReady:
+        return False
+    return True
