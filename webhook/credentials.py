@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from generator import constants
+from webhook import state
 from webhook.errors import Conflict, Forbidden, NotFound, NotReady, Rejected
 
 __all__ = ["SECRET_NAME", "Gone", "Link", "Links", "admin_url", "read_password"]
@@ -65,14 +65,10 @@ class Links:
     """Credential links in SQLite (``<state dir>/service.sqlite3``)."""
 
     def __init__(self, path: Path, *, ttl: float = 3600.0, clock: Callable[[], float] = time.time) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.ttl = ttl
         self.clock = clock
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
+        self._db = state.connect(path, _SCHEMA)
 
     def close(self) -> None:
         with self._lock:

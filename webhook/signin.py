@@ -22,7 +22,6 @@ import dataclasses
 import hashlib
 import logging
 import secrets
-import sqlite3
 import threading
 import time
 import urllib.parse
@@ -38,6 +37,7 @@ from starlette.responses import RedirectResponse, Response
 
 from webhook import csrf
 from webhook.errors import BadRequest, NotFound, Unauthenticated
+from webhook.state import connect
 
 __all__ = ["COOKIE", "Provider", "Session", "Sessions"]
 
@@ -74,10 +74,7 @@ class Sessions:
     def __init__(self, path: Path, *, lifetime: float = 12 * 3600.0) -> None:
         self.lifetime = lifetime
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
+        self._db = connect(path, _SCHEMA)
 
     def close(self) -> None:
         with self._lock:
