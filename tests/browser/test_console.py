@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,18 @@ def test_an_owner_and_an_operator_in_the_console(served: tuple[str, str, Path], 
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
     WebDriverWait(browser, 30).until(lambda b: status.text == "ready")
     check_page(browser, axe, shots, "store")
+
+    # The owner's first login: the credentials the store's Job made, shown once.
+    password = f"pw-{uuid.uuid4().hex}"
+    support.credentials_secret(kube_apiserver, "browser-shop", password)
+    browser.find_element(By.XPATH, "//button[@value='credentials']").click()
+    WebDriverWait(browser, 15).until(lambda b: "/credentials/" in b.current_url)
+    assert browser.find_element(By.ID, "password").text == password
+    check_page(browser, axe, shots, "credentials")
+    browser.refresh()  # the link again: used
+    assert password not in browser.page_source and "used already" in browser.page_source
+    browser.get(f"{base}/console/stores/browser-shop")
+    assert "They were shown to you once" in browser.page_source
 
     browser.find_element(By.XPATH, "//button[@value='suspend']").click()
     WebDriverWait(browser, 15).until(lambda b: "Resume the store" in b.page_source)

@@ -5,12 +5,15 @@ that can go silent.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import secrets
 import socket
 import threading
 import time
 import uuid
+
+from kubernetes import client
 
 from harness import receivers
 from harness import stack as harness_stack
@@ -23,11 +26,12 @@ from harness.applications import (
     set_status,
     wait_until,
 )
+from webhook import credentials
 
 SECRET = "callback-secret-for-tests"
 TOKEN = "shared-token-for-tests"
 __all__ = ["SECRET", "TOKEN", "Receiver", "TcpProxy", "api_client", "application", "argo_status", "close",
-           "install_application_crd", "new_namespace", "set_status", "token", "wait_until"]
+           "credentials_secret", "install_application_crd", "new_namespace", "set_status", "token", "wait_until"]
 
 
 def new_namespace(stack: harness_stack.Stack) -> str:
@@ -93,3 +97,22 @@ class TcpProxy:
 
 def token() -> str:
     return secrets.token_hex(8)
+
+
+def credentials_secret(apiserver: harness_stack.Stack, store_id: str, password: str) -> None:
+    """The Secret a store chart's credentials Job makes in the store's namespace (no Job runs without a node)."""
+    api = api_client(apiserver.kubeconfig)
+    try:
+        core = client.CoreV1Api(api)
+        namespace = f"store-{store_id}"
+        try:
+            core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+        except client.ApiException as e:
+            if e.status != 409:  # there already
+                raise
+        core.create_namespaced_secret(namespace, client.V1Secret(
+            metadata=client.V1ObjectMeta(name=credentials.SECRET_NAME),
+            data={"admin-password": base64.b64encode(password.encode()).decode(),
+                  "postgres-password": base64.b64encode(b"never-shown").decode()}))
+    finally:
+        close(api)

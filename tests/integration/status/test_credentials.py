@@ -3,7 +3,6 @@ real API server; the link's state is in the service's database and holds across 
 
 from __future__ import annotations
 
-import base64
 import logging
 import subprocess
 import uuid
@@ -28,24 +27,6 @@ SAM = {"Authorization": "Bearer sam-owner-token"}  # owns bookworm
 WRITE = {"Authorization": f"Bearer {examples.WRITE_TOKEN}"}
 
 __all__ = ["provider"]
-
-
-def _secret(apiserver: harness_stack.Stack, store_id: str, password: str) -> None:
-    api = support.api_client(apiserver.kubeconfig)
-    try:
-        core = client.CoreV1Api(api)
-        namespace = f"store-{store_id}"
-        try:
-            core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
-        except client.ApiException as e:
-            if e.status != 409:  # there already
-                raise
-        core.create_namespaced_secret(namespace, client.V1Secret(
-            metadata=client.V1ObjectMeta(name=credentials.SECRET_NAME),
-            data={"admin-password": base64.b64encode(password.encode()).decode(),
-                  "postgres-password": base64.b64encode(b"never-shown").decode()}))
-    finally:
-        support.close(api)
 
 
 def test_the_owner_sees_the_credentials_once_and_nobody_else_at_all(
@@ -74,7 +55,7 @@ def test_the_owner_sees_the_credentials_once_and_nobody_else_at_all(
         # Before the chart's Job made the Secret: 503, and the link is still good.
         early = http.get(link, headers=JANE)
         assert early.status_code == 503 and "not made yet" in early.json()["error"]
-        _secret(apiserver, "acme-outdoor", password)
+        support.credentials_secret(apiserver, "acme-outdoor", password)
         shown = http.get(link, headers=JANE)
         assert shown.status_code == 200, shown.text
         assert shown.json()["password"] == password and shown.json()["login"] == "admin"
@@ -115,7 +96,7 @@ def test_a_link_expires_and_an_unused_one_is_replaced(tmp_path: Path) -> None:
 def test_the_console_shows_the_owner_the_credentials_once(
         tmp_path: Path, apiserver: harness_stack.Stack, provider: oidc.Provider) -> None:
     password = f"pw-{uuid.uuid4().hex}"
-    _secret(apiserver, "bookworm", password)
+    support.credentials_secret(apiserver, "bookworm", password)
     config = examples.service_settings(tmp_path, oidc_issuer=provider.issuer, oidc_client_id=oidc.CLIENT_ID,
                                        oidc_client_secret=oidc.CLIENT_SECRET, operators=("olga@platform.example",))
     status = StatusSettings(kubeconfig=str(apiserver.kubeconfig), namespace=support.new_namespace(apiserver),
@@ -143,7 +124,7 @@ def test_the_charts_role_lets_storeops_get_that_secret_and_nothing_else(apiserve
     """The chart's Role and RoleBinding, applied as rendered, are all storeops' ServiceAccount needs."""
     store_id = f"rbac-{uuid.uuid4().hex[:8]}"
     namespace = f"store-{store_id}"
-    _secret(apiserver, store_id, "the-password")
+    support.credentials_secret(apiserver, store_id, "the-password")
     rendered = subprocess.run(
         [str(versions.binaries().helm), "template", store_id, str(examples.ROOT / "templates" / "medusa"),
          "--namespace", namespace], capture_output=True, text=True, check=True).stdout
