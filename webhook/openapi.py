@@ -38,6 +38,10 @@ def _console() -> dict[str, Any]:
             "get": {"summary": "A store: status, timeline, actions", "security": [], "responses": page},
             "post": {"summary": "Suspend, resume, change plan or delete", "security": [], "requestBody": form,
                      "responses": posted}},
+        "/console/stores/{store_id}/credentials/{link}": {
+            "parameters": [*store, {"name": "link", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "get": {"summary": "The admin credentials, once, to the store's owner", "security": [],
+                    "responses": page}},
     }
 
 

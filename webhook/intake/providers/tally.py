@@ -39,7 +39,9 @@ def _answer(raw: dict[str, Any]) -> Answer | None:
     key, label, kind, value = text(raw.get("key")), text(raw.get("label")), text(raw.get("type")), raw.get("value")
     if not key or value is None:
         return None
-    options = {str(o.get("id")): text(o.get("text")) for o in raw.get("options") or [] if isinstance(o, dict)}
+    listed = raw.get("options")
+    options = {str(o.get("id")): text(o.get("text")) for o in (listed if isinstance(listed, list) else [])
+               if isinstance(o, dict)}
     read: Value
     if isinstance(value, list):
         read = tuple(options.get(str(v), str(v)) for v in value if isinstance(v, str | int | float))
