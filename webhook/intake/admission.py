@@ -125,15 +125,7 @@ class Intake:
             assert entry is not None
             if not caller.owns(entry.store.owner.email):
                 raise Forbidden(f"this token may only request stores owned by {caller.owner}")
-            request = self.queue.add(queueing.Request(
-                id=str(uuid.uuid4()), store_id=store_id, action=queueing.CREATE, content=content,
-                cluster=entry.store.cluster, review=self._needs_review(snapshot, after, path, store_id),
-                source=caller.source, client=caller.client,
-                idempotency_key=caller.idempotency_key, body_hash=body_hash(body), scope=caller.scope))
-            self._generation += 1
-            self._snapshot = Snapshot(snapshot.git, after, snapshot.git_sha,
-                                      _with_text(snapshot.texts, request.path, content))
-            return request, True
+            return self._queue(snapshot, after, path, store_id, queueing.CREATE, content, caller, body), True
 
     def update(self, *, store_id: str, patch: Any, caller: Caller, body: bytes) -> tuple[queueing.Request, bool]:
         """Check and queue a change of an existing store's fields (a JSON merge patch)."""
@@ -163,15 +155,21 @@ class Intake:
             assert entry is not None
             if not caller.owns(entry.store.owner.email):
                 raise Forbidden(f"this token may only give stores to {caller.owner}")
-            request = self.queue.add(queueing.Request(
-                id=str(uuid.uuid4()), store_id=store_id, action=queueing.UPDATE, content=content,
-                cluster=entry.store.cluster, review=self._needs_review(snapshot, after, path, store_id),
-                source=caller.source, client=caller.client,
-                idempotency_key=caller.idempotency_key, body_hash=body_hash(body), scope=caller.scope))
-            self._generation += 1
-            self._snapshot = Snapshot(snapshot.git, after, snapshot.git_sha,
-                                      _with_text(snapshot.texts, path, content))
-            return request, True
+            return self._queue(snapshot, after, path, store_id, queueing.UPDATE, content, caller, body), True
+
+    def _queue(self, snapshot: Snapshot, after: fleet.Fleet, path: str, store_id: str, action: str, content: str,
+               caller: Caller, body: bytes) -> queueing.Request:
+        """Queue a checked create or update and make it part of the overlay (under the lock)."""
+        entry = after.stores[path].entry
+        assert entry is not None
+        request = self.queue.add(queueing.Request(
+            id=str(uuid.uuid4()), store_id=store_id, action=action, content=content,
+            cluster=entry.store.cluster, review=self._needs_review(snapshot, after, path, store_id),
+            source=caller.source, client=caller.client,
+            idempotency_key=caller.idempotency_key, body_hash=body_hash(body), scope=caller.scope))
+        self._generation += 1
+        self._snapshot = Snapshot(snapshot.git, after, snapshot.git_sha, _with_text(snapshot.texts, path, content))
+        return request
 
     def _needs_review(self, snapshot: Snapshot, after: fleet.Fleet, path: str, store_id: str) -> bool:
         """Whether a change goes through review: it touches a reviewed cluster, as it is in Git, as the
