@@ -9,11 +9,12 @@ next start picks up what is still ``pending``.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from webhook.state import connect
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +53,10 @@ class Deliveries:
     """The delivery log; safe to share between the event loop's threads (one connection, one lock)."""
 
     def __init__(self, *, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = connect(path, _SCHEMA)
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
         with self._lock:

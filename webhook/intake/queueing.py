@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from generator.errors import Problem
+from webhook.state import connect
 
 log = logging.getLogger(__name__)
 
@@ -115,15 +116,11 @@ class Queue:
     """The SQLite queue. Safe to share between threads; each call is one transaction."""
 
     def __init__(self, *, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = connect(path, _SCHEMA)
         # FULL: a committed row survives power loss too, not only a crash of the process.
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
         #: Grows with every change this process makes: a cheap key for views built from the queue.
         self.version = 0
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(requests)")}
