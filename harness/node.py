@@ -29,6 +29,7 @@ import shlex
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 
 from harness import errors, images, kube, pki, processes, versions
 
@@ -617,16 +618,20 @@ def _remove_containers(node: Node) -> set[str]:
 def _kill_shims(node: Node) -> None:
     """containerd-shim-runc-v2 processes started for this node's containerd (their -address says so)."""
     marker = str(node.socket).encode()
-    for proc in pathlib.Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes()
-        except OSError:
-            continue
+    for pid, cmdline in _command_lines():
         if b"containerd-shim" in cmdline.split(b"\0", 1)[0] and marker in cmdline:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(int(proc.name), 9)
+                os.kill(pid, 9)
+
+
+def _command_lines() -> Iterator[tuple[int, bytes]]:
+    """Every process's pid and NUL-separated command line (those gone while read are passed over)."""
+    for proc in pathlib.Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                yield int(proc.name), (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
 
 
 def _mounts_under(directory: pathlib.Path) -> list[pathlib.Path]:
@@ -649,18 +654,9 @@ def _unmount(path: pathlib.Path) -> None:
 def _processes_naming(directory: pathlib.Path) -> list[int]:
     """Pids of containerd, kubelet or kube-proxy processes whose arguments name `directory`."""
     marker = str(directory).encode()
-    found = []
-    for proc in pathlib.Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes()
-        except OSError:
-            continue
-        program = os.path.basename(cmdline.split(b"\0", 1)[0])
-        if program in (b"containerd", b"kubelet", b"kube-proxy") and marker in cmdline:
-            found.append(int(proc.name))
-    return found
+    return [pid for pid, cmdline in _command_lines()
+            if os.path.basename(cmdline.split(b"\0", 1)[0]) in (b"containerd", b"kubelet", b"kube-proxy")
+            and marker in cmdline]
 
 
 def _kill_pod_processes() -> None:
