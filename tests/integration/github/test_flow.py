@@ -25,6 +25,7 @@ from generator import constants
 from harness import examples
 from tests.github import payloads
 from tests.github.fake import FakeGitHub
+from tests.integration.intake.test_api import wait_for
 from webhook import app
 from webhook.github import deliveries, hooks, issueforms
 from webhook.github.client import GitHub, GitHubSettings
@@ -34,16 +35,6 @@ from webhook.status.ledger import Event
 
 TOKEN = "ghp_test_token"
 REPOSITORY = "acme/gitops"
-
-
-def wait_for(check: Callable[[], Any], *, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"not true within {timeout}s: {check}")
 
 
 @dataclass

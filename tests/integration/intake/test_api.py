@@ -22,7 +22,8 @@ WRITE = {"Authorization": f"Bearer {examples.WRITE_TOKEN}"}
 READ = {"Authorization": f"Bearer {examples.READ_TOKEN}"}
 
 
-def wait_for(check: Callable[[], Any], *, timeout: float = 20.0) -> Any:
+def wait_for(check: Callable[[], Any], *, timeout: float = 30.0) -> Any:
+    """``check()`` once it is truthy (polled every 50 ms), or an AssertionError after ``timeout``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
