@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import ipaddress
 import json
 import logging
@@ -65,6 +66,9 @@ NODE_SELECTOR = {"kubernetes.io/hostname": NAME}
 STARTUP_TIMEOUT = 120.0
 #: Which state folder the bridge belongs to, so a later start can clean up after a killed stack.
 OWNER_FILE = pathlib.Path("/run/storeops-harness-node.json")
+LOCK_FILE = pathlib.Path("/run/storeops-harness-node.lock")
+#: Seconds a starting node stack waits for another one on this machine to stop (default: fail at once).
+WAIT_VARIABLE = "STOREOPS_NODE_WAIT"
 RBAC = "rbac.authorization.k8s.io"
 #: iptables chains the kubelet creates (its canaries, the localnet firewall, the iptables-mode hint).
 KUBELET_CHAINS = [
@@ -461,13 +465,36 @@ def network_up(state: pathlib.Path) -> None:
     problems = host_problems()
     if problems:
         raise NodeUnavailableError("this machine cannot run the harness node: " + "; ".join(problems))
-    if _link_exists(BRIDGE):
-        _clean_stale_node()
-    if _link_exists(BRIDGE):
-        raise NodeUnavailableError(
-            f"the bridge {BRIDGE} already exists: another node stack runs on this machine (or one was not "
-            "stopped: `harness/stack.sh stop` it, or `ip link del storeops0`)"
-        )
+    wait = float(os.environ.get(WAIT_VARIABLE) or 0)
+    deadline = time.monotonic() + wait
+    while True:
+        # Check and take the bridge under a lock, so stacks waiting for one another never race.
+        with _machine_lock():
+            if _link_exists(BRIDGE):
+                _clean_stale_node()
+            if not _link_exists(BRIDGE):
+                _take_network(state)
+                return
+        if time.monotonic() >= deadline:
+            raise NodeUnavailableError(
+                f"the bridge {BRIDGE} already exists: another node stack runs on this machine (or one was not "
+                f"stopped: `harness/stack.sh stop` it, or `ip link del storeops0`); set {WAIT_VARIABLE}=<seconds> "
+                "to wait for it to stop"
+            )
+        time.sleep(2)
+
+
+@contextlib.contextmanager
+def _machine_lock() -> Iterator[None]:
+    with open(LOCK_FILE, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _take_network(state: pathlib.Path) -> None:
     _check_subnet_free()
     directory = state / "node"
     shutil.rmtree(directory, ignore_errors=True)
