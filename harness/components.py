@@ -266,6 +266,24 @@ def start_ingress_addresses(
     return process
 
 
+def start_volumes(
+    *, state: pathlib.Path, kubeconfig: pathlib.Path, node: str, tie_to_parent: bool = False
+) -> processes.Process:
+    """The real node's volume provisioner (harness/volumes.py): writable directories under <state>/volumes."""
+    root = pathlib.Path(__file__).resolve().parent.parent
+    argv = [sys.executable, "-m", "harness.volumes", f"--kubeconfig={kubeconfig}", f"--root={state / 'volumes'}",
+            f"--node={node}"]  # fmt: skip
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p)}
+    process = processes.spawn("volumes", argv, log_dir=state / "logs", env=env, cwd=root, tie_to_parent=tie_to_parent)
+    processes.wait_until(
+        "the volume provisioner to start",
+        lambda: "provisioning" in (state / "logs" / "volumes.log").read_text(errors="replace"),
+        timeout=STARTUP_TIMEOUT,
+        process=process,
+    )
+    return process
+
+
 def start_redis(*, state: pathlib.Path, port: int, tie_to_parent: bool = False) -> processes.Process:
     data = state / "redis"
     data.mkdir(parents=True, exist_ok=True)

@@ -310,15 +310,21 @@ def _start_components(stack: Stack, node_binaries: versions.NodeBinaries | None 
         )  # fmt: skip
         stack.node_started_seconds = time.monotonic() - began
         logger.info("node %s ready in %.1fs", real_node.NAME, stack.node_started_seconds)
+        stack.kubectl.apply(NODE_STORAGE_CLASS, server_side=False)
+        run["volumes"] = components.start_volumes(
+            state=state, kubeconfig=stack.kubeconfig, node=real_node.NAME, tie_to_parent=stack.tie_to_parent
+        )
         stack.save()
     if not stack.full:
         return
     run["kwok"] = components.start_kwok(
         b, state=state, kubeconfig=kubeconfig("kwok"), port=ports["kwok"], tie_to_parent=stack.tie_to_parent
     )
-    stack.kubectl.apply(_kwok_node(KWOK_NODE), server_side=False)
+    # With a real node, the simulated one is tainted so that store Pods run where they really run.
+    stack.kubectl.apply(_kwok_node(KWOK_NODE, tainted=stack.node is not None), server_side=False)
     stack.kubectl.wait_for(f"node {KWOK_NODE} Ready", lambda: _node_ready(stack, KWOK_NODE), timeout=60)
-    stack.kubectl.apply(STORAGE_CLASS, server_side=False)
+    if stack.node is None:
+        stack.kubectl.apply(STORAGE_CLASS, server_side=False)
     run["ingress-addresses"] = components.start_ingress_addresses(
         state=state, kubeconfig=stack.kubeconfig, tie_to_parent=stack.tie_to_parent
     )
@@ -360,6 +366,14 @@ STORAGE_CLASS: dict[str, object] = {
 }
 
 
+#: The default StorageClass with a real node: harness/volumes.py makes a directory per claim that
+#: the Pod's own (non-root) user can write, and deletes it with the claim.
+NODE_STORAGE_CLASS: dict[str, object] = STORAGE_CLASS | {"provisioner": "storeops.local/host-path"}
+#: The taint that keeps Pods off the simulated node when a real one runs (harness-only: no chart or
+#: rendered Application tolerates it or knows of it).
+KWOK_TAINT = {"key": "storeops.local/simulated", "value": "true", "effect": "NoSchedule"}
+
+
 def _free_ports(names: list[str]) -> dict[str, int]:
     ports: dict[str, int] = {}
     while len(ports) < len(names):
@@ -369,10 +383,13 @@ def _free_ports(names: list[str]) -> dict[str, int]:
     return ports
 
 
-def _kwok_node(name: str) -> dict[str, object]:
-    """A simulated node kwok manages (label type=kwok). Deliberately untainted: ordinary pods land on it."""
+def _kwok_node(name: str, *, tainted: bool = False) -> dict[str, object]:
+    """A simulated node kwok manages (label type=kwok). Untainted unless a real node runs beside it:
+    then ordinary Pods go to the real node."""
     resources = {"cpu": "32", "memory": "256Gi", "pods": "110"}
+    spec: dict[str, object] = {"taints": [KWOK_TAINT]} if tainted else {}
     return {
+        "spec": spec,
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {
