@@ -61,7 +61,8 @@ ensure_apt_packages() {
   # loopback, portmap in /usr/lib/cni), iptables and conntrack for kube-proxy and the pod network's
   # boundary, and the static busybox the test images are made of.
   local -A node=([containerd]=containerd [runc]=runc [iptables]=iptables [conntrack]=conntrack
-    [ip]=iproute2 [/usr/lib/cni/bridge]=containernetworking-plugins [/bin/busybox]=busybox-static)
+    [ip]=iproute2 [/usr/lib/cni/bridge]=containernetworking-plugins [/bin/busybox]=busybox-static
+    [mmdebstrap]=mmdebstrap)
   for cmd in "${!node[@]}"; do
     if [[ $cmd == /* ]]; then
       [[ -x $cmd ]] || missing+=("${node[$cmd]}")
