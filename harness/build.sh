@@ -42,11 +42,15 @@ declare -A DIRS=(
   # Programs for the node's local images (harness/images/<name>), keyed by a hash of their sources
   # (versions.source_hash).
   [pause]="$BIN/pause-$(cd "$HERE/images/pause" && cat go.mod main.go | sha256sum | cut -c1-16)"
+  # The node's add-ons (harness/addons.py).
+  [coredns]="$BIN/coredns-$COREDNS_VERSION"
+  [netpol]="$BIN/kube-network-policies-$KUBE_NETWORK_POLICIES_VERSION"
+  [traefik]="$BIN/traefik-$TRAEFIK_VERSION"
   [apiprobe]="$BIN/apiprobe-$(cd "$HERE/images/apiprobe" && cat go.mod main.go | sha256sum | cut -c1-16)"
 )
 
 if [[ ${1:-} == --print ]]; then
-  for name in etcd kubernetes kwok helm argocd node pause apiprobe; do printf '%s=%s\n' "$name" "${DIRS[$name]}"; done
+  for name in etcd kubernetes kwok helm argocd node pause apiprobe coredns netpol traefik; do printf '%s=%s\n' "$name" "${DIRS[$name]}"; done
   exit 0
 fi
 
@@ -194,6 +198,34 @@ build_image_program() {
   finish "$name"
 }
 
+build_coredns() {
+  begin coredns || return 0
+  timed coredns env GOBIN="${DIRS[coredns]}.partial" go install -p "$GO_P" -trimpath \
+    -ldflags="-s -w" "github.com/coredns/coredns@$COREDNS_VERSION"
+  finish coredns
+}
+
+build_netpol() {
+  begin netpol || return 0
+  # The module's command is its cmd/ folder, which go install names "cmd".
+  timed kube-network-policies env GOBIN="${DIRS[netpol]}.partial" go install -p "$GO_P" -trimpath \
+    -ldflags="-s -w" "sigs.k8s.io/kube-network-policies/cmd@$KUBE_NETWORK_POLICIES_VERSION"
+  mv "${DIRS[netpol]}.partial/cmd" "${DIRS[netpol]}.partial/kube-network-policies"
+  finish netpol
+}
+
+build_traefik() {
+  begin traefik || return 0
+  local mod=$HERE/gomod/traefik/go.mod
+  grep -Eq "^\s*(require )?github.com/traefik/traefik/v3 $TRAEFIK_VERSION( |\$)" "$mod" ||
+    die "$mod does not require github.com/traefik/traefik/v3 $TRAEFIK_VERSION"
+  (cd "$HERE/gomod/traefik" &&
+    timed traefik go build -p "$GO_P" -trimpath \
+      -ldflags="-s -w -X github.com/traefik/traefik/v3/pkg/version.Version=${TRAEFIK_VERSION#v}" \
+      -o "${DIRS[traefik]}.partial/traefik" github.com/traefik/traefik/v3/cmd/traefik)
+  finish traefik
+}
+
 build_kwok() {
   begin kwok || return 0
   timed kwok env GOBIN="${DIRS[kwok]}.partial" go install -p "$GO_P" -trimpath \
@@ -298,6 +330,9 @@ main() {
   build_node
   build_image_program pause
   build_image_program apiprobe
+  build_coredns
+  build_netpol
+  build_traefik
   log "all binaries ready in $(($(date +%s) - start))s"
 }
 

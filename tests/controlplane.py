@@ -18,6 +18,9 @@ those, by pid):
   node (harness/node.py: containerd, kubelet, kube-proxy, a bridge pod network closed to the
   outside) where Pods really run. Same object, plus ``.node`` (``.images["busybox"]``: a local test
   image with httpd/wget/nc/sh). Skips, naming the reason, on a machine that cannot run containers.
+* ``argocd_node_stack`` - module-scoped: the full stack (``argocd_stack``'s parts) with the real
+  node beside kwok's. The simulated node is tainted there, so store Pods run on the real node, from
+  the local images the cluster profile ``local`` names. Skips like ``node_stack``.
 * ``git_daemon`` - ``git daemon`` on 127.0.0.1 serving (fetch and push) every repository under
   ``.base_path``; ``.url(name)`` is ``git://127.0.0.1:<port>/<name>``. Needs only git.
 
@@ -36,7 +39,7 @@ import pytest
 
 from harness import errors, gitserver, node, stack, versions
 
-__all__ = ["SKIP_VARIABLE", "argocd_stack", "git_daemon", "kube_apiserver", "node_stack"]
+__all__ = ["SKIP_VARIABLE", "argocd_node_stack", "argocd_stack", "git_daemon", "kube_apiserver", "node_stack"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +49,7 @@ SKIP_VARIABLE = "STOREOPS_SKIP_CONTROLPLANE"
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "e2e: needs the full control plane with Argo CD (argocd_stack)")
     config.addinivalue_line("markers", "controlplane: needs the real kube-apiserver (kube_apiserver)")
-    config.addinivalue_line("markers", "node: needs the real node where Pods run (node_stack)")
+    config.addinivalue_line("markers", "node: needs the real node where Pods run (node_stack, argocd_node_stack)")
 
 
 def _binaries() -> versions.Binaries:
@@ -99,6 +102,12 @@ def argocd_stack(tmp_path_factory: pytest.TempPathFactory) -> collections.abc.It
 def node_stack(tmp_path_factory: pytest.TempPathFactory) -> collections.abc.Iterator[stack.Stack]:
     """A control plane with a real node where Pods run (module-scoped: its Pods and network go after)."""
     yield from _run(tmp_path_factory, "node-stack", full=False, with_node=True)
+
+
+@pytest.fixture(scope="module")
+def argocd_node_stack(tmp_path_factory: pytest.TempPathFactory) -> collections.abc.Iterator[stack.Stack]:
+    """The full control plane with Argo CD and a real node (module-scoped: one node per machine)."""
+    yield from _run(tmp_path_factory, "argocd-node-stack", full=True, with_node=True)
 
 
 @pytest.fixture(scope="session")
