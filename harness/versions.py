@@ -13,12 +13,15 @@ __all__ = [
     "BUILD_COMMAND",
     "HARNESS_DIR",
     "VERSIONS_FILE",
+    "AddonBinaries",
     "Binaries",
     "NodeBinaries",
     "Versions",
+    "addon_binaries",
     "binaries",
     "cache_dir",
     "locate",
+    "locate_addons",
     "locate_node",
     "node_binaries",
     "read_versions",
@@ -38,6 +41,9 @@ class Versions:
     etcd: str
     helm: str
     kwok: str
+    coredns: str
+    kube_network_policies: str
+    traefik: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +132,42 @@ def locate_node(*, cache: pathlib.Path | None = None) -> NodeBinaries:
     return found
 
 
+@dataclasses.dataclass(frozen=True)
+class AddonBinaries:
+    """The node's add-ons (harness/addons.py): static Go binaries build.sh builds, each run from an image."""
+
+    versions: Versions
+    coredns: pathlib.Path
+    kube_network_policies: pathlib.Path
+    traefik: pathlib.Path
+
+    def required(self) -> list[pathlib.Path]:
+        return [self.coredns, self.kube_network_policies, self.traefik]
+
+
+def addon_binaries(versions: Versions | None = None, *, cache: pathlib.Path | None = None) -> AddonBinaries:
+    """Where the add-ons' binaries live for these versions (whether or not they were built)."""
+    v = versions or read_versions()
+    bin_dir = (cache or cache_dir()) / "bin"
+    return AddonBinaries(
+        versions=v,
+        coredns=bin_dir / f"coredns-{v.coredns}" / "coredns",
+        kube_network_policies=bin_dir / f"kube-network-policies-{v.kube_network_policies}" / "kube-network-policies",
+        traefik=bin_dir / f"traefik-{v.traefik}" / "traefik",
+    )
+
+
+def locate_addons(*, cache: pathlib.Path | None = None) -> AddonBinaries:
+    """The add-ons' built binaries, or MissingBinariesError naming what is missing and how to build it."""
+    found = addon_binaries(cache=cache)
+    missing = [p for p in found.required() if not p.exists()]
+    if missing:
+        raise errors.MissingBinariesError(
+            f"the node's add-ons are not built: run `{BUILD_COMMAND}` first; missing: {', '.join(map(str, missing))}"
+        )
+    return found
+
+
 def read_versions(path: pathlib.Path = VERSIONS_FILE) -> Versions:
     """Parse the KEY=value lines of versions.env (comments and blank lines ignored)."""
     values: dict[str, str] = {}
@@ -145,6 +187,9 @@ def read_versions(path: pathlib.Path = VERSIONS_FILE) -> Versions:
             etcd=values["ETCD_VERSION"],
             helm=values["HELM_VERSION"],
             kwok=values["KWOK_VERSION"],
+            coredns=values["COREDNS_VERSION"],
+            kube_network_policies=values["KUBE_NETWORK_POLICIES_VERSION"],
+            traefik=values["TRAEFIK_VERSION"],
         )
     except KeyError as e:
         raise errors.HarnessError(f"{path}: missing {e.args[0]}") from e

@@ -8,7 +8,9 @@ official image's name.
 * ``pause``: the sandbox process (harness/images/pause, built by build.sh);
 * ``busybox``: Debian's static busybox (package busybox-static) with its applets linked in /bin,
   for test Pods (``httpd``, ``wget``, ``nc``, ``sh``), and ``/bin/apiprobe`` (harness/images/apiprobe,
-  an in-cluster API client that verifies the server against the ServiceAccount's CA).
+  an in-cluster API client that verifies the server against the ServiceAccount's CA);
+* ``static_binary``: one static Go program alone (the node's add-ons: CoreDNS, kube-network-policies,
+  Traefik), tagged ``<version>-<hash of the binary>``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import tarfile
 
 from harness import errors, versions
 
-__all__ = ["REGISTRY", "Image", "busybox", "pause"]
+__all__ = ["REGISTRY", "Image", "busybox", "pause", "static_binary"]
 
 REGISTRY = "storeops.local"
 BUSYBOX = pathlib.Path("/bin/busybox")
@@ -78,6 +80,21 @@ def busybox(node: versions.NodeBinaries, *, cache: pathlib.Path | None = None) -
     entries += [_Entry("tmp", mode=0o1777), _Entry("etc", mode=0o755), _Entry("www", mode=0o755)]
     config: dict[str, object] = {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"], "WorkingDir": "/"}
     return _build("busybox", f"{version}-{digest}", entries, config, cache=cache)
+
+
+def static_binary(
+    name: str, binary: pathlib.Path, *, version: str, cache: pathlib.Path | None = None
+) -> Image:
+    """storeops.local/<name>:<version>-<hash>: the static binary as /<name> (the entrypoint) and a /tmp."""
+    if not binary.is_file():
+        raise errors.HarnessError(f"{binary} is missing: run `{versions.BUILD_COMMAND}`")
+    digest = hashlib.sha256()
+    with binary.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    entries = [_Entry(name, source=binary), _Entry("tmp", mode=0o1777), _Entry("etc", mode=0o755)]
+    config: dict[str, object] = {"Entrypoint": [f"/{name}"], "WorkingDir": "/"}
+    return _build(name, f"{version}-{digest.hexdigest()[:12]}", entries, config, cache=cache)
 
 
 def _debian_version(package: str) -> str:
