@@ -21,6 +21,8 @@ ROOT_FILE = "root.yaml"
 ROOT_PREFIX = "storeops-"
 IN_CLUSTER = "https://kubernetes.default.svc"
 PLANS_FILE = "templates/plans.yaml"
+#: In each engine's chart (``templates/<engine>/``): its defaults, among them the images it runs.
+CHART_VALUES_FILE = "values.yaml"
 ENTRY_SUFFIX = ".yaml"
 #: Files in ``stores/`` and ``clusters/`` whose name starts with this are not entries.
 IGNORED_PREFIXES = ("_", ".")

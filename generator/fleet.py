@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from generator import constants, destinations, documents, errors, models, rendering, validation
+from generator import constants, destinations, documents, errors, images, models, rendering, validation
 from generator.errors import InvalidInput, MassDeleteRefused, Problem
 
 
@@ -26,6 +26,8 @@ class Fleet:
     stores: dict[str, _StoreFile] = field(default_factory=dict)
     clusters: dict[str, tuple[models.Cluster, documents.Document]] = field(default_factory=dict)
     plans: dict[str, models.Plan] = field(default_factory=dict)
+    #: Each engine's default images, from its chart's values.yaml (engines whose chart was read).
+    charts: dict[str, dict[str, images.Image]] = field(default_factory=dict)
     base_problems: tuple[Problem, ...] = ()
     cross_problems: tuple[Problem, ...] = ()
 
@@ -49,8 +51,18 @@ class Fleet:
             entry = self.stores[path].entry
             assert entry is not None
             store = entry.store
-            out.append(rendering.Target(store, self.clusters[store.cluster][0], self.plans[store.plan]))
+            out.append(self.target_of(store))
         return out
+
+    def target_of(self, store: models.Store) -> rendering.Target:
+        """What ``store`` renders from in this fleet (its cluster and plan must be known)."""
+        return rendering.Target(store, self.clusters[store.cluster][0], self.plans[store.plan],
+                                self.charts.get(store.engine, {}))
+
+    def effective_images(self, store: models.Store) -> dict[str, images.Image]:
+        """The image each component of ``store`` runs: its chart's default with its profile's settings."""
+        cluster = self.clusters[store.cluster][0]
+        return images.effective(store.engine, cluster.images, self.charts.get(store.engine, {}))
 
     def target(self, store_id: str) -> rendering.Target:
         for target in self.targets():
@@ -94,9 +106,14 @@ def _with_cross_rules(fleet: Fleet) -> Fleet:
     return replace(fleet, cross_problems=tuple(cross))
 
 
+def chart_inputs() -> tuple[str, ...]:
+    """The charts' values files the generator reads (for their default images)."""
+    return tuple(rendering.chart_values_path(engine) for engine in validation.engines())
+
+
 def is_input(path: str) -> bool:
-    """Whether a repo-relative path is a store entry, a cluster profile or the plans file."""
-    if path == constants.PLANS_FILE:
+    """Whether a repo-relative path is a store entry, a cluster profile, the plans file or a chart's values."""
+    if path == constants.PLANS_FILE or path in chart_inputs():
         return True
     folder, _, name = path.partition("/")
     return (folder in (constants.STORES_DIR, constants.CLUSTERS_DIR) and "/" not in name
@@ -143,7 +160,52 @@ def build(files: Mapping[str, bytes | str]) -> Fleet:
         elif folder == constants.STORES_DIR and is_input(path):
             stores[path] = _store_file(path, files[path])
 
-    return _with_cross_rules(Fleet(stores=stores, clusters=clusters, plans=plans, base_problems=tuple(base)))
+    charts, chart_problems = _charts(files)
+    base.extend(_chart_problems(clusters, charts, chart_problems))
+    return _with_cross_rules(Fleet(stores=stores, clusters=clusters, plans=plans, charts=charts,
+                                   base_problems=tuple(base)))
+
+
+def _charts(files: Mapping[str, bytes | str]) -> tuple[dict[str, dict[str, images.Image]], dict[str, Problem]]:
+    """The default images of each engine whose chart values are in ``files``, and why any could not be read."""
+    charts: dict[str, dict[str, images.Image]] = {}
+    problems: dict[str, Problem] = {}
+    for engine in validation.engines():
+        path = rendering.chart_values_path(engine)
+        if path not in files:
+            continue
+        try:
+            doc = documents.parse(files[path], path)
+        except documents.ParseFailed as e:
+            problems[engine] = e.problem
+            continue
+        charts[engine] = images.chart_images(doc.data)
+    return charts, problems
+
+
+def _chart_problems(clusters: Mapping[str, tuple[models.Cluster, documents.Document]],
+                    charts: Mapping[str, dict[str, images.Image]], unreadable: Mapping[str, Problem]) -> list[Problem]:
+    """A problem for each profile whose registry mirror needs a chart default image that is not known.
+
+    Charts are read only for their images; a chart nobody needs them from may be anything (Helm judges it).
+    """
+    out: list[Problem] = []
+    needed: set[str] = set()
+    for name in sorted(clusters):
+        cluster, doc = clusters[name]
+        for engine in validation.engines():
+            missing = [c for c in images.needs_chart(cluster.images, engine) if c not in charts.get(engine, {})]
+            if not missing:
+                continue
+            needed.add(engine)
+            path = rendering.chart_values_path(engine)
+            why = ("cannot be read" if engine in unreadable else "is not there" if engine not in charts
+                   else f"sets no {', '.join(missing)} image")
+            out.append(Problem(doc.path, doc.line_of(("images", "registry")), "images.registry",
+                               f"the mirror needs the {engine} chart's default images ({', '.join(missing)}), "
+                               f"but {path} {why}", errors.MISSING))
+    out.extend(unreadable[engine] for engine in sorted(needed & set(unreadable)))
+    return out
 
 
 #: Fields an existing store keeps for life: another engine or cluster is another store, and Argo CD

@@ -96,6 +96,35 @@ class Capacity:
 
 
 @dataclass(frozen=True)
+class ImageOverride:
+    """A cluster profile's setting for one chart image: its repository, its tag, or both."""
+
+    repository: str | None = None
+    tag: str | None = None
+
+
+@dataclass(frozen=True)
+class Images:
+    """A cluster profile's ``images``: a registry mirror prefix and per-image overrides."""
+
+    registry: str | None = None
+    #: ``(image key, override)`` pairs sorted by key; the key is the chart component (``mariadb``, ...).
+    overrides: tuple[tuple[str, ImageOverride], ...] = ()
+
+    def override(self, key: str) -> ImageOverride | None:
+        return dict(self.overrides).get(key)
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> Images:
+        overrides = data.get("overrides", {})
+        return cls(
+            registry=data.get("registry"),
+            overrides=tuple((key, ImageOverride(repository=value.get("repository"), tag=value.get("tag")))
+                            for key, value in sorted(overrides.items())),
+        )
+
+
+@dataclass(frozen=True)
 class Cluster:
     name: str
     argocd_namespace: str
@@ -109,6 +138,10 @@ class Cluster:
     storage_class: str | None = None
     tls_issuer: str | None = None
     review: bool = False
+    #: Where store images come from; None: the charts' own defaults.
+    images: Images | None = None
+    #: Namespace of the ingress controller the stores' NetworkPolicies admit; None: the charts' default.
+    ingress_controller_namespace: str | None = None
 
     @property
     def source(self) -> str:
@@ -143,6 +176,8 @@ class Cluster:
                 per_owner=capacity.get("storesPerOwner"),
             ),
             review=data.get("review", False),
+            images=Images.from_data(data["images"]) if "images" in data else None,
+            ingress_controller_namespace=data.get("ingressControllerNamespace"),
         )
 
 

@@ -112,6 +112,5 @@ def update_store(root: Path, loaded: fleet.Fleet, path: str, content: bytes | st
     new = updated.stores.get(path)
     if new is not None and new.entry is not None:
         store = new.entry.store
-        target = rendering.Target(store, updated.clusters[store.cluster][0], updated.plans[store.plan])
-        files = rendering.render_store(target, repo_url)
+        files = rendering.render_store(updated.target_of(store), repo_url)
     return updated, trees.replace_files(root, files, [p for p in stale if p not in files])

@@ -5,11 +5,11 @@ Pure functions; nothing here reads or writes files. Output paths are relative to
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from generator import constants, destinations, emitting
+from generator import constants, destinations, emitting, images
 from generator.models import Cluster, Plan, Store
 
 
@@ -23,6 +23,11 @@ def values_path(cluster: str, store_id: str) -> str:
 
 def chart_path(engine: str) -> str:
     return f"{constants.TEMPLATES_DIR}/{engine}"
+
+
+def chart_values_path(engine: str) -> str:
+    """The chart's default values: where its images' default repositories and tags are read from."""
+    return f"{chart_path(engine)}/{constants.CHART_VALUES_FILE}"
 
 
 def labels(store: Store) -> dict[str, str]:
@@ -45,8 +50,13 @@ def labels(store: Store) -> dict[str, str]:
     return out
 
 
-def values(store: Store, cluster: Cluster, plan: Plan) -> dict[str, Any]:
-    """The Helm values for the store's chart: the contract between generator and charts."""
+def values(store: Store, cluster: Cluster, plan: Plan,
+           chart_images: Mapping[str, images.Image] | None = None) -> dict[str, Any]:
+    """The Helm values for the store's chart: the contract between generator and charts.
+
+    ``chart_images`` are the chart's default images (see :mod:`generator.images`); the profile's
+    registry mirror needs them, its overrides do not.
+    """
     owner: dict[str, Any] = {"name": store.owner.name, "email": store.owner.email}
     if store.owner.github:
         owner["github"] = store.owner.github
@@ -59,7 +69,7 @@ def values(store: Store, cluster: Cluster, plan: Plan) -> dict[str, Any]:
     }
     if cluster.storage_class:
         persistence["storageClassName"] = cluster.storage_class
-    return {
+    out: dict[str, Any] = {
         "store": {
             "id": store.id,
             "name": store.name,
@@ -74,6 +84,12 @@ def values(store: Store, cluster: Cluster, plan: Plan) -> dict[str, Any]:
         "persistence": persistence,
         "quota": {"cpu": plan.cpu, "memory": plan.memory, "storage": plan.storage},
     }
+    # Only what the profile sets: without it the chart's defaults apply and the file stays as it was.
+    if cluster.ingress_controller_namespace:
+        out["networkPolicy"] = {"ingressControllerNamespace": cluster.ingress_controller_namespace}
+    for component, image in images.profile_images(store.engine, cluster.images, chart_images or {}).items():
+        out[component] = {"image": image}
+    return out
 
 
 def _destination(store: Store, cluster: Cluster) -> dict[str, str]:
@@ -182,6 +198,8 @@ class Target:
     store: Store
     cluster: Cluster
     plan: Plan
+    #: The default images of the store's chart (``templates/<engine>/values.yaml``).
+    chart_images: Mapping[str, images.Image] = field(default_factory=dict)
 
 
 def _header(source: str, cluster: Cluster) -> str:
@@ -199,7 +217,7 @@ def render_store(target: Target, repo_url: str = "") -> dict[str, str]:
             [app_project(store, cluster, url), application(store, cluster, url)], header
         ),
         values_path(cluster.name, store.id): emitting.dump(
-            values(store, cluster, target.plan), header + f"\nPlan from {constants.PLANS_FILE}."
+            values(store, cluster, target.plan, target.chart_images), header + f"\nPlan from {constants.PLANS_FILE}."
         ),
     }
 

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def read_inputs(root: Path) -> dict[str, bytes]:
-    """Every input file under ``root`` (stores, clusters, plans), by repo-relative path."""
+    """Every input file under ``root`` (stores, clusters, plans, the charts' values), by repo-relative path."""
     files: dict[str, bytes] = {}
     for folder in (constants.STORES_DIR, constants.CLUSTERS_DIR):
         directory = root / folder
@@ -35,16 +35,16 @@ def read_inputs(root: Path) -> dict[str, bytes]:
                 if entry.is_file() and fleet.is_input(path):
                     with open(entry.path, "rb") as f:
                         files[path] = f.read()
-    plans = root / constants.PLANS_FILE
-    if plans.is_file():
-        files[constants.PLANS_FILE] = plans.read_bytes()
+    for path in (constants.PLANS_FILE, *fleet.chart_inputs()):
+        if (root / path).is_file():
+            files[path] = (root / path).read_bytes()
     return files
 
 
 def read_inputs_at(repo: Path, revision: str) -> dict[str, bytes]:
     """The input files as committed at ``revision`` in the git repository ``repo``."""
     return {p: c for p, c in read_git_tree(repo, revision, [constants.STORES_DIR, constants.CLUSTERS_DIR,
-                                                            constants.PLANS_FILE]).items()
+                                                            constants.PLANS_FILE, *fleet.chart_inputs()]).items()
             if fleet.is_input(p)}
 
 

@@ -133,6 +133,8 @@ def schema_problems(doc: Document, schema_name: str) -> list[Problem]:
         elif validator == "type":
             message = f"must be {_TYPE_NAMES.get(str(error.validator_value), error.validator_value)}, " \
                       f"not {_type_name(error.instance)} {_describe(error.instance)}"
+        elif validator == "pattern" and error.instance == "" and error.schema.get("minLength", 0) > 0:
+            continue  # the minLength error says it once
         elif validator == "pattern":
             hint = error.schema.get("x-pattern-message", f"does not match {error.validator_value}")
             message = f"{_describe(error.instance)} is {hint}" if hint.startswith("not ") \
@@ -141,7 +143,9 @@ def schema_problems(doc: Document, schema_name: str) -> list[Problem]:
             message = f"must be {'at least' if validator == 'minLength' else 'at most'} " \
                       f"{error.validator_value} characters, not {len(error.instance)}"
         elif validator in ("minProperties", "maxProperties") and error.schema.get("properties"):
-            message = "must set exactly one of: " + ", ".join(sorted(error.schema.get("properties", {})))
+            fields = ", ".join(sorted(error.schema.get("properties", {})))
+            message = f"must set exactly one of: {fields}" if error.schema.get("maxProperties") == 1 \
+                else f"must set at least one of: {fields}"
         elif validator in ("minProperties", "maxProperties"):
             bound = "at least" if validator == "minProperties" else "at most"
             message = f"must have {bound} {error.validator_value} entr{'y' if error.validator_value == 1 else 'ies'}"
@@ -173,6 +177,18 @@ def engines() -> tuple[str, ...]:
 def plans_offered() -> tuple[str, ...]:
     """The plans a store may ask for: the store schema's enum (each defined in templates/plans.yaml)."""
     return tuple(load_schema(constants.STORE_SCHEMA)["properties"]["plan"]["enum"])
+
+
+def image_keys() -> dict[str, tuple[str, ...]]:
+    """The chart images a cluster profile may set, each with the engines whose chart has it: the cluster
+    schema's ``images.overrides`` (checked against the charts' values.yaml by the tests)."""
+    overrides = load_schema(constants.CLUSTER_SCHEMA)["properties"]["images"]["properties"]["overrides"]
+    return {key: tuple(spec["x-engines"]) for key, spec in overrides["properties"].items()}
+
+
+def engine_images(engine: str) -> tuple[str, ...]:
+    """The image keys (chart components with an image) of one engine's chart, sorted."""
+    return tuple(sorted(key for key, engines in image_keys().items() if engine in engines))
 
 
 def is_store_id(value: object) -> bool:

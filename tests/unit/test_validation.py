@@ -141,11 +141,13 @@ def test_cluster_capacity_in_stores_cpu_and_memory() -> None:
                                     .replace("memory: 80Gi", "memory: 6Gi"))
     for i in range(3):
         files[f"stores/s{i}.yaml"] = GOOD.format(id=f"s{i}")
+    line = local.splitlines().index("  stores: 20") + 1
     # bookworm (medium: 2 CPU, 4Gi) + acme-outdoor + 3 new small stores (1 CPU, 2Gi each) = 5 stores.
     assert problems_for(files) == [
-        "clusters/local.yaml:15: capacity.stores: 5 stores are placed on cluster 'local'; its capacity is 3",
-        "clusters/local.yaml:16: capacity.cpu: the plans of 5 stores need 6000m CPU; capacity is 3000m",
-        "clusters/local.yaml:17: capacity.memory: the plans of 5 stores need 12.0Gi memory; capacity is 6.0Gi",
+        f"clusters/local.yaml:{line}: capacity.stores: 5 stores are placed on cluster 'local'; its capacity is 3",
+        f"clusters/local.yaml:{line + 1}: capacity.cpu: the plans of 5 stores need 6000m CPU; capacity is 3000m",
+        f"clusters/local.yaml:{line + 2}: capacity.memory: the plans of 5 stores need 12.0Gi memory; "
+        "capacity is 6.0Gi",
     ]
 
 
