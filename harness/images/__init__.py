@@ -6,6 +6,8 @@ hash of its inputs. Local builds get local names (``storeops.local/<name>:<tag>`
 official image's name.
 
 * ``pause``: the sandbox process (harness/images/pause, built by build.sh);
+* ``debian`` (harness/images/debian.py): the stores' images (MariaDB, PostgreSQL, Redis, WordPress,
+  Python), a Debian root filesystem made by mmdebstrap as one layer plus a small layer of ours;
 * ``busybox``: Debian's static busybox (package busybox-static) with its applets linked in /bin,
   for test Pods (``httpd``, ``wget``, ``nc``, ``sh``), and ``/bin/apiprobe`` (harness/images/apiprobe,
   an in-cluster API client that verifies the server against the ServiceAccount's CA);
@@ -58,6 +60,8 @@ class _Entry:
     source: pathlib.Path | None = None  # a regular file to copy
     link: str | None = None  # a symlink target
     mode: int = 0o755
+    uid: int = 0
+    gid: int = 0
 
 
 def pause(node: versions.NodeBinaries, *, cache: pathlib.Path | None = None) -> Image:
@@ -108,23 +112,40 @@ def _debian_version(package: str) -> str:
 
 
 def _build(
-    name: str, tag: str, entries: list[_Entry], config: dict[str, object], *, cache: pathlib.Path | None
+    name: str,
+    tag: str,
+    entries: list[_Entry],
+    config: dict[str, object],
+    *,
+    cache: pathlib.Path | None,
+    base: pathlib.Path | None = None,
+    archive_name: str | None = None,
 ) -> Image:
+    """Pack `entries` as a layer (on top of `base`, an uncompressed root filesystem tar, when given)
+    into ``<cache>/images/<archive_name or name-tag>.tar``; an archive already there is reused."""
     ref = f"{REGISTRY}/{name}:{tag}"
     folder = (cache or versions.cache_dir()) / "images"
-    archive = folder / f"{name}-{tag}.tar"
+    archive = folder / f"{archive_name or f'{name}-{tag}'}.tar"
     if archive.exists():
         return Image(ref=ref, archive=archive)
     folder.mkdir(parents=True, exist_ok=True)
     layer = _layer(entries)
     layer_digest = hashlib.sha256(layer).hexdigest()
+    base_digest = _file_digest(base) if base is not None else None
+    diff_ids = [f"sha256:{layer_digest}"]
+    history = [{"created_by": f"harness/images: {name}"}]
+    layers = [_descriptor(LAYER_TYPE, layer)]
+    if base is not None:
+        diff_ids.insert(0, f"sha256:{base_digest}")
+        history.insert(0, {"created_by": f"harness/images: {base.name}"})
+        layers.insert(0, {"mediaType": LAYER_TYPE, "digest": f"sha256:{base_digest}", "size": base.stat().st_size})
     image_config = _json(
         {
             "architecture": "amd64",
             "os": "linux",
             "config": config,
-            "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_digest}"]},
-            "history": [{"created_by": f"harness/images: {name}"}],
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+            "history": history,
         }
     )
     manifest = _json(
@@ -132,7 +153,7 @@ def _build(
             "schemaVersion": 2,
             "mediaType": MANIFEST_TYPE,
             "config": _descriptor(CONFIG_TYPE, image_config),
-            "layers": [_descriptor(LAYER_TYPE, layer)],
+            "layers": layers,
         }
     )
     index = _json(
@@ -152,6 +173,12 @@ def _build(
     with tarfile.open(partial, "w") as tar:
         _add(tar, "oci-layout", _json({"imageLayoutVersion": "1.0.0"}))
         _add(tar, "index.json", index)
+        if base is not None:
+            info = tarfile.TarInfo(f"blobs/sha256/{base_digest}")
+            info.size = base.stat().st_size
+            info.mode = 0o644
+            with base.open("rb") as handle:
+                tar.addfile(info, handle)
         for blob in (layer, image_config, manifest):
             _add(tar, f"blobs/sha256/{hashlib.sha256(blob).hexdigest()}", blob)
     partial.replace(archive)
@@ -164,6 +191,7 @@ def _layer(entries: list[_Entry]) -> bytes:
         for entry in entries:
             info = tarfile.TarInfo(entry.path)
             info.mode = entry.mode
+            info.uid, info.gid = entry.uid, entry.gid
             if entry.link is not None:
                 info.type = tarfile.SYMTYPE
                 info.linkname = entry.link
@@ -177,6 +205,14 @@ def _layer(entries: list[_Entry]) -> bytes:
                 info.type = tarfile.DIRTYPE
                 tar.addfile(info)
     return buffer.getvalue()
+
+
+def _file_digest(path: pathlib.Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _json(value: object) -> bytes:
