@@ -63,12 +63,29 @@ def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
     result = operations.plan(_root(args, settings), args.base, repo_url=settings.repo_url)
     changes = result.changes
     if args.json:
-        print(json.dumps({**changes.as_dict(), "diff": result.diff}, indent=2))
+        print(json.dumps({**changes.as_dict(), "images": {i.store_id: i.as_dict() for i in result.images},
+                          "imageChanges": result.image_changes, "diff": result.diff}, indent=2))
         return 0
     print(f"plan against {args.base}: {changes.summary()}")
+    shown = {i.store_id: i for i in result.images}
+
+    def store_line(line: str, store_id: str) -> None:
+        print(line)
+        if store_id in shown:
+            print(f"      images (from {shown[store_id].source}; * = chart default):")
+            for component, image, mine in shown[store_id].images:
+                print(f"        {component:<12} {image}{'' if mine else ' *'}")
+
     for ids, sign in ((changes.added, "+"), (changes.changed, "~"), (changes.removed, "-")):
         for store_id in ids:
-            print(f"  {sign} {store_id}")
+            store_line(f"  {sign} {store_id}", store_id)
+    for cluster, ids in result.image_changes.items():
+        print(f"images of cluster {cluster!r} changed: they apply to every store on it "
+              f"({', '.join(ids) or 'none yet'})")
+        for store_id in ids:
+            if store_id not in changes.added and store_id not in changes.changed:
+                store_line(f"  = {store_id} (renders the same: the change is to images its engine does not run)",
+                           store_id)
     if result.diff:
         print()
         print(result.diff, end="")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from generator import fleet, planning, rendering, trees
@@ -69,6 +69,11 @@ def check(root: Path, *, repo_url: str = "") -> Report:
 class PlanResult:
     changes: planning.ChangeSet
     diff: str
+    #: The images of the stores added or changed, and of every store on a cluster whose ``images``
+    #: changed, when their cluster profile sets ``images``.
+    images: tuple[planning.StoreImages, ...] = ()
+    #: Clusters whose profile's ``images`` changed, each with every store on it.
+    image_changes: dict[str, list[str]] = field(default_factory=dict)
 
 
 def plan(root: Path, base: str, *, repo_url: str = "") -> PlanResult:
@@ -88,7 +93,10 @@ def plan(root: Path, base: str, *, repo_url: str = "") -> PlanResult:
         # A broken base cannot be rendered; compare against what it had committed instead.
         before = trees.read_rendered_at(root, base)
     changes = planning.compare(before, after)
-    return PlanResult(changes, planning.unified_diff(before, after, changes))
+    image_changes = planning.image_changes(base_fleet, loaded)
+    shown = [*changes.added, *changes.changed, *(i for ids in image_changes.values() for i in ids)]
+    return PlanResult(changes, planning.unified_diff(before, after, changes),
+                      tuple(planning.store_images(loaded, shown)), image_changes)
 
 
 def update_store(root: Path, loaded: fleet.Fleet, path: str, content: bytes | str | None,

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from generator import constants, rendering
+from generator import constants, fleet, images, rendering
 from generator.trees import Changes, diff_tree
 
 
@@ -67,3 +68,47 @@ def commit_message(changes: ChangeSet, source: str, *, extra: str = "") -> str:
     body.append("")
     body.append(f"{constants.COMMIT_TRAILER}: {source}")
     return subject + "\n\n" + "\n".join(body) + "\n"
+
+
+@dataclass(frozen=True)
+class StoreImages:
+    """The images one store would run, for stores whose cluster profile has ``images``."""
+
+    store_id: str
+    #: The profile the images come from (``clusters/<name>.yaml``).
+    source: str
+    #: ``(component, image, set by the profile)``, sorted by component.
+    images: tuple[tuple[str, images.Image, bool], ...]
+
+    def as_dict(self) -> dict[str, object]:
+        return {"source": self.source, "images": {c: str(i) for c, i, _ in self.images},
+                "fromProfile": [c for c, _, mine in self.images if mine]}
+
+
+def store_images(loaded: fleet.Fleet, store_ids: Iterable[str]) -> list[StoreImages]:
+    """The effective images of the stores ``store_ids`` (those in ``loaded`` whose profile has ``images``)."""
+    wanted = set(store_ids)
+    out = []
+    for held in sorted(loaded.stores.values(), key=lambda h: h.entry.store.id if h.entry else ""):
+        if held.entry is None or held.entry.store.id not in wanted:
+            continue
+        store = held.entry.store
+        cluster = loaded.clusters[store.cluster][0]
+        if cluster.images is None:
+            continue
+        chart = loaded.charts.get(store.engine, {})
+        mine = set(images.profile_images(store.engine, cluster.images, chart))
+        out.append(StoreImages(store.id, cluster.source, tuple(
+            (c, image, c in mine) for c, image in sorted(loaded.effective_images(store).items()))))
+    return out
+
+
+def image_changes(before: fleet.Fleet, after: fleet.Fleet) -> dict[str, list[str]]:
+    """Profiles whose ``images`` differ between the fleets: ``{cluster: every store on it (after)}``."""
+    out: dict[str, list[str]] = {}
+    for name, (cluster, _) in sorted(after.clusters.items()):
+        was = before.clusters.get(name)
+        if was is not None and was[0].images != cluster.images:
+            out[name] = sorted(h.entry.store.id for h in after.stores.values()
+                               if h.entry is not None and h.entry.store.cluster == name)
+    return out
