@@ -4,14 +4,6 @@ import { defineConfig, loadEnv } from "@medusajs/framework/utils"
 // a local .env file is read only when present (development).
 loadEnv(process.env.NODE_ENV || "development", process.cwd())
 
-function required(name: string): string {
-  const value = process.env[name]
-  if (!value) {
-    throw new Error(`medusa-config: environment variable ${name} is not set`)
-  }
-  return value
-}
-
 const redisUrl = process.env.REDIS_URL
 // The admin dashboard is built and served unless MEDUSA_ADMIN_DISABLED=true; the value must be the
 // same for `medusa build` and `medusa start` (the server looks for the built dashboard).
@@ -49,23 +41,27 @@ const redisModules = redisUrl
     ]
   : []
 
+// The store's public URL (the chart's `url`), for links to uploaded files and the CORS defaults.
 const backendUrl = process.env.MEDUSA_BACKEND_URL || `http://localhost:${process.env.PORT || "9000"}`
 
 export default defineConfig({
   projectConfig: {
-    databaseUrl: required("DATABASE_URL"),
+    // Read when the server, a migration or a script runs; `medusa build` (in an image build) has none
+    // of them. In production Medusa refuses to start without JWT_SECRET and COOKIE_SECRET.
+    databaseUrl: process.env.DATABASE_URL,
     redisUrl,
     http: {
       storeCors: process.env.STORE_CORS || backendUrl,
       adminCors: process.env.ADMIN_CORS || backendUrl,
       authCors: process.env.AUTH_CORS || backendUrl,
-      jwtSecret: required("JWT_SECRET"),
-      cookieSecret: required("COOKIE_SECRET"),
+      jwtSecret: process.env.JWT_SECRET,
+      cookieSecret: process.env.COOKIE_SECRET,
     },
   },
   admin: {
     disable: adminDisabled,
-    backendUrl,
+    // Built into the dashboard at image build time: "/" (same origin) serves every store's host.
+    backendUrl: process.env.MEDUSA_ADMIN_BACKEND_URL || "/",
   },
   modules: [
     ...redisModules,
