@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
-from generator import emitting, models, operations, rendering, validation
+from generator import emitting, images, models, operations, rendering, validation
 from harness import stack, versions
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -55,6 +55,8 @@ class Case:
     plan: models.Plan
     cluster: models.Cluster
     store: models.Store
+    #: The chart's default images, as the generator reads them from its values.yaml.
+    chart_images: dict[str, images.Image] = dataclasses.field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -65,7 +67,11 @@ class Case:
         return self.store.namespace
 
     def values(self) -> dict[str, Any]:
-        return rendering.values(self.store, self.cluster, self.plan)
+        return rendering.values(self.store, self.cluster, self.plan, self.chart_images)
+
+    def images(self) -> dict[str, images.Image]:
+        """The image each component should run: the chart's default with the profile's settings."""
+        return images.effective(self.engine, self.cluster.images, self.chart_images)
 
     def values_text(self) -> str:
         """The values file exactly as `storeops render` writes it."""
@@ -84,19 +90,33 @@ def _store(engine: str, plan: str, cluster: str, *, state: str = "active", githu
     )
 
 
+#: A registry mirror for Docker Hub images, as an air-gapped cluster's profile would set it.
+MIRROR = "registry.internal.example/dockerhub"
+
+
+def _airgapped(prod: models.Cluster) -> models.Cluster:
+    """The production profile on an air-gapped cluster: Docker Hub images through a mirror, the Medusa
+    image from the private registry, another ingress controller."""
+    medusa = models.ImageOverride(repository="registry.internal.example/shops/medusa", tag="2.10.3-1")
+    return dataclasses.replace(prod, name="airgap", ingress_controller_namespace="ingress-system",
+                               images=models.Images(registry=MIRROR, overrides=(("medusa", medusa),)))
+
+
 def _cases() -> list[Case]:
     fleet = operations.load(REPO)
     clusters = {name: cluster for name, (cluster, _) in fleet.clusters.items()}
+    clusters["airgap"] = _airgapped(clusters["prod"])
     cases = []
     for engine in ENGINES:
+        chart = fleet.charts[engine]
         for plan in sorted(fleet.plans):
             for name in sorted(clusters):
                 store = _store(engine, plan, name, github=plan != "small")
-                cases.append(Case(engine, fleet.plans[plan], clusters[name], store))
+                cases.append(Case(engine, fleet.plans[plan], clusters[name], store, chart))
         # Suspension, on each profile, with the smallest plan.
         for name in sorted(clusters):
             store = _store(engine, "small", name, state="suspended")
-            cases.append(Case(engine, fleet.plans["small"], clusters[name], store))
+            cases.append(Case(engine, fleet.plans["small"], clusters[name], store, chart))
     return cases
 
 
@@ -436,8 +456,30 @@ def test_network_policies_admit_only_the_namespace_and_the_ingress_controller(
     web = "wordpress" if case.engine == "woocommerce" else "medusa"
     assert controller["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == web
     (rule,) = controller["ingress"]
-    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}]
+    # The profile's controller namespace (traefik on the local profile), else the charts' default.
+    namespace = case.cluster.ingress_controller_namespace or "ingress-nginx"
+    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}]
     assert rule["ports"] == [{"protocol": "TCP", "port": 80 if web == "wordpress" else 9000}]
+
+
+@pytest.mark.parametrize("case", ACTIVE, ids=_ids)
+def test_containers_run_the_images_of_the_profile(case: Case, rendered: dict[str, str]) -> None:
+    """Every image the chart runs is the chart's default with the profile's mirror and overrides, and
+    every one of them runs (an override that reached no container would be a silent no-op)."""
+    expected = {str(image) for image in case.images().values()}
+    running = {c["image"] for _, pod in _pod_specs(_manifests(rendered, case)) for c in _containers(pod)}
+    assert running == expected
+    if case.cluster.name == "local":
+        local = {"storeops.local/python:3.13-trixie", "storeops.local/mariadb:11.8-trixie",
+                 "storeops.local/wordpress:6.8-apache-trixie"} if case.engine == "woocommerce" else \
+                {"storeops.local/python:3.13-trixie", "storeops.local/postgres:17-trixie",
+                 "storeops.local/redis:8.0-trixie"}
+        assert local <= running
+    if case.cluster.name == "airgap":
+        assert all(i.startswith(MIRROR + "/library/") or i.startswith("registry.internal.example/shops/")
+                   for i in running), running
+    if case.cluster.name == "prod":
+        assert running == {str(image) for image in case.chart_images.values()}
 
 
 @pytest.mark.parametrize("case", ACTIVE, ids=_ids)
