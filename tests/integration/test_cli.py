@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -153,6 +154,33 @@ def test_plan_against_a_base_revision(example_repo: Path) -> None:
     git(example_repo, "commit", "-qm", "change stores")
     result = storeops(example_repo, "plan", "--base", "HEAD~1", "--json")
     assert '"added": [\n    "pages"\n  ]' in result.stdout
+
+
+def test_plan_shows_the_images_a_profile_change_gives_every_store_of_its_cluster(example_repo: Path) -> None:
+    profile = example_repo / "clusters/prod.yaml"
+    profile.write_text(profile.read_text() + "images:\n  registry: registry.internal.example/hub\n")
+    result = storeops(example_repo, "plan", "--base", "HEAD")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "plan against HEAD: 2 changed"
+    assert "images of cluster 'prod' changed: they apply to every store on it (coffee-lab, nordic-knits)" in lines
+    at = lines.index("  ~ nordic-knits")
+    assert lines[at + 1] == "      images (from clusters/prod.yaml; * = chart default):"
+    assert lines[at + 3].split() == ["mariadb", "registry.internal.example/hub/library/mariadb:11.4.8"]
+    # The Medusa image is on ghcr.io, not Docker Hub: it stays the chart's.
+    assert any(line.split() == ["medusa", "ghcr.io/storeops/medusa-store:2.10.3", "*"] for line in lines)
+    assert "+    repository: registry.internal.example/hub/library/redis" in lines
+    as_json = json.loads(storeops(example_repo, "plan", "--base", "HEAD", "--json").stdout)
+    assert as_json["imageChanges"] == {"prod": ["coffee-lab", "nordic-knits"]}
+    assert as_json["images"]["coffee-lab"]["images"]["postgres"] == \
+        "registry.internal.example/hub/library/postgres:17.6-bookworm"
+    # Stores on a profile without images show no images.
+    (example_repo / "stores/acme-outdoor.yaml").write_text(
+        (example_repo / "stores/acme-outdoor.yaml").read_text().replace("plan: small", "plan: medium"))
+    profile.write_text(profile.read_text().replace("images:\n  registry: registry.internal.example/hub\n", ""))
+    result = storeops(example_repo, "plan", "--base", "HEAD")
+    assert result.stdout.splitlines()[:3] == ["plan against HEAD: 1 changed", "  ~ acme-outdoor",
+                                              "      images (from clusters/local.yaml; * = chart default):"]
 
 
 def test_validate_json_lists_every_problem(example_repo: Path) -> None:
