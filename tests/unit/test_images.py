@@ -78,7 +78,8 @@ def test_registry_hosts_that_pass(registry: str) -> None:
     ("images:\n  overrides:\n    mariadb: {repository: Team/MariaDB}\n", "images.overrides.mariadb.repository",
      "'Team/MariaDB' is not an image repository such as mariadb or registry.example/team/mariadb "
      "(a lower-case path; no tag or digest: set tag)"),
-    ("images:\n  overrides:\n    mariadb: {}\n", "images.overrides.mariadb", "must set at least one of: repository, tag"),
+    ("images:\n  overrides:\n    mariadb: {}\n", "images.overrides.mariadb",
+     "must set at least one of: repository, tag"),
     ("images:\n  overrides:\n    mariadb: {image: mariadb}\n", "images.overrides.mariadb.image",
      "unknown field (allowed: repository, tag)"),
     ("images:\n  mirror: x.example\n", "images.mirror", "unknown field (allowed: overrides, registry)"),
