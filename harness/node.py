@@ -8,12 +8,14 @@ Pods scheduled to it really run (kwok's node only pretends). Everything it write
 * the ``STOREOPS-BOUNDARY`` iptables chain: pod traffic may reach other pods, the node (through the
   bridge gateway) and its own loopback; everything else is dropped, and nothing is masqueraded;
 * kube-proxy's rules (``kube-proxy --cleanup``), the kubelet's ``kubepods`` cgroups;
-* the sysctls it sets (``net.ipv4.ip_forward``, ``net.bridge.bridge-nf-call-iptables``), restored.
+* the sysctls it sets (``net.ipv4.ip_forward``, ``net.bridge.bridge-nf-call-iptables``), restored;
+* the nftables tables of kube-network-policies (harness/addons.py).
 
 One node stack runs per machine at a time (the bridge and the subnet are fixed names).
 Components: containerd and runc, the CNI plugins (``/usr/lib/cni``) and iptables from Debian; the
 kubelet and kube-proxy from the Kubernetes wrapper module (build.sh); the sandbox image from
-``harness/images``.
+``harness/images``. Once the node is Ready, its add-ons start as Pods on it (harness/addons.py):
+CoreDNS, kube-network-policies and Traefik.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 
-from harness import errors, images, kube, pki, processes, versions
+from harness import addons, errors, images, kube, pki, processes, versions
 
 __all__ = [
     "BOUNDARY_CHAIN",
@@ -67,6 +69,8 @@ STARTUP_TIMEOUT = 120.0
 #: Which state folder the bridge belongs to, so a later start can clean up after a killed stack.
 OWNER_FILE = pathlib.Path("/run/storeops-harness-node.json")
 LOCK_FILE = pathlib.Path("/run/storeops-harness-node.lock")
+#: The stack's port (harness/stack.py) where Traefik, the ingress controller, listens on 127.0.0.1.
+INGRESS_PORT = "ingress-http"
 #: Seconds a starting node stack waits for another one on this machine to stop (default: fail at once).
 WAIT_VARIABLE = "STOREOPS_NODE_WAIT"
 RBAC = "rbac.authorization.k8s.io"
@@ -97,6 +101,10 @@ class Node:
 
     directory: pathlib.Path
     images: dict[str, str]  # short name -> reference (storeops.local/...)
+    #: Where the ingress controller (Traefik, class `traefik`) answers on the host: 127.0.0.1:<port>.
+    ingress_port: int | None = None
+    #: Seconds after their images were imported at which each add-on was ready.
+    addons: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def socket(self) -> pathlib.Path:
@@ -151,14 +159,17 @@ def start(
     problems = host_problems()
     if problems:
         raise NodeUnavailableError("this machine cannot run the harness node: " + "; ".join(problems))
+    addon_binaries = versions.locate_addons()
     directory = state / "node"
     if not (directory / "sysctl.json").exists():
         network_up(state)
     logs = state / "logs"
     pause = images.pause(node_binaries)
     busybox = images.busybox(node_binaries)
-    node = Node(directory=directory, images={"pause": pause.ref, "busybox": busybox.ref})
-    (directory / "node.json").write_text(json.dumps({"images": node.images}) + "\n")
+    node = Node(
+        directory=directory, images={"pause": pause.ref, "busybox": busybox.ref}, ingress_port=ports[INGRESS_PORT]
+    )
+    _save(node)
 
     # containerd, with the CRI plugin, its own root/state/socket and the CNI config below.
     cni_conf = directory / "cni" / "net.d"
@@ -252,7 +263,20 @@ def start(
         timeout=STARTUP_TIMEOUT,
         process=run["kube-proxy"],
     )
+    node = dataclasses.replace(
+        node,
+        addons=addons.start(
+            kubectl=kubectl, ctr=node.ctr, binaries=addon_binaries, node_name=NAME, node_selector=NODE_SELECTOR,
+            pod_cidr=POD_CIDR, ingress_port=ports[INGRESS_PORT],
+        ),
+    )  # fmt: skip
+    _save(node)
     return node
+
+
+def _save(node: Node) -> None:
+    record = {"images": node.images, "ingress_port": node.ingress_port, "addons": node.addons}
+    (node.directory / "node.json").write_text(json.dumps(record) + "\n")
 
 
 def load(state: pathlib.Path) -> Node | None:
@@ -260,7 +284,11 @@ def load(state: pathlib.Path) -> Node | None:
     record = state / "node" / "node.json"
     if not record.exists():
         return None
-    return Node(directory=state / "node", images=dict(json.loads(record.read_text())["images"]))
+    saved = json.loads(record.read_text())
+    return Node(
+        directory=state / "node", images=dict(saved["images"]), ingress_port=saved.get("ingress_port"),
+        addons=dict(saved.get("addons") or {}),
+    )  # fmt: skip
 
 
 def cleanup(
@@ -400,9 +428,10 @@ def _kubelet_config(
         "failCgroupV1": False,
         "cgroupDriver": "cgroupfs",
         "failSwapOn": False,
-        # No upstream resolvers in Pods: cluster DNS comes in a later step, the outside never.
+        # Pods resolve through the cluster DNS (CoreDNS, harness/addons.py), never an upstream.
         "resolvConf": "",
-        "clusterDomain": "cluster.local",
+        "clusterDNS": [addons.DNS_SERVICE_IP],
+        "clusterDomain": addons.CLUSTER_DOMAIN,
         # Room for the control plane, Argo CD and the tests on a 2-core machine.
         "systemReserved": {"cpu": "500m", "memory": "2Gi"},
         "kubeReserved": {"cpu": "250m", "memory": "1Gi"},
@@ -470,14 +499,14 @@ def network_up(state: pathlib.Path) -> None:
     while True:
         # Check and take the bridge under a lock, so stacks waiting for one another never race.
         with _machine_lock():
-            if _link_exists(BRIDGE):
+            if _link_exists(BRIDGE) or OWNER_FILE.exists():
                 _clean_stale_node()
-            if not _link_exists(BRIDGE):
+            if not _link_exists(BRIDGE) and not OWNER_FILE.exists():
                 _take_network(state)
                 return
         if time.monotonic() >= deadline:
             raise NodeUnavailableError(
-                f"the bridge {BRIDGE} already exists: another node stack runs on this machine (or one was not "
+                f"the bridge {BRIDGE} is taken ({OWNER_FILE}): another node stack runs on this machine (or one was not "
                 f"stopped: `harness/stack.sh stop` it, or `ip link del storeops0`); set {WAIT_VARIABLE}=<seconds> "
                 "to wait for it to stop"
             )
@@ -504,18 +533,35 @@ def _take_network(state: pathlib.Path) -> None:
     except BaseException:
         network_down(state)
         raise
-    OWNER_FILE.write_text(json.dumps({"state": str(state)}) + "\n")
+    # The process that took the network, with its start time (pids are reused): until its node's own
+    # processes run, it is the only sign that the stack is alive and starting.
+    owner = {"state": str(state), "pid": os.getpid(), "started": _start_time(os.getpid())}
+    OWNER_FILE.write_text(json.dumps(owner) + "\n")
+
+
+def _start_time(pid: int) -> str | None:
+    """When process `pid` started (field 22 of /proc/<pid>/stat, in clock ticks); None when it is gone."""
+    try:
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
 
 
 def _clean_stale_node() -> None:
     """Remove what a node stack left behind when it was killed without stopping (bridge, rules, pods).
 
-    Only when the stack named in OWNER_FILE runs no process any more (no containerd, kubelet or
-    kube-proxy whose arguments name its folder); a running one is left alone.
+    Only when the stack named in OWNER_FILE runs no process any more: neither the process that took
+    the network (still starting the control plane, before any node process names the folder) nor a
+    containerd, kubelet or kube-proxy whose arguments name its folder. A running one is left alone.
     """
     try:
-        owner = pathlib.Path(json.loads(OWNER_FILE.read_text())["state"])
+        record = json.loads(OWNER_FILE.read_text())
+        owner = pathlib.Path(record["state"])
     except (OSError, ValueError, KeyError):
+        return
+    pid = record.get("pid")
+    if isinstance(pid, int) and record.get("started") is not None and _start_time(pid) == record["started"]:
         return
     if _processes_naming(owner / "node"):
         return
@@ -566,6 +612,9 @@ def network_down(state: pathlib.Path) -> None:
     _run("iptables", "-w", "-F", BOUNDARY_CHAIN, check=False)
     _run("iptables", "-w", "-X", BOUNDARY_CHAIN, check=False)
     _remove_hostport_rules()
+    # kube-network-policies' queue rules (its nftables tables, or the harness's iptables chain): with
+    # no process left to answer the queue, they would drop new connections of Pods.
+    addons.remove_rules()
     # What the kubelet adds at start and never removes (kube-proxy --cleanup took kube-proxy's).
     for tool in ("iptables", "ip6tables"):
         for chain in ("INPUT", "OUTPUT"):

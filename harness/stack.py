@@ -226,6 +226,7 @@ def start(
         names += ["controller-manager", "scheduler"]
     if node:
         names += ["kubelet", "kubelet-healthz", "kube-proxy-healthz", "kube-proxy-metrics", "cri-stream"]
+        names += ["ingress-http"]  # Traefik, the node's ingress controller, on 127.0.0.1 (harness/addons.py)
     ports = _free_ports(names)
     api_host = "127.0.0.1"
     if node:
