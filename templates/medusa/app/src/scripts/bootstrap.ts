@@ -5,7 +5,8 @@
  * Idempotent: every step looks for what it would create and creates only what is missing; it never
  * changes or deletes what exists (an owner's edits in the admin survive a second run). Things are
  * found by stable names: the region by its first country, the stock location, fulfillment set and
- * shipping option by name, the product by handle, the publishable key by title, the admin by e-mail.
+ * shipping option by name, the product by handle, the admin by e-mail; the publishable key is the
+ * oldest one not revoked.
  *
  * Environment (all optional but the admin's):
  *   STORE_NAME            the store's name, set only while Medusa's default name is still there
@@ -116,8 +117,9 @@ type Context = {
   settings: Settings
 }
 
-async function graph(ctx: Context, entity: string, fields: string[], filters: Record<string, unknown>) {
-  const { data } = await ctx.query.graph({ entity, fields, filters })
+async function graph(ctx: Context, entity: string, fields: string[], filters: Record<string, unknown>,
+  order?: Record<string, "ASC" | "DESC">) {
+  const { data } = await ctx.query.graph({ entity, fields, filters, ...(order ? { pagination: { order } } : {}) })
   return data as any[]
 }
 
@@ -369,8 +371,9 @@ async function ensureProduct(ctx: Context, salesChannelId: string, profileId: st
 
 async function ensurePublishableKey(ctx: Context, salesChannelId: string): Promise<string> {
   const fields = ["id", "token", "sales_channels.id"]
-  let [key] = await graph(ctx, "api_key", fields,
-    { type: "publishable", title: PUBLISHABLE_KEY_TITLE, revoked_at: null })
+  // Medusa makes a "Default Publishable API Key" when it first starts: the oldest key that is not
+  // revoked is the storefront's; one is created only when there is none.
+  let [key] = await graph(ctx, "api_key", fields, { type: "publishable", revoked_at: null }, { created_at: "ASC" })
   if (!key) {
     const { result } = await createApiKeysWorkflow(ctx.container).run({
       input: { api_keys: [{ title: PUBLISHABLE_KEY_TITLE, type: "publishable", created_by: "" }] },
