@@ -326,9 +326,11 @@ def _start_components(stack: Stack, node_binaries: versions.NodeBinaries | None 
     stack.kubectl.wait_for(f"node {KWOK_NODE} Ready", lambda: _node_ready(stack, KWOK_NODE), timeout=60)
     if stack.node is None:
         stack.kubectl.apply(STORAGE_CLASS, server_side=False)
-    run["ingress-addresses"] = components.start_ingress_addresses(
-        state=state, kubeconfig=stack.kubeconfig, tie_to_parent=stack.tie_to_parent
-    )
+    if stack.node is None:
+        # With a real node, its ingress controller (Traefik) publishes the addresses itself.
+        run["ingress-addresses"] = components.start_ingress_addresses(
+            state=state, kubeconfig=stack.kubeconfig, tie_to_parent=stack.tie_to_parent
+        )
     run["redis"] = components.start_redis(state=state, port=ports["redis"], tie_to_parent=stack.tie_to_parent)
     stack.save()
 
