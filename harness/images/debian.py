@@ -132,6 +132,13 @@ class Built:
 
 _LIBRARY = "/usr/local/bin"
 _ENTRYPOINT = File(f"{_LIBRARY[1:]}/entrypoint.sh", source="entrypoint.sh")
+_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _run_dir(name: str, uid: int) -> File:
+    """A folder under /run (mmdebstrap leaves /run empty), writable by `uid` and, sticky, by any user."""
+    return File(f"run/{name}", mode=0o1777, uid=uid, gid=uid)
+
 
 IMAGES: dict[str, DebianImage] = {
     image.name: image
@@ -154,11 +161,13 @@ IMAGES: dict[str, DebianImage] = {
                 _ENTRYPOINT,
                 File(f"{_LIBRARY[1:]}/healthcheck.sh", source="healthcheck.sh"),
                 File("etc/mysql/mariadb.conf.d/90-storeops.cnf", source="storeops.cnf", mode=0o644),
+                _run_dir("mysqld", 999),
             ),
             config=(
                 ("Entrypoint", ["entrypoint.sh"]),
                 ("Cmd", ["mariadbd"]),
                 ("User", "999:999"),
+                ("Env", [_PATH]),
                 ("ExposedPorts", {"3306/tcp": {}}),
                 ("Volumes", {"/var/lib/mysql": {}}),
             ),
@@ -177,7 +186,7 @@ IMAGES: dict[str, DebianImage] = {
                 "chown -R postgres:postgres /var/run/postgresql /var/lib/postgresql",
                 "chmod 3777 /var/run/postgresql && chmod 1777 /var/lib/postgresql/data",
             ),
-            files=(_ENTRYPOINT,),
+            files=(_ENTRYPOINT, dataclasses.replace(_run_dir("postgresql", 999), mode=0o3777)),
             config=(
                 ("Entrypoint", ["entrypoint.sh"]),
                 ("Cmd", ["postgres"]),
@@ -208,6 +217,7 @@ IMAGES: dict[str, DebianImage] = {
                 ("Entrypoint", ["entrypoint.sh"]),
                 ("Cmd", ["redis-server"]),
                 ("User", "999:999"),
+                ("Env", [_PATH]),
                 ("WorkingDir", "/data"),
                 ("ExposedPorts", {"6379/tcp": {}}),
                 ("Volumes", {"/data": {}}),
@@ -263,11 +273,15 @@ IMAGES: dict[str, DebianImage] = {
                     "usr/src/wordpress/wp-config-docker.php", source="wp-config-docker.php", mode=0o644, uid=33, gid=33
                 ),
                 File("usr/src/wordpress/.htaccess", source="htaccess", mode=0o644, uid=33, gid=33),
+                _run_dir("apache2", 33),
+                _run_dir("lock", 0),
+                _run_dir("lock/apache2", 33),
             ),
             config=(
                 ("Entrypoint", ["entrypoint.sh"]),
                 ("Cmd", ["apache2-foreground"]),
                 ("User", "33:33"),
+                ("Env", [_PATH]),
                 ("WorkingDir", "/var/www/html"),
                 ("ExposedPorts", {"80/tcp": {}}),
                 ("Volumes", {"/var/www/html": {}}),
@@ -314,6 +328,7 @@ def build(name: str, *, cache: pathlib.Path | None = None) -> Built:
             ]  # fmt: skip
             images._build(image.name, image.tag, entries, config, cache=cache, base=rootfs, archive_name=archive_name)
         packages = _packages(packages_file)
+        _prune(folder, image, keep={archive, rootfs, packages_file})
     built = images.Image(ref=image.ref, archive=archive)
     seconds = time.monotonic() - started
     logger.info("image %s: %s in %.1fs (%s)", image.ref, archive, seconds, "cached" if cached else "built")
@@ -323,6 +338,14 @@ def build(name: str, *, cache: pathlib.Path | None = None) -> Built:
 def build_all(*, cache: pathlib.Path | None = None) -> dict[str, Built]:
     """Every image, one after another (mmdebstrap is I/O and CPU heavy: parallel builds gain little)."""
     return {name: build(name, cache=cache) for name in IMAGES}
+
+
+def _prune(folder: pathlib.Path, image: DebianImage, *, keep: set[pathlib.Path]) -> None:
+    """Remove this image's archives and root filesystems built from other inputs."""
+    stale = [*folder.glob(f"{image.name}-{image.tag}-*.tar"), *(folder / "rootfs").glob(f"{image.name}-{SUITE}-*")]
+    for path in stale:
+        if path not in keep and ".partial-" not in path.name:
+            path.unlink(missing_ok=True)
 
 
 def _rootfs_paths(folder: pathlib.Path, image: DebianImage) -> tuple[pathlib.Path, pathlib.Path]:
