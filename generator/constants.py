@@ -21,6 +21,8 @@ ROOT_FILE = "root.yaml"
 ROOT_PREFIX = "storeops-"
 IN_CLUSTER = "https://kubernetes.default.svc"
 PLANS_FILE = "templates/plans.yaml"
+#: The engine whose stores a cluster profile's ``woocommerce`` settings apply to.
+WOOCOMMERCE = "woocommerce"
 #: In each engine's chart (``templates/<engine>/``): its defaults, among them the images it runs.
 CHART_VALUES_FILE = "values.yaml"
 ENTRY_SUFFIX = ".yaml"

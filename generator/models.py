@@ -125,6 +125,19 @@ class Images:
 
 
 @dataclass(frozen=True)
+class WooCommerce:
+    """A cluster profile's ``woocommerce``: settings of the WooCommerce stores on that cluster."""
+
+    #: URL of the plugin zip, ``{version}`` standing for the chart's pinned version; None: the chart's
+    #: default (wordpress.org).
+    plugin_source: str | None = None
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> WooCommerce:
+        return cls(plugin_source=data.get("pluginSource"))
+
+
+@dataclass(frozen=True)
 class Cluster:
     name: str
     argocd_namespace: str
@@ -142,6 +155,8 @@ class Cluster:
     images: Images | None = None
     #: Namespace of the ingress controller the stores' NetworkPolicies admit; None: the charts' default.
     ingress_controller_namespace: str | None = None
+    #: WooCommerce stores' settings (the plugin source); None: the chart's defaults.
+    woocommerce: WooCommerce | None = None
 
     @property
     def source(self) -> str:
@@ -178,6 +193,7 @@ class Cluster:
             review=data.get("review", False),
             images=Images.from_data(data["images"]) if "images" in data else None,
             ingress_controller_namespace=data.get("ingressControllerNamespace"),
+            woocommerce=WooCommerce.from_data(data["woocommerce"]) if "woocommerce" in data else None,
         )
 
 

@@ -89,6 +89,8 @@ def values(store: Store, cluster: Cluster, plan: Plan,
         out["networkPolicy"] = {"ingressControllerNamespace": cluster.ingress_controller_namespace}
     for component, image in images.profile_images(store.engine, cluster.images, chart_images or {}).items():
         out[component] = {"image": image}
+    if store.engine == constants.WOOCOMMERCE and cluster.woocommerce and cluster.woocommerce.plugin_source:
+        out.setdefault("setup", {})["pluginSource"] = cluster.woocommerce.plugin_source
     return out
 
 

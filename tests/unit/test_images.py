@@ -52,7 +52,7 @@ images:
     mariadb: {{repository: storeops.local/mariadb, tag: 11.8-trixie}}
     medusa: {{repository: registry.internal.example/shop/medusa, tag: "2.10.3"}}
     redis: {{tag: 8.0_alpine}}
-    setup: {{repository: wordpress}}
+    wordpress: {{repository: wordpress}}
 """) == []
 
 
@@ -64,7 +64,7 @@ def test_registry_hosts_that_pass(registry: str) -> None:
 
 @pytest.mark.parametrize(("extra", "field", "message"), [
     ("images:\n  overrides:\n    nginx: {tag: '1'}\n", "images.overrides.nginx",
-     "unknown field (allowed: credentials, mariadb, medusa, postgres, redis, setup, wordpress)"),
+     "unknown field (allowed: credentials, mariadb, medusa, postgres, redis, wordpress)"),
     ("images:\n  overrides:\n    mariadb: {repository: ''}\n", "images.overrides.mariadb.repository",
      "must be at least 1 characters, not 0"),
     ("images:\n  overrides:\n    mariadb: {tag: '11.8 trixie'}\n", "images.overrides.mariadb.tag",
@@ -107,7 +107,7 @@ def test_override_keys_are_the_charts_images() -> None:
         for component in images.chart_images(values):
             from_charts.setdefault(component, set()).add(engine)
     assert {k: set(v) for k, v in validation.image_keys().items()} == from_charts
-    assert validation.engine_images("woocommerce") == ("credentials", "mariadb", "setup", "wordpress")
+    assert validation.engine_images("woocommerce") == ("credentials", "mariadb", "wordpress")
     assert validation.engine_images("medusa") == ("credentials", "medusa", "postgres", "redis")
 
 
@@ -157,7 +157,6 @@ def test_a_mirror_prefixes_every_docker_hub_image_of_both_engines() -> None:
     assert {k: woo[k] for k in validation.engine_images("woocommerce")} == {
         "credentials": {"image": {"repository": f"{MIRROR}/library/python"}},
         "mariadb": {"image": {"repository": f"{MIRROR}/library/mariadb"}},
-        "setup": {"image": {"repository": f"{MIRROR}/library/wordpress"}},
         "wordpress": {"image": {"repository": f"{MIRROR}/library/wordpress"}},
     }
     medusa = rendered_values(loaded, "coffee-lab")
@@ -182,7 +181,7 @@ images:
 """)
     woo = rendered_values(loaded, "nordic-knits")
     assert woo["mariadb"] == {"image": {"tag": "11.8.3"}}
-    assert not {"postgres", "medusa", "redis", "credentials", "wordpress", "setup"} & set(woo)
+    assert not {"postgres", "medusa", "redis", "credentials", "wordpress"} & set(woo)
     medusa = rendered_values(loaded, "coffee-lab")
     assert medusa["postgres"] == {"image": {"repository": "pg.internal.example/postgres", "tag": "17-custom"}}
     # A number-like tag is written as a string (Helm would read 2024.1 as a float).
@@ -201,9 +200,9 @@ images:
     effective = loaded.effective_images(loaded.target("nordic-knits").store)
     assert effective["mariadb"] == images.Image(f"{MIRROR}/bitnami/mariadb", "11.8")
     assert effective["wordpress"].repository == "registry.internal.example/shops/wordpress"
-    assert effective["setup"].repository == f"{MIRROR}/library/wordpress"
+    assert effective["credentials"].repository == f"{MIRROR}/library/python"
     chart = loaded.charts["woocommerce"]
-    assert effective["setup"].tag == chart["setup"].tag and effective["wordpress"].tag == chart["wordpress"].tag
+    assert effective["wordpress"].tag == chart["wordpress"].tag
 
 
 def test_the_local_profile_runs_the_local_builds_behind_traefik() -> None:
@@ -215,7 +214,6 @@ def test_the_local_profile_runs_the_local_builds_behind_traefik() -> None:
     assert {c: str(i) for c, i in woo.items()} == {
         "credentials": "storeops.local/python:3.13-trixie",
         "mariadb": "storeops.local/mariadb:11.8-trixie",
-        "setup": str(loaded.charts["woocommerce"]["setup"]),
         "wordpress": "storeops.local/wordpress:6.8-apache-trixie",
     }
     assert {c: str(i) for c, i in medusa.items()} == {
@@ -228,7 +226,8 @@ def test_the_local_profile_runs_the_local_builds_behind_traefik() -> None:
     assert values["networkPolicy"] == {"ingressControllerNamespace": "traefik"}
     assert values["ingress"]["className"] == "traefik"
     assert values["wordpress"] == {"image": {"repository": "storeops.local/wordpress", "tag": "6.8-apache-trixie"}}
-    assert "setup" not in values
+    # The setup Job runs the wordpress image; its plugin source is the profile's (a local address).
+    assert values["setup"] == {"pluginSource": "http://127.0.0.1:9/woocommerce.{version}.zip"}
 
 
 def test_a_target_without_the_charts_still_renders_the_overrides() -> None:
@@ -260,7 +259,6 @@ def test_plan_lists_the_images_of_stores_whose_profile_sets_them() -> None:
     assert [(c, str(i), mine) for c, i, mine in acme.images] == [
         ("credentials", "storeops.local/python:3.13-trixie", True),
         ("mariadb", "storeops.local/mariadb:11.8-trixie", True),
-        ("setup", str(loaded.charts["woocommerce"]["setup"]), False),
         ("wordpress", "storeops.local/wordpress:6.8-apache-trixie", True),
     ]
     assert acme.as_dict()["fromProfile"] == ["credentials", "mariadb", "wordpress"]
