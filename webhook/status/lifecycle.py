@@ -10,7 +10,9 @@ Order of the rules, first match wins:
 2. a condition whose type ends in ``Error`` (ComparisonError, InvalidSpecError, SyncError, ...):
    ``failed`` even when health says Healthy - Argo CD keeps the last health it computed;
 3. the last operation ``Failed``/``Error``: ``failed``, unless the app has since become Synced and
-   Healthy at another revision (then that failure is history);
+   Healthy at another revision (then that failure is history); an operation Argo CD is retrying after
+   a failed attempt: ``degraded``. Both name each resource of the attempt that failed (a hook Job:
+   its own message, and the reason its Pod gave when the reader could read it);
 4. health ``Degraded``: ``degraded``;
 5. Synced and Healthy at a revision that contains the store's latest change: ``ready``;
 6. Progressing for longer than ``stuck_after``: ``stuck``, with Argo CD's message;
@@ -136,10 +138,13 @@ def assess(
     sync_status, health_status = sync.get("status"), health.get("status")
     synced_healthy = sync_status == "Synced" and health_status == "Healthy"
     phase = operation.get("phase")
+    failed_resources = _failed_resources(operation)
     if phase in FAILED_OPERATION_PHASES:
         failed_at = str((operation.get("syncResult") or {}).get("revision") or "")
         if not (synced_healthy and failed_at and failed_at != revision):
-            return result(FAILED, f"sync {phase}: {operation.get('message', '')}")
+            return result(FAILED, f"sync {phase}: {operation.get('message', '')}{failed_resources}")
+    if phase == "Running" and int(operation.get("retryCount") or 0) > 0:
+        return result(DEGRADED, f"sync retrying: {operation.get('message', '')}{failed_resources}")
     if health_status == "Degraded":
         return result(DEGRADED, str(health.get("message") or "a resource of the store is Degraded"))
     if synced_healthy and phase not in RUNNING_OPERATION_PHASES:
@@ -154,6 +159,29 @@ def assess(
     if not sync_status and not health_status and not phase:
         return result(RENDERED, "the Application exists; Argo CD has not compared it yet")
     return result(SYNCING, _progress(sync_status, health_status, phase, health.get("message")))
+
+
+#: Hook phases and sync results of a resource that failed in the last sync attempt.
+FAILED_RESOURCE_PHASES = ("Failed", "Error")
+FAILED_RESOURCE_STATUS = "SyncFailed"
+
+
+def failed_resources(operation: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The resources of ``operation``'s last attempt that failed (a hook that failed, an apply that did)."""
+    resources = (operation.get("syncResult") or {}).get("resources") or []
+    return [r for r in resources
+            if r.get("hookPhase") in FAILED_RESOURCE_PHASES or r.get("status") == FAILED_RESOURCE_STATUS]
+
+
+def _failed_resources(operation: Mapping[str, Any]) -> str:
+    """``; <Kind> <name>: <message> (<reason>)`` for each failed resource, '' when none."""
+    out = ""
+    for resource in failed_resources(operation):
+        message = resource.get("message") or resource.get("hookPhase")
+        out += f"; {resource.get('kind')} {resource.get('name')}: {message}"
+        if resource.get("reason"):
+            out += f" ({resource['reason']})"
+    return out
 
 
 def _progress(sync_status: object, health_status: object, phase: object, message: object) -> str:

@@ -72,12 +72,45 @@ def trim(app: Mapping[str, Any]) -> dict[str, Any]:
             "health": {"status": health.get("status"), "message": health.get("message"),
                        "lastTransitionTime": health.get("lastTransitionTime")},
             "operationState": {"phase": operation.get("phase"), "message": operation.get("message"),
-                               "syncResult": {"revision": (operation.get("syncResult") or {}).get("revision")}}
+                               "retryCount": operation.get("retryCount"),
+                               "syncResult": {"revision": (operation.get("syncResult") or {}).get("revision"),
+                                              "resources": [_trim_resource(r)
+                                                            for r in lifecycle.failed_resources(operation)]}}
             if operation else {},
             "conditions": [{"type": c.get("type"), "message": c.get("message")}
                            for c in status.get("conditions") or []],
         },
     }
+
+
+def _trim_resource(resource: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: resource.get(k) for k in ("kind", "namespace", "name", "status", "hookPhase", "message")}
+
+
+#: Gives the reason a failed hook Job's Pod left (its termination message): ``(namespace, job) -> reason``.
+Explain = Callable[[str, str], str]
+
+
+def job_reason(api: client.ApiClient, namespace: str, job: str) -> str:
+    """The termination message of the newest failed Pod of Job ``job`` ('' when there is none or the
+    Pods cannot be read). One read, made when a store's sync attempt has a failed hook Job."""
+    try:
+        pods = client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=f"job-name={job}",
+                                                         _request_timeout=10)
+    except Exception as e:  # the reason is a detail: the state is reported without it
+        log.info("cannot read the Pods of Job %s/%s for its failure reason: %s", namespace, job, e)
+        return ""
+    messages = []
+    for pod in pods.items:
+        for status in (pod.status.container_statuses or []) if pod.status else []:
+            terminated = status.state.terminated if status.state else None
+            if terminated is not None and terminated.exit_code and terminated.message:
+                messages.append((pod.metadata.creation_timestamp if pod.metadata else None, terminated.message))
+    if not messages:
+        return ""
+    newest = max(messages, key=lambda m: (m[0] is not None, m[0]))[1]
+    lines = [line.strip() for line in str(newest).splitlines() if line.strip()]
+    return lines[-1][:500] if lines else ""
 
 
 @dataclass
@@ -89,16 +122,37 @@ class Fleet:
     stuck_after: float
     clock: Clock = utcnow
     apps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Reads a failed hook Job's reason; None: the Application's own messages only.
+    explain: Explain | None = None
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._progressing: dict[str, datetime.datetime] = {}
+        self._reasons: dict[tuple[str, str, str, str], str] = {}
 
     def upsert(self, obj: Mapping[str, Any]) -> None:
         store_id = lifecycle.application_store_id(obj)
+        app = trim(obj)
+        self._explain(app, obj)
         with self._lock:
-            self.apps[store_id] = trim(obj)
+            self.apps[store_id] = app
             self._assess(store_id)
+
+    def _explain(self, app: dict[str, Any], obj: Mapping[str, Any]) -> None:
+        """Add to each failed hook Job of the last attempt the reason its Pod gave, read once per attempt."""
+        if self.explain is None:
+            return
+        operation = (obj.get("status") or {}).get("operationState") or {}
+        started = str(operation.get("startedAt") or "")
+        for resource in app["status"]["operationState"].get("syncResult", {}).get("resources", []):
+            if resource.get("kind") != "Job" or resource.get("hookPhase") not in lifecycle.FAILED_RESOURCE_PHASES:
+                continue
+            namespace, name = str(resource.get("namespace") or ""), str(resource.get("name") or "")
+            key = (namespace, name, started, str(resource.get("message") or ""))
+            if key not in self._reasons:
+                self._reasons[key] = self.explain(namespace, name) if namespace and name else ""
+            if self._reasons[key]:
+                resource["reason"] = self._reasons[key]
 
     def delete(self, obj: Mapping[str, Any]) -> None:
         store_id = lifecycle.application_store_id(obj)
@@ -275,7 +329,7 @@ def build(settings: StatusSettings, *, api: client.ApiClient | None = None, sink
     reporter = Reporter(ledger=ledger, metrics=metrics,
                         sinks=[*reported, MetricsSink(metrics), WakeSink(deliverer.wake)])
     fleet = Fleet(reporter=reporter, revisions=Revisions(settings.workdir), stuck_after=settings.stuck_after,
-                  clock=clock)
+                  clock=clock, explain=lambda namespace, job: job_reason(api, namespace, job))
     watcher = Watcher(api=api, consumer=fleet, namespace=settings.namespace, selector=settings.selector,
                       metrics=metrics, watch_timeout=settings.watch_timeout,
                       read_timeout=settings.effective_read_timeout, page_size=settings.page_size,

@@ -204,3 +204,43 @@ def test_revisions_use_a_clone_that_appears_after_the_reader_started(tmp_path: P
                             check=True).stdout.strip()
     assert revisions.contains(second, first) is True
     assert revisions.contains(first, second) is False
+
+
+SETUP_FAILED = {"kind": "Job", "namespace": "store-acme", "name": "setup", "status": "Synced", "hookPhase": "Failed",
+                "message": "Container setup for pod store-acme/setup-x1 failed with exit code 3 matching FailJob rule"}
+APPLIED = {"kind": "Deployment", "namespace": "store-acme", "name": "wordpress", "status": "Synced",
+           "message": "deployment.apps/wordpress created"}
+
+
+def with_results(application: dict[str, Any], resources: list[dict[str, Any]], *, retries: int = 0) -> dict[str, Any]:
+    operation = application["status"]["operationState"]
+    operation["syncResult"]["resources"] = resources
+    if retries:
+        operation["retryCount"] = retries
+    return application
+
+
+def test_a_failed_hook_job_is_named_with_its_message_and_reason() -> None:
+    failed = with_results(app(sync="Synced", health="Healthy", revision=CHANGE, phase="Failed",
+                              op_message="one or more synchronization tasks completed unsuccessfully"),
+                          [APPLIED, {**SETUP_FAILED, "reason": "setup failed: WooCommerce could not be downloaded"}])
+    result = assess(failed)
+    assert result.state == lifecycle.FAILED
+    assert result.message == ("sync Failed: one or more synchronization tasks completed unsuccessfully; Job setup: "
+                              f"{SETUP_FAILED['message']} (setup failed: WooCommerce could not be downloaded)")
+
+
+def test_a_sync_argo_cd_retries_after_a_failed_hook_is_degraded_with_the_reason() -> None:
+    retrying = with_results(app(sync="Synced", health="Healthy", revision=CHANGE, phase="Running",
+                                op_message="one or more synchronization tasks completed unsuccessfully. "
+                                           "Retrying attempt #1 at 6:01PM."), [SETUP_FAILED], retries=1)
+    result = assess(retrying)
+    assert result.state == lifecycle.DEGRADED
+    assert "Retrying attempt #1" in result.message and "Job setup: Container setup" in result.message
+    assert result.error == result.message
+
+
+def test_a_first_attempt_still_running_is_syncing() -> None:
+    running = with_results(app(sync="Synced", health="Healthy", revision=CHANGE, phase="Running",
+                               op_message="waiting for completion of hook batch/Job/setup"), [APPLIED])
+    assert assess(running).state == lifecycle.SYNCING
