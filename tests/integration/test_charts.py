@@ -731,3 +731,81 @@ def test_medusa_admin_look_up_counts_the_admin_and_quotes_the_email(
     assert count(env["ADMIN_EMAIL"]) == "1"
     assert count("gone@example.test") == "0"  # soft-deleted users do not count
     assert count("o'brien@example.test") == "0"  # quoted by psql, not spliced into the SQL
+
+
+# --- the WooCommerce setup Job --------------------------------------------------------------------
+
+WOO_ACTIVE = [c for c in ACTIVE if c.engine == "woocommerce"]
+DEFAULT_PLUGIN_SOURCE = "https://downloads.wordpress.org/plugin/woocommerce.{version}.zip"
+
+
+@pytest.mark.parametrize("case", WOO_ACTIVE, ids=_ids)
+def test_the_setup_job_runs_setup_php_with_the_wordpress_images_php(case: Case, rendered: dict[str, str]) -> None:
+    manifests = _manifests(rendered, case)
+    job = _one(manifests, "Job", "setup")
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    wordpress = _one(manifests, "Deployment", "wordpress")["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == wordpress["image"] == str(case.images()["wordpress"])
+    assert container["command"] == ["php", "/scripts/setup.php"] and "args" not in container
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    script = _one(manifests, "ConfigMap", "setup")["data"]
+    assert script == {"setup.php": (REPO / "templates/woocommerce/files/setup.php").read_text()}
+    # Bounded: retries, a deadline, and the permanent failures (2, 3) end the Job at once.
+    assert job["spec"]["backoffLimit"] <= 3 and job["spec"]["activeDeadlineSeconds"] <= 1200
+    assert job["spec"]["podFailurePolicy"]["rules"] == [{"action": "FailJob", "onExitCodes": {
+        "containerName": "setup", "operator": "In", "values": [2, 3]}}]
+    assert pod["restartPolicy"] == "Never"
+    # The content volume (ReadWriteOnce) and the node of WordPress, as the web server has them.
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts["content"] == "/var/www/html"
+    claims = {v["name"]: v.get("persistentVolumeClaim", {}).get("claimName") for v in pod["volumes"]}
+    assert claims["content"] == "wordpress-content"
+    (term,) = pod["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["labelSelector"]["matchLabels"]["app.kubernetes.io/component"] == "wordpress"
+    # The store's values reach PHP as environment variables, never as arguments.
+    env = {e["name"]: e for e in container["env"]}
+    assert env["STORE_NAME"]["value"] == case.store.name
+    assert env["ADMIN_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "store-credentials",
+                                                                   "key": "admin-password"}
+    source = case.cluster.woocommerce.plugin_source if case.cluster.woocommerce else None
+    assert env["WOOCOMMERCE_SOURCE"]["value"] == (source or DEFAULT_PLUGIN_SOURCE)
+    if case.cluster.name == "local":
+        assert env["WOOCOMMERCE_SOURCE"]["value"].startswith("http://127.0.0.1:9/")
+
+
+@pytest.mark.parametrize("case", [c for c in ACTIVE if c.cluster.name == "local"], ids=_ids)
+def test_the_status_reader_may_list_the_stores_pods_and_nothing_more(case: Case, rendered: dict[str, str]) -> None:
+    manifests = _manifests(rendered, case)
+    roles = [m for m in _of_kind(manifests, "Role") if m["metadata"]["name"] == "storeops-status-reader"]
+    if case.engine != "woocommerce":
+        assert roles == []
+        return
+    assert roles[0]["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]
+    binding = _one(manifests, "RoleBinding", "storeops-status-reader")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "storeops", "namespace": "storeops"}]
+
+
+@pytest.mark.parametrize(
+    ("change", "complaint"),
+    [
+        ({"setup": {"pluginSource": "file:///srv/woocommerce.zip"}}, "pluginSource"),
+        ({"setup": {"pluginSource": ""}}, "pluginSource"),
+        ({"setup": {"backoffLimit": 50}}, "backoffLimit"),
+        ({"setup": {"activeDeadlineSeconds": 0}}, "activeDeadlineSeconds"),
+        ({"setup": {"image": {"repository": "wordpress", "tag": "cli"}}}, "image"),
+    ],
+    ids=["not-http", "empty-source", "unbounded-retries", "no-deadline", "no-separate-image"],
+)
+def test_values_schema_rejects_bad_setup_values(
+    helm: pathlib.Path, change: dict[str, Any], complaint: str, tmp_path: pathlib.Path
+) -> None:
+    case = WOO_ACTIVE[0]
+    values = _values_file(tmp_path, case.values_text())
+    override = _values_file(tmp_path, yaml.safe_dump(change))
+    result = _helm(
+        helm, "template", "store-x", str(REPO / "templates" / "woocommerce"), "--namespace", case.namespace,
+        "-f", str(values), "-f", str(override), check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "schema" in result.stderr and complaint in result.stderr, result.stderr
