@@ -328,7 +328,6 @@ def build(name: str, *, cache: pathlib.Path | None = None) -> Built:
             ]  # fmt: skip
             images._build(image.name, image.tag, entries, config, cache=cache, base=rootfs, archive_name=archive_name)
         packages = _packages(packages_file)
-        _prune(folder, image, keep={archive, rootfs, packages_file})
     built = images.Image(ref=image.ref, archive=archive)
     seconds = time.monotonic() - started
     logger.info("image %s: %s in %.1fs (%s)", image.ref, archive, seconds, "cached" if cached else "built")
@@ -338,14 +337,6 @@ def build(name: str, *, cache: pathlib.Path | None = None) -> Built:
 def build_all(*, cache: pathlib.Path | None = None) -> dict[str, Built]:
     """Every image, one after another (mmdebstrap is I/O and CPU heavy: parallel builds gain little)."""
     return {name: build(name, cache=cache) for name in IMAGES}
-
-
-def _prune(folder: pathlib.Path, image: DebianImage, *, keep: set[pathlib.Path]) -> None:
-    """Remove this image's archives and root filesystems built from other inputs."""
-    stale = [*folder.glob(f"{image.name}-{image.tag}-*.tar"), *(folder / "rootfs").glob(f"{image.name}-{SUITE}-*")]
-    for path in stale:
-        if path not in keep and ".partial-" not in path.name:
-            path.unlink(missing_ok=True)
 
 
 def _rootfs_paths(folder: pathlib.Path, image: DebianImage) -> tuple[pathlib.Path, pathlib.Path]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import logging
 import pathlib
 import subprocess
 import time
@@ -28,6 +29,8 @@ from harness import node, stack, versions
 from harness.images import debian
 
 pytestmark = pytest.mark.node
+
+logger = logging.getLogger(__name__)
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 STORAGE_CLASS = "storeops-test-local"
@@ -69,21 +72,40 @@ def built() -> dict[str, debian.Built]:
 @pytest.fixture(scope="module")
 def imported(node_stack: stack.Stack, built: dict[str, debian.Built]) -> dict[str, debian.Built]:
     assert node_stack.node is not None
-    for image in built.values():
+    snapshots = node_stack.node.directory / "containerd" / "root"
+    for name, image in built.items():
+        before = _disk_usage(snapshots)
+        started = time.monotonic()
         node_stack.node.ctr("images", "import", str(image.image.archive), timeout=900)
+        logger.info(
+            "image %s: %s in %.1fs (mmdebstrap %.1fs), archive %.0f MB, imported in %.1fs, containerd +%.0f MB",
+            name, "cached" if image.cached else "built", image.seconds, image.rootfs_seconds,
+            image.image.archive.stat().st_size / 1e6, time.monotonic() - started,
+            (_disk_usage(snapshots) - before) / 1e6,
+        )  # fmt: skip
     return built
+
+
+def _disk_usage(folder: pathlib.Path) -> int:
+    """Bytes of the files under `folder` (hard links once), as du counts them."""
+    out = subprocess.run(["du", "-s", "-B1", str(folder)], capture_output=True, text=True, check=True).stdout
+    return int(out.split()[0])
 
 
 def _render(store_id: str, helm: pathlib.Path, folder: pathlib.Path) -> Store:
     """helm template of the store's chart with the generator's values and the local images."""
     fleet = operations.load(REPO)
-    entry = fleet.stores[store_id].entry
-    assert entry is not None, fleet.stores[store_id].problems
+    store_file = fleet.stores[f"stores/{store_id}.yaml"]
+    entry = store_file.entry
+    assert entry is not None, store_file.problems
     model = entry.store
     cluster, plan = fleet.clusters[model.cluster][0], fleet.plans[model.plan]
     values = rendering.values(model, cluster, plan)
     overrides: dict[str, Any] = {"persistence": {"storageClassName": STORAGE_CLASS}}
+    chart_values = yaml.safe_load((REPO / "templates" / model.engine / "values.yaml").read_text())
     for block, image in CHART_IMAGES.items():
+        if block not in chart_values:
+            continue
         spec = debian.IMAGES[image]
         overrides[block] = {"image": {"repository": spec.ref.rsplit(":", 1)[0], "tag": spec.tag}}
     (folder / f"{store_id}.yaml").write_text(yaml.safe_dump(values))

@@ -70,7 +70,7 @@ if [ ! -d "$DATADIR/mysql" ]; then
 		log "GENERATED ROOT PASSWORD: $root_password"
 	fi
 	log "initialising $DATADIR"
-	mariadb-install-db --datadir="$DATADIR" --auth-root-authentication-method=normal --skip-test-db \
+	mariadb-install-db --datadir="$DATADIR" --auth-root-authentication-method=normal --skip-test-db --cross-bootstrap \
 		--skip-name-resolve --skip-log-bin >/dev/null
 	start_temporary "$@"
 	healthcheck=$(random)
