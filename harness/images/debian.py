@@ -231,6 +231,8 @@ IMAGES: dict[str, DebianImage] = {
                 "wordpress-theme-twentytwentyfive",
                 "apache2",
                 "libapache2-mod-php8.4",
+                # The chart's setup Job runs setup.php with this image's PHP.
+                "php8.4-cli",
                 "php8.4-mysql",
                 "php8.4-gd",
                 "php8.4-intl",
