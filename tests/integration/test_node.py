@@ -1,8 +1,11 @@
 """The harness's real node: Pods from locally built images run, serve, log, reach each other and
-Services, and cannot reach beyond the machine.
+Services, and cannot reach beyond the machine. Its add-ons: cluster DNS (CoreDNS, no upstream),
+NetworkPolicy (kube-network-policies) and the ingress controller (Traefik on 127.0.0.1); volumes
+and quotas.
 
 Traffic goes only to the pod network the harness creates (10.250.0.0/24), Service addresses on it,
-and one TEST-NET-3 address (203.0.113.1) that the boundary rule must drop before it leaves.
+loopback (the ingress controller's hostPort), and one TEST-NET-3 address (203.0.113.1) that the
+boundary rule must drop before it leaves.
 """
 
 from __future__ import annotations
@@ -297,7 +300,7 @@ def _isolation(namespace: str, *, web_labels: dict[str, str]) -> list[dict[str, 
 
 @pytest.fixture(scope="module")
 def store(node_stack: stack.Stack, pods: dict[str, dict[str, object]]) -> dict[str, object]:
-    """An isolated namespace like a store's: a web Pod behind a Service and an Ingress of class traefik,
+    """An isolated namespace like a store's (the charts' policies): a web Pod behind a Service,
     a neighbour Pod in the same namespace, and a Pod in the ingress controller's namespace."""
     assert node_stack.node is not None
     image = node_stack.node.images["busybox"]
