@@ -278,6 +278,11 @@ IMAGES: dict[str, DebianImage] = {
                 _run_dir("apache2", 33),
                 _run_dir("lock", 0),
                 _run_dir("lock/apache2", 33),
+                # Apache's logs go to the container's output (the trim empties /var/log).
+                File("var/log/apache2", mode=0o1777, uid=33, gid=33),
+                File("var/log/apache2/error.log", link="/dev/stderr"),
+                File("var/log/apache2/access.log", link="/dev/stdout"),
+                File("var/log/apache2/other_vhosts_access.log", link="/dev/stdout"),
             ),
             config=(
                 ("Entrypoint", ["entrypoint.sh"]),
