@@ -133,9 +133,7 @@ def start(
 
 def remove_rules() -> None:
     """Delete kube-network-policies' nftables tables (it leaves them when killed) and the harness's queue chain."""
-    _iptables("-t", "mangle", "-D", "POSTROUTING", "-j", QUEUE_CHAIN, check=False)
-    _iptables("-t", "mangle", "-F", QUEUE_CHAIN, check=False)
-    _iptables("-t", "mangle", "-X", QUEUE_CHAIN, check=False)
+    _remove_queue_chain()
     for table in NFT_TABLES:
         with contextlib.suppress(OSError, nftables.NftablesError):
             if nftables.delete_table(table):
@@ -151,6 +149,7 @@ def _queue_rules(pod_cidr: str) -> None:
     root processes send (kubelet probes, the harness's clients) is not judged, and no queue bypass:
     with kube-network-policies gone, new Pod connections are dropped rather than let through.
     """
+    _remove_queue_chain()  # a chain left by a stack that was never stopped
     _iptables("-t", "mangle", "-N", QUEUE_CHAIN)
     rules = [
         ["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "RETURN"],
@@ -161,6 +160,13 @@ def _queue_rules(pod_cidr: str) -> None:
     for rule in rules:
         _iptables("-t", "mangle", "-A", QUEUE_CHAIN, *rule)
     _iptables("-t", "mangle", "-A", "POSTROUTING", "-j", QUEUE_CHAIN)
+
+
+def _remove_queue_chain() -> None:
+    while _iptables("-t", "mangle", "-D", "POSTROUTING", "-j", QUEUE_CHAIN, check=False) is not None:
+        pass
+    _iptables("-t", "mangle", "-F", QUEUE_CHAIN, check=False)
+    _iptables("-t", "mangle", "-X", QUEUE_CHAIN, check=False)
 
 
 def queue_rules_installed() -> bool:
@@ -175,12 +181,13 @@ def _queue_bound(queue: int) -> bool:
     return False
 
 
-def _iptables(*args: str, check: bool = True) -> str:
+def _iptables(*args: str, check: bool = True) -> str | None:
+    """Its stdout; on failure CommandError when check, else None."""
     result = subprocess.run(["iptables", "-w", *args], capture_output=True, text=True, timeout=60, check=False)
     if result.returncode != 0:
         if check:
             raise errors.CommandError(f"iptables {' '.join(args)} failed: {result.stderr.strip()}")
-        return ""
+        return None
     return result.stdout
 
 
