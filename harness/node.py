@@ -79,6 +79,14 @@ KUBELET_CHAINS = [
     ("filter", "KUBE-FIREWALL"), ("filter", "KUBE-KUBELET-CANARY"), ("nat", "KUBE-KUBELET-CANARY"),
     ("mangle", "KUBE-KUBELET-CANARY"), ("mangle", "KUBE-IPTABLES-HINT"),
 ]  # fmt: skip
+#: containerd's registry client honours the proxy variables: every pull of an image that was not
+#: built here goes to a closed port on loopback and fails at once (ErrImagePull), so neither a pull
+#: nor its name lookup ever leaves this machine.
+PULL_NOWHERE = {
+    name: value
+    for proxy in ("HTTPS_PROXY", "HTTP_PROXY")
+    for name, value in ((proxy, "http://127.0.0.1:9"), (proxy.lower(), "http://127.0.0.1:9"))
+} | {"NO_PROXY": "", "no_proxy": ""}
 SYSCTLS = {"net/ipv4/ip_forward": "1", "net/bridge/bridge-nf-call-iptables": "1"}
 COMMANDS = {
     "containerd": "containerd",
@@ -179,8 +187,9 @@ def start(
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(_containerd_config(directory, sandbox_image=pause.ref, stream_port=ports["cri-stream"]))
     run["containerd"] = processes.spawn(
-        "containerd", ["containerd", f"--config={config}"], log_dir=logs, tie_to_parent=tie_to_parent
-    )
+        "containerd", ["containerd", f"--config={config}"], log_dir=logs, tie_to_parent=tie_to_parent,
+        env=PULL_NOWHERE,
+    )  # fmt: skip
     processes.wait_until(
         "containerd to answer on its socket",
         lambda: node.socket.exists() and bool(node.ctr("version", check=False, timeout=10)),
@@ -433,8 +442,11 @@ def _kubelet_config(
         "clusterDNS": [addons.DNS_SERVICE_IP],
         "clusterDomain": addons.CLUSTER_DOMAIN,
         # Room for the control plane, Argo CD and the tests on a 2-core machine.
-        "systemReserved": {"cpu": "500m", "memory": "2Gi"},
-        "kubeReserved": {"cpu": "250m", "memory": "1Gi"},
+        # CPU: requests are bookkeeping (the control plane is not in a cgroup the kubelet limits);
+        # 1.8 of the 2 cores stay allocatable so that the local profile's example stores and a
+        # demo store fit together (about 1.5 cores of requests).
+        "systemReserved": {"cpu": "100m", "memory": "2Gi"},
+        "kubeReserved": {"cpu": "100m", "memory": "1Gi"},
         # Loose enough for a shared CI disk; the harness cleans up after each stack instead.
         "evictionHard": {
             "memory.available": "200Mi",

@@ -16,6 +16,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from typing import Any
 
 import pytest
 
@@ -208,6 +209,26 @@ def test_pod_cannot_reach_beyond_the_machine(node_stack: stack.Stack, pods: dict
         or ("MASQ" in rule and source in rule and f"! {source}" not in rule)
     ]
     assert not masquerading, nat
+
+
+def test_an_image_not_built_here_is_never_pulled_from_outside(node_stack: stack.Stack) -> None:
+    """The node's containerd sends every pull to a closed port on loopback: it fails at once, and
+    the error names that address, not a registry's."""
+    kubectl = node_stack.kubectl
+    kubectl.apply(_pod("elsewhere", "registry.example.org/some/image:1", "true", imagePullPolicy="IfNotPresent"))
+
+    def pull_failed() -> str:
+        pod: dict[str, Any] = kubectl.get("pod", "elsewhere", namespace=NAMESPACE) or {}
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            waiting = (status.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in ("ErrImagePull", "ImagePullBackOff") and waiting.get("message"):
+                return str(waiting["message"])
+        return ""
+
+    kubectl.wait_for("the pull to fail", lambda: bool(pull_failed()), timeout=60, interval=0.5)
+    message = pull_failed()
+    kubectl.run("delete", "pod", "elsewhere", "-n", NAMESPACE, "--wait=false")
+    assert "127.0.0.1:9" in message, message
 
 
 def test_pod_reaches_the_api_server_with_its_service_account_token(
