@@ -9,18 +9,13 @@ real against the API server, with the token of the ServiceAccount the chart crea
 from __future__ import annotations
 
 import base64
-import collections.abc
 import dataclasses
-import glob
 import json
 import os
 import pathlib
 import re
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import uuid
 from typing import Any
 
@@ -369,7 +364,7 @@ def test_active_store_runs_one_of_each_workload(case: Case, rendered: dict[str, 
     manifests = _manifests(rendered, case)
     assert {m["spec"]["replicas"] for m in manifests if m["kind"] in WORKLOADS} == {1}
     jobs = {m["metadata"]["name"] for m in _of_kind(manifests, "Job")}
-    assert jobs == ({"credentials", "setup"} if case.engine == "woocommerce" else {"credentials", "admin-user"})
+    assert jobs == ({"credentials", "setup"} if case.engine == "woocommerce" else {"credentials", "store-bootstrap"})
 
 
 @pytest.mark.parametrize("case", CASES, ids=_ids)
@@ -666,71 +661,56 @@ def test_credentials_script_creates_the_secret_once_and_never_rotates_it(
     assert answer.stdout.strip() == "yes"
 
 
-# --- the Medusa admin look-up, against a real PostgreSQL -------------------------------------------
+# --- the Medusa bootstrap Job -------------------------------------------------------------------------
+
+MEDUSA_ACTIVE = [c for c in ACTIVE if c.engine == "medusa"]
+TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
-@pytest.fixture
-def postgres() -> collections.abc.Iterator[dict[str, str]]:
-    """A throwaway PostgreSQL server (Debian's binaries) on a free port; yields libpq settings."""
-    # Debian keeps the server binaries off PATH, under /usr/lib/postgresql/<major>/bin.
-    search = os.pathsep.join([os.environ.get("PATH", ""), *sorted(glob.glob("/usr/lib/postgresql/*/bin"))])
-    binaries = {name: shutil.which(name, path=search) for name in ("initdb", "pg_ctl")}
-    if not all(binaries.values()):
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
-    # Not under pytest's tmp_path: as root the server runs as nobody, who cannot enter that.
-    tmp_path = pathlib.Path(tempfile.mkdtemp(prefix="storeops-pg-"))
-    data = tmp_path / "pgdata"
-    user: list[str] = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        tmp_path.chmod(0o777)
-        user = ["runuser", "-u", "nobody", "--"]
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = str(probe.getsockname()[1])
-    password = uuid.uuid4().hex
-    (tmp_path / "pw").write_text(password)
-    (tmp_path / "pw").chmod(0o644)
-    subprocess.run([*user, str(binaries["initdb"]), "-D", str(data), "-U", "medusa", "--auth=scram-sha-256",
-                    f"--pwfile={tmp_path / 'pw'}"], check=True, capture_output=True)  # fmt: skip
-    options = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={tmp_path}"
-    subprocess.run([*user, str(binaries["pg_ctl"]), "-D", str(data), "-o", options, "-w", "start",
-                    "-l", str(tmp_path / "pg.log")], check=True, capture_output=True)  # fmt: skip
-    settings = {"PGHOST": "127.0.0.1", "PGPORT": port, "PGPASSWORD": password, "PGUSER": "medusa"}
-    try:
-        yield settings
-    finally:
-        subprocess.run([*user, str(binaries["pg_ctl"]), "-D", str(data), "-m", "immediate", "stop"],
-                       check=False, capture_output=True)  # fmt: skip
-        shutil.rmtree(tmp_path, ignore_errors=True)
-
-
-def test_medusa_admin_look_up_counts_the_admin_and_quotes_the_email(
-    helm: pathlib.Path, postgres: dict[str, str], tmp_path: pathlib.Path
+@pytest.mark.parametrize("case", MEDUSA_ACTIVE, ids=_ids)
+def test_the_bootstrap_job_runs_the_apps_bootstrap_and_hands_on_the_publishable_key(
+    case: Case, rendered: dict[str, str]
 ) -> None:
-    """The admin Job's psql step, as rendered, against a real server holding Medusa's user table."""
-    case = next(c for c in ACTIVE if c.engine == "medusa")
-    manifests = _documents(_template_text(helm, case, _values_file(tmp_path, case.values_text())))
-    look_up = _one(manifests, "Job", "admin-user")["spec"]["template"]["spec"]["initContainers"][0]
-    env = {e["name"]: e["value"] for e in look_up["env"] if "value" in e}
-    out = tmp_path / "existing"
-    # The same shell command, pointed at this server (-h) and this folder instead of the pod's.
-    command = look_up["command"][2].replace("-h postgres", '-h "$PGHOST"').replace("/work/existing", str(out))
-    psql = ["psql", "-v", "ON_ERROR_STOP=1", "-d", "postgres"]
-    subprocess.run([*psql, "-c", "CREATE DATABASE medusa"], env={**os.environ, **postgres}, check=True)
-    run_env = {**os.environ, **postgres, **env}
-    table = 'CREATE TABLE "user" (id text PRIMARY KEY, email text NOT NULL, deleted_at timestamptz)'
-    subprocess.run([*psql[:-2], "-d", "medusa", "-c", table], env=run_env, check=True, capture_output=True)
-
-    def count(email: str) -> str:
-        subprocess.run(["sh", "-c", command], env={**run_env, "ADMIN_EMAIL": email}, check=True, timeout=30)
-        return out.read_text().strip()
-
-    assert count(env["ADMIN_EMAIL"]) == "0"
-    insert = f"INSERT INTO \"user\" VALUES ('u1', '{env['ADMIN_EMAIL']}', NULL), ('u2', 'gone@example.test', now())"
-    subprocess.run([*psql[:-2], "-d", "medusa", "-c", insert], env=run_env, check=True, capture_output=True)
-    assert count(env["ADMIN_EMAIL"]) == "1"
-    assert count("gone@example.test") == "0"  # soft-deleted users do not count
-    assert count("o'brien@example.test") == "0"  # quoted by psql, not spliced into the SQL
+    manifests = _manifests(rendered, case)
+    job = _one(manifests, "Job", "store-bootstrap")
+    annotations = job["metadata"]["annotations"]
+    assert annotations["argocd.argoproj.io/hook"] == "PostSync"
+    assert annotations["helm.sh/hook"] == "post-install,post-upgrade"
+    assert job["spec"]["backoffLimit"] <= 3 and job["spec"]["activeDeadlineSeconds"] <= 1200
+    pod = job["spec"]["template"]["spec"]
+    (bootstrap,) = pod["initContainers"]
+    (publisher,) = pod["containers"]
+    server = _one(manifests, "Deployment", "medusa")["spec"]["template"]["spec"]["containers"][0]
+    images_of = case.images()
+    # The built bootstrap, from the server's image and folder, with the server's environment.
+    assert bootstrap["image"] == server["image"] == str(images_of["medusa"])
+    assert bootstrap["workingDir"] == server["workingDir"] == "/app/.medusa/server"
+    assert bootstrap["command"] == ["node_modules/.bin/medusa", "exec", "./src/scripts/bootstrap.js"]
+    assert server["command"] == ["node_modules/.bin/medusa", "start"]
+    env = {e["name"]: e for e in bootstrap["env"]}
+    assert {e["name"] for e in server["env"]} <= set(env)
+    assert env["ADMIN_EMAIL"]["value"] == case.store.owner.email
+    assert env["ADMIN_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "store-credentials", "key": "admin-password"}
+    assert env["STORE_NAME"]["value"] == case.store.name
+    assert (env["STORE_CURRENCY"]["value"], env["STORE_COUNTRIES"]["value"]) == ("usd", "us")
+    assert env["STORE_BOOTSTRAP_OUTPUT"]["value"] == "/work/bootstrap.json"
+    # The key goes to the Secret from the credentials image, with the only API token of the pod.
+    assert publisher["image"] == str(images_of["credentials"])
+    assert publisher["command"] == ["python3", "/scripts/publishable_key.py"]
+    assert {e["name"]: e.get("value") for e in publisher["env"]}["SECRET_NAME"] == "store-credentials"
+    assert pod["automountServiceAccountToken"] is False and pod["serviceAccountName"] == "store-bootstrap"
+    assert [m["mountPath"] for m in bootstrap["volumeMounts"] if m["mountPath"] == TOKEN_PATH] == []
+    assert TOKEN_PATH in [m["mountPath"] for m in publisher["volumeMounts"]]
+    script = _one(manifests, "ConfigMap", "store-bootstrap")["data"]
+    assert script == {"publishable_key.py": (REPO / "templates/medusa/files/publishable_key.py").read_text()}
+    role = _one(manifests, "Role", "store-bootstrap")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["store-credentials"],
+                              "verbs": ["get", "patch"]}]  # fmt: skip
+    binding = _one(manifests, "RoleBinding", "store-bootstrap")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "store-bootstrap", "namespace": case.namespace}]
+    # Readiness is Medusa's own health endpoint.
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert server[probe]["httpGet"]["path"] == "/health", probe
 
 
 # --- the WooCommerce setup Job --------------------------------------------------------------------

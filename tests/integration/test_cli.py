@@ -168,7 +168,7 @@ def test_plan_shows_the_images_a_profile_change_gives_every_store_of_its_cluster
     assert lines[at + 1] == "      images (from clusters/prod.yaml; * = chart default):"
     assert lines[at + 3].split() == ["mariadb", "registry.internal.example/hub/library/mariadb:11.4.8"]
     # The Medusa image is on ghcr.io, not Docker Hub: it stays the chart's.
-    assert any(line.split() == ["medusa", "ghcr.io/storeops/medusa-store:2.10.3", "*"] for line in lines)
+    assert any(line.split() == ["medusa", "ghcr.io/storeops/medusa-store:2.21.2", "*"] for line in lines)
     assert "+    repository: registry.internal.example/hub/library/redis" in lines
     as_json = json.loads(storeops(example_repo, "plan", "--base", "HEAD", "--json").stdout)
     assert as_json["imageChanges"] == {"prod": ["coffee-lab", "nordic-knits"]}
