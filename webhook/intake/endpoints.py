@@ -466,7 +466,7 @@ def _admin_login(service: Service, entry: Mapping[str, Any]) -> str:
     values = yaml.safe_load(values_file.read_text()) if values_file.is_file() else {}
     if engine == "woocommerce":
         return str((values.get("wordpress") or {}).get("adminUser") or "admin")
-    return str((values.get("admin") or {}).get("email") or email)
+    return str((values.get("bootstrap") or {}).get("adminEmail") or email)
 
 
 async def make_credentials_link(request: Request, call: access.Call, store_id: str) -> credentials.Link:
