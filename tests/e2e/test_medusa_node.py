@@ -1,0 +1,229 @@
+"""A Medusa store that takes an order on the real node, requested through storeops' API.
+
+``storeops serve`` (with the status reader) runs against the full stack with the real node; the
+example stores of the local cluster are suspended in the Git remote, so the node runs this one alone. A person
+requests a Medusa store through the API; storeops commits it, renders it, Argo CD syncs it, and the
+node runs PostgreSQL, Redis and the Medusa server from the local images (``storeops.local/...``,
+built here: harness/images/debian.py and harness/images/medusa.py), the bootstrap Job sets the store
+up and puts the publishable key into the credentials Secret. When storeops reports it ``ready``, a
+customer orders through Traefik on 127.0.0.1 with the store's Host header, using the Store API with
+that key (product, cart, address, shipping option, the system payment provider, completion); then
+the owner takes the one-time credentials link storeops gives only to them, logs in to the Admin API
+and finds the order. The times from the request to ``ready`` and to the first order are printed
+(``-s``). Pods' traffic stays on the pod network; nothing leaves the machine.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections.abc
+import hashlib
+import json
+import pathlib
+import secrets
+import shutil
+import time
+import urllib.parse
+from typing import Any
+
+import httpx
+import pytest
+
+from generator import constants, publishing
+from harness import demo, stack
+from harness.images import debian, medusa
+from tests.e2e.test_store_charts import _kubectl_json
+from tests.e2e.test_store_node import _describe
+
+pytestmark = [pytest.mark.e2e, pytest.mark.node]
+
+OWNER = {"name": "Olga Owner", "email": "olga@medusa-shop.example"}
+STORE_ID = "medusa-shop"
+#: The images the Medusa chart runs on the local profile, besides the store's own.
+DEBIAN_IMAGES = ("postgres", "redis", "python")
+# Importing, first starts of a Node.js server on two shared cores, the bootstrap: many minutes.
+READY_TIMEOUT = 1800.0
+KEY_TIMEOUT = 900.0
+
+
+@pytest.fixture(scope="module")
+def cluster(argocd_node_stack: stack.Stack) -> stack.Stack:
+    """The stack with the Medusa store's images imported into the node's containerd."""
+    assert argocd_node_stack.node is not None
+    began = time.monotonic()
+    built = medusa.build()
+    size = built.image.archive.stat().st_size / 1e6
+    print(f"medusa image {built.image.ref}: {'cached' if built.cached else 'built'} in {built.seconds:.0f}s "
+          f"(server build {built.server_seconds:.0f}s, mmdebstrap {built.rootfs_seconds:.0f}s), {size:.0f} MB",
+          flush=True)  # fmt: skip
+    archives = [debian.build(name).image.archive for name in DEBIAN_IMAGES] + [built.image.archive]
+    for archive in archives:
+        argocd_node_stack.node.ctr("images", "import", str(archive), timeout=900)
+    print(f"images built and imported in {time.monotonic() - began:.0f}s", flush=True)
+    return argocd_node_stack
+
+
+def _seed_source(target: pathlib.Path) -> pathlib.Path:
+    """This repository's data folders with the example stores of the local cluster suspended: the
+    root Application still has stores to sync, and the node runs nothing but ours."""
+    for folder in publishing.SEED_FOLDERS:
+        source = demo.ROOT / folder
+        if source.is_dir():
+            shutil.copytree(source, target / folder, symlinks=True)
+    for entry in (target / constants.STORES_DIR).glob("*.yaml"):
+        text = entry.read_text()
+        if f"cluster: {demo.CLUSTER}\n" in text:
+            entry.write_text(text.replace("state: active\n", "state: suspended\n"))
+    return target
+
+
+@pytest.fixture(scope="module")
+def loop(cluster: stack.Stack, tmp_path_factory: pytest.TempPathFactory) -> collections.abc.Iterator[demo.Loop]:
+    """``storeops serve`` with the status reader, a remote whose other local stores are suspended, an owner's token."""
+    work = tmp_path_factory.mktemp("medusa-loop")
+    source = _seed_source(work / "source")
+    loop = demo.Loop(stack=cluster, work=work)
+    publishing.seed_remote(loop.remote, source, "main")
+    owner_token = secrets.token_urlsafe(24)
+    tokens = work / "tokens.yaml"
+    tokens.write_text(json.dumps({"tokens": [
+        {"name": "e2e", "scope": "write", "sha256": hashlib.sha256(loop.token.encode()).hexdigest()},
+        {"name": "owner", "scope": "owner", "owner": OWNER["email"],
+         "sha256": hashlib.sha256(owner_token.encode()).hexdigest()},
+    ]}))  # fmt: skip
+    loop.extra_env.update({"STOREOPS_API_TOKENS": "", "STOREOPS_TOKENS_FILE": str(tokens)})
+    loop.owner_token = owner_token  # type: ignore[attr-defined]
+    try:
+        loop.prepare()
+        loop.start_service()
+        yield loop
+    finally:
+        loop.stop_service()
+        log = work / "service.log"
+        print(log.read_text(errors="replace")[-3000:] if log.exists() else "", flush=True)
+
+
+def _ok(response: httpx.Response) -> dict[str, Any]:
+    request = response.request
+    assert response.status_code < 300, f"{request.method} {request.url}: {response.status_code} {response.text[:2000]}"
+    body = response.json()
+    assert isinstance(body, dict)
+    return body
+
+
+def _owner_call(loop: demo.Loop, method: str, path: str) -> tuple[int, dict[str, Any]]:
+    """A request to storeops as the store's owner (the owner-scoped token)."""
+    token = loop.owner_token  # type: ignore[attr-defined]
+    response = httpx.request(method, f"http://127.0.0.1:{loop.port}{path}", timeout=30,
+                             headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+    body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+    return response.status_code, body
+
+
+def _secret(loop: demo.Loop, namespace: str) -> dict[str, str]:
+    found = loop.stack.kubectl.get("secret", "store-credentials", namespace=namespace) or {}
+    data = found.get("data") or {}
+    return {key: base64.b64decode(value).decode() for key, value in data.items()}
+
+
+def _wait(what: str, check: Any, *, timeout: float, describe: Any) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(3)
+    raise AssertionError(f"timed out waiting for {what}:\n{describe()}")
+
+
+def _place_order(store: httpx.Client) -> tuple[str, str]:
+    """A customer's checkout through the Store API; returns (order id, customer email)."""
+    regions = _ok(store.get("/store/regions"))["regions"]
+    region = next(r for r in regions if any(c["iso_2"] == "us" for c in r.get("countries", [])))
+    products = _ok(store.get("/store/products", params={"region_id": region["id"]}))["products"]
+    sample = next(p for p in products if p["handle"] == "sample-product")
+    variant = sample["variants"][0]
+    assert variant["calculated_price"]["calculated_amount"] == 20
+
+    cart = _ok(store.post("/store/carts", json={"region_id": region["id"]}))["cart"]
+    cart_path = f"/store/carts/{cart['id']}"
+    _ok(store.post(f"{cart_path}/line-items", json={"variant_id": variant["id"], "quantity": 1}))
+    email = "buyer@medusa-shop.example"
+    address = {"first_name": "Ada", "last_name": "Buyer", "address_1": "1 Main Street", "city": "Springfield",
+               "postal_code": "12345", "country_code": "us"}  # fmt: skip
+    _ok(store.post(cart_path, json={"email": email, "shipping_address": address, "billing_address": address}))
+    options = _ok(store.get("/store/shipping-options", params={"cart_id": cart["id"]}))["shipping_options"]
+    assert [o["name"] for o in options] == ["Standard shipping"]
+    cart = _ok(store.post(f"{cart_path}/shipping-methods", json={"option_id": options[0]["id"]}))["cart"]
+    assert cart["total"] == 25  # 20 for the product, 5 for shipping
+
+    collection = _ok(store.post("/store/payment-collections", json={"cart_id": cart["id"]}))["payment_collection"]
+    _ok(store.post(f"/store/payment-collections/{collection['id']}/payment-sessions",
+                   json={"provider_id": "pp_system_default"}))  # fmt: skip
+    completed = _ok(store.post(f"{cart_path}/complete"))
+    assert completed["type"] == "order", completed
+    order_id = completed["order"]["id"]
+    assert isinstance(order_id, str)
+    return order_id, email
+
+
+def test_a_medusa_store_requested_through_the_api_takes_an_order_the_owner_finds(loop: demo.Loop) -> None:
+    cluster = loop.stack
+    assert cluster.node is not None and cluster.node.ingress_port
+    namespace = f"store-{STORE_ID}"
+    describe = _describe(cluster, namespace)
+
+    asked = time.monotonic()
+    answer = loop.request_store({"id": STORE_ID, "name": "Medusa Shop", "engine": "medusa", "plan": "small",
+                                 "cluster": demo.CLUSTER, "owner": OWNER})  # fmt: skip
+    view = loop.wait_request(answer["request_id"])
+    assert view["status"] == "committed", view
+    try:
+        events = loop.follow(STORE_ID, until=("ready", "failed", "degraded"), since=asked, timeout=READY_TIMEOUT)
+    except Exception:
+        print(describe(), flush=True)
+        raise
+    to_ready = time.monotonic() - asked
+    assert events[-1]["status"] == "ready", f"{events[-1]}\n{describe()}"
+    host = urllib.parse.urlsplit(str(events[-1]["url"])).hostname
+    assert host, events[-1]
+    print(f"medusa: request -> ready {to_ready:.0f}s ({host})", flush=True)
+    pods = _kubectl_json(cluster.kubectl, "get", "pods", "-n", namespace)["items"]
+    assert {p["spec"].get("nodeName") for p in pods if p["status"].get("phase") == "Running"} == {"storeops-node-0"}
+
+    # The bootstrap Job put the publishable key next to the admin password.
+    secret = _wait("the publishable key in the credentials Secret",
+                   lambda: (found := _secret(loop, namespace)).get("publishable-key") and found,
+                   timeout=KEY_TIMEOUT, describe=describe)  # fmt: skip
+    key = secret["publishable-key"]
+    assert key.startswith("pk_")
+    job = _kubectl_json(cluster.kubectl, "get", "job", "store-bootstrap", "-n", namespace)
+    assert job["status"].get("succeeded") == 1
+
+    base = f"http://127.0.0.1:{cluster.node.ingress_port}"
+    with httpx.Client(base_url=base, headers={"Host": host}, timeout=120) as anonymous:
+        # Through Traefik to Medusa's own health endpoint; the Store API wants the key.
+        health = anonymous.get("/health")
+        assert (health.status_code, health.text.strip()) == (200, "OK"), health.text
+        assert anonymous.get("/store/products").status_code == 400
+    with httpx.Client(base_url=base, headers={"Host": host, "x-publishable-api-key": key}, timeout=120) as store:
+        order_id, email = _place_order(store)
+    to_order = time.monotonic() - asked
+    print(f"medusa: request -> first order {to_order:.0f}s (ready {to_ready:.0f}s)", flush=True)
+
+    # The owner's first login: a one-time link from storeops, opened with the owner's own token.
+    status, link = _owner_call(loop, "POST", f"/v1/stores/{STORE_ID}/credentials/link")
+    assert status == 201, link
+    path = urllib.parse.urlsplit(link["url"]).path
+    status, shown = _owner_call(loop, "GET", path)
+    assert status == 200, shown
+    assert shown["login"] == OWNER["email"] and shown["password"] == secret["admin-password"]
+    assert _owner_call(loop, "GET", path)[0] == 410  # used once
+    with httpx.Client(base_url=base, headers={"Host": host}, timeout=120) as admin:
+        token = _ok(admin.post("/auth/user/emailpass", json={"email": shown["login"], "password": shown["password"]}))
+        orders = _ok(admin.get("/admin/orders", params={"fields": "id,email,total"},
+                               headers={"Authorization": f"Bearer {token['token']}"}))["orders"]  # fmt: skip
+    found = [o for o in orders if o["id"] == order_id]
+    assert found and found[0]["email"] == email and found[0]["total"] == 25, orders
+    # The owner's password never reached storeops' log.
+    assert shown["password"] not in (loop.work / "service.log").read_text(errors="replace")
