@@ -136,7 +136,7 @@ def _source_files() -> list[pathlib.Path]:
 
 def server_key(node_major: int) -> str:
     """Hash of everything the built server depends on: the lockfile, the sources, admin, Node.js major."""
-    digest = hashlib.sha256(json.dumps({"admin": ADMIN, "node": node_major}).encode())
+    digest = hashlib.sha256(json.dumps({"admin": ADMIN, "node": node_major, "layout": 2}).encode())
     for path in _source_files():
         digest.update(str(path.relative_to(APP)).encode() + b"\0")
         digest.update(path.read_bytes())
@@ -217,6 +217,7 @@ def built_server(*, cache: pathlib.Path | None = None) -> tuple[pathlib.Path, st
             raise errors.HarnessError(f"medusa build left no admin dashboard in {server}; see {log}")
         logger.info("medusa: npm ci --omit=dev in %s", server)
         _run([npm, "ci", "--omit=dev"], cwd=server, env=env, log=log)
+        _migration_folders(server)
         (server / ".complete").touch()
         try:
             server.rename(folder)
@@ -226,6 +227,13 @@ def built_server(*, cache: pathlib.Path | None = None) -> tuple[pathlib.Path, st
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return folder, key, time.monotonic() - started
+
+
+def _migration_folders(server: pathlib.Path) -> None:
+    """An empty dist/migrations in every Medusa package lacking one: `medusa db:migrate` creates them
+    when it looks for a module's migrations, which fails where the code is read-only (the image)."""
+    for dist in sorted((server / "node_modules" / "@medusajs").glob("*/dist")):
+        (dist / "migrations").mkdir(exist_ok=True)
 
 
 # --- the image ----------------------------------------------------------------------------------------------
