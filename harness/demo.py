@@ -16,6 +16,7 @@ the time since the request. Everything keeps running for you to explore until ``
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import dataclasses
 import http.client
@@ -29,21 +30,25 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from generator import publishing, rendering
 from generator.settings import Settings
 from harness import errors, processes, stack
+from harness import node as real_node
+from harness.images import debian, medusa
 
 logger = logging.getLogger(__name__)
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CLUSTER = "local"
+# Medusa: its whole store runs on this machine (WooCommerce's plugin cannot be fetched here).
 DEMO_STORE = {
     "id": "demo-shop",
     "name": "Demo Shop",
-    "engine": "woocommerce",
+    "engine": "medusa",
     "plan": "small",
     "cluster": CLUSTER,
     "owner": {"name": "Demo Owner", "email": "owner@demo-shop.example"},
@@ -227,6 +232,39 @@ class Loop:
 
 # --- the command --------------------------------------------------------------------------------
 
+def _reach_lines(running: stack.Stack, last: Mapping[str, Any], namespace: str) -> str:
+    """How to reach the store from this machine (through the ingress controller) and its credentials."""
+    if running.node is None or not running.node.ingress_port:
+        return (
+            f"  credentials:  Secret store-credentials in {namespace}, made by the store's credentials Job in a\n"
+            "                real cluster (the simulated node here runs no containers, so it stays absent)\n"
+        )
+    host = urllib.parse.urlsplit(str(last.get("url") or "")).hostname or f"{DEMO_STORE['id']}.stores.localtest.me"
+    base = f"http://127.0.0.1:{running.node.ingress_port}"
+    secret = running.kubectl.get("secret", "store-credentials", namespace=namespace) or {}
+    data = secret.get("data") or {}
+    assert isinstance(data, dict)
+    key = base64.b64decode(data["publishable-key"]).decode() if "publishable-key" in data else ""
+    products = (f"                curl -H 'Host: {host}' -H 'x-publishable-api-key: {key}' {base}/store/products\n"
+                if key else "")  # fmt: skip
+    return (
+        f"  the store:    curl -H 'Host: {host}' {base}/health\n{products}"
+        f"                (through Traefik, the node's ingress controller; in a browser that resolves\n"
+        f"                *.localtest.me to 127.0.0.1: http://{host}:{running.node.ingress_port}/app is the admin)\n"
+        f"  credentials:  the owner gets a one-time link: POST /v1/stores/{DEMO_STORE['id']}/credentials/link\n"
+        f"                (Secret store-credentials in {namespace}, made by the store's credentials Job)\n"
+    )
+
+
+def import_store_images(node: real_node.Node) -> list[str]:
+    """Build (or find cached) every image the local profile names and import it into the node."""
+    refs = []
+    for image in [built.image for built in debian.build_all().values()] + [medusa.build().image]:
+        node.ctr("images", "import", str(image.archive), timeout=600)
+        refs.append(image.ref)
+    return refs
+
+
 def _state(base: pathlib.Path) -> pathlib.Path:
     return base / "demo"
 
@@ -236,11 +274,18 @@ def start(base: pathlib.Path) -> int:
     stop(base, quiet=True)
     shutil.rmtree(work, ignore_errors=True)
     began = time.monotonic()
+    problems = real_node.host_problems()
+    if problems:
+        print("storeops demo: this machine cannot run the real node (" + "; ".join(problems) + "): store Pods "
+              "will be simulated by kwok and nothing will answer HTTP", flush=True)  # fmt: skip
     print("storeops demo: starting the local control plane (etcd, kube-apiserver, controller-manager, "
-          "scheduler, kwok, Redis, Argo CD)", flush=True)
-    running = stack.start(work / "stack", full=True, argocd_defaults=True)
+          f"scheduler, kwok, Redis, Argo CD{'' if problems else ', and a real node'})", flush=True)  # fmt: skip
+    running = stack.start(work / "stack", full=True, argocd_defaults=True, node=not problems)
     loop = Loop(stack=running, work=work, started=began)
     loop.stage(f"control plane ready; export KUBECONFIG={running.kubeconfig}")
+    if running.node is not None:
+        imported = import_store_images(running.node)
+        loop.stage(f"store images built here and imported into the node: {', '.join(imported)}")
     loop.prepare()
     loop.start_service(detach=True)
     (work / "api-token").write_text(loop.token + "\n")
@@ -258,9 +303,7 @@ def start(base: pathlib.Path) -> int:
 The store is {last['status']}{f" at {last.get('url')}" if last.get('url') else ''}.
   kubectl:      export KUBECONFIG={running.kubeconfig} PATH={running.binaries.kubectl.parent}:$PATH
                 kubectl get all,pvc,ingress -n {store}; kubectl get applications -n argocd
-  credentials:  Secret store-credentials in {store}, made by the store's credentials Job in a real
-                cluster (the simulated node here runs no containers, so it stays absent)
-  request form: http://127.0.0.1:{loop.port}/
+{_reach_lines(running, last, store)}  request form: http://127.0.0.1:{loop.port}/
   API:          curl -H "Authorization: Bearer $(cat {token})" http://127.0.0.1:{loop.port}/v1/stores/{DEMO_STORE['id']}
   status:       STOREOPS_KUBECONFIG={running.kubeconfig} STOREOPS_STATE_DIR={work / 'service'} storeops status
   events:       curl -N -H "Authorization: Bearer $(cat {token})" \\
