@@ -218,7 +218,7 @@ def test_the_local_profile_runs_the_local_builds_behind_traefik() -> None:
     }
     assert {c: str(i) for c, i in medusa.items()} == {
         "credentials": "storeops.local/python:3.13-trixie",
-        "medusa": str(loaded.charts["medusa"]["medusa"]),
+        "medusa": "storeops.local/medusa-store:2.21.2-trixie",
         "postgres": "storeops.local/postgres:17-trixie",
         "redis": "storeops.local/redis:8.0-trixie",
     }
