@@ -70,6 +70,16 @@ seccompProfile:
   type: RuntimeDefault
 {{- end }}
 
+{{- /* The environment every Python Job container of the charts shares (after its own variables). */ -}}
+{{- define "storeops.pythonJobEnv" -}}
+- name: POD_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+- name: PYTHONDONTWRITEBYTECODE
+  value: "1"
+{{- end }}
+
 {{- define "storeops.containerSecurityContext" -}}
 allowPrivilegeEscalation: false
 readOnlyRootFilesystem: {{ . }}
@@ -341,12 +351,7 @@ spec:
               value: {{ include "store.credentialKeys" . | quote }}
             - name: SECRET_LABELS
               value: {{ dict "app.kubernetes.io/part-of" "storeops" "app.kubernetes.io/instance" .Release.Name "storeops.io/store" .Values.store.id | toJson | quote }}
-            - name: POD_NAMESPACE
-              valueFrom:
-                fieldRef:
-                  fieldPath: metadata.namespace
-            - name: PYTHONDONTWRITEBYTECODE
-              value: "1"
+            {{- include "storeops.pythonJobEnv" . | nindent 12 }}
           securityContext:
             {{- include "storeops.containerSecurityContext" true | nindent 12 }}
           resources:
