@@ -7,7 +7,7 @@ import ipaddress
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 
 import anyio
 from starlette.applications import Starlette
@@ -29,6 +29,7 @@ from webhook.settings import StatusSettings
 from webhook.status import callbacks
 from webhook.status import reader as statusreader
 from webhook.status import routes as statusroutes
+from webhook.status.ledger import Event
 from webhook.status.sinks import Sink
 from webhook.types import PullRequests
 
@@ -142,10 +143,16 @@ async def _http(request: Request, exc: Exception) -> Response:
 EXCEPTION_HANDLERS = {Rejected: _rejected, NotReady: _not_ready, HTTPException: _http}
 
 
-def status_sinks(status: StatusSettings, *, hub: GitHub | None, branch: str) -> list[Sink]:
-    """Where store transitions are reported: one line per sink (see ``webhook.status.sinks``)."""
+def status_sinks(
+    status: StatusSettings, *, hub: GitHub | None, branch: str,
+    details: Callable[[Event], Mapping[str, object]] | None = None,
+) -> list[Sink]:
+    """Where store transitions are reported: one line per sink (see ``webhook.status.sinks``).
+
+    ``details`` adds to a ready report on the callback (a private channel) what its owner needs
+    next; GitHub, which repository readers see, gets the status and URL only."""
     return [
-        callbacks.CallbackSink.from_settings(status),
+        callbacks.CallbackSink.from_settings(status, details=details),
         *([deploys.DeploySink(hub=hub, branch=branch)] if hub is not None else []),
     ]
 
@@ -164,8 +171,20 @@ def create_app(config: settings.ServiceSettings, *, pulls: PullRequests | None =
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         remotes.install_log_redaction()
         repo = GitHub(settings=github) if github is not None and github.enabled else None
-        reader = statusreader.launch(status, sinks=status_sinks(status, hub=repo, branch=config.git.branch)
-                                     if status is not None else None)
+        def details(event: Event) -> Mapping[str, object]:
+            built: service.Service = app.state.service
+            view = built.intake.store_view(event.store_id) or {}
+            entry = view.get("entry")
+            engine = str(entry.get("engine", "")) if isinstance(entry, dict) else ""
+            return credentials.ready_details(
+                store_id=event.store_id, engine=engine, url=event.url,
+                public_url=config.public_url or f"http://{config.host}:{config.port}",
+                api=getattr(app.state.status_reader, "api", None),
+            )
+
+        reader = statusreader.launch(status, sinks=status_sinks(status, hub=repo, branch=config.git.branch,
+                                                                details=details)
+                                     if status is not None else None)  # fmt: skip
         app.state.status_reader = reader
         opener = pulls
         if opener is None:

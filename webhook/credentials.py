@@ -31,12 +31,16 @@ from generator import constants
 from webhook import state
 from webhook.errors import Conflict, Forbidden, NotFound, NotReady, Rejected
 
-__all__ = ["SECRET_NAME", "Gone", "Link", "Links", "admin_url", "read_password"]
+__all__ = [
+    "SECRET_NAME", "Gone", "Link", "Links", "admin_url", "read_password", "read_publishable_key", "ready_details",
+]  # fmt: skip
 
 #: The Secret the charts' credentials Job makes in each store namespace (``credentials.secretName``).
 SECRET_NAME = "store-credentials"
 #: The one key of it that is shown; database passwords and salts stay in the cluster.
 PASSWORD_KEY = "admin-password"
+#: The Medusa chart's bootstrap puts the store's publishable API key here.
+PUBLISHABLE_KEY = "publishable-key"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS credential_links (link TEXT PRIMARY KEY, store_id TEXT NOT NULL, owner TEXT NOT NULL,
@@ -134,6 +138,39 @@ def admin_url(engine: str, storefront: object) -> str | None:
     if not storefront:
         return None
     return str(storefront).rstrip("/") + ("/wp-admin/" if engine == "woocommerce" else "/app")
+
+
+def read_publishable_key(api: client.ApiClient, store_id: str) -> str | None:
+    """A Medusa store's publishable API key from its credentials Secret (not secret: every storefront
+    sends it), None while the bootstrap has not put it there."""
+    namespace = constants.NAMESPACE_PREFIX + store_id
+    try:
+        secret = client.CoreV1Api(api).read_namespaced_secret(SECRET_NAME, namespace)
+    except ApiException:
+        return None
+    value = (secret.data or {}).get(PUBLISHABLE_KEY)
+    return base64.b64decode(value).decode() if value else None
+
+
+def ready_details(
+    *, store_id: str, engine: str, url: str, public_url: str, api: client.ApiClient | None
+) -> dict[str, object]:
+    """What the ready report tells a store's owner besides its URL: where the admin signs in, how to
+    get the admin credentials (a one-time link for the owner alone: never the credentials themselves),
+    and a Medusa store's publishable API key."""
+    details: dict[str, object] = {
+        "admin_url": admin_url(engine, url),
+        "credentials": {
+            "link": f"{public_url}/v1/stores/{store_id}/credentials/link",
+            "how": "POST it with the owner's token, or use the store's page in the console: the answer is "
+            "a link that shows the admin login once, to the owner",
+        },
+    }
+    if engine == "medusa" and api is not None:
+        key = read_publishable_key(api, store_id)
+        if key:
+            details["publishable_key"] = key
+    return details
 
 
 def read_password(api: client.ApiClient, store_id: str) -> str:

@@ -35,13 +35,19 @@ log = logging.getLogger(__name__)
 EVENT_HEADER = "X-Storeops-Event"
 
 
-def callback_payload(event: Event) -> dict[str, object]:
-    """The callback body: ``{store_id, status, url, error, revision, at}``."""
+def callback_payload(event: Event, details: Mapping[str, object] | None = None) -> dict[str, object]:
+    """The callback body: ``{store_id, status, url, error, revision, at}``, and on ``ready`` the
+    ``details`` of the store (``admin_url``, ``credentials``, ``publishable_key``: see
+    ``webhook.credentials.ready_details``)."""
     error = event.message if event.state in (lifecycle.FAILED, lifecycle.DEGRADED, lifecycle.STUCK) else ""
-    return {"store_id": event.store_id, "status": event.state,
-            "url": event.url if event.state == lifecycle.READY and event.url else None,
-            "error": error or None, "revision": event.revision or None,
-            "at": event.as_dict()["at"]}
+    payload: dict[str, object] = {
+        "store_id": event.store_id, "status": event.state,
+        "url": event.url if event.state == lifecycle.READY and event.url else None,
+        "error": error or None, "revision": event.revision or None, "at": event.as_dict()["at"],
+    }  # fmt: skip
+    if event.state == lifecycle.READY and details:
+        payload.update({key: value for key, value in details.items() if key not in payload})
+    return payload
 
 
 def body(payload: Mapping[str, object]) -> bytes:
@@ -170,19 +176,31 @@ class CallbackSink:
     name = "callback"
     durable = True
 
-    def __init__(self, *, callbacks: Callbacks, url: str = "") -> None:
+    def __init__(
+        self, *, callbacks: Callbacks, url: str = "", details: Callable[[Event], Mapping[str, object]] | None = None
+    ) -> None:
         self.callbacks = callbacks
         self.url = url
+        #: What a ready report adds for the store's owner (the callback is a private channel).
+        self.details = details
 
     @classmethod
-    def from_settings(cls, settings: StatusSettings) -> CallbackSink:
-        return cls(callbacks=Callbacks.from_settings(settings), url=settings.callback_url)
+    def from_settings(
+        cls, settings: StatusSettings, *, details: Callable[[Event], Mapping[str, object]] | None = None
+    ) -> CallbackSink:
+        return cls(callbacks=Callbacks.from_settings(settings), url=settings.callback_url, details=details)
 
     def targets(self, assessment: lifecycle.Assessment) -> Sequence[str]:
         return [url for url in (self.url, assessment.callback_url) if url]
 
     def deliver(self, event: Event, target: str) -> None:
-        self.callbacks.post(target, callback_payload(event), event_id=str(event.seq))
+        details: Mapping[str, object] | None = None
+        if event.state == lifecycle.READY and self.details is not None:
+            try:
+                details = self.details(event)
+            except Exception as e:  # the report goes out without them rather than not at all
+                log.warning("ready details of %s unavailable: %s", event.store_id, e)
+        self.callbacks.post(target, callback_payload(event, details), event_id=str(event.seq))
 
     def close(self) -> None:
         self.callbacks.close()

@@ -3,6 +3,9 @@ real API server; the link's state is in the service's database and holds across 
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import json
 import logging
 import subprocess
 import uuid
@@ -14,7 +17,7 @@ import yaml
 from kubernetes import client
 from starlette.testclient import TestClient
 
-from harness import examples, oidc, versions
+from harness import applications, examples, oidc, versions
 from harness import stack as harness_stack
 from tests.integration.status import support
 from tests.integration.test_signin import provider, sign_in
@@ -157,3 +160,55 @@ def _can_read(api: client.ApiClient, store_id: str) -> bool:
     except NotReady:
         return False
     return True
+
+
+def test_the_ready_report_tells_the_owner_where_the_admin_is_and_how_to_get_the_credentials(
+        tmp_path: Path, apiserver: harness_stack.Stack) -> None:
+    """On the callback (a private channel): the admin URL, the credentials link to POST as the owner,
+    and a Medusa store's publishable key from its Secret; never the password. Other reports carry
+    none of it."""
+    password, key = f"pw-{uuid.uuid4().hex}", f"pk_{uuid.uuid4().hex}"
+    api = support.api_client(apiserver.kubeconfig)
+    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+    try:
+        namespace = support.new_namespace(apiserver)
+        with contextlib.suppress(client.ApiException):
+            core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="store-bookworm")))
+        with contextlib.suppress(client.ApiException):
+            core.delete_namespaced_secret(credentials.SECRET_NAME, "store-bookworm")
+        core.create_namespaced_secret("store-bookworm", client.V1Secret(
+            metadata=client.V1ObjectMeta(name=credentials.SECRET_NAME),
+            data={"admin-password": base64.b64encode(password.encode()).decode(),
+                  "publishable-key": base64.b64encode(key.encode()).decode()}))
+        receiver = support.Receiver()
+        config = replace(examples.service_settings(tmp_path), public_url="https://storeops.example")
+        status = StatusSettings(
+            kubeconfig=str(apiserver.kubeconfig), namespace=namespace, ledger=tmp_path / "status.sqlite3",
+            workdir=config.git.workdir, backoff_min=0.1, retry_min=0.1, retry_max=0.5, tick=0.1,
+            callback_url=receiver.url, callback_secret=support.SECRET, callback_allow="127.0.0.0/8")
+        try:
+            with TestClient(app.create_app(config, status=status)) as http:
+                support.wait_until("the service has read Git", lambda: http.get("/readyz").status_code == 200)
+                for store_id in ("bookworm", "acme-outdoor"):
+                    body = applications.application(store_id, namespace)
+                    body["status"] = applications.argo_status(sync="Synced", health="Healthy", phase="Succeeded")
+                    custom.create_namespaced_custom_object(
+                        applications.GROUP, applications.VERSION, namespace, applications.PLURAL, body)
+                support.wait_until("both ready reports", lambda: all(
+                    "ready" in receiver.statuses(s) for s in ("bookworm", "acme-outdoor")), timeout=30)
+        finally:
+            receiver.close()
+    finally:
+        support.close(api)
+    reports = {r.payload["store_id"]: r.payload for r in receiver.all() if r.payload["status"] == "ready"}
+    medusa, woo = reports["bookworm"], reports["acme-outdoor"]
+    assert medusa["url"] == "http://bookworm.stores.localtest.me"
+    assert medusa["admin_url"] == "http://bookworm.stores.localtest.me/app"
+    assert medusa["credentials"]["link"] == "https://storeops.example/v1/stores/bookworm/credentials/link"
+    assert "owner" in medusa["credentials"]["how"]
+    assert medusa["publishable_key"] == key
+    assert woo["admin_url"] == "http://acme-outdoor.stores.localtest.me/wp-admin/"
+    assert "publishable_key" not in woo
+    assert all(password not in json.dumps(r.payload) for r in receiver.all())
+    # Reports other than ready carry none of it.
+    assert all("credentials" not in r.payload for r in receiver.all() if r.payload["status"] != "ready")
