@@ -30,7 +30,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.node]
 OUTSIDER = "outsider"
 # busybox's nc has no -z: connect with nothing to send, and tell a refusal or a timeout (CLOSED) from
 # a name that does not resolve (NONAME) and from a connection (OPEN, whatever the server then does).
-PROBE = """err=$(timeout 5 nc -w 3 {target} {port} </dev/null 2>&1 >/dev/null)
+# It waits a little first: the policy agent learns a new Pod's address from the API server, and a
+# connection the Pod opens before that is judged without knowing its namespace (kubernetes#85966).
+PROBE = """sleep 5; err=$(timeout 5 nc -w 3 {target} {port} </dev/null 2>&1 >/dev/null)
 case "$err" in
   *"bad address"*) echo NONAME ;;
   *"can't connect"*|*"timed out"*|*timeout*) echo CLOSED ;;

@@ -281,7 +281,10 @@ def test_the_site_is_installed_with_the_stores_name_and_the_owner_logs_in_while_
 
     _wait("a second run of the setup Job", ran_again, timeout=600, describe=describe)
     assert _site_name(browser) == TRICKY_NAME
-    assert len(_termination_messages(cluster, namespace)) >= 1
+    # Argo CD replaces a failed hook's Pod when it retries: wait for one that ended with its message.
+    messages = _wait("a failed setup Pod's termination message", lambda: _termination_messages(cluster, namespace),
+                     timeout=300, describe=describe)  # fmt: skip
+    assert len(messages) >= 1
 
 
 # --- the order, wherever the plugin source can serve WooCommerce -----------------------------------
