@@ -157,6 +157,11 @@ def _run(argv: list[str], *, cwd: pathlib.Path, env: dict[str, str], log: pathli
         raise errors.CommandError(f"{' '.join(argv)} exited {done.returncode} in {cwd}:\n{tail}")
 
 
+def node_modules(npm: str, *, cache: pathlib.Path | None = None) -> pathlib.Path:
+    """The app's node_modules from its lockfile, `npm ci` once into ``<cache>/npm/medusa-<lock key>``."""
+    return _node_modules(npm, {**os.environ, **NPM_ENV}, cache or versions.cache_dir())
+
+
 def _node_modules(npm: str, env: dict[str, str], cache: pathlib.Path) -> pathlib.Path:
     """Every dependency of the lockfile (dev ones too: `medusa build` needs them), installed once."""
     folder = cache / "npm" / f"medusa-{lock_key()}"

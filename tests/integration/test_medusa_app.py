@@ -14,7 +14,6 @@ from __future__ import annotations
 import collections.abc
 import contextlib
 import glob
-import hashlib
 import json
 import os
 import secrets
@@ -30,6 +29,7 @@ import httpx
 import pytest
 
 from harness import processes, versions
+from harness.images import medusa
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 APP = REPO_ROOT / "templates" / "medusa" / "app"
@@ -91,37 +91,15 @@ def _run(argv: list[str], *, cwd: Path, env: dict[str, str], log: Path, timeout:
 # --- npm ci, cached by lockfile ---------------------------------------------------------------------
 
 
-def _lock_key() -> str:
-    digest = hashlib.sha256()
-    for name in ("package.json", "package-lock.json"):
-        digest.update((APP / name).read_bytes())
-    return digest.hexdigest()[:16]
-
-
 def _node_modules(npm: str, timings: Timings) -> Path:
-    """node_modules of the committed lockfile: `npm ci` once into the cache, reused while the lock is."""
-    cache = versions.cache_dir() / "npm" / f"medusa-{_lock_key()}"
+    """node_modules of the committed lockfile: `npm ci` once into the cache, reused while the lock is
+    (the same folder the harness's image build uses)."""
+    cache = versions.cache_dir() / "npm" / f"medusa-{medusa.lock_key()}"
     if (cache / ".complete").exists():
         timings.notes.append(f"npm ci cached in {cache}")
-        return cache / "node_modules"
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f"{cache.name}.partial-", dir=cache.parent))
-    try:
-        for name in ("package.json", "package-lock.json"):
-            shutil.copy2(APP / name, partial / name)
-        env = {**os.environ, "MEDUSA_DISABLE_TELEMETRY": "1", "npm_config_audit": "false",
-               "npm_config_fund": "false", "npm_config_update_notifier": "false"}  # fmt: skip
-        with timings.step("npm ci"):
-            _run([npm, "ci"], cwd=partial, env=env, log=partial / "npm-ci.log", timeout=1800)
-        (partial / ".complete").touch()
-        try:
-            partial.rename(cache)
-        except OSError:  # another run finished first: use its copy
-            if not (cache / ".complete").exists():
-                raise
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
-    return cache / "node_modules"
+        return medusa.node_modules(npm)
+    with timings.step("npm ci"):
+        return medusa.node_modules(npm)
 
 
 # --- PostgreSQL and Redis on 127.0.0.1 ----------------------------------------------------------------
