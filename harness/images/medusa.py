@@ -157,6 +157,20 @@ def _run(argv: list[str], *, cwd: pathlib.Path, env: dict[str, str], log: pathli
         raise errors.CommandError(f"{' '.join(argv)} exited {done.returncode} in {cwd}:\n{tail}")
 
 
+def copy_project(project: pathlib.Path, modules: pathlib.Path) -> pathlib.Path:
+    """The app's sources (APP_FILES) copied into a new folder `project`, with `modules` linked in as
+    its node_modules: what `medusa build` runs in."""
+    project.mkdir()
+    for name in APP_FILES:
+        source = APP / name
+        if source.is_dir():
+            shutil.copytree(source, project / name)
+        else:
+            shutil.copy2(source, project / name)
+    (project / "node_modules").symlink_to(modules, target_is_directory=True)
+    return project
+
+
 def node_modules(npm: str, *, cache: pathlib.Path | None = None) -> pathlib.Path:
     """The app's node_modules from its lockfile, `npm ci` once into ``<cache>/npm/medusa-<lock key>``."""
     return _node_modules(npm, {**os.environ, **NPM_ENV}, cache or versions.cache_dir())
@@ -203,15 +217,7 @@ def built_server(*, cache: pathlib.Path | None = None) -> tuple[pathlib.Path, st
     log.unlink(missing_ok=True)
     try:
         modules = _node_modules(npm, env, cache)
-        project = work / "app"
-        project.mkdir()
-        for name in APP_FILES:
-            source = APP / name
-            if source.is_dir():
-                shutil.copytree(source, project / name)
-            else:
-                shutil.copy2(source, project / name)
-        (project / "node_modules").symlink_to(modules, target_is_directory=True)
+        project = copy_project(work / "app", modules)
         logger.info("medusa: medusa build in %s (log %s)", project, log)
         _run([str(modules / ".bin" / "medusa"), "build"], cwd=project, env=env, log=log)
         server = project / ".medusa" / "server"

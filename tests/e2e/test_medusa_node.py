@@ -32,8 +32,10 @@ import pytest
 from generator import constants, publishing
 from harness import demo, stack
 from harness.images import debian, medusa
+from tests import medusa_checkout
 from tests.e2e.test_store_charts import _kubectl_json
 from tests.e2e.test_store_node import _describe
+from tests.medusa_checkout import ok as _ok
 
 pytestmark = [pytest.mark.e2e, pytest.mark.node]
 
@@ -103,14 +105,6 @@ def loop(cluster: stack.Stack, tmp_path_factory: pytest.TempPathFactory) -> coll
         print(log.read_text(errors="replace")[-3000:] if log.exists() else "", flush=True)
 
 
-def _ok(response: httpx.Response) -> dict[str, Any]:
-    request = response.request
-    assert response.status_code < 300, f"{request.method} {request.url}: {response.status_code} {response.text[:2000]}"
-    body = response.json()
-    assert isinstance(body, dict)
-    return body
-
-
 def _owner_call(loop: demo.Loop, method: str, path: str) -> tuple[int, dict[str, Any]]:
     """A request to storeops as the store's owner (the owner-scoped token)."""
     token = loop.owner_token  # type: ignore[attr-defined]
@@ -137,34 +131,11 @@ def _wait(what: str, check: Any, *, timeout: float, describe: Any) -> Any:
 
 
 def _place_order(store: httpx.Client) -> tuple[str, str]:
-    """A customer's checkout through the Store API; returns (order id, customer email)."""
+    """A customer's checkout through the Store API in the store's US region; returns (order id, customer email)."""
     regions = _ok(store.get("/store/regions"))["regions"]
     region = next(r for r in regions if any(c["iso_2"] == "us" for c in r.get("countries", [])))
-    products = _ok(store.get("/store/products", params={"region_id": region["id"]}))["products"]
-    sample = next(p for p in products if p["handle"] == "sample-product")
-    variant = sample["variants"][0]
-    assert variant["calculated_price"]["calculated_amount"] == 20
-
-    cart = _ok(store.post("/store/carts", json={"region_id": region["id"]}))["cart"]
-    cart_path = f"/store/carts/{cart['id']}"
-    _ok(store.post(f"{cart_path}/line-items", json={"variant_id": variant["id"], "quantity": 1}))
     email = "buyer@medusa-shop.example"
-    address = {"first_name": "Ada", "last_name": "Buyer", "address_1": "1 Main Street", "city": "Springfield",
-               "postal_code": "12345", "country_code": "us"}  # fmt: skip
-    _ok(store.post(cart_path, json={"email": email, "shipping_address": address, "billing_address": address}))
-    options = _ok(store.get("/store/shipping-options", params={"cart_id": cart["id"]}))["shipping_options"]
-    assert [o["name"] for o in options] == ["Standard shipping"]
-    cart = _ok(store.post(f"{cart_path}/shipping-methods", json={"option_id": options[0]["id"]}))["cart"]
-    assert cart["total"] == 25  # 20 for the product, 5 for shipping
-
-    collection = _ok(store.post("/store/payment-collections", json={"cart_id": cart["id"]}))["payment_collection"]
-    _ok(store.post(f"/store/payment-collections/{collection['id']}/payment-sessions",
-                   json={"provider_id": "pp_system_default"}))  # fmt: skip
-    completed = _ok(store.post(f"{cart_path}/complete"))
-    assert completed["type"] == "order", completed
-    order_id = completed["order"]["id"]
-    assert isinstance(order_id, str)
-    return order_id, email
+    return medusa_checkout.place_order(store, region["id"], email), email
 
 
 def test_a_medusa_store_requested_through_the_api_takes_an_order_the_owner_finds(loop: demo.Loop) -> None:

@@ -30,12 +30,10 @@ import pytest
 
 from harness import processes, versions
 from harness.images import medusa
+from tests import medusa_checkout
+from tests.medusa_checkout import ok as _ok
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-APP = REPO_ROOT / "templates" / "medusa" / "app"
-#: What a build needs from the application folder (the Dockerfile copies the same).
-APP_FILES = ("package.json", "package-lock.json", "tsconfig.json", "medusa-config.ts", "src")
-MINIMUM_NODE = (20, 19)
+MINIMUM_NODE = medusa.MINIMUM_NODE
 
 # Tables whose row counts may change when nothing in the store does: none so far. A second bootstrap
 # run is compared table by table.
@@ -195,43 +193,10 @@ def _healthy(url: str) -> bool:
     return httpx.get(f"{url}/health", timeout=5).text.strip() == "OK"
 
 
-def _ok(response: httpx.Response) -> dict[str, Any]:
-    request = response.request
-    assert response.status_code < 300, f"{request.method} {request.url}: {response.status_code} {response.text[:2000]}"
-    body = response.json()
-    assert isinstance(body, dict)
-    return body
-
-
 def _place_order(url: str, key: str, region_id: str) -> str:
     """A customer's checkout through the Store API; returns the order's id."""
     with httpx.Client(base_url=url, headers={"x-publishable-api-key": key}, timeout=60) as store:
-        products = _ok(store.get("/store/products", params={"region_id": region_id}))["products"]
-        sample = next(p for p in products if p["handle"] == "sample-product")
-        variant = sample["variants"][0]
-        assert variant["calculated_price"]["calculated_amount"] == 20
-
-        cart = _ok(store.post("/store/carts", json={"region_id": region_id}))["cart"]
-        cart_path = f"/store/carts/{cart['id']}"
-        _ok(store.post(f"{cart_path}/line-items", json={"variant_id": variant["id"], "quantity": 1}))
-        address = {"first_name": "Ada", "last_name": "Buyer", "address_1": "1 Main Street", "city": "Springfield",
-                   "postal_code": "12345", "country_code": "us"}  # fmt: skip
-        _ok(store.post(cart_path, json={"email": "buyer@example.test", "shipping_address": address,
-                                        "billing_address": address}))  # fmt: skip
-
-        options = _ok(store.get("/store/shipping-options", params={"cart_id": cart["id"]}))["shipping_options"]
-        assert [o["name"] for o in options] == ["Standard shipping"]
-        cart = _ok(store.post(f"{cart_path}/shipping-methods", json={"option_id": options[0]["id"]}))["cart"]
-        assert cart["total"] == 25  # 20 for the product, 5 for shipping, no tax rate configured
-
-        collection = _ok(store.post("/store/payment-collections", json={"cart_id": cart["id"]}))["payment_collection"]
-        _ok(store.post(f"/store/payment-collections/{collection['id']}/payment-sessions",
-                       json={"provider_id": "pp_system_default"}))  # fmt: skip
-        completed = _ok(store.post(f"{cart_path}/complete"))
-        assert completed["type"] == "order", completed
-        order_id = completed["order"]["id"]
-        assert isinstance(order_id, str)
-        return order_id
+        return medusa_checkout.place_order(store, region_id, "buyer@example.test")
 
 
 def _admin_orders(url: str, email: str, password: str) -> list[dict[str, Any]]:
@@ -265,24 +230,16 @@ def _build_bootstrap_and_order(tmp_path: Path, npm: str, timings: Timings) -> No
     modules = _node_modules(npm, timings)
     logs = tmp_path / "logs"
     logs.mkdir()
-    project = tmp_path / "app"
-    project.mkdir()
-    for name in APP_FILES:
-        source = APP / name
-        if source.is_dir():
-            shutil.copytree(source, project / name)
-        else:
-            shutil.copy2(source, project / name)
-    (project / "node_modules").symlink_to(modules, target_is_directory=True)
+    project = medusa.copy_project(tmp_path / "app", modules)
     home = tmp_path / "home"
     home.mkdir()
     base_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "MEDUSA_DISABLE_TELEMETRY": "1",
                 "MEDUSA_ADMIN_DISABLED": "false"}  # fmt: skip
-    medusa = str(modules / ".bin" / "medusa")
+    cli = str(modules / ".bin" / "medusa")
 
     # As `docker build` runs it: no database, no Redis, no secrets.
     with timings.step("build (with admin)"):
-        _run([medusa, "build"], cwd=project, env=base_env, log=logs / "build.log", timeout=1200)
+        _run([cli, "build"], cwd=project, env=base_env, log=logs / "build.log", timeout=1200)
     server_dir = project / ".medusa" / "server"
     assert (server_dir / "public" / "admin" / "index.html").is_file()
     assert (server_dir / "src" / "scripts" / "bootstrap.js").is_file()
@@ -309,12 +266,12 @@ def _build_bootstrap_and_order(tmp_path: Path, npm: str, timings: Timings) -> No
             "AUTH_CORS": url,
         }
         with timings.step("migrate"):
-            _run([medusa, "db:migrate"], cwd=server_dir, env=env, log=logs / "migrate.log", timeout=900)
+            _run([cli, "db:migrate"], cwd=server_dir, env=env, log=logs / "migrate.log", timeout=900)
 
         output = tmp_path / "bootstrap.json"
         bootstrap_env = {**env, "ADMIN_EMAIL": admin_email, "ADMIN_PASSWORD": admin_password,
                          "STORE_NAME": "Test Shop", "STORE_BOOTSTRAP_OUTPUT": str(output)}  # fmt: skip
-        bootstrap = [medusa, "exec", "./src/scripts/bootstrap.js"]
+        bootstrap = [cli, "exec", "./src/scripts/bootstrap.js"]
         with timings.step("bootstrap"):
             first_log = _run(bootstrap, cwd=server_dir, env=bootstrap_env, log=logs / "bootstrap-1.log", timeout=600)
         first = json.loads(output.read_text())
@@ -332,7 +289,7 @@ def _build_bootstrap_and_order(tmp_path: Path, npm: str, timings: Timings) -> No
         assert {k: v for k, v in second.items() if k != "changes"} == {k: v for k, v in first.items() if k != "changes"}
         assert _row_counts(pg) == counts
 
-        server = processes.spawn("medusa", [medusa, "start"], log_dir=logs, env=env, cwd=server_dir, tie_to_parent=True)
+        server = processes.spawn("medusa", [cli, "start"], log_dir=logs, env=env, cwd=server_dir, tie_to_parent=True)
         try:
             with timings.step("server start"):
                 processes.wait_until("Medusa's /health", lambda: _healthy(url), timeout=600, interval=1, process=server)
