@@ -101,6 +101,16 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_rotate_password(args: argparse.Namespace, settings: Settings) -> int:
+    root = _root(args, settings)
+    count = operations.rotate_password(root, args.store_id, repo_url=settings.repo_url)
+    print(f"{args.store_id}: adminPasswordRotation is now {count} in {root / 'stores' / (args.store_id + '.yaml')}, "
+          f"and its rendered files are updated. Commit and push it (or open a pull request): once Argo CD synced "
+          f"the store, its admin has a new password, and the owner's next credentials link shows it. Through the "
+          f"service instead: POST /v1/stores/{args.store_id}/credentials/rotate")
+    return 0
+
+
 def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register the generator's commands on a parser (the service adds its own beside them)."""
 
@@ -124,6 +134,10 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     plan = with_repo(command("plan", cmd_plan, "stores added, changed and removed, and the diff of rendered/"))
     plan.add_argument("--base", default="HEAD", help="git revision to compare with (default: HEAD)")
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    rotate = with_repo(command("rotate-password", cmd_rotate_password,
+                               "give a store's shop admin a new password: raise its adminPasswordRotation "
+                               "and re-render it in the checkout, for you to commit"))
+    rotate.add_argument("store_id", metavar="STORE_ID", help="the store's id")
     publish = command("publish", cmd_publish,
                       "render the remote's inputs, commit and push (STOREOPS_REMOTE; a local remote by default)")
     publish.add_argument("--allow-mass-delete", action="store_true",

@@ -16,7 +16,8 @@ from ruamel.yaml.comments import CommentedMap
 from generator import constants, documents
 
 #: The order fields are written in (the order of the store schema); unknown keys follow, sorted.
-FIELD_ORDER = ("id", "name", "engine", "plan", "cluster", "owner", "domain", "state", "callbackUrl")
+FIELD_ORDER = ("id", "name", "engine", "plan", "cluster", "owner", "domain", "state", "adminPasswordRotation",
+               "callbackUrl")
 OWNER_ORDER = ("name", "email", "github")
 
 

@@ -214,7 +214,8 @@ IMMUTABLE_FIELDS = ("engine", "cluster")
 
 
 def immutable_changes(before: Fleet, after: Fleet) -> list[Problem]:
-    """A problem for each store in both fleets whose engine or cluster differs between them."""
+    """A problem for each store in both fleets whose engine or cluster differs between them, or whose
+    ``adminPasswordRotation`` went down."""
     out: list[Problem] = []
     for path, new in after.stores.items():
         old = before.stores.get(path)
@@ -227,6 +228,11 @@ def immutable_changes(before: Fleet, after: Fleet) -> list[Problem]:
                                    f"cannot change from {was!r} to {now!r}: Argo CD would delete the store's "
                                    f"namespace and its data; request a new store and delete this one",
                                    errors.IMMUTABLE))
+        was_rotation, rotation = old.entry.store.password_rotation, new.entry.store.password_rotation
+        if rotation < was_rotation:
+            out.append(Problem(path, new.entry.doc.line_of(("adminPasswordRotation",)), "adminPasswordRotation",
+                               f"cannot go down from {was_rotation} to {rotation}: it counts the password changes "
+                               f"made; raise it by one to change the password again", errors.IMMUTABLE))
     return sorted(out)
 
 

@@ -53,6 +53,8 @@ class Store:
     state: str = "active"
     domain: str | None = None
     callback_url: str | None = None
+    #: Raised by one for each change of the shop admin's password (``adminPasswordRotation``).
+    password_rotation: int = 0
 
     @property
     def namespace(self) -> str:
@@ -83,6 +85,7 @@ class Store:
             state=data.get("state", "active"),
             domain=data.get("domain"),
             callback_url=data.get("callbackUrl"),
+            password_rotation=data.get("adminPasswordRotation", 0),
         )
 
 

@@ -1,4 +1,4 @@
-"""The generator's commands on a checkout: validate, render, check and plan."""
+"""The generator's commands on a checkout: validate, render, check, plan and rotate-password."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from generator import fleet, planning, rendering, trees
-from generator.errors import InvalidInput, Problem
+from generator import entries, fleet, planning, rendering, trees
+from generator.errors import InvalidInput, Problem, StoreopsError
 
 log = logging.getLogger(__name__)
 
@@ -122,3 +122,25 @@ def update_store(root: Path, loaded: fleet.Fleet, path: str, content: bytes | st
         store = new.entry.store
         files = rendering.render_store(updated.target_of(store), repo_url)
     return updated, trees.replace_files(root, files, [p for p in stale if p not in files])
+
+
+def rotate_password(root: Path, store_id: str, *, repo_url: str = "") -> int:
+    """Raise the store's ``adminPasswordRotation`` by one in its entry under ``root`` and re-render its
+    files, in one atomic write; returns the new count. Committing it (push or pull request) changes the
+    shop admin's password when Argo CD syncs the store. Raises StoreopsError for an unknown store."""
+    path = entries.path_for(store_id)
+    loaded = load(root)
+    held = loaded.stores.get(path)
+    if held is None or held.entry is None:
+        raise StoreopsError(f"no store {store_id!r}: {root / path} is missing or does not load "
+                            f"(`storeops validate` says why)")
+    count = held.entry.store.password_rotation + 1
+    content = entries.merge_patch((root / path).read_text(), {"adminPasswordRotation": count})
+    updated = loaded.with_store(path, content)
+    if updated.problems:
+        raise InvalidInput(updated.problems)
+    new = updated.stores[path].entry
+    assert new is not None
+    files = {path: content, **rendering.render_store(updated.target_of(new.store), repo_url)}
+    trees.replace_files(root, files, [])
+    return count

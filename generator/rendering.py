@@ -84,11 +84,14 @@ def values(store: Store, cluster: Cluster, plan: Plan,
         "persistence": persistence,
         "quota": {"cpu": plan.cpu, "memory": plan.memory, "storage": plan.storage},
     }
+    # Only once the password was changed: a store that never was keeps the file it had.
+    if store.password_rotation:
+        out.setdefault("credentials", {})["rotation"] = store.password_rotation
     # Only what the profile sets: without it the chart's defaults apply and the file stays as it was.
     if cluster.ingress_controller_namespace:
         out["networkPolicy"] = {"ingressControllerNamespace": cluster.ingress_controller_namespace}
     for component, image in images.profile_images(store.engine, cluster.images, chart_images or {}).items():
-        out[component] = {"image": image}
+        out.setdefault(component, {})["image"] = image
     if store.engine == constants.WOOCOMMERCE and cluster.woocommerce and cluster.woocommerce.plugin_source:
         out.setdefault("setup", {})["pluginSource"] = cluster.woocommerce.plugin_source
     return out

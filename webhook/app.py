@@ -46,6 +46,7 @@ ROUTES = [
     Route("/v1/stores/{store_id}", endpoints.delete_store, methods=["DELETE"]),
     Route("/v1/stores/{store_id}/history", endpoints.store_history, methods=["GET"]),
     Route("/v1/stores/{store_id}/credentials/link", endpoints.credentials_link, methods=["POST"]),
+    Route("/v1/stores/{store_id}/credentials/rotate", endpoints.rotate_credentials, methods=["POST"]),
     Route("/v1/stores/{store_id}/credentials/{link}", endpoints.reveal_credentials, methods=["GET"]),
     Route("/v1/requests/{request_id}", endpoints.get_request, methods=["GET"], name="request_status"),
     Route("/v1/webhooks/form", endpoints.form_webhook, methods=["POST"]),

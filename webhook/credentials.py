@@ -5,8 +5,16 @@ in the store's namespace) and never enter Git. The owner gets them through a lin
 for one (``POST /v1/stores/{id}/credentials/link``, or the console's button), and opening it
 (``GET /v1/stores/{id}/credentials/{link}``) needs the owner's own authentication as well: an
 owner-scoped token or the owner's sign-in. A link works once and for ``STOREOPS_CREDENTIALS_LINK_TTL``
-seconds; once the credentials were shown, no new link is made (the owner already has them). A link
-that expired unused may be replaced by a new one, and asking again replaces an unused link.
+seconds; once the credentials were shown, no new link is made (the owner already has them) until the
+password is changed. A link that expired unused may be replaced by a new one, and asking again
+replaces an unused link.
+
+Changing the password (``POST /v1/stores/{id}/credentials/rotate``, ``storeops rotate-password``)
+raises the store entry's ``adminPasswordRotation``; the chart's rotation Job sets a new password in
+the shop and in the Secret together and marks the Secret with that count
+(``storeops.io/admin-password-rotation``). Links count per rotation: the new password can be shown
+once, and only after the Secret reached the entry's count (before that the answer is 503: the shop
+may not have it yet).
 
 Links are kept in the service's database as hashes, so they hold across restarts and a used one
 stays used. The password is read from the Kubernetes API at the moment it is shown (the status
@@ -32,7 +40,8 @@ from webhook import state
 from webhook.errors import Conflict, Forbidden, NotFound, NotReady, Rejected
 
 __all__ = [
-    "SECRET_NAME", "Gone", "Link", "Links", "admin_url", "read_password", "read_publishable_key", "ready_details",
+    "ROTATION_ANNOTATION", "SECRET_NAME", "Gone", "Link", "Links", "admin_url", "read_password", "read_publishable_key",
+    "ready_details", "rotation_of",
 ]  # fmt: skip
 
 #: The Secret the charts' credentials Job makes in each store namespace (``credentials.secretName``).
@@ -41,10 +50,13 @@ SECRET_NAME = "store-credentials"
 PASSWORD_KEY = "admin-password"
 #: The Medusa chart's bootstrap puts the store's publishable API key here.
 PUBLISHABLE_KEY = "publishable-key"
+#: How many times the password was changed, on the Secret (set by the charts' rotation Job).
+ROTATION_ANNOTATION = "storeops.io/admin-password-rotation"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS credential_links (link TEXT PRIMARY KEY, store_id TEXT NOT NULL, owner TEXT NOT NULL,
-                                             created REAL NOT NULL, expires REAL NOT NULL, used REAL);
+                                             created REAL NOT NULL, expires REAL NOT NULL, used REAL,
+                                             rotation INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS credential_links_store ON credential_links (store_id);
 """
 
@@ -73,43 +85,51 @@ class Links:
         self.clock = clock
         self._lock = threading.Lock()
         self._db = state.connect(path, _SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(credential_links)")}
+        if "rotation" not in columns:  # a database from before password rotation
+            self._db.execute("ALTER TABLE credential_links ADD COLUMN rotation INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
-    def state(self, store_id: str) -> str:
-        """``revealed``, ``link issued`` (unused, not expired) or ``not revealed``."""
+    def state(self, store_id: str, rotation: int = 0) -> str:
+        """``revealed``, ``link issued`` (unused, not expired) or ``not revealed``, for the password of
+        ``rotation`` (the store entry's ``adminPasswordRotation``)."""
         now = self.clock()
         with self._lock:
-            rows = self._db.execute("SELECT expires, used FROM credential_links WHERE store_id = ?",
+            rows = self._db.execute("SELECT expires, used, rotation FROM credential_links WHERE store_id = ?",
                                     (store_id,)).fetchall()
-        if any(used is not None for _, used in rows):
+        if any(used is not None and shown >= rotation for _, used, shown in rows):
             return "revealed"
-        return "link issued" if any(expires > now for expires, _ in rows) else "not revealed"
+        return "link issued" if any(used is None and expires > now for expires, used, _ in rows) else "not revealed"
 
-    def issue(self, store_id: str, owner: str) -> Link:
-        """A new link for the store's owner; an unused one is replaced. Refused once the credentials were shown."""
+    def issue(self, store_id: str, owner: str, rotation: int = 0) -> Link:
+        """A new link for the store's owner; an unused one is replaced. Refused once the password of
+        ``rotation`` was shown."""
         now = self.clock()
         token = secrets.token_urlsafe(32)
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                if self._db.execute("SELECT 1 FROM credential_links WHERE store_id = ? AND used IS NOT NULL",
-                                    (store_id,)).fetchone():
-                    raise Conflict(f"the credentials of {store_id!r} were shown already; they are not shown twice")
-                self._db.execute("DELETE FROM credential_links WHERE store_id = ?", (store_id,))
-                self._db.execute("INSERT INTO credential_links VALUES (?, ?, ?, ?, ?, NULL)",
-                                 (_hash(token), store_id, owner.casefold(), now, now + self.ttl))
+                if self._db.execute("SELECT 1 FROM credential_links WHERE store_id = ? AND used IS NOT NULL "
+                                    "AND rotation >= ?", (store_id, rotation)).fetchone():
+                    raise Conflict(f"the credentials of {store_id!r} were shown already; they are not shown twice "
+                                   f"(change the password to get a new one shown)")
+                self._db.execute("DELETE FROM credential_links WHERE store_id = ? AND used IS NULL", (store_id,))
+                self._db.execute("INSERT INTO credential_links VALUES (?, ?, ?, ?, ?, NULL, ?)",
+                                 (_hash(token), store_id, owner.casefold(), now, now + self.ttl, rotation))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
         return Link(token=token, expires=now + self.ttl)
 
-    def redeem(self, store_id: str, token: str, *, owner: str, read: Callable[[], str]) -> str:
-        """Use the link once, as ``owner``: ``read()`` (the password) while the link is held; a failing read
-        leaves the link unused. 404 unknown, 403 another owner, 410 used or expired."""
+    def redeem(self, store_id: str, token: str, *, owner: str, read: Callable[[], tuple[str, int]],
+               rotation: int = 0) -> str:
+        """Use the link once, as ``owner``: ``read()`` (the password and the Secret's rotation count) while
+        the link is held; a failing read, or a Secret not at ``rotation`` yet (503), leaves the link unused.
+        404 unknown, 403 another owner, 410 used or expired."""
         now = self.clock()
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
@@ -124,13 +144,23 @@ class Links:
                     raise Gone("this link was used already: the credentials are shown once")
                 if row[1] <= now:
                     raise Gone("this link has expired: ask for a new one")
-                password = read()
-                self._db.execute("UPDATE credential_links SET used = ? WHERE link = ?", (now, _hash(token)))
+                password, have = read()
+                if have < rotation:
+                    raise NotReady(f"the admin password of {store_id!r} is being changed: ask for the credentials "
+                                   f"again once the store is ready")
+                self._db.execute("UPDATE credential_links SET used = ?, rotation = ? WHERE link = ?",
+                                 (now, rotation, _hash(token)))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
         return password
+
+
+def rotation_of(entry: object) -> int:
+    """How many times the store's admin password was changed: its entry's ``adminPasswordRotation``."""
+    value = entry.get("adminPasswordRotation", 0) if isinstance(entry, dict) else 0
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def admin_url(engine: str, storefront: object) -> str | None:
@@ -173,8 +203,9 @@ def ready_details(
     return details
 
 
-def read_password(api: client.ApiClient, store_id: str) -> str:
-    """The admin password from the store's credentials Secret (read now, never kept)."""
+def read_password(api: client.ApiClient, store_id: str) -> tuple[str, int]:
+    """The admin password from the store's credentials Secret (read now, never kept), and how many times
+    it was changed."""
     namespace = constants.NAMESPACE_PREFIX + store_id
     try:
         secret = client.CoreV1Api(api).read_namespaced_secret(SECRET_NAME, namespace)
@@ -186,4 +217,5 @@ def read_password(api: client.ApiClient, store_id: str) -> str:
     value = (secret.data or {}).get(PASSWORD_KEY)
     if not value:
         raise NotReady(f"the store's credentials are not made yet (no {PASSWORD_KEY} in {SECRET_NAME})")
-    return base64.b64decode(value).decode()
+    count = ((secret.metadata.annotations if secret.metadata else None) or {}).get(ROTATION_ANNOTATION, "0")
+    return base64.b64decode(value).decode(), int(count) if count.isdigit() else 0

@@ -582,13 +582,12 @@ def test_the_dry_run_does_report_pod_security_violations(kube_apiserver: stack.S
     assert 'would violate PodSecurity "restricted' in result.stderr
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_credentials_script_creates_the_secret_once_and_never_rotates_it(
-    kube_apiserver: stack.Stack, helm: pathlib.Path, engine: str, tmp_path: pathlib.Path
-) -> None:
-    """Run the shipped script as the chart's ServiceAccount against the real API server."""
+def _credentials_job_env(kube_apiserver: stack.Stack, helm: pathlib.Path, engine: str, tmp_path: pathlib.Path,
+                         **values: object) -> tuple[Case, list[Manifest], pathlib.Path, dict[str, str]]:
+    """A new store namespace with the chart's RBAC applied, and the shipped credentials script with the
+    environment to run it as the credentials Job's ServiceAccount against the real API server."""
     store = _store(engine, "small", "local", state="active")
-    store = dataclasses.replace(store, id=f"cred-{engine[:3]}-{uuid.uuid4().hex[:6]}")
+    store = dataclasses.replace(store, id=f"cred-{engine[:3]}-{uuid.uuid4().hex[:6]}", **values)
     fleet = operations.load(REPO)
     case = Case(engine, fleet.plans["small"], fleet.clusters["local"][0], store)
     manifests = _documents(_template_text(helm, case, _values_file(tmp_path, case.values_text())))
@@ -615,6 +614,25 @@ def test_credentials_script_creates_the_secret_once_and_never_rotates_it(
         "KUBERNETES_SERVICE_HOST": "127.0.0.1",
         "KUBERNETES_SERVICE_PORT": str(kube_apiserver.ports["apiserver"]),
     }
+    return case, manifests, script, run_env
+
+
+def _secret(kube_apiserver: stack.Stack, case: Case) -> Manifest:
+    found = _kubectl(kube_apiserver, "get", "secret", "store-credentials", "-n", case.namespace, "-o", "json")
+    assert found.returncode == 0, found.stderr
+    decoded = json.loads(found.stdout)
+    assert isinstance(decoded, dict)
+    return decoded
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_credentials_script_creates_the_secret_once_and_never_rotates_it(
+    kube_apiserver: stack.Stack, helm: pathlib.Path, engine: str, tmp_path: pathlib.Path
+) -> None:
+    """Run the shipped script as the chart's ServiceAccount against the real API server."""
+    case, manifests, script, run_env = _credentials_job_env(kube_apiserver, helm, engine, tmp_path)
+    store, env = case.store, run_env
+    job = _one(manifests, "Job", "credentials")["spec"]["template"]["spec"]
 
     def run() -> str:
         done = subprocess.run([sys.executable, str(script)], env=run_env, capture_output=True, text=True, timeout=60)
@@ -622,11 +640,7 @@ def test_credentials_script_creates_the_secret_once_and_never_rotates_it(
         return done.stdout
 
     def secret() -> Manifest:
-        found = _kubectl(kube_apiserver, "get", "secret", "store-credentials", "-n", case.namespace, "-o", "json")
-        assert found.returncode == 0, found.stderr
-        decoded = json.loads(found.stdout)
-        assert isinstance(decoded, dict)
-        return decoded
+        return _secret(kube_apiserver, case)
 
     assert "created" in run()
     first = secret()
@@ -659,6 +673,78 @@ def test_credentials_script_creates_the_secret_once_and_never_rotates_it(
     answer = _kubectl(kube_apiserver, "auth", "can-i", "get", "secrets/store-credentials", "-n", case.namespace,
                       f"--as={subject}")  # fmt: skip
     assert answer.stdout.strip() == "yes"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_the_rotation_job_changes_the_admin_password_in_the_secret_only_after_the_shop_took_it(
+    kube_apiserver: stack.Stack, helm: pathlib.Path, engine: str, tmp_path: pathlib.Path
+) -> None:
+    """The rotation Job's two credentials steps, run as its ServiceAccount against the real API server."""
+    case, manifests, script, run_env = _credentials_job_env(kube_apiserver, helm, engine, tmp_path,
+                                                            password_rotation=1)
+    job = _one(manifests, "Job", "credentials-rotation")
+    annotations = job["metadata"]["annotations"]
+    assert annotations["argocd.argoproj.io/hook"] == "PostSync"
+    setup = "setup" if engine == "woocommerce" else "store-bootstrap"
+    assert int(annotations["argocd.argoproj.io/sync-wave"]) > int(
+        _one(manifests, "Job", setup)["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"])
+    pod = job["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "credentials-writer" and pod["automountServiceAccountToken"] is False
+    prepare, setter = pod["initContainers"]
+    (finish,) = pod["containers"]
+    assert [c["name"] for c in (prepare, setter, finish)] == ["prepare-rotation", "set-password", "finish-rotation"]
+    # The shop's step gets the file and no API token; the credentials steps get the token.
+    mounts = {c["name"]: {m["name"] for m in c["volumeMounts"]} for c in (prepare, setter, finish)}
+    assert "api-token" not in mounts["set-password"] and "rotation" in mounts["set-password"]
+    assert {"api-token", "rotation"} <= mounts["prepare-rotation"] & mounts["finish-rotation"]
+    assert {"name": "rotation", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}} in pod["volumes"]
+    assert setter["command"][:2] == ["sh", "-c"] and "-s \"$NEW_ADMIN_PASSWORD_FILE\"" in setter["command"][2]
+    step_env = {e["name"]: e["value"] for e in prepare["env"] if "value" in e}
+    assert step_env["ROTATION"] == "1"
+    # Without a rotation asked for, no Job.
+    plain = dataclasses.replace(case, store=dataclasses.replace(case.store, password_rotation=0))
+    assert not [m for m in _documents(_template_text(helm, plain, _values_file(tmp_path, plain.values_text())))
+                if m["metadata"]["name"] == "credentials-rotation"]
+
+    file = tmp_path / "rotation" / "password"
+    file.parent.mkdir()
+
+    def run(mode: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(script), *([mode] if mode else [])], capture_output=True,
+                              text=True, timeout=60, env={**run_env, **step_env, "ROTATION_FILE": str(file), **extra})
+
+    def values() -> dict[str, str]:
+        return {k: base64.b64decode(v).decode() for k, v in _secret(kube_apiserver, case)["data"].items()}
+
+    assert run("").returncode == 0
+    before = values()
+    prepared = run("prepare-rotation")
+    assert prepared.returncode == 0 and "ready for rotation 1" in prepared.stdout, prepared.stderr
+    new = file.read_text()
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", new) and new != before["admin-password"]
+    assert file.stat().st_mode & 0o077 == 0
+    assert values() == {**before, "admin-password-next": new}  # the old one still works meanwhile
+    # An interrupted attempt: the next one hands on the same password (the shop may have it already).
+    file.unlink()
+    assert run("prepare-rotation").returncode == 0 and file.read_text() == new
+    # A file that is not the kept password: refused, nothing changes.
+    file.write_text("something else")
+    wrong = run("finish-rotation")
+    assert wrong.returncode != 0 and "not the password the shop was given" in wrong.stderr
+    assert values() == {**before, "admin-password-next": new}
+    file.write_text(new)
+    finished = run("finish-rotation")
+    assert finished.returncode == 0 and "changed (rotation 1)" in finished.stdout, finished.stderr
+    assert values() == {**before, "admin-password": new}
+    secret = _secret(kube_apiserver, case)
+    assert secret["metadata"]["annotations"]["storeops.io/admin-password-rotation"] == "1"
+    # Every later sync runs the Job again: it finds the count reached and changes nothing.
+    file.unlink()
+    again = run("prepare-rotation")
+    assert again.returncode == 0 and "nothing to change" in again.stdout and not file.exists()
+    assert run("finish-rotation").stdout.startswith("no password was changed")
+    assert _secret(kube_apiserver, case)["metadata"]["resourceVersion"] == secret["metadata"]["resourceVersion"]
+    assert new not in prepared.stdout + prepared.stderr + finished.stdout + finished.stderr
 
 
 # --- the Medusa bootstrap Job -------------------------------------------------------------------------

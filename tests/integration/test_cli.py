@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import git
 
@@ -206,6 +207,33 @@ def test_validate_and_plan_against_a_base_refuse_a_new_engine_or_cluster(example
     path.unlink()
     (example_repo / "stores/pages.yaml").write_text(text.replace("bookworm", "pages"))
     assert storeops(example_repo, "validate", "--base", "HEAD").returncode == 0
+
+
+def test_rotate_password_raises_the_count_and_rerenders_the_store_in_the_checkout(example_repo: Path) -> None:
+    entry = example_repo / "stores/bookworm.yaml"
+    values = example_repo / "rendered/local/values/bookworm.yaml"
+    assert "adminPasswordRotation" not in entry.read_text() and "rotation" not in values.read_text()
+    others = {p: h for p, h in snapshot(example_repo).items() if "bookworm" not in p}
+    for count in (1, 2):
+        result = storeops(example_repo, "rotate-password", "bookworm")
+        assert result.returncode == 0, result.stderr
+        assert f"adminPasswordRotation is now {count}" in result.stdout and "Commit and push it" in result.stdout
+        assert f"adminPasswordRotation: {count}\n" in entry.read_text()
+        rendered = yaml.safe_load(values.read_text())["credentials"]
+        assert rendered["rotation"] == count and rendered["image"]["repository"]  # the profile's image stays
+        assert storeops(example_repo, "check").returncode == 0
+    # Nothing else in the checkout changed; the field sits where the schema puts it.
+    assert {p: h for p, h in snapshot(example_repo).items() if "bookworm" not in p} == others
+    lines = entry.read_text().splitlines()
+    assert lines.index("adminPasswordRotation: 2") > max(i for i, line in enumerate(lines) if line.startswith("owner"))
+    # An unknown store is named; the count never goes down against a base.
+    missing = storeops(example_repo, "rotate-password", "nosuch")
+    assert missing.returncode == 1 and "no store 'nosuch'" in missing.stderr
+    git(example_repo, "commit", "-qam", "rotate")
+    entry.write_text(entry.read_text().replace("adminPasswordRotation: 2", "adminPasswordRotation: 1"))
+    lowered = storeops(example_repo, "validate", "--base", "HEAD")
+    assert lowered.returncode == 1
+    assert "adminPasswordRotation: cannot go down from 2 to 1" in lowered.stdout + lowered.stderr
 
 
 def test_validate_refuses_an_id_with_a_trailing_newline(example_repo: Path) -> None:

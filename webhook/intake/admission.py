@@ -139,6 +139,8 @@ class Intake:
             text = snapshot.texts.get(path)
             if held is None or held.entry is None or text is None or not caller.owns(held.entry.store.owner.email):
                 raise NotFound(f"no store {store_id!r} in Git or in the queue")
+            if callable(patch):  # made from the store as Git and the queue have it, under the lock
+                patch = patch(held.entry.store)
             if not isinstance(patch, dict) or not patch:
                 raise Invalid("the request must be a JSON object of the fields to change",
                               [Problem("request", 0, "(top)", "must be a non-empty mapping of fields", errors.REQUEST)])
@@ -156,6 +158,12 @@ class Intake:
             if not caller.owns(entry.store.owner.email):
                 raise Forbidden(f"this token may only give stores to {caller.owner}")
             return self._queue(snapshot, after, path, store_id, queueing.UPDATE, content, caller, body), True
+
+    def rotate_password(self, *, store_id: str, caller: Caller, body: bytes) -> tuple[queueing.Request, bool]:
+        """Queue a change of the shop admin's password: ``adminPasswordRotation`` one above what Git and the
+        queue have (two requests at once make two changes, each one up)."""
+        return self.update(store_id=store_id, caller=caller, body=body,
+                           patch=lambda store: {"adminPasswordRotation": store.password_rotation + 1})
 
     def _queue(self, snapshot: Snapshot, after: fleet.Fleet, path: str, store_id: str, action: str, content: str,
                caller: Caller, body: bytes) -> queueing.Request:

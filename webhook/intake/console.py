@@ -213,7 +213,7 @@ async def store_page(request: Request, *, message: str = "", status_code: int = 
     admin = credentials.admin_url(str(summary["engine"]), url)
     links: credentials.Links = request.app.state.credential_links
     # Only the owner gets the credentials: the button is theirs alone.
-    shown = links.state(store_id) if person[1].role == signin.OWNER else None
+    shown = links.state(store_id, credentials.rotation_of(entry)) if person[1].role == signin.OWNER else None
     return _page(request, "store.html", {"credentials": shown,
         "store": summary, "deployment": deployment, "timeline": timeline, "url": url, "admin": admin,
         "state": entry.get("state", "active"), "plans": validation.plans_offered(), "message": message},

@@ -194,8 +194,10 @@ async def get_store(request: Request, call: access.Call) -> Response:
     if call.caller.owner and view.get("entry"):
         # Only to the owner: whether the admin credentials were shown, and how to get them once.
         links: credentials.Links = request.app.state.credential_links
-        view["credentials"] = {"state": await anyio.to_thread.run_sync(lambda: links.state(store_id)),
-                               "link": f"POST /v1/stores/{store_id}/credentials/link"}
+        rotation = credentials.rotation_of(view.get("entry"))
+        view["credentials"] = {"state": await anyio.to_thread.run_sync(lambda: links.state(store_id, rotation)),
+                               "link": f"POST /v1/stores/{store_id}/credentials/link",
+                               "rotate": f"POST /v1/stores/{store_id}/credentials/rotate"}
     return JSONResponse(view)
 
 
@@ -474,8 +476,10 @@ async def make_credentials_link(request: Request, call: access.Call, store_id: s
     service = _service(request)
     view = await anyio.to_thread.run_sync(lambda: service.intake.store_view(store_id))
     owner = _owned(call, view, store_id)
+    assert view is not None
+    rotation = credentials.rotation_of(view.get("entry"))
     links: credentials.Links = request.app.state.credential_links
-    link = await anyio.to_thread.run_sync(lambda: links.issue(store_id, owner))
+    link = await anyio.to_thread.run_sync(lambda: links.issue(store_id, owner, rotation))
     log.info("credentials link for %s made for %s", store_id, call.caller.client)
     return link
 
@@ -491,8 +495,9 @@ async def reveal(request: Request, call: access.Call, store_id: str, link: str) 
     if api is None:
         raise NotReady("credentials are read from the cluster: the status reader is off (STOREOPS_KUBECONFIG)")
     links: credentials.Links = request.app.state.credential_links
+    rotation = credentials.rotation_of(view.get("entry"))
     password = await anyio.to_thread.run_sync(lambda: links.redeem(
-        store_id, link, owner=owner, read=lambda: credentials.read_password(api, store_id)))
+        store_id, link, owner=owner, rotation=rotation, read=lambda: credentials.read_password(api, store_id)))
     log.info("credentials of %s shown to %s", store_id, call.caller.client)
     raw_entry = view.get("entry")
     entry: dict[str, Any] = raw_entry if isinstance(raw_entry, dict) else {}
@@ -511,6 +516,22 @@ async def credentials_link(request: Request, call: access.Call) -> Response:
     return JSONResponse({"url": f"{base}/v1/stores/{store_id}/credentials/{link.token}",
                          "expires": _iso(link.expires), "uses": 1}, status_code=201,
                         headers={"Cache-Control": "no-store"})
+
+
+@access.endpoint(access.WRITE, body=True)
+async def rotate_credentials(request: Request, call: access.Call) -> Response:
+    """Change the shop admin's password: a change of the store (``adminPasswordRotation`` one up), queued
+    and committed like any other; the store's rotation Job sets the new password in the shop and in its
+    Secret together, and the owner's next credentials link shows it."""
+    service = _service(request)
+    store_id = request.path_params["store_id"]
+    caller = Caller(client=call.caller.client, source="api", idempotency_key=_idempotency_key(request),
+                    scope=_scope(request), owner=call.caller.owner)
+    body = f"ROTATE {store_id}".encode() + call.body
+    queued, new = await anyio.to_thread.run_sync(
+        lambda: service.intake.rotate_password(store_id=store_id, caller=caller, body=body))
+    log.info("admin password change of %s asked for by %s", store_id, call.caller.client)
+    return _accepted(request, queued, new, "api")
 
 
 @access.endpoint(access.READ)

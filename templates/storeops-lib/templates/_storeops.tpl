@@ -406,3 +406,134 @@ subjects:
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{- /*
+The shop admin's password change, when the store entry's adminPasswordRotation (credentials.rotation)
+went up: a PostSync hook Job, after the shop's own setup. Three steps in one pod, in order:
+  1. prepare (credentials image, API token): a new password kept in the Secret as admin-password-next,
+     handed on in a file of this pod only; nothing when the Secret is at that rotation already;
+  2. the engine's own step ("setter", no token) sets it in the shop when the file is there;
+  3. finish (credentials image, API token): admin-password takes it, and the Secret's annotation
+     storeops.io/admin-password-rotation the new count.
+A failure anywhere leaves the old password working in the Secret's admin-password (and the shop, but
+after step 2); the next attempt reuses admin-password-next. Runs as credentials-writer, the PreSync
+hook's ServiceAccount, which may get and patch this one Secret.
+(dict "root" $ "user" <uid of every step> "setter" <container YAML> "volumes" <volume list YAML>
+ "affinity" <affinity YAML>)
+*/ -}}
+{{- define "storeops.passwordRotation" -}}
+{{- $root := .root -}}
+{{- if and (gt (int ($root.Values.credentials.rotation | default 0)) 0) (not $root.Values.suspended) }}
+{{- $sel := dict "root" $root "component" "credentials-rotation" -}}
+{{- $hook := dict "argocd" "PostSync" "helm" "post-install,post-upgrade" "weight" 20 -}}
+{{- $python := dict "image" (printf "%s:%s" $root.Values.credentials.image.repository $root.Values.credentials.image.tag) -}}
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: credentials-rotation
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "storeops.componentLabels" $sel | nindent 4 }}
+  annotations:
+    {{- include "storeops.hook" $hook | nindent 4 }}
+spec:
+  backoffLimit: 3
+  activeDeadlineSeconds: 900
+  template:
+    metadata:
+      labels:
+        {{- include "storeops.componentLabels" $sel | nindent 8 }}
+    spec:
+      restartPolicy: Never
+      serviceAccountName: credentials-writer
+      automountServiceAccountToken: false
+      enableServiceLinks: false
+      securityContext:
+        {{- /* One user for every step: the password file is mode 0600. */}}
+        {{- include "storeops.podSecurityContext" (dict "user" .user) | nindent 8 }}
+      {{- with .affinity }}
+      affinity:
+        {{- . | nindent 8 }}
+      {{- end }}
+      initContainers:
+        - name: prepare-rotation
+          image: {{ $python.image | quote }}
+          imagePullPolicy: IfNotPresent
+          command: ["python3", "/scripts/credentials.py", "prepare-rotation"]
+          terminationMessagePolicy: FallbackToLogsOnError
+          env:
+            {{- include "storeops.rotationEnv" $root | nindent 12 }}
+          securityContext:
+            {{- include "storeops.containerSecurityContext" true | nindent 12 }}
+          resources:
+            {{- toYaml $root.Values.credentials.resources | nindent 12 }}
+          volumeMounts:
+            {{- include "storeops.rotationMounts" $root | nindent 12 }}
+        # The engine's step: the same password in the shop, only when prepare wrote the file.
+        - {{ .setter | trim | nindent 10 | trim }}
+      containers:
+        - name: finish-rotation
+          image: {{ $python.image | quote }}
+          imagePullPolicy: IfNotPresent
+          command: ["python3", "/scripts/credentials.py", "finish-rotation"]
+          terminationMessagePolicy: FallbackToLogsOnError
+          env:
+            {{- include "storeops.rotationEnv" $root | nindent 12 }}
+          securityContext:
+            {{- include "storeops.containerSecurityContext" true | nindent 12 }}
+          resources:
+            {{- toYaml $root.Values.credentials.resources | nindent 12 }}
+          volumeMounts:
+            {{- include "storeops.rotationMounts" $root | nindent 12 }}
+      volumes:
+        # The new password between the steps: memory only, this pod only.
+        - name: rotation
+          emptyDir:
+            medium: Memory
+            sizeLimit: 1Mi
+        - name: script
+          configMap:
+            name: credentials-writer
+        # The ServiceAccount's token, for the two credentials steps only.
+        {{- include "storeops.apiTokenVolume" . | nindent 8 }}
+        {{- with .volumes }}
+        {{- . | nindent 8 }}
+        {{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "storeops.rotationEnv" -}}
+- name: SECRET_NAME
+  value: {{ .Values.credentials.secretName | quote }}
+- name: ROTATION
+  value: {{ .Values.credentials.rotation | int | quote }}
+- name: ROTATION_FILE
+  value: /rotation/password
+{{ include "storeops.pythonJobEnv" . }}
+{{- end }}
+
+{{- define "storeops.rotationMounts" -}}
+- name: rotation
+  mountPath: /rotation
+- name: script
+  mountPath: /scripts
+  readOnly: true
+- name: api-token
+  mountPath: /var/run/secrets/kubernetes.io/serviceaccount
+  readOnly: true
+{{- end }}
+
+{{- /* A ServiceAccount token for the containers that mount it only (pods set automountServiceAccountToken: false). */ -}}
+{{- define "storeops.apiTokenVolume" -}}
+- name: api-token
+  projected:
+    sources:
+      - serviceAccountToken:
+          path: token
+          expirationSeconds: 3600
+      - configMap:
+          name: kube-root-ca.crt
+          items:
+            - key: ca.crt
+              path: ca.crt
+{{- end }}

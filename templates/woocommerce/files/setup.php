@@ -26,6 +26,8 @@ declare(strict_types=1);
 const STOREOPS_DOCROOT = '/var/www/html';
 const STOREOPS_PLUGIN = 'woocommerce/woocommerce.php';
 const STOREOPS_STEPS = ['site', 'plugin', 'activate', 'shop'];
+/** Steps the setup does not run itself: `admin-password` is the password rotation Job's. */
+const STOREOPS_OTHER_STEPS = ['admin-password'];
 const STOREOPS_EXIT_RETRY = 1;
 const STOREOPS_EXIT_CONFIG = 2;
 const STOREOPS_EXIT_PLUGIN = 3;
@@ -408,6 +410,37 @@ function storeops_step_shop(): void
     update_option('storeops_setup', '1');
 }
 
+/**
+ * The rotation Job's step: give the admin user the password in NEW_ADMIN_PASSWORD_FILE (WordPress's
+ * own wp_set_password, which also ends the user's sessions). A second run with the same password
+ * changes nothing.
+ */
+function storeops_step_admin_password(): void
+{
+    $file = storeops_env('NEW_ADMIN_PASSWORD_FILE');
+    $password = is_readable($file) ? (string) file_get_contents($file) : '';
+    if ($password === '') {
+        storeops_fail("no new password in $file", STOREOPS_EXIT_CONFIG);
+    }
+    storeops_load_wordpress(false);
+    $login = storeops_env('ADMIN_USER');
+    $user = get_user_by('login', $login);
+    if (!$user instanceof WP_User) {
+        storeops_fail("there is no WordPress user $login to change the password of", STOREOPS_EXIT_CONFIG);
+    }
+    if (wp_check_password($password, $user->user_pass, $user->ID)) {
+        storeops_say("the password of $login is the new one already");
+        return;
+    }
+    wp_set_password($password, $user->ID);
+    clean_user_cache($user->ID);
+    $user = get_user_by('id', $user->ID);
+    if (!$user instanceof WP_User || !wp_check_password($password, $user->user_pass, $user->ID)) {
+        storeops_fail("WordPress did not keep the new password of $login");
+    }
+    storeops_say("the password of $login was changed");
+}
+
 // --- entry point -----------------------------------------------------------------------------------
 
 register_shutdown_function(static function (): void {
@@ -426,10 +459,11 @@ try {
         $GLOBALS['storeops_finished'] = true;
         exit($code);
     }
-    if (!in_array($step, STOREOPS_STEPS, true)) {
-        storeops_fail("no step $step (steps: " . implode(', ', STOREOPS_STEPS) . ')', STOREOPS_EXIT_CONFIG);
+    if (!in_array($step, [...STOREOPS_STEPS, ...STOREOPS_OTHER_STEPS], true)) {
+        storeops_fail("no step $step (steps: " . implode(', ', [...STOREOPS_STEPS, ...STOREOPS_OTHER_STEPS]) . ')',
+            STOREOPS_EXIT_CONFIG);
     }
-    ('storeops_step_' . $step)();
+    ('storeops_step_' . str_replace('-', '_', $step))();
     $GLOBALS['storeops_finished'] = true;
     exit(0);
 } catch (StoreopsSetupFailed $e) {

@@ -99,6 +99,17 @@ def token() -> str:
     return secrets.token_hex(8)
 
 
+def rotate_credentials_secret(apiserver: harness_stack.Stack, store_id: str, password: str, rotation: int) -> None:
+    """What a store chart's rotation Job leaves in the Secret: the new password, at its count."""
+    api = api_client(apiserver.kubeconfig)
+    try:
+        client.CoreV1Api(api).patch_namespaced_secret(credentials.SECRET_NAME, f"store-{store_id}", {
+            "metadata": {"annotations": {credentials.ROTATION_ANNOTATION: str(rotation)}},
+            "data": {"admin-password": base64.b64encode(password.encode()).decode()}})
+    finally:
+        close(api)
+
+
 def credentials_secret(apiserver: harness_stack.Stack, store_id: str, password: str) -> None:
     """The Secret a store chart's credentials Job makes in the store's namespace (no Job runs without a node)."""
     api = api_client(apiserver.kubeconfig)
@@ -110,6 +121,8 @@ def credentials_secret(apiserver: harness_stack.Stack, store_id: str, password: 
         except client.ApiException as e:
             if e.status != 409:  # there already
                 raise
+        with contextlib.suppress(client.ApiException):  # another test's, on the shared API server
+            core.delete_namespaced_secret(credentials.SECRET_NAME, namespace)
         core.create_namespaced_secret(namespace, client.V1Secret(
             metadata=client.V1ObjectMeta(name=credentials.SECRET_NAME),
             data={"admin-password": base64.b64encode(password.encode()).decode(),

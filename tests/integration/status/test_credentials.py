@@ -7,10 +7,12 @@ import base64
 import contextlib
 import json
 import logging
+import sqlite3
 import subprocess
 import uuid
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -22,7 +24,7 @@ from harness import stack as harness_stack
 from tests.integration.status import support
 from tests.integration.test_signin import provider, sign_in
 from webhook import app, credentials, csrf
-from webhook.errors import NotFound, NotReady
+from webhook.errors import Conflict, NotFound, NotReady
 from webhook.settings import StatusSettings, Token
 
 JANE = {"Authorization": "Bearer jane-owner-token"}  # owns acme-outdoor in the example data
@@ -79,21 +81,103 @@ def test_the_owner_sees_the_credentials_once_and_nobody_else_at_all(
     assert link.rsplit("/", 1)[1] not in "\n".join(r.getMessage() for r in caplog.records if r.name != "httpx")
 
 
+def test_the_owner_changes_the_password_through_the_api_and_the_next_link_shows_the_new_one(
+        tmp_path: Path, apiserver: harness_stack.Stack, caplog: pytest.LogCaptureFixture) -> None:
+    old, new = f"pw-{uuid.uuid4().hex}", f"pw-{uuid.uuid4().hex}"
+    base = examples.service_settings(tmp_path)
+    config = replace(base, tokens=(*base.tokens,
+                                   Token("jane-owner-token", name="jane", owner="jane@acme-outdoor.example"),
+                                   Token("sam-owner-token", name="sam", owner="sam@bookworm.example")))
+    status = StatusSettings(kubeconfig=str(apiserver.kubeconfig), namespace=support.new_namespace(apiserver),
+                            ledger=tmp_path / "status.sqlite3", workdir=config.git.workdir, backoff_min=0.1)
+    bare = Path(str(config.git.remote))
+    caplog.set_level(logging.DEBUG)
+    support.credentials_secret(apiserver, "acme-outdoor", old)
+    with TestClient(app.create_app(config, status=status)) as http:
+        support.wait_until("the service has read Git", lambda: http.get("/readyz").status_code == 200)
+
+        def reveal() -> Any:
+            made = http.post("/v1/stores/acme-outdoor/credentials/link", headers=JANE)
+            assert made.status_code == 201, made.text
+            return http.get(made.json()["url"].removeprefix("http://testserver"), headers=JANE)
+
+        assert reveal().json()["password"] == old
+        assert http.post("/v1/stores/acme-outdoor/credentials/link", headers=JANE).status_code == 409
+        # Another owner cannot change it; the owner can, and it is a change of the store in Git.
+        assert http.post("/v1/stores/acme-outdoor/credentials/rotate", headers=SAM).status_code == 404
+        asked = http.post("/v1/stores/acme-outdoor/credentials/rotate", headers=JANE)
+        assert asked.status_code == 202, asked.text
+        support.wait_until("the change is committed", lambda: examples.remote_stores(bare)["acme-outdoor"].get(
+            "adminPasswordRotation") == 1)
+        values = yaml.safe_load(examples.git(bare, "show", "main:rendered/local/values/acme-outdoor.yaml"))
+        assert values["credentials"]["rotation"] == 1
+        view = http.get("/v1/stores/acme-outdoor", headers=JANE).json()
+        assert view["credentials"]["state"] == "not revealed"
+        # Until the store's Job has set it (the Secret's count), nothing is shown and the link stays good.
+        made = http.post("/v1/stores/acme-outdoor/credentials/link", headers=JANE)
+        link = made.json()["url"].removeprefix("http://testserver")
+        early = http.get(link, headers=JANE)
+        assert early.status_code == 503 and "being changed" in early.json()["error"]
+        support.rotate_credentials_secret(apiserver, "acme-outdoor", new, 1)
+        shown = http.get(link, headers=JANE)
+        assert shown.status_code == 200 and shown.json()["password"] == new
+        assert http.get(link, headers=JANE).status_code == 410
+        assert http.post("/v1/stores/acme-outdoor/credentials/link", headers=JANE).status_code == 409
+        # A second change counts on from what Git has.
+        assert http.post("/v1/stores/acme-outdoor/credentials/rotate", headers=JANE).status_code == 202
+        support.wait_until("the second change is committed", lambda: examples.remote_stores(bare)["acme-outdoor"].get(
+            "adminPasswordRotation") == 2)
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "admin password change of acme-outdoor asked for by token:jane" in logged
+    assert old not in logged and new not in logged
+
+
 def test_a_link_expires_and_an_unused_one_is_replaced(tmp_path: Path) -> None:
     now = [1000.0]
     links = credentials.Links(tmp_path / "service.sqlite3", ttl=60, clock=lambda: now[0])
     first = links.issue("shop", "Owner@Example.com")
     second = links.issue("shop", "owner@example.com")  # asking again replaces the unused link
     with pytest.raises(NotFound):
-        links.redeem("shop", first.token, owner="owner@example.com", read=lambda: "pw")
+        links.redeem("shop", first.token, owner="owner@example.com", read=lambda: ("pw", 0))
     now[0] += 61
     with pytest.raises(credentials.Gone, match="expired"):
-        links.redeem("shop", second.token, owner="owner@example.com", read=lambda: "pw")
+        links.redeem("shop", second.token, owner="owner@example.com", read=lambda: ("pw", 0))
     assert links.state("shop") == "not revealed"
     third = links.issue("shop", "owner@example.com")
     assert links.state("shop") == "link issued"
-    assert links.redeem("shop", third.token, owner="OWNER@example.com", read=lambda: "pw") == "pw"
+    assert links.redeem("shop", third.token, owner="OWNER@example.com", read=lambda: ("pw", 0)) == "pw"
     links.close()
+
+
+def test_after_a_password_change_the_new_one_is_shown_once_and_only_once_the_secret_has_it(tmp_path: Path) -> None:
+    links = credentials.Links(tmp_path / "service.sqlite3", ttl=60)
+    first = links.issue("shop", "owner@example.com")
+    assert links.redeem("shop", first.token, owner="owner@example.com", read=lambda: ("old", 0)) == "old"
+    with pytest.raises(Conflict):
+        links.issue("shop", "owner@example.com")
+    # The entry asks for rotation 1: a link can be made again...
+    assert links.state("shop", 1) == "not revealed"
+    second = links.issue("shop", "owner@example.com", 1)
+    # ...but shows nothing while the Secret is behind (the shop may not have the password yet), and stays good.
+    with pytest.raises(NotReady, match="being changed"):
+        links.redeem("shop", second.token, owner="owner@example.com", rotation=1, read=lambda: ("old", 0))
+    assert links.state("shop", 1) == "link issued"
+    assert links.redeem("shop", second.token, owner="owner@example.com", rotation=1, read=lambda: ("new", 1)) == "new"
+    assert links.state("shop", 1) == "revealed"
+    with pytest.raises(Conflict):
+        links.issue("shop", "owner@example.com", 1)
+    links.close()
+    # A database from before rotations were counted gets the column, its used links counting as rotation 0.
+    old = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(old)
+    db.execute("CREATE TABLE credential_links (link TEXT PRIMARY KEY, store_id TEXT NOT NULL, owner TEXT NOT NULL, "
+               "created REAL NOT NULL, expires REAL NOT NULL, used REAL)")
+    db.execute("INSERT INTO credential_links VALUES ('h', 'shop', 'o', 1, 2, 1.5)")
+    db.commit()
+    db.close()
+    migrated = credentials.Links(old)
+    assert (migrated.state("shop", 0), migrated.state("shop", 1)) == ("revealed", "not revealed")
+    migrated.close()
 
 
 def test_the_console_shows_the_owner_the_credentials_once(
@@ -141,7 +225,7 @@ def test_the_charts_role_lets_storeops_get_that_secret_and_nothing_else(apiserve
     api.set_default_header("Impersonate-User", "system:serviceaccount:storeops:storeops")
     try:
         support.wait_until("the Role applies", lambda: _can_read(api, store_id))
-        assert credentials.read_password(api, store_id) == "the-password"
+        assert credentials.read_password(api, store_id) == ("the-password", 0)
         as_storeops = client.CoreV1Api(api)
         for forbidden in (lambda: as_storeops.read_namespaced_secret("other", namespace),
                           lambda: as_storeops.list_namespaced_secret(namespace),
