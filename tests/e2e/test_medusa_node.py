@@ -9,8 +9,9 @@ up and puts the publishable key into the credentials Secret. When storeops repor
 customer orders through Traefik on 127.0.0.1 with the store's Host header, using the Store API with
 that key (product, cart, address, shipping option, the system payment provider, completion); then
 the owner takes the one-time credentials link storeops gives only to them, logs in to the Admin API
-and finds the order. The times from the request to ``ready`` and to the first order are printed
-(``-s``). Pods' traffic stays on the pod network; nothing leaves the machine.
+and finds the order; then changes the admin password through storeops and signs in with the new
+one. The times from the request to ``ready`` and to the first order are printed (``-s``). Pods'
+traffic stays on the pod network; nothing leaves the machine.
 """
 
 from __future__ import annotations
@@ -196,5 +197,34 @@ def test_a_medusa_store_requested_through_the_api_takes_an_order_the_owner_finds
                                headers={"Authorization": f"Bearer {token['token']}"}))["orders"]  # fmt: skip
     found = [o for o in orders if o["id"] == order_id]
     assert found and found[0]["email"] == email and found[0]["total"] == 25, orders
-    # The owner's password never reached storeops' log.
-    assert shown["password"] not in (loop.work / "service.log").read_text(errors="replace")
+
+    # The owner changes the password through storeops: a change of the store in Git; after Argo CD's sync
+    # the store's rotation Job has set it in Medusa and in the Secret together. The next link shows the
+    # new one, which signs in; the old one no longer does, and the store keeps its order.
+    changed = time.monotonic()
+    status, asked = _owner_call(loop, "POST", f"/v1/stores/{STORE_ID}/credentials/rotate")
+    assert status == 202, asked
+    assert loop.wait_request(asked["request_id"])["status"] == "committed"
+    _wait("the rotation Job to finish", lambda: (_kubectl_json(cluster.kubectl, "get", "secret", "store-credentials",
+          "-n", namespace)["metadata"].get("annotations") or {}).get("storeops.io/admin-password-rotation") == "1",
+          timeout=READY_TIMEOUT, describe=describe)  # fmt: skip
+    status, link = _owner_call(loop, "POST", f"/v1/stores/{STORE_ID}/credentials/link")
+    assert status == 201, link
+    status, renewed = _owner_call(loop, "GET", urllib.parse.urlsplit(link["url"]).path)
+    assert status == 200, renewed
+    print(f"medusa: password change asked -> new password shown {time.monotonic() - changed:.0f}s", flush=True)
+    secret = _secret(loop, namespace)
+    assert renewed["password"] != shown["password"] and renewed["password"] == secret["admin-password"]
+    assert "admin-password-next" not in secret
+    with httpx.Client(base_url=base, headers={"Host": host}, timeout=120) as admin:
+        old = admin.post("/auth/user/emailpass", json={"email": shown["login"], "password": shown["password"]})
+        assert old.status_code == 401, old.text
+        token = _ok(admin.post("/auth/user/emailpass", json={"email": shown["login"], "password": renewed["password"]}))
+        orders = _ok(admin.get("/admin/orders", params={"fields": "id"},
+                               headers={"Authorization": f"Bearer {token['token']}"}))["orders"]  # fmt: skip
+    assert order_id in {o["id"] for o in orders}
+    rotation = _kubectl_json(cluster.kubectl, "get", "job", "credentials-rotation", "-n", namespace)
+    assert rotation["status"].get("succeeded") == 1
+    # The owner's passwords never reached storeops' log.
+    logged = (loop.work / "service.log").read_text(errors="replace")
+    assert shown["password"] not in logged and renewed["password"] not in logged

@@ -686,7 +686,8 @@ def test_the_rotation_job_changes_the_admin_password_in_the_secret_only_after_th
     annotations = job["metadata"]["annotations"]
     assert annotations["argocd.argoproj.io/hook"] == "PostSync"
     setup = "setup" if engine == "woocommerce" else "store-bootstrap"
-    assert int(annotations["argocd.argoproj.io/sync-wave"]) > int(
+    # Before the shop's setup: a setup that fails (a plugin source that is down) does not hold it back.
+    assert int(annotations["argocd.argoproj.io/sync-wave"]) < int(
         _one(manifests, "Job", setup)["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"])
     pod = job["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "credentials-writer" and pod["automountServiceAccountToken"] is False

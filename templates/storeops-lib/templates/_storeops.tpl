@@ -409,7 +409,10 @@ subjects:
 
 {{- /*
 The shop admin's password change, when the store entry's adminPasswordRotation (credentials.rotation)
-went up: a PostSync hook Job, after the shop's own setup. Three steps in one pod, in order:
+went up: a PostSync hook Job (wave 7: after the hooks' ConfigMaps, wave 5 at most), before the shop's
+own setup (wave 10; so a setup that fails, e.g. a WooCommerce
+plugin source that is down, does not hold it back; an admin the setup has not made yet is made by it
+with the new password). Three steps in one pod, in order:
   1. prepare (credentials image, API token): a new password kept in the Secret as admin-password-next,
      handed on in a file of this pod only; nothing when the Secret is at that rotation already;
   2. the engine's own step ("setter", no token) sets it in the shop when the file is there;
@@ -425,7 +428,7 @@ hook's ServiceAccount, which may get and patch this one Secret.
 {{- $root := .root -}}
 {{- if and (gt (int ($root.Values.credentials.rotation | default 0)) 0) (not $root.Values.suspended) }}
 {{- $sel := dict "root" $root "component" "credentials-rotation" -}}
-{{- $hook := dict "argocd" "PostSync" "helm" "post-install,post-upgrade" "weight" 20 -}}
+{{- $hook := dict "argocd" "PostSync" "helm" "post-install,post-upgrade" "weight" 7 -}}
 {{- $python := dict "image" (printf "%s:%s" $root.Values.credentials.image.repository $root.Values.credentials.image.tag) -}}
 apiVersion: batch/v1
 kind: Job

@@ -413,7 +413,7 @@ function storeops_step_shop(): void
 /**
  * The rotation Job's step: give the admin user the password in NEW_ADMIN_PASSWORD_FILE (WordPress's
  * own wp_set_password, which also ends the user's sessions). A second run with the same password
- * changes nothing.
+ * changes nothing; before the site is installed there is nothing to change.
  */
 function storeops_step_admin_password(): void
 {
@@ -422,8 +422,13 @@ function storeops_step_admin_password(): void
     if ($password === '') {
         storeops_fail("no new password in $file", STOREOPS_EXIT_CONFIG);
     }
-    storeops_load_wordpress(false);
+    // Plugins off (WP_INSTALLING): only WordPress's own user functions are needed.
+    storeops_load_wordpress(true);
     $login = storeops_env('ADMIN_USER');
+    if (!is_blog_installed()) {
+        storeops_say("WordPress is not installed yet: the setup creates $login with the new password");
+        return;
+    }
     $user = get_user_by('login', $login);
     if (!$user instanceof WP_User) {
         storeops_fail("there is no WordPress user $login to change the password of", STOREOPS_EXIT_CONFIG);

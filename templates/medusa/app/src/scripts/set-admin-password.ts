@@ -8,7 +8,8 @@
  *   NEW_ADMIN_PASSWORD_FILE   a file holding the new password (never an argument or a variable)
  *
  * Sets it through the auth module's e-mail/password provider (the same hashing as a sign-up), then
- * signs in with it to check. Running it again with the same password changes nothing.
+ * signs in with it to check. Running it again with the same password changes nothing; before the
+ * bootstrap made the admin there is nothing to change.
  */
 import { readFileSync } from "node:fs"
 
@@ -37,7 +38,9 @@ export default async function setAdminPassword({ container }: ExecArgs) {
   }
   const [identity] = await auth.listAuthIdentities({ provider_identities: { entity_id: email, provider: PROVIDER } })
   if (!identity) {
-    throw new Error(`there is no ${PROVIDER} login for ${email} to change the password of`)
+    // The bootstrap has not run yet: it creates the admin with the Secret's (new) password.
+    logger.info(`set-admin-password: no ${PROVIDER} login for ${email} yet; the bootstrap makes it`)
+    return
   }
   const { success, error } = await auth.updateProvider(PROVIDER, { entity_id: email, password })
   if (!success) {
