@@ -121,6 +121,13 @@ def document() -> dict[str, Any]:
                                        "403": _error("Not the store's owner"), "404": _error("Unknown store"),
                                        "409": _error("The credentials were shown already"), **_AUTH}},
             },
+            "/v1/stores/{store_id}/credentials/rotate": {
+                "parameters": [{"name": "store_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "post": {"summary": "Give the store's admin a new password: adminPasswordRotation one up, committed "
+                                   "like any change; the next credentials link shows it once the store has it",
+                         "responses": {"202": {"description": "Queued (request id and status URL)"},
+                                       "404": _error("Unknown store"), **_AUTH}},
+            },
             "/v1/stores/{store_id}/credentials/{link}": {
                 "parameters": [{"name": "store_id", "in": "path", "required": True, "schema": {"type": "string"}},
                                {"name": "link", "in": "path", "required": True, "schema": {"type": "string"}}],
@@ -128,7 +135,8 @@ def document() -> dict[str, Any]:
                         "responses": {"200": {"description": "login, password, admin_url"},
                                       "403": _error("Not the store's owner"), "404": _error("Unknown link"),
                                       "410": _error("Used already, or expired"),
-                                      "503": _error("Not made yet, or the cluster is out of reach"), **_AUTH}},
+                                      "503": _error("Not made yet, being changed, or the cluster is out of reach"),
+                                      **_AUTH}},
             },
             "/v1/requests/{request_id}": {
                 "parameters": [{"name": "request_id", "in": "path", "required": True, "schema": {"type": "string"}}],

@@ -222,7 +222,8 @@ async def store_page(request: Request, *, message: str = "", status_code: int = 
 
 @access.endpoint(access.WRITE, media=(forms.URLENCODED,), body=True, csrf=True)
 async def store_action(request: Request, call: access.Call) -> Response:
-    """Suspend, resume, change the plan, or delete (after typing the store's id): each a normal request."""
+    """Suspend, resume, change the plan, give the admin a new password, or delete (after typing the store's
+    id): each a normal request."""
     service = _service(request)
     store_id = request.path_params["store_id"]
     values = forms.parse_urlencoded(call.body)
@@ -235,6 +236,9 @@ async def store_action(request: Request, call: access.Call) -> Response:
         if action in patches:
             await anyio.to_thread.run_sync(lambda: service.intake.update(
                 store_id=store_id, patch=patches[action], caller=caller, body=call.body))
+        elif action == "rotate-password":
+            await anyio.to_thread.run_sync(lambda: service.intake.rotate_password(
+                store_id=store_id, caller=caller, body=call.body))
         elif action == "credentials":
             link = await endpoints.make_credentials_link(request, call, store_id)
             return RedirectResponse(f"/console/stores/{store_id}/credentials/{link.token}", status_code=303)

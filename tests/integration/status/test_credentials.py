@@ -205,6 +205,13 @@ def test_the_console_shows_the_owner_the_credentials_once(
         again = http.get(made.headers["location"])
         assert again.status_code == 410 and password not in again.text and "used already" in again.text
         assert "They were shown to you once" in http.get("/console/stores/bookworm").text
+        # Lost them: a new password, asked for from the same page (a change of the store in Git).
+        rotated = http.post("/console/stores/bookworm", data={"action": "rotate-password",
+                                                              "csrf_token": http.cookies[csrf.COOKIE]})
+        assert rotated.status_code == 303, rotated.text
+        support.wait_until("the change is committed", lambda: examples.remote_stores(
+            Path(str(config.git.remote)))["bookworm"].get("adminPasswordRotation") == 1)
+        assert "Show the admin login and password (once)" in http.get("/console/stores/bookworm").text
 
 
 def test_the_charts_role_lets_storeops_get_that_secret_and_nothing_else(apiserver: harness_stack.Stack) -> None:
