@@ -214,8 +214,8 @@ IMMUTABLE_FIELDS = ("engine", "cluster")
 
 
 def immutable_changes(before: Fleet, after: Fleet) -> list[Problem]:
-    """A problem for each store in both fleets whose engine or cluster differs between them, or whose
-    ``adminPasswordRotation`` went down."""
+    """A problem for each store in both fleets whose engine or cluster differs between them, whose volumes
+    would shrink (its plan, or that plan's sizes), or whose ``adminPasswordRotation`` went down."""
     out: list[Problem] = []
     for path, new in after.stores.items():
         old = before.stores.get(path)
@@ -228,12 +228,29 @@ def immutable_changes(before: Fleet, after: Fleet) -> list[Problem]:
                                    f"cannot change from {was!r} to {now!r}: Argo CD would delete the store's "
                                    f"namespace and its data; request a new store and delete this one",
                                    errors.IMMUTABLE))
+        out.extend(_shrinking(path, new.entry.doc.line_of(("plan",)), before.plans.get(old.entry.store.plan),
+                              after.plans.get(new.entry.store.plan)))
         was_rotation, rotation = old.entry.store.password_rotation, new.entry.store.password_rotation
         if rotation < was_rotation:
             out.append(Problem(path, new.entry.doc.line_of(("adminPasswordRotation",)), "adminPasswordRotation",
                                f"cannot go down from {was_rotation} to {rotation}: it counts the password changes "
                                f"made; raise it by one to change the password again", errors.IMMUTABLE))
     return sorted(out)
+
+
+def _shrinking(path: str, line: int, was: models.Plan | None, now: models.Plan | None) -> list[Problem]:
+    """A problem when the store's volumes would get smaller (another plan, or its plan changed)."""
+    if was is None or now is None:
+        return []
+    smaller = [f"{name} {before} -> {after}" for name, before, after in (
+        ("database", was.database_volume, now.database_volume), ("content", was.content_volume, now.content_volume))
+        if models.memory_bytes(after) < models.memory_bytes(before)]
+    if not smaller:
+        return []
+    change = f"plan {was.name!r} -> {now.name!r}" if was.name != now.name else f"plan {now.name!r} changed"
+    return [Problem(path, line, "plan", f"{change} would shrink the store's volumes ({', '.join(smaller)}): "
+                                        f"Kubernetes cannot make a volume smaller; keep the plan or a larger one, "
+                                        f"or move the data to a new store", errors.IMMUTABLE)]
 
 
 def callback_problems(fleet: Fleet, paths: Iterable[str] | None = None) -> list[Problem]:

@@ -236,6 +236,28 @@ def test_rotate_password_raises_the_count_and_rerenders_the_store_in_the_checkou
     assert "adminPasswordRotation: cannot go down from 2 to 1" in lowered.stdout + lowered.stderr
 
 
+def test_a_store_s_volumes_never_shrink_by_plan_or_by_the_plans_file(example_repo: Path) -> None:
+    bookworm = example_repo / "stores/bookworm.yaml"
+    bookworm.write_text(bookworm.read_text().replace("plan: medium", "plan: small"))
+    assert storeops(example_repo, "validate").returncode == 0  # nothing to compare with
+    result = storeops(example_repo, "validate", "--base", "HEAD")
+    assert result.returncode == 1
+    assert ("stores/bookworm.yaml:5: plan: plan 'medium' -> 'small' would shrink the store's volumes "
+            "(database 10Gi -> 2Gi, content 10Gi -> 2Gi): Kubernetes cannot make a volume smaller") in result.stdout
+    # Growing is a change like any other.
+    bookworm.write_text(bookworm.read_text().replace("plan: small", "plan: large"))
+    assert storeops(example_repo, "validate", "--base", "HEAD").returncode == 0
+    git(example_repo, "checkout", "--", "stores/bookworm.yaml")
+    # A plan made smaller shrinks every store on it: each is named.
+    plans = example_repo / "templates/plans.yaml"
+    plans.write_text(plans.read_text().replace("      database: 40Gi", "      database: 30Gi"))
+    result = storeops(example_repo, "validate", "--base", "HEAD")
+    assert result.returncode == 1
+    assert "stores/nordic-knits.yaml:5: plan: plan 'large' changed would shrink the store's volumes " \
+           "(database 40Gi -> 30Gi)" in result.stdout
+    assert "bookworm" not in result.stdout
+
+
 def test_validate_refuses_an_id_with_a_trailing_newline(example_repo: Path) -> None:
     text = (example_repo / "stores/bookworm.yaml").read_text()
     (example_repo / "stores/bookworm.yaml").write_text(text.replace("id: bookworm", 'id: "bookworm\\n"'))

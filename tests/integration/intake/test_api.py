@@ -436,6 +436,10 @@ def test_patch_answers_for_bad_changes(service: Running) -> None:
     assert taken.status_code == 409
     unknown = patch("bookworm", {"colour": "red"})
     assert unknown.status_code == 422 and unknown.json()["problems"][0]["field"] == "colour"
+    shrunk = patch("bookworm", {"plan": "small"})  # medium -> small: smaller volumes
+    assert shrunk.status_code == 422 and "would shrink the store's volumes" in shrunk.json()["problems"][0]["message"]
+    lowered = patch("bookworm", {"adminPasswordRotation": -1})
+    assert lowered.status_code == 422 and lowered.json()["problems"][0]["field"] == "adminPasswordRotation"
     assert service.client.patch("/v1/stores/bookworm", content="x", headers={**WRITE, "Content-Type": "text/plain"}
                                 ).status_code == 415
     assert service.client.patch("/v1/stores/bookworm", json={"state": "suspended"}, headers=READ).status_code == 403
