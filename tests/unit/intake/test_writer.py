@@ -70,8 +70,9 @@ def test_outside_a_review_branch_nothing_touching_a_reviewed_cluster_lands(tmp_p
 def test_an_engine_or_cluster_change_is_rejected_even_on_a_review_branch(tmp_path: Path) -> None:
     root = examples.example_repo(tmp_path / "repo")
     original = (root / "stores/bookworm.yaml").read_bytes()
-    moved = request("1", "bookworm", action=queueing.UPDATE, engine="medusa", cluster="prod")
-    swapped = request("2", "bookworm", action=queueing.UPDATE, engine="woocommerce")
+    moved = request("1", "bookworm", action=queueing.UPDATE, engine="medusa", cluster="prod",
+                    plan="medium")
+    swapped = request("2", "bookworm", action=queueing.UPDATE, engine="woocommerce", plan="medium")
     outcomes = writer.Outcomes()
     assert writer.apply_requests(root, [moved, swapped], outcomes, reviewed=True) == []
     assert [p.field for p in outcomes.rejected["1"]] == ["cluster"]
