@@ -10,8 +10,9 @@ customer orders through Traefik on 127.0.0.1 with the store's Host header, using
 that key (product, cart, address, shipping option, the system payment provider, completion); then
 the owner takes the one-time credentials link storeops gives only to them, logs in to the Admin API
 and finds the order; then changes the admin password through storeops and signs in with the new
-one. The times from the request to ``ready`` and to the first order are printed (``-s``). Pods'
-traffic stays on the pod network; nothing leaves the machine.
+one; suspends the store (nothing runs, the volumes stay) and resumes it, and the order is still there.
+The times from the request to ``ready`` and to the first order are printed (``-s``). Pods' traffic
+stays on the pod network; nothing leaves the machine.
 """
 
 from __future__ import annotations
@@ -106,10 +107,10 @@ def loop(cluster: stack.Stack, tmp_path_factory: pytest.TempPathFactory) -> coll
         print(log.read_text(errors="replace")[-3000:] if log.exists() else "", flush=True)
 
 
-def _owner_call(loop: demo.Loop, method: str, path: str) -> tuple[int, dict[str, Any]]:
+def _owner_call(loop: demo.Loop, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any]]:
     """A request to storeops as the store's owner (the owner-scoped token)."""
     token = loop.owner_token  # type: ignore[attr-defined]
-    response = httpx.request(method, f"http://127.0.0.1:{loop.port}{path}", timeout=30,
+    response = httpx.request(method, f"http://127.0.0.1:{loop.port}{path}", timeout=30, json=body,
                              headers={"Authorization": f"Bearer {token}"})  # fmt: skip
     body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
     return response.status_code, body
@@ -225,6 +226,49 @@ def test_a_medusa_store_requested_through_the_api_takes_an_order_the_owner_finds
     assert order_id in {o["id"] for o in orders}
     rotation = _kubectl_json(cluster.kubectl, "get", "job", "credentials-rotation", "-n", namespace)
     assert rotation["status"].get("succeeded") == 1
+
+    # Suspended, the store runs nothing and keeps its data; resumed, it answers again with the order.
+    def revision() -> str:
+        status, view = _owner_call(loop, "GET", f"/v1/stores/{STORE_ID}")
+        assert status == 200, view
+        return str((view.get("deployment") or {}).get("revision") or "")
+
+    before = revision()
+    suspended = time.monotonic()
+    status, asked = _owner_call(loop, "PATCH", f"/v1/stores/{STORE_ID}", {"state": "suspended"})
+    assert status == 202, asked
+    assert loop.wait_request(asked["request_id"])["status"] == "committed"
+    events = loop.follow(STORE_ID, until=("ready", "failed", "degraded"), since=suspended, timeout=READY_TIMEOUT,
+                         after_revision=before)  # fmt: skip
+    assert events[-1]["status"] == "ready", f"{events[-1]}\n{describe()}"
+
+    def stopped() -> bool:
+        pods = _kubectl_json(cluster.kubectl, "get", "pods", "-n", namespace)["items"]
+        return not [p for p in pods if p["metadata"].get("labels", {}).get("app.kubernetes.io/component")
+                    in ("medusa", "postgres", "redis")]
+
+    _wait("the suspended store's pods to stop", stopped, timeout=READY_TIMEOUT, describe=describe)
+    claims = _kubectl_json(cluster.kubectl, "get", "pvc", "-n", namespace)["items"]
+    assert claims and all(c["status"].get("phase") == "Bound" for c in claims)
+    with httpx.Client(base_url=base, headers={"Host": host}, timeout=30) as anonymous:
+        assert anonymous.get("/health").status_code in (404, 502, 503)
+    before = revision()
+    resumed = time.monotonic()
+    status, asked = _owner_call(loop, "PATCH", f"/v1/stores/{STORE_ID}", {"state": "active"})
+    assert status == 202, asked
+    assert loop.wait_request(asked["request_id"])["status"] == "committed"
+    events = loop.follow(STORE_ID, until=("ready", "failed", "degraded"), since=resumed, timeout=READY_TIMEOUT,
+                         after_revision=before)  # fmt: skip
+    assert events[-1]["status"] == "ready", f"{events[-1]}\n{describe()}"
+    print(f"medusa: resume -> ready {time.monotonic() - resumed:.0f}s", flush=True)
+    with httpx.Client(base_url=base, headers={"Host": host}, timeout=120) as admin:
+        health = _wait("the resumed store to answer", lambda: admin.get("/health").status_code == 200,
+                       timeout=READY_TIMEOUT, describe=describe)  # fmt: skip
+        assert health
+        token = _ok(admin.post("/auth/user/emailpass", json={"email": shown["login"], "password": renewed["password"]}))
+        orders = _ok(admin.get("/admin/orders", params={"fields": "id"},
+                               headers={"Authorization": f"Bearer {token['token']}"}))["orders"]  # fmt: skip
+    assert order_id in {o["id"] for o in orders}
     # The owner's passwords never reached storeops' log.
     logged = (loop.work / "service.log").read_text(errors="replace")
     assert shown["password"] not in logged and renewed["password"] not in logged
