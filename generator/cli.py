@@ -111,6 +111,17 @@ def cmd_rotate_password(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    root = _root(args, settings)
+    revision = operations.rollback(root, args.store_id, revision=args.to or "", repo_url=settings.repo_url)
+    print(f"{args.store_id}: its entry is back as at {revision[:12]} (its password count kept), and its rendered "
+          f"files are updated. Commit it with the reason, e.g.\n"
+          f"  git commit -am 'Roll back {args.store_id} to {revision[:12]}: <why>'\n"
+          f"Through the service instead (it knows when the store was last ready): "
+          f"POST /v1/stores/{args.store_id}/rollback")
+    return 0
+
+
 def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register the generator's commands on a parser (the service adds its own beside them)."""
 
@@ -138,6 +149,12 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
                                "give a store's shop admin a new password: raise its adminPasswordRotation "
                                "and re-render it in the checkout, for you to commit"))
     rotate.add_argument("store_id", metavar="STORE_ID", help="the store's id")
+    rollback = with_repo(command("rollback", cmd_rollback,
+                                 "put a store's entry back as it was before its last change (or at --to), "
+                                 "re-rendered in the checkout, for you to commit"))
+    rollback.add_argument("store_id", metavar="STORE_ID", help="the store's id")
+    rollback.add_argument("--to", help="the revision to go back to (default: the version before the entry's "
+                                       "last change)")
     publish = command("publish", cmd_publish,
                       "render the remote's inputs, commit and push (STOREOPS_REMOTE; a local remote by default)")
     publish.add_argument("--allow-mass-delete", action="store_true",

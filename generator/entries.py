@@ -73,6 +73,23 @@ def merge_patch(text: str, patch: Mapping[str, Any]) -> str:
     return buffer.getvalue()
 
 
+def patch_between(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch that turns ``before`` into ``after`` (empty when they are equal)."""
+    out: dict[str, Any] = {}
+    for key in [*before, *(k for k in after if k not in before)]:
+        if key not in after:
+            out[key] = None
+        elif key not in before:
+            out[key] = after[key]
+        elif isinstance(before[key], Mapping) and isinstance(after[key], Mapping):
+            inner = patch_between(before[key], after[key])
+            if inner:
+                out[key] = inner
+        elif before[key] != after[key]:
+            out[key] = after[key]
+    return out
+
+
 def _merge(target: CommentedMap, patch: Mapping[str, Any]) -> None:
     for key, value in patch.items():
         if value is None:

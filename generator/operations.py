@@ -1,10 +1,13 @@
-"""The generator's commands on a checkout: validate, render, check, plan and rotate-password."""
+"""The generator's commands on a checkout: validate, render, check, plan, rotate-password and rollback."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import git
+import yaml
 
 from generator import entries, fleet, planning, rendering, trees
 from generator.errors import InvalidInput, Problem, StoreopsError
@@ -122,6 +125,45 @@ def update_store(root: Path, loaded: fleet.Fleet, path: str, content: bytes | st
         store = new.entry.store
         files = rendering.render_store(updated.target_of(store), repo_url)
     return updated, trees.replace_files(root, files, [p for p in stale if p not in files])
+
+
+def rollback(root: Path, store_id: str, *, revision: str = "", repo_url: str = "") -> str:
+    """Put the store's entry under ``root`` back as it was at ``revision`` of the checkout's history (by
+    default the version before its last change), keeping its password count, and re-render it, in one
+    atomic write; returns the revision. Raises StoreopsError when there is nothing to go back to."""
+    path = entries.path_for(store_id)
+    loaded = load(root)
+    held = loaded.stores.get(path)
+    if held is None or held.entry is None:
+        raise StoreopsError(f"no store {store_id!r}: {root / path} is missing or does not load")
+    repo = git.Repo(root)
+    try:
+        if not revision:
+            commits = [c.hexsha for c in repo.iter_commits(paths=path, max_count=2)]
+            if len(commits) < 2:
+                raise StoreopsError(f"{path} has no earlier version in this checkout's history")
+            revision = commits[1]
+        text = str(repo.git.show(f"{revision}:{path}"))
+    except (git.GitCommandError, ValueError) as e:
+        raise StoreopsError(f"{path} is not in revision {revision!r} of this checkout") from e
+    wanted = yaml.safe_load(text)
+    if not isinstance(wanted, dict):
+        raise StoreopsError(f"{path} at {revision[:12]} is not a store entry")
+    rotation = max(held.entry.store.password_rotation, int(wanted.get("adminPasswordRotation") or 0))
+    if rotation:
+        wanted["adminPasswordRotation"] = rotation
+    change = entries.patch_between(dict(held.entry.doc.data), wanted)
+    if not change:
+        raise StoreopsError(f"{path} is already as at {revision[:12]}: nothing to roll back")
+    content = entries.merge_patch((root / path).read_text(), change)
+    updated = loaded.with_store(path, content)
+    problems = sorted({*updated.problems, *fleet.immutable_changes(loaded, updated)})
+    if problems:
+        raise InvalidInput(problems)
+    new = updated.stores[path].entry
+    assert new is not None
+    trees.replace_files(root, {path: content, **rendering.render_store(updated.target_of(new.store), repo_url)}, [])
+    return revision
 
 
 def rotate_password(root: Path, store_id: str, *, repo_url: str = "") -> int:

@@ -130,6 +130,21 @@ def _refusal(stdout: str, stderr: str) -> str:
     return "; ".join(dict.fromkeys([*(s for s in said if s), *reasons])) or "no reason given"
 
 
+def file_at(settings: Settings, revision: str, path: str) -> str | None:
+    """``path`` as it was at ``revision`` of the remote's history (fetched into the storeops clone);
+    None when the file was not there then. Raises GitError for a revision the remote does not have."""
+    repo = open_workdir(settings, remote_url(settings))
+    try:
+        repo.git.fetch("origin", "--prune")
+        repo.git.cat_file("-e", f"{revision}^{{commit}}")
+    except git.GitCommandError as e:
+        raise GitError(f"no commit {revision!r} in the remote's history: {_stderr(e)}") from e
+    try:
+        return str(repo.git.show(f"{revision}:{path}"))
+    except git.GitCommandError:
+        return None
+
+
 def sync(repo: git.Repo, branch: str) -> str:
     """Make the work tree exactly the remote's ``branch``; return its commit (or '' when empty)."""
     try:

@@ -45,6 +45,7 @@ ROUTES = [
     Route("/v1/stores/{store_id}", endpoints.update_store, methods=["PATCH"]),
     Route("/v1/stores/{store_id}", endpoints.delete_store, methods=["DELETE"]),
     Route("/v1/stores/{store_id}/history", endpoints.store_history, methods=["GET"]),
+    Route("/v1/stores/{store_id}/rollback", endpoints.rollback_store, methods=["POST"]),
     Route("/v1/stores/{store_id}/credentials/link", endpoints.credentials_link, methods=["POST"]),
     Route("/v1/stores/{store_id}/credentials/rotate", endpoints.rotate_credentials, methods=["POST"]),
     Route("/v1/stores/{store_id}/credentials/{link}", endpoints.reveal_credentials, methods=["GET"]),

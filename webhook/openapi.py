@@ -114,6 +114,19 @@ def document() -> dict[str, Any]:
                         "responses": {"200": {"description": "The history"}, "404": _error("Unknown store"),
                                       **_AUTH}},
             },
+            "/v1/stores/{store_id}/rollback": {
+                "parameters": [{"name": "store_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "post": {"summary": "Put the store's entry back as it was when the store was last ready (or at `to`), "
+                                   "as a new change that keeps the reason in its commit",
+                         "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                             "type": "object", "additionalProperties": False, "required": ["reason"],
+                             "properties": {"reason": {"type": "string", "minLength": 1},
+                                            "to": {"type": "string"}}}}}},
+                         "responses": {"202": {"description": "Queued (request id and status URL)"},
+                                       "404": _error("Unknown store"), "409": _error("Nothing to roll back to"),
+                                       "422": _error("No reason, or the old entry is refused (e.g. smaller volumes)"),
+                                       "503": _error("The status reader is off"), **_AUTH}},
+            },
             "/v1/stores/{store_id}/credentials/link": {
                 "parameters": [{"name": "store_id", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "post": {"summary": "A link that shows the store's admin credentials once, to its owner only",

@@ -258,6 +258,40 @@ def test_a_store_s_volumes_never_shrink_by_plan_or_by_the_plans_file(example_rep
     assert "bookworm" not in result.stdout
 
 
+def test_rollback_puts_the_entry_back_before_its_last_change_and_keeps_the_password_count(
+        example_repo: Path) -> None:
+    entry = example_repo / "stores/acme-outdoor.yaml"
+    original = entry.read_text()
+    assert storeops(example_repo, "rollback", "acme-outdoor").returncode == 1  # one version only: nothing to go to
+    first = git(example_repo, "rev-parse", "HEAD")
+    entry.write_text(original.replace("plan: small", "plan: medium") + "domain: shop.acme-outdoor.example\n")
+    assert storeops(example_repo, "rotate-password", "acme-outdoor").returncode == 0
+    assert storeops(example_repo, "render").returncode == 0
+    git(example_repo, "commit", "-qam", "acme-outdoor: medium, own domain, new password")
+    # Back before the change would shrink the volumes: refused, nothing written.
+    refused = storeops(example_repo, "rollback", "acme-outdoor")
+    assert refused.returncode == 1 and "would shrink the store's volumes" in refused.stderr
+    assert git(example_repo, "status", "--porcelain") == ""
+    entry.write_text(entry.read_text().replace("domain: shop.acme-outdoor.example\n", ""))
+    assert storeops(example_repo, "render").returncode == 0
+    git(example_repo, "commit", "-qam", "acme-outdoor: no own domain")
+    entry.write_text(entry.read_text() + "domain: broken.acme-outdoor.example\n")
+    assert storeops(example_repo, "render").returncode == 0
+    git(example_repo, "commit", "-qam", "acme-outdoor: another domain")
+    done = storeops(example_repo, "rollback", "acme-outdoor")
+    assert done.returncode == 0, done.stderr
+    assert "domain" not in entry.read_text() and "plan: medium" in entry.read_text()
+    assert "adminPasswordRotation: 1" in entry.read_text()
+    assert "broken.acme-outdoor.example" not in (example_repo / "rendered/local/values/acme-outdoor.yaml").read_text()
+    assert storeops(example_repo, "check").returncode == 0
+    # --to a revision: the original entry, but the password count stays (and the plan may not shrink).
+    git(example_repo, "checkout", "-q", "--", ".")
+    to_first = storeops(example_repo, "rollback", "acme-outdoor", "--to", first)
+    assert to_first.returncode == 1 and "would shrink" in to_first.stderr
+    unknown = storeops(example_repo, "rollback", "acme-outdoor", "--to", "nosuchrev")
+    assert unknown.returncode == 1 and "not in revision 'nosuchrev'" in unknown.stderr
+
+
 def test_validate_refuses_an_id_with_a_trailing_newline(example_repo: Path) -> None:
     text = (example_repo / "stores/bookworm.yaml").read_text()
     (example_repo / "stores/bookworm.yaml").write_text(text.replace("id: bookworm", 'id: "bookworm\\n"'))

@@ -40,6 +40,8 @@ class Caller:
     mass_delete_reason: str = ""
     #: An owner-scoped caller's email: it reaches only stores whose owner this is.
     owner: str = ""
+    #: Why a change is asked for (a rollback's reason): kept with the request and in the commit message.
+    reason: str = ""
 
     def owns(self, email: str) -> bool:
         return not self.owner or self.owner.casefold() == email.casefold()
@@ -139,8 +141,8 @@ class Intake:
             text = snapshot.texts.get(path)
             if held is None or held.entry is None or text is None or not caller.owns(held.entry.store.owner.email):
                 raise NotFound(f"no store {store_id!r} in Git or in the queue")
-            if callable(patch):  # made from the store as Git and the queue have it, under the lock
-                patch = patch(held.entry.store)
+            if callable(patch):  # made from the entry as Git and the queue have it, under the lock
+                patch = patch(held.entry)
             if not isinstance(patch, dict) or not patch:
                 raise Invalid("the request must be a JSON object of the fields to change",
                               [Problem("request", 0, "(top)", "must be a non-empty mapping of fields", errors.REQUEST)])
@@ -163,7 +165,23 @@ class Intake:
         """Queue a change of the shop admin's password: ``adminPasswordRotation`` one above what Git and the
         queue have (two requests at once make two changes, each one up)."""
         return self.update(store_id=store_id, caller=caller, body=body,
-                           patch=lambda store: {"adminPasswordRotation": store.password_rotation + 1})
+                           patch=lambda held: {"adminPasswordRotation": held.store.password_rotation + 1})
+
+    def rollback(self, *, store_id: str, entry: Mapping[str, Any], revision: str, caller: Caller,
+                 body: bytes) -> tuple[queueing.Request, bool]:
+        """Queue the store's entry as it was at ``revision`` (``entry``), keeping what never goes back
+        (the password rotation count). 409 when that is what the store has now."""
+        def patch(held: validation.Entry) -> dict[str, Any]:
+            wanted = dict(entry)
+            rotation = max(held.store.password_rotation, int(wanted.get("adminPasswordRotation") or 0))
+            if rotation:
+                wanted["adminPasswordRotation"] = rotation
+            change = entries.patch_between(dict(held.doc.data), wanted)
+            if not change:
+                raise Conflict(f"store {store_id!r} already has its entry as at {revision[:12]}: nothing to roll back")
+            return change
+
+        return self.update(store_id=store_id, patch=patch, caller=caller, body=body)
 
     def _queue(self, snapshot: Snapshot, after: fleet.Fleet, path: str, store_id: str, action: str, content: str,
                caller: Caller, body: bytes) -> queueing.Request:
@@ -174,7 +192,8 @@ class Intake:
             id=str(uuid.uuid4()), store_id=store_id, action=action, content=content,
             cluster=entry.store.cluster, review=self._needs_review(snapshot, after, path, store_id),
             source=caller.source, client=caller.client,
-            idempotency_key=caller.idempotency_key, body_hash=body_hash(body), scope=caller.scope))
+            idempotency_key=caller.idempotency_key, body_hash=body_hash(body), scope=caller.scope,
+            override=caller.reason))
         self._generation += 1
         self._snapshot = Snapshot(snapshot.git, after, snapshot.git_sha, _with_text(snapshot.texts, path, content))
         return request

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import logging
@@ -15,7 +16,7 @@ import yaml
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 
-from generator import errors, remotes
+from generator import entries, errors, publishing, remotes
 from generator.errors import Problem
 from webhook import access, auth, credentials, csrf, openapi
 from webhook.errors import BadRequest, Conflict, Forbidden, Invalid, NotFound, NotReady, Rejected
@@ -191,6 +192,11 @@ async def get_store(request: Request, call: access.Call) -> Response:
     # One status for the store; where Argo CD has it (after `committed`), when the reader runs, beside it.
     view["status"] = _lifecycle(view, deployment)
     view["deployment"] = deployment
+    if reader is not None and view["status"] in ("failed", "degraded"):
+        # Where a rollback would go back to: the last revision at which the store was ready.
+        with contextlib.suppress(Conflict):
+            view["rollback"] = {"to": rollback_target(reader.transitions(store_id), ""),
+                                "how": f"POST /v1/stores/{store_id}/rollback with {{\"reason\": \"...\"}}"}
     if call.caller.owner and view.get("entry"):
         # Only to the owner: whether the admin credentials were shown, and how to get them once.
         links: credentials.Links = request.app.state.credential_links
@@ -532,6 +538,60 @@ async def rotate_credentials(request: Request, call: access.Call) -> Response:
         lambda: service.intake.rotate_password(store_id=store_id, caller=caller, body=body))
     log.info("admin password change of %s asked for by %s", store_id, call.caller.client)
     return _accepted(request, queued, new, "api")
+
+
+@access.endpoint(access.WRITE, body=True)
+async def rollback_store(request: Request, call: access.Call) -> Response:
+    """Put the store's entry back as it was when the store was last ``ready`` (or at ``to``, a revision at
+    which it was), as a new change with the caller's ``reason``: ``{"reason": "...", "to": "<sha>"}``."""
+    service = _service(request)
+    store_id = request.path_params["store_id"]
+    asked = access.parse_json(call.body) if call.body.strip() else {}
+    if not isinstance(asked, dict) or not isinstance(asked.get("reason", ""), str) \
+            or not isinstance(asked.get("to", ""), str) or set(asked) - {"reason", "to"}:
+        raise Invalid("the request must be a JSON object with a string reason and, optionally, to",
+                      [Problem("request", 0, "(top)", "expected {\"reason\": \"...\", \"to\": \"<revision>\"}",
+                               errors.REQUEST)])
+    reason = " ".join(str(asked.get("reason") or "").split())[:200]
+    if not reason:
+        raise Invalid("say why: a rollback needs a reason (kept in the commit)",
+                      [Problem("request", 0, "reason", "required", errors.REQUEST)])
+    reader: StatusView | None = getattr(request.app.state, "status_reader", None)
+    if reader is None:
+        raise NotReady("a rollback needs the status reader, which knows when the store was ready (STOREOPS_KUBECONFIG)")
+    view = await anyio.to_thread.run_sync(lambda: service.intake.store_view(store_id))
+    if view is None or not visible(call, view):
+        raise NotFound(f"no store {store_id!r} in Git or in the queue")
+    revision = rollback_target(reader.transitions(store_id), str(asked.get("to") or ""))
+    path = entries.path_for(store_id)
+    text = await anyio.to_thread.run_sync(lambda: publishing.file_at(service.settings.git, revision, path))
+    if text is None:
+        raise Conflict(f"{path} is not in revision {revision[:12]}")
+    entry = yaml.safe_load(text)
+    caller = Caller(client=call.caller.client, source="api", idempotency_key=_idempotency_key(request),
+                    scope=_scope(request), owner=call.caller.owner,
+                    reason=f"rollback to {revision[:12]}: {reason}")
+    body = f"ROLLBACK {store_id}".encode() + call.body
+    queued, new = await anyio.to_thread.run_sync(lambda: service.intake.rollback(
+        store_id=store_id, entry=entry, revision=revision, caller=caller, body=body))
+    log.info("rollback of %s to %s asked for by %s", store_id, revision[:12], call.caller.client)
+    return _accepted(request, queued, new, "api")
+
+
+def rollback_target(transitions: list[dict[str, object]], to: str) -> str:
+    """The revision a rollback goes back to: the last one at which the store was ``ready`` before its
+    latest revision (or ``to``, when the store was ready at it). 409 when there is none."""
+    ready = [str(t.get("revision")) for t in transitions if t.get("status") == "ready" and t.get("revision")]
+    if to:
+        found = [r for r in ready if r == to or (len(to) >= 7 and r.startswith(to))]
+        if not found:
+            raise Conflict(f"the store was never reported ready at {to!r}: roll back to a revision it was ready at")
+        return found[-1]
+    latest = next((str(t.get("revision")) for t in reversed(transitions) if t.get("revision")), "")
+    earlier = [r for r in ready if r != latest]
+    if not earlier:
+        raise Conflict("the store has no earlier revision at which it was ready: nothing to roll back to")
+    return earlier[-1]
 
 
 @access.endpoint(access.READ)

@@ -164,6 +164,8 @@ class Writer:
             reasons = sorted({r.override for r in deletes if r.override})
             extra = "".join(f"\nMass delete reason: {reason}" for reason in reasons)
             extra += "".join(f"\nStoreops-Requested-By: {who}" for who in sorted({r.requester for r in batch}))
+            extra += "".join(f"\nStoreops-Reason: {r.store_id}: {r.override}" for r in batch
+                             if r.override and r.action != queueing.DELETE)
             result, files = self.repository.publish(
                 edit=lambda root: apply_requests(root, batch, outcomes, reviewed=False),
                 message=f"Requests: {len(batch)} via storeops intake ({ids}){extra}",
