@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -60,13 +62,16 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
-    result = operations.plan(_root(args, settings), args.base, repo_url=settings.repo_url)
+    helm = shutil.which(os.environ.get("STOREOPS_HELM") or "helm")
+    result = operations.plan(_root(args, settings), args.base, repo_url=settings.repo_url, helm=helm)
     changes = result.changes
     if args.json:
         print(json.dumps({**changes.as_dict(), "images": {i.store_id: i.as_dict() for i in result.images},
-                          "imageChanges": result.image_changes, "diff": result.diff}, indent=2))
+                          "imageChanges": result.image_changes, "diff": result.diff,
+                          "charts": {c.engine: c.as_dict() for c in result.charts}}, indent=2))
         return 0
-    print(f"plan against {args.base}: {changes.summary()}")
+    print(f"plan against {args.base}: {changes.summary()}"
+          f"{' in the generated files; charts changed (below)' if result.charts else ''}")
     shown = {i.store_id: i for i in result.images}
 
     def store_line(line: str, store_id: str) -> None:
@@ -86,6 +91,21 @@ def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
             if store_id not in changes.added and store_id not in changes.changed:
                 store_line(f"  = {store_id} (renders the same: the change is to images its engine does not run)",
                            store_id)
+    for chart in result.charts:
+        clusters = ", ".join(f"{name}: {count}" for name, count in sorted(chart.by_cluster.items()))
+        print(f"chart {chart.engine!r} changed ({len(chart.files)} files: {', '.join(chart.files[:5])}"
+              f"{', ...' if len(chart.files) > 5 else ''}): it is the chart of {len(chart.stores)} {chart.engine} "
+              f"stores ({clusters or 'none yet'}), each synced again by Argo CD")
+        for store_id in chart.stores:
+            print(f"  ~ {store_id} (chart)")
+        if chart.sample_diff:
+            print(f"the change to one of them, {chart.sample}, as helm renders it:")
+            print(chart.sample_diff, end="")
+        elif chart.sample:
+            print(f"  one of them, {chart.sample}, renders the same with helm: the change does not reach its "
+                  f"manifests")
+        elif chart.stores and not helm:
+            print("  (set STOREOPS_HELM or put helm on PATH to see the rendered change of one of them)")
     if result.diff:
         print()
         print(result.diff, end="")

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
+import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import git
 import yaml
 
-from generator import entries, fleet, planning, rendering, trees
+from generator import constants, entries, fleet, models, planning, rendering, trees
 from generator.errors import InvalidInput, Problem, StoreopsError
 
 log = logging.getLogger(__name__)
@@ -77,9 +80,11 @@ class PlanResult:
     images: tuple[planning.StoreImages, ...] = ()
     #: Clusters whose profile's ``images`` changed, each with every store on it.
     image_changes: dict[str, list[str]] = field(default_factory=dict)
+    #: Charts that changed (by engine), with every store they reach.
+    charts: tuple[planning.ChartChange, ...] = ()
 
 
-def plan(root: Path, base: str, *, repo_url: str = "") -> PlanResult:
+def plan(root: Path, base: str, *, repo_url: str = "", helm: str | None = None) -> PlanResult:
     """What the working tree's inputs change against the inputs committed at ``base``.
 
     Raises InvalidInput when the inputs are invalid or change what a store keeps for life.
@@ -98,8 +103,58 @@ def plan(root: Path, base: str, *, repo_url: str = "") -> PlanResult:
     changes = planning.compare(before, after)
     image_changes = planning.image_changes(base_fleet, loaded)
     shown = [*changes.added, *changes.changed, *(i for ids in image_changes.values() for i in ids)]
+    charts = _chart_changes(root, base, loaded, after, helm=helm)
     return PlanResult(changes, planning.unified_diff(before, after, changes),
-                      tuple(planning.store_images(loaded, shown)), image_changes)
+                      tuple(planning.store_images(loaded, shown)), image_changes, charts)
+
+
+def _chart_changes(root: Path, base: str, loaded: fleet.Fleet, rendered: dict[str, bytes],
+                   *, helm: str | None) -> tuple[planning.ChartChange, ...]:
+    """Every engine whose chart (or the library) differs from ``base``, with the stores it reaches and,
+    given ``helm``, the manifests of one of them before and after."""
+    before = trees.read_git_tree(root, base, [constants.TEMPLATES_DIR])
+    out = []
+    for engine, files in sorted(planning.chart_files_changed(before, trees.read_charts(root)).items()):
+        stores = sorted((t.store for t in loaded.targets() if t.store.engine == engine), key=lambda s: s.id)
+        by_cluster: dict[str, int] = {}
+        for store in stores:
+            by_cluster[store.cluster] = by_cluster.get(store.cluster, 0) + 1
+        sample, diff = "", ""
+        if stores and helm:
+            sample = stores[0].id
+            diff = _helm_diff(root, before, engine, stores[0], rendered, helm)
+        out.append(planning.ChartChange(engine, tuple(files), tuple(s.id for s in stores), by_cluster, sample, diff))
+    return tuple(out)
+
+
+def _helm_diff(root: Path, base_files: dict[str, bytes], engine: str, store: models.Store,
+               rendered: dict[str, bytes], helm: str) -> str:
+    """``helm template`` of ``store`` with the base's chart and with the working tree's, as a unified diff."""
+    values = rendered.get(rendering.values_path(store.cluster, store.id))
+    if values is None:
+        return ""
+    with tempfile.TemporaryDirectory(prefix="storeops-plan-") as tmp:
+        old = Path(tmp)
+        for path, content in base_files.items():
+            if path.startswith((f"{constants.TEMPLATES_DIR}/{engine}/", constants.LIBRARY_CHART + "/")):
+                (old / path).parent.mkdir(parents=True, exist_ok=True)
+                (old / path).write_bytes(content)
+        link = old / constants.TEMPLATES_DIR / engine / "charts" / Path(constants.LIBRARY_CHART).name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(Path("..") / ".." / Path(constants.LIBRARY_CHART).name)
+        (old / "values.yaml").write_bytes(values)
+
+        def template(chart: Path) -> list[str]:
+            done = subprocess.run([helm, "template", store.app_name, str(chart), "--namespace", store.namespace,
+                                   "--values", str(old / "values.yaml")], capture_output=True, text=True,
+                                  timeout=120, check=False)  # fmt: skip
+            if done.returncode != 0:
+                return [f"(helm template failed: {done.stderr.strip()[-500:]})\n"]
+            return done.stdout.splitlines(keepends=True)
+
+        return "".join(difflib.unified_diff(template(old / constants.TEMPLATES_DIR / engine),
+                                            template(root / constants.TEMPLATES_DIR / engine),
+                                            f"{store.id} (at base)", f"{store.id} (working tree)"))
 
 
 def update_store(root: Path, loaded: fleet.Fleet, path: str, content: bytes | str | None,

@@ -6,7 +6,7 @@ import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from generator import constants, fleet, images, rendering
+from generator import constants, fleet, images, rendering, validation
 from generator.trees import Changes, diff_tree
 
 
@@ -111,4 +111,40 @@ def image_changes(before: fleet.Fleet, after: fleet.Fleet) -> dict[str, list[str
         if was is not None and was[0].images != cluster.images:
             out[name] = sorted(h.entry.store.id for h in after.stores.values()
                                if h.entry is not None and h.entry.store.cluster == name)
+    return out
+
+
+@dataclass(frozen=True)
+class ChartChange:
+    """A change to an engine's chart (or the library every chart uses): every store of the engine
+    renders differently in its cluster though its generated files stay the same."""
+
+    engine: str
+    files: tuple[str, ...]
+    stores: tuple[str, ...]
+    by_cluster: dict[str, int]
+    #: ``helm template`` of one of the stores before and after, as a unified diff ('' without helm).
+    sample: str = ""
+    sample_diff: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        return {"files": list(self.files), "stores": list(self.stores), "byCluster": self.by_cluster,
+                "sample": self.sample, "sampleDiff": self.sample_diff}
+
+
+def chart_files_changed(before: dict[str, bytes], after: dict[str, bytes]) -> dict[str, list[str]]:
+    """Changed chart files (``templates/<chart>/...``, plans excluded) by engine; a library change counts
+    for every engine."""
+    changed = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p)
+                     and p != constants.PLANS_FILE)
+    out: dict[str, list[str]] = {}
+    for path in changed:
+        parts = path.split("/")
+        if len(parts) < 3 or parts[0] != constants.TEMPLATES_DIR:
+            continue
+        if path.startswith(constants.LIBRARY_CHART + "/"):
+            for engine in validation.engines():
+                out.setdefault(engine, []).append(path)
+        elif parts[1] in validation.engines():
+            out.setdefault(parts[1], []).append(path)
     return out

@@ -48,6 +48,19 @@ def read_inputs_at(repo: Path, revision: str) -> dict[str, bytes]:
             if fleet.is_input(p)}
 
 
+def read_charts(root: Path) -> dict[str, bytes]:
+    """Every file of the charts under ``templates/`` on disk, symlinks left out (as read_git_tree does)."""
+    files: dict[str, bytes] = {}
+    top = root / constants.TEMPLATES_DIR
+    for folder, dirs, names in os.walk(top):
+        dirs[:] = [d for d in dirs if not (Path(folder) / d).is_symlink()]
+        for name in names:
+            path = Path(folder) / name
+            if not path.is_symlink():
+                files[path.relative_to(root).as_posix()] = path.read_bytes()
+    return files
+
+
 def read_rendered_at(repo: Path, revision: str) -> dict[str, bytes]:
     return read_git_tree(repo, revision, [constants.RENDERED_DIR])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 import yaml
 
 from tests.conftest import git
+from tests.integration.test_charts import helm_binary
 
 ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n" \
              "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
@@ -290,6 +292,35 @@ def test_rollback_puts_the_entry_back_before_its_last_change_and_keeps_the_passw
     assert to_first.returncode == 1 and "would shrink" in to_first.stderr
     unknown = storeops(example_repo, "rollback", "acme-outdoor", "--to", "nosuchrev")
     assert unknown.returncode == 1 and "not in revision 'nosuchrev'" in unknown.stderr
+
+
+def test_plan_lists_every_store_a_chart_change_reaches_with_one_rendered_diff(example_repo: Path) -> None:
+    values = example_repo / "templates/medusa/values.yaml"
+    values.write_text(values.read_text().replace("  port: 9000\n", "  port: 9001\n", 1))
+    helm = {"STOREOPS_HELM": str(helm_binary())}
+    result = storeops(example_repo, "plan", "--base", "HEAD", env=helm)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.startswith("plan against HEAD: no store changes in the generated files; charts changed (below)")
+    assert ("chart 'medusa' changed (1 files: templates/medusa/values.yaml): it is the chart of 2 medusa stores "
+            "(local: 1, prod: 1)") in out
+    assert "  ~ bookworm (chart)\n  ~ coffee-lab (chart)\n" in out and "woocommerce" not in out
+    assert "the change to one of them, bookworm, as helm renders it:" in out
+    assert '-              value: "9000"\n+              value: "9001"\n' in out
+    # A change to the library reaches both engines; as JSON, with the stores per cluster.
+    library = example_repo / "templates/storeops-lib/templates/_storeops.tpl"
+    library.write_text(library.read_text().replace("readOnlyRootFilesystem: {{ . }}",
+                                                   "readOnlyRootFilesystem: {{ . }}\nprivileged: false"))
+    as_json = json.loads(storeops(example_repo, "plan", "--base", "HEAD", "--json", env=helm).stdout)
+    charts = as_json["charts"]
+    assert set(charts) == {"medusa", "woocommerce"}
+    assert charts["woocommerce"]["files"] == ["templates/storeops-lib/templates/_storeops.tpl"]
+    assert charts["woocommerce"]["stores"] == ["acme-outdoor", "nordic-knits"]
+    assert charts["woocommerce"]["byCluster"] == {"local": 1, "prod": 1}
+    assert re.search(r"^\+ +privileged: false$", charts["woocommerce"]["sampleDiff"], re.M)
+    # Without helm the stores are still listed, and the output says how to see the rendered change.
+    bare = storeops(example_repo, "plan", "--base", "HEAD", env={"STOREOPS_HELM": "/nonexistent/helm"})
+    assert "  ~ acme-outdoor (chart)" in bare.stdout and "set STOREOPS_HELM or put helm on PATH" in bare.stdout
 
 
 def test_validate_refuses_an_id_with_a_trailing_newline(example_repo: Path) -> None:
