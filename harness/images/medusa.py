@@ -221,7 +221,8 @@ def built_server(*, cache: pathlib.Path | None = None) -> tuple[pathlib.Path, st
         logger.info("medusa: medusa build in %s (log %s)", project, log)
         _run([str(modules / ".bin" / "medusa"), "build"], cwd=project, env=env, log=log)
         server = project / ".medusa" / "server"
-        for required in ("package.json", "package-lock.json", "medusa-config.js", "src/scripts/bootstrap.js"):
+        for required in ("package.json", "package-lock.json", "medusa-config.js", "src/scripts/bootstrap.js",
+                         "src/scripts/set-admin-password.js"):
             if not (server / required).is_file():
                 raise errors.HarnessError(f"medusa build left no {required} in {server}; see {log}")
         if ADMIN and not (server / "public" / "admin" / "index.html").is_file():
