@@ -5,13 +5,17 @@ Application's status as its controller would."""
 from __future__ import annotations
 
 import contextlib
+import re
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import uvicorn
 import yaml
 from kubernetes import client
 from starlette.testclient import TestClient
@@ -19,8 +23,9 @@ from starlette.testclient import TestClient
 from generator import constants, operations, releases, releasing, rendering
 from harness import applications, examples
 from harness import stack as harness_stack
+from harness.processes import free_port
 from tests.integration.status import support
-from webhook import app
+from webhook import app, cli
 from webhook.settings import ServiceSettings, StatusSettings
 
 WRITE = {"Authorization": f"Bearer {examples.WRITE_TOKEN}"}
@@ -91,6 +96,28 @@ def fleet(tmp_path: Path, apiserver: harness_stack.Stack) -> Iterator[Fleet]:
         support.close(api)
 
 
+@contextlib.contextmanager
+def served(fleet: Fleet) -> Iterator[httpx.Client]:
+    """The service on a real port (uvicorn in a thread), for the command line to talk to."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app.create_app(fleet.config, status=fleet.status), host="127.0.0.1",
+                                           port=port, log_level="error", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            def up() -> bool:
+                try:
+                    return http.get("/readyz").status_code == 200
+                except httpx.TransportError:
+                    return False
+            support.wait_until("the service has read Git", up)
+            yield http
+    finally:
+        server.should_exit = True
+        thread.join(15)
+
+
 def chart_version(fleet: Fleet, store_id: str) -> object:
     return examples.remote_stores(fleet.bare)[store_id].get("chartVersion")
 
@@ -110,12 +137,12 @@ def argo_ready(fleet: Fleet, store_id: str, revision: str) -> None:
         sync="Synced", health="Healthy", phase="Succeeded", revision=revision))
 
 
-def wait_ready(http: TestClient, *store_ids: str) -> None:
+def wait_ready(http: TestClient | httpx.Client, *store_ids: str) -> None:
     support.wait_until(f"{', '.join(store_ids)} ready", lambda: all(
         (http.get(f"/v1/stores/{s}", headers=READ).json().get("status")) == "ready" for s in store_ids), timeout=30)
 
 
-def rollout(http: TestClient, rollout_id: str) -> dict[str, Any]:
+def rollout(http: TestClient | httpx.Client, rollout_id: str) -> dict[str, Any]:
     answer = http.get(f"/v1/rollouts/{rollout_id}", headers=READ)
     assert answer.status_code == 200, answer.text
     found: dict[str, Any] = answer.json()
@@ -136,20 +163,26 @@ def still(fleet: Fleet, seconds: float, check: Any) -> None:
         time.sleep(0.05)
 
 
-def test_a_failing_wave_halts_the_rollout_and_leaves_the_rest_untouched(fleet: Fleet) -> None:
-    with TestClient(app.create_app(fleet.config, status=fleet.status)) as http:
-        support.wait_until("the service has read Git", lambda: http.get("/readyz").status_code == 200)
+def test_a_failing_wave_halts_the_rollout_and_leaves_the_rest_untouched(
+        fleet: Fleet, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("STOREOPS_API_TOKEN", examples.WRITE_TOKEN)
+    with served(fleet) as http:
+        monkeypatch.setenv("STOREOPS_API_URL", str(http.base_url))
         wait_ready(http, *STORES)
         asked = {"engine": "woocommerce", "version": "0.2.0", "cluster": "local", "canary": ["acme-outdoor"],
                  "batch": 1, "timeout": 120}
         # Not for a read token, and not to a version that was never released.
         assert http.post("/v1/rollouts", json=asked, headers=READ).status_code == 403
-        unreleased = http.post("/v1/rollouts", json={**asked, "version": "0.3.0"}, headers=WRITE)
-        assert unreleased.status_code == 422 and "no release '0.3.0'" in unreleased.json()["error"]
-        started = http.post("/v1/rollouts", json=asked, headers=WRITE)
-        assert started.status_code == 201, started.text
-        rollout_id = started.json()["id"]
-        assert [w["stores"] for w in started.json()["waves"]] == [[s] for s in STORES]
+        assert cli.main(["rollout", "start", "--engine", "woocommerce", "--version", "0.3.0"]) == 1
+        assert "no release '0.3.0'" in capsys.readouterr().err
+        # Started from the command line, which talks to the service.
+        assert cli.main(["rollout", "start", "--engine", "woocommerce", "--version", "0.2.0", "--cluster", "local",
+                         "--canary", "acme-outdoor", "--batch", "1", "--timeout", "120"]) == 0
+        printed = capsys.readouterr().out
+        found = re.match(r"rollout ([0-9a-f]+): woocommerce 0.2.0 on local: running\n", printed)
+        assert found, printed
+        rollout_id = found.group(1)
+        assert [w["stores"] for w in rollout(http, rollout_id)["waves"]] == [[s] for s in STORES]
         # The same stores cannot be in two rollouts at once.
         assert http.post("/v1/rollouts", json=asked, headers=WRITE).status_code == 409
 
@@ -178,6 +211,9 @@ def test_a_failing_wave_halts_the_rollout_and_leaves_the_rest_untouched(fleet: F
         assert chart_version(fleet, "cedar-crafts") == "0.1.0"
         assert rendered_path(fleet, "cedar-crafts") == releases.chart_dir("woocommerce", "0.1.0")
         assert rollout(http, rollout_id)["state"] == "halted"
+        assert cli.main(["rollout", "show", rollout_id]) == 1
+        shown = capsys.readouterr().out
+        assert "halted at wave 2: birch-books" in shown and "untouched (still on their chart): cedar-crafts" in shown
 
 
 def test_every_store_moves_wave_by_wave_across_a_restart(fleet: Fleet) -> None:
