@@ -176,11 +176,18 @@ class Runner:
         if self.status is None:
             raise NotReady("a rollout waits for stores to be ready, which the status reader tells: it is off "
                            "(STOREOPS_KUBECONFIG)")
+        running = self.rollouts.running()
+        # One rollout at a time per engine and cluster: a second would plan around the first one's moves.
+        for other in running:
+            if other.engine == engine and (None in (other.cluster, cluster) or other.cluster == cluster):
+                where = f" of cluster {other.cluster}" if other.cluster else ""
+                raise Conflict(f"rollout {other.id} is still moving the {engine} stores{where} to {other.version}: "
+                               f"wait for it to finish or halt")
         planned, problems = waves.plan(self.intake.snapshot().overlay, engine=engine, version=version,
                                        cluster=cluster, canary=canary, batch=batch)
         if planned is None:
             raise Invalid(f"cannot roll out {engine} {version}: {problems[0].message}", problems)
-        busy = {s: r.id for r in self.rollouts.running() for wave in r.waves for s in wave}
+        busy = {s: r.id for r in running for wave in r.waves for s in wave}
         overlap = sorted(set(planned.stores) & set(busy))
         if overlap:
             raise Conflict(f"rollout {busy[overlap[0]]} is still moving {', '.join(overlap[:10])}: wait for it to "
