@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from generator import errors, waves
+from generator import entries, errors, waves
 from generator.errors import Problem
 from webhook import access
 from webhook.errors import Conflict, Forbidden, Invalid, NotFound, NotReady, Rejected
@@ -275,12 +275,16 @@ class Runner:
         wave = rollout.waves[rollout.wave]
         requests: dict[str, str] = {}
         overlay = self.intake.snapshot().overlay
+        client = f"rollout:{rollout.id}"
         for store in wave:
-            held = overlay.stores.get(f"stores/{store}.yaml")
-            if held is not None and held.entry is not None and held.entry.store.chart_version == rollout.version:
+            key = f"{rollout.id}:{store}"
+            held = overlay.stores.get(entries.path_for(store))
+            # Not a store this rollout already queued (before a crash) and that is at the version for that reason.
+            if self.intake.queue.by_idempotency_key(client=client, key=key) is None and held is not None \
+                    and held.entry is not None and held.entry.store.chart_version == rollout.version:
                 requests[store] = ""
                 continue
-            caller = Caller(client=f"rollout:{rollout.id}", source="rollout", idempotency_key=f"{rollout.id}:{store}",
+            caller = Caller(client=client, source="rollout", idempotency_key=key,
                             scope=f"ROLLOUT {rollout.id}",
                             reason=f"rollout {rollout.id} wave {rollout.wave + 1}/{len(rollout.waves)}: "
                                    f"{rollout.engine} chart {rollout.version}")

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from generator import constants, errors, fleet, operations, releasing, waves
+from generator import constants, errors, fleet, operations, releasing, trees, waves
 from harness import examples
 from webhook.errors import Invalid
-from webhook.intake import rollouts
+from webhook.intake import queueing, rollouts
+from webhook.intake.admission import Intake
 
 
 def _fleet(tmp_path: Path, *, extra: tuple[str, ...] = ("birch-books", "cedar-crafts", "dune-deli"),
@@ -103,7 +105,7 @@ def test_moved_and_untouched_follow_the_waves() -> None:
     rollout = rollouts.Rollout(id="r", engine="woocommerce", version="0.2.0", cluster=None,
                                waves=[["a"], ["b", "c"], ["d"]], timeout=60, by="t", created=0)
     assert (rollout.moved(), rollout.untouched()) == ([], ["a", "b", "c", "d"])
-    queued = rollouts.replace(rollout, wave=1, requests={"b": "req-b"})
+    queued = replace(rollout, wave=1, requests={"b": "req-b"})
     assert (queued.moved(), queued.untouched()) == (["a", "b"], ["c", "d"])
     assert [w["state"] for w in queued.view()["waves"]] == ["done", "running", "waiting"]
 
@@ -126,3 +128,47 @@ def test_a_bad_request_names_its_field(body: object, field: str) -> None:
 def test_a_request_with_defaults() -> None:
     assert rollouts.parse_start({"engine": "medusa", "version": "1.0.0", "canary": ["x", "y"]}) == {
         "engine": "medusa", "version": "1.0.0", "cluster": None, "canary": ("x", "y"), "batch": 1, "timeout": None}
+
+
+class Reports:
+    """What the status reader would say of each store (the ``StatusView`` the runner reads)."""
+
+    def __init__(self) -> None:
+        self.views: dict[str, dict[str, object]] = {}
+        self.seq = 0
+
+    def store_status(self, store_id: str) -> dict[str, object] | None:
+        return self.views.get(store_id)
+
+    def metrics_text(self) -> str:
+        return ""
+
+    def transitions(self, store_id: str) -> list[dict[str, object]]:
+        return []
+
+
+def test_a_wave_queued_before_a_crash_is_found_again_not_taken_for_done(tmp_path: Path) -> None:
+    repo = examples.example_repo(tmp_path / "repo")
+    releasing.release(repo, "woocommerce")
+    queue = queueing.Queue(path=tmp_path / "queue.sqlite3")
+    intake = Intake(queue=queue, mass_delete_share=0.25)
+    intake.load_git(files=trees.read_inputs(repo), sha="0" * 40)
+    store = rollouts.Rollouts(tmp_path / "state.sqlite3")
+    runner = rollouts.Runner(rollouts=store, intake=intake, status=Reports(), poll=0.01, timeout=60)
+    try:
+        started = runner.start(engine="woocommerce", version="0.1.0", cluster="local", canary=1, batch=1, timeout=None,
+                               by="test")
+        assert runner.step(started) is True
+        queued = store.get(started.id)
+        assert queued is not None and list(queued.requests) == ["acme-outdoor"]
+        request_id = queued.requests["acme-outdoor"]
+        assert request_id and queue.get(request_id) is not None
+        # The crash came after the request was queued and before the rollout recorded it: the entry in the
+        # queue is at the version already, yet the store is not moved until that request lands.
+        runner.step(store.save(replace(queued, requests={}, queued_at=None)))
+        again = store.get(started.id)
+        assert again is not None and again.requests == {"acme-outdoor": request_id}
+        assert len(queue.for_store("acme-outdoor")) == 1
+    finally:
+        store.close()
+        queue.close()
