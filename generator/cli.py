@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from generator import fleet, operations, publishing, remotes
+from generator import fleet, operations, publishing, releases, releasing, remotes
 from generator.errors import InvalidInput, StoreopsError
 from generator.settings import Settings
 
@@ -112,6 +112,16 @@ def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_release(args: argparse.Namespace, settings: Settings) -> int:
+    root = _root(args, settings)
+    version = releasing.release(root, args.engine)
+    print(f"released {args.engine} {version} into {releases.release_dir(args.engine, version)} (with "
+          f"{releases.digest_path(args.engine, version)}). Commit both; stores move to it with\n"
+          f"  storeops rollout start --engine {args.engine} --version {version} [--cluster NAME] [--canary N] "
+          f"[--batch N]\nor one by one with chartVersion: {version} in their entries.")
+    return 0
+
+
 def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     result = publishing.publish(settings, allow_mass_delete=args.allow_mass_delete)
     if result.committed:
@@ -175,6 +185,10 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     rollback.add_argument("store_id", metavar="STORE_ID", help="the store's id")
     rollback.add_argument("--to", help="the revision to go back to (default: the version before the entry's "
                                        "last change)")
+    release = with_repo(command("release", cmd_release,
+                                "snapshot the working chart of an engine (and the library) as an immutable release "
+                                "named for its Chart.yaml version, for stores to be pinned to"))
+    release.add_argument("engine", metavar="ENGINE", help="the engine whose chart to release (templates/ENGINE)")
     publish = command("publish", cmd_publish,
                       "render the remote's inputs, commit and push (STOREOPS_REMOTE; a local remote by default)")
     publish.add_argument("--allow-mass-delete", action="store_true",

@@ -23,6 +23,12 @@ IN_CLUSTER = "https://kubernetes.default.svc"
 PLANS_FILE = "templates/plans.yaml"
 #: The engine whose stores a cluster profile's ``woocommerce`` settings apply to.
 WOOCOMMERCE = "woocommerce"
+#: Released chart versions: ``templates/releases/<engine>/<version>/`` holds an immutable snapshot of the
+#: engine's chart (``<engine>/``) and of the library (``storeops-lib/``) as they were when released, beside
+#: ``<version>.sha256`` (the digest of every file of the snapshot). A store that names a ``chartVersion``
+#: renders from its snapshot; one that names none follows the working chart ``templates/<engine>/``.
+RELEASES_DIR = f"{TEMPLATES_DIR}/releases"
+RELEASE_DIGEST_SUFFIX = ".sha256"
 #: In each engine's chart (``templates/<engine>/``): its defaults, among them the images it runs.
 CHART_VALUES_FILE = "values.yaml"
 ENTRY_SUFFIX = ".yaml"

@@ -23,6 +23,7 @@ IMMUTABLE = "immutable"  # an existing store's engine or cluster would change
 NEEDS_REVIEW = "needs-review"  # the change touches a cluster with review: true and came without review
 GONE = "gone"  # the store was removed before the change landed
 REQUEST = "request"  # the request itself is malformed (not a mapping, nested too deeply)
+RELEASE = "release"  # a chart version that is not released, or a released snapshot that was edited
 CALLBACK_URL = "callback-url"  # a callback URL that points inside the platform (or carries credentials)
 #: The codes that mean "someone else has it" (409) rather than "it is wrong" (422).
 TAKEN = (ID_TAKEN, HOST_TAKEN)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from generator import constants, destinations, documents, errors, images, models, rendering, validation
+from generator import constants, destinations, documents, errors, images, models, releases, rendering, validation
 from generator.errors import InvalidInput, MassDeleteRefused, Problem
 
 
@@ -28,6 +28,8 @@ class Fleet:
     plans: dict[str, models.Plan] = field(default_factory=dict)
     #: Each engine's default images, from its chart's values.yaml (engines whose chart was read).
     charts: dict[str, dict[str, images.Image]] = field(default_factory=dict)
+    #: Each released chart's default images, by ``(engine, version)``: the releases stores may name.
+    releases: dict[tuple[str, str], dict[str, images.Image]] = field(default_factory=dict)
     base_problems: tuple[Problem, ...] = ()
     cross_problems: tuple[Problem, ...] = ()
 
@@ -57,12 +59,22 @@ class Fleet:
     def target_of(self, store: models.Store) -> rendering.Target:
         """What ``store`` renders from in this fleet (its cluster and plan must be known)."""
         return rendering.Target(store, self.clusters[store.cluster][0], self.plans[store.plan],
-                                self.charts.get(store.engine, {}))
+                                self.chart_images(store))
+
+    def chart_images(self, store: models.Store) -> dict[str, images.Image]:
+        """The default images of the chart ``store`` renders from (its release's, or the working chart's)."""
+        if store.chart_version:
+            return self.releases.get((store.engine, store.chart_version), {})
+        return self.charts.get(store.engine, {})
 
     def effective_images(self, store: models.Store) -> dict[str, images.Image]:
         """The image each component of ``store`` runs: its chart's default with its profile's settings."""
         cluster = self.clusters[store.cluster][0]
-        return images.effective(store.engine, cluster.images, self.charts.get(store.engine, {}))
+        return images.effective(store.engine, cluster.images, self.chart_images(store))
+
+    def released(self, engine: str) -> list[str]:
+        """The released versions of ``engine``'s chart, sorted."""
+        return sorted((v for e, v in self.releases if e == engine), key=_version_key)
 
     def target(self, store_id: str) -> rendering.Target:
         for target in self.targets():
@@ -103,7 +115,28 @@ def _with_cross_rules(fleet: Fleet) -> Fleet:
             problem = validation.unknown_cluster(store_file.doc, fleet.clusters)
             if problem:
                 cross.append(problem)
+    cross.extend(_unreleased(fleet, [e for e in entries if e]))
     return replace(fleet, cross_problems=tuple(cross))
+
+
+def _unreleased(fleet: Fleet, entries: list[validation.Entry]) -> list[Problem]:
+    """A problem for each store that names a chart version its engine has no release of."""
+    out = []
+    for entry in entries:
+        store = entry.store
+        if store.chart_version and (store.engine, store.chart_version) not in fleet.releases:
+            known = ", ".join(fleet.released(store.engine)) or "none yet"
+            out.append(Problem(entry.doc.path, entry.doc.line_of(("chartVersion",)), "chartVersion",
+                               f"{store.engine} has no release {store.chart_version!r} in "
+                               f"{constants.RELEASES_DIR}/{store.engine}/ (released: {known}; `storeops release "
+                               f"{store.engine}` makes one)", errors.RELEASE))
+    return out
+
+
+def _version_key(version: str) -> tuple[tuple[int, ...], int, str]:
+    """Sorts versions as SemVer does (numbers numerically; a pre-release before its release)."""
+    core, _, pre = version.partition("-")
+    return tuple(int(n) for n in core.split(".") if n.isdigit()), 0 if pre else 1, pre
 
 
 def chart_inputs() -> tuple[str, ...]:
@@ -112,8 +145,9 @@ def chart_inputs() -> tuple[str, ...]:
 
 
 def is_input(path: str) -> bool:
-    """Whether a repo-relative path is a store entry, a cluster profile, the plans file or a chart's values."""
-    if path == constants.PLANS_FILE or path in chart_inputs():
+    """Whether a repo-relative path is a store entry, a cluster profile, the plans file or a chart's values
+    (a working chart's or a release's)."""
+    if path == constants.PLANS_FILE or path in chart_inputs() or releases.of_values_path(path, validation.engines()):
         return True
     folder, _, name = path.partition("/")
     return (folder in (constants.STORES_DIR, constants.CLUSTERS_DIR) and "/" not in name
@@ -162,8 +196,28 @@ def build(files: Mapping[str, bytes | str]) -> Fleet:
 
     charts, chart_problems = _charts(files)
     base.extend(_chart_problems(clusters, charts, chart_problems))
-    return _with_cross_rules(Fleet(stores=stores, clusters=clusters, plans=plans, charts=charts,
+    released, release_problems = _releases(files)
+    base.extend(release_problems)
+    return _with_cross_rules(Fleet(stores=stores, clusters=clusters, plans=plans, charts=charts, releases=released,
                                    base_problems=tuple(base)))
+
+
+def _releases(files: Mapping[str, bytes | str]) -> tuple[dict[tuple[str, str], dict[str, images.Image]],
+                                                         list[Problem]]:
+    """The default images of every released chart whose values are in ``files``."""
+    out: dict[tuple[str, str], dict[str, images.Image]] = {}
+    problems: list[Problem] = []
+    for path in sorted(files):
+        found = releases.of_values_path(path, validation.engines())
+        if found is None:
+            continue
+        try:
+            doc = documents.parse(files[path], path)
+        except documents.ParseFailed as e:
+            problems.append(e.problem)
+            continue
+        out[found] = images.chart_images(doc.data)
+    return out, problems
 
 
 def _charts(files: Mapping[str, bytes | str]) -> tuple[dict[str, dict[str, images.Image]], dict[str, Problem]]:

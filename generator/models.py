@@ -55,6 +55,9 @@ class Store:
     callback_url: str | None = None
     #: Raised by one for each change of the shop admin's password (``adminPasswordRotation``).
     password_rotation: int = 0
+    #: The released chart version the store runs (``templates/releases/<engine>/<version>``); None: the
+    #: working chart ``templates/<engine>``, whatever it holds at the branch head.
+    chart_version: str | None = None
 
     @property
     def namespace(self) -> str:
@@ -86,6 +89,7 @@ class Store:
             domain=data.get("domain"),
             callback_url=data.get("callbackUrl"),
             password_rotation=data.get("adminPasswordRotation", 0),
+            chart_version=data.get("chartVersion"),
         )
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import git
 import yaml
 
-from generator import constants, entries, fleet, models, planning, rendering, trees
+from generator import constants, entries, fleet, models, planning, releases, releasing, rendering, trees
 from generator.errors import InvalidInput, Problem, StoreopsError
 
 log = logging.getLogger(__name__)
@@ -32,13 +32,17 @@ def load(root: Path) -> fleet.Fleet:
 
 
 def validate(root: Path, base: str | None = None) -> tuple[fleet.Fleet, list[Problem]]:
-    """Every problem of ``root``'s inputs; with ``base`` (a git revision), also what they may not change
-    against it (a store's engine or cluster)."""
+    """Every problem of ``root``'s inputs and of its released snapshots (edited since released); with ``base``
+    (a git revision), also what they may not change against it (a store's engine or cluster, a release that
+    was there)."""
     loaded = load(root)
+    problems = [*loaded.problems, *releasing.release_problems(root)]
     if base is None:
-        return loaded, loaded.problems
+        return loaded, sorted(problems)
     before = fleet.build(trees.read_inputs_at(root, base))
-    return loaded, sorted({*loaded.problems, *fleet.immutable_changes(before, loaded)})
+    edited = releases.changed_at_base(trees.read_git_tree(root, base, [constants.RELEASES_DIR]),
+                                      trees.read_charts(root, constants.RELEASES_DIR))
+    return loaded, sorted({*problems, *fleet.immutable_changes(before, loaded), *edited})
 
 
 def render_files(loaded: fleet.Fleet, repo_url: str = "") -> dict[str, str]:
@@ -115,7 +119,9 @@ def _chart_changes(root: Path, base: str, loaded: fleet.Fleet, rendered: dict[st
     before = trees.read_git_tree(root, base, [constants.TEMPLATES_DIR])
     out = []
     for engine, files in sorted(planning.chart_files_changed(before, trees.read_charts(root)).items()):
-        stores = sorted((t.store for t in loaded.targets() if t.store.engine == engine), key=lambda s: s.id)
+        # Stores pinned to a release are not reached: their chart is the release's snapshot.
+        stores = sorted((t.store for t in loaded.targets() if t.store.engine == engine and not t.store.chart_version),
+                        key=lambda s: s.id)
         by_cluster: dict[str, int] = {}
         for store in stores:
             by_cluster[store.cluster] = by_cluster.get(store.cluster, 0) + 1

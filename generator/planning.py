@@ -96,7 +96,7 @@ def store_images(loaded: fleet.Fleet, store_ids: Iterable[str]) -> list[StoreIma
         cluster = loaded.clusters[store.cluster][0]
         if cluster.images is None:
             continue
-        chart = loaded.charts.get(store.engine, {})
+        chart = loaded.chart_images(store)
         mine = set(images.profile_images(store.engine, cluster.images, chart))
         out.append(StoreImages(store.id, cluster.source, tuple(
             (c, image, c in mine) for c, image in sorted(loaded.effective_images(store).items()))))

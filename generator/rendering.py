@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from generator import constants, destinations, emitting, images
+from generator import constants, destinations, emitting, images, releases
 from generator.models import Cluster, Plan, Store
 
 
@@ -23,6 +23,23 @@ def values_path(cluster: str, store_id: str) -> str:
 
 def chart_path(engine: str) -> str:
     return f"{constants.TEMPLATES_DIR}/{engine}"
+
+
+def store_chart_path(store: Store) -> str:
+    """The chart the store renders from: its release's snapshot, or the working chart when it names none."""
+    return releases.chart_dir(store.engine, store.chart_version) if store.chart_version else chart_path(store.engine)
+
+
+def manifest_paths(store: Store, values_file: str) -> list[str]:
+    """What the store's manifests are generated from (Argo CD's ``manifest-generate-paths``): a push that
+    touches none of these does not make Argo CD render the store again.
+
+    A pinned store names its release's folder (chart and library, never changed once released); an
+    unpinned one the working chart and the library it follows.
+    """
+    charts = [releases.release_dir(store.engine, store.chart_version)] if store.chart_version \
+        else [chart_path(store.engine), constants.LIBRARY_CHART]
+    return [f"/{path}" for path in (*charts, values_file, constants.PLANS_FILE)]
 
 
 def chart_values_path(engine: str) -> str:
@@ -135,7 +152,7 @@ def app_project(store: Store, cluster: Cluster, repo_url: str) -> dict[str, Any]
 
 def application(store: Store, cluster: Cluster, repo_url: str) -> dict[str, Any]:
     url = cluster.url_for(store)
-    chart = chart_path(store.engine)
+    chart = store_chart_path(store)
     values_file = values_path(cluster.name, store.id)
     annotations = {
         constants.ANNOTATION_SOURCE: store.source,
@@ -143,8 +160,7 @@ def application(store: Store, cluster: Cluster, repo_url: str) -> dict[str, Any]
         constants.ANNOTATION_STORE_LINK: url,
         constants.ANNOTATION_OWNER_EMAIL: store.owner.email,
         # Only pushes touching the store's chart (its library included) or values refresh this Application.
-        constants.ANNOTATION_MANIFEST_PATHS: f"/{chart};/{constants.LIBRARY_CHART};/{values_file};"
-                                             f"/{constants.PLANS_FILE}",
+        constants.ANNOTATION_MANIFEST_PATHS: ";".join(manifest_paths(store, values_file)),
     }
     # A callback URL that points inside the platform is never handed to the status reader (an entry
     # from before the rule; changes that bring one are refused).
@@ -169,7 +185,7 @@ def application(store: Store, cluster: Cluster, repo_url: str) -> dict[str, Any]
                 "helm": {
                     "releaseName": store.app_name,
                     # Value files are resolved from the chart directory; this one stays inside the repo.
-                    "valueFiles": ["../../" + values_file],
+                    "valueFiles": ["../" * len(chart.split("/")) + values_file],
                 },
             },
             "destination": _destination(store, cluster),

@@ -35,23 +35,34 @@ def read_inputs(root: Path) -> dict[str, bytes]:
                 if entry.is_file() and fleet.is_input(path):
                     with open(entry.path, "rb") as f:
                         files[path] = f.read()
-    for path in (constants.PLANS_FILE, *fleet.chart_inputs()):
+    for path in (constants.PLANS_FILE, *fleet.chart_inputs(), *_release_values(root)):
         if (root / path).is_file():
             files[path] = (root / path).read_bytes()
     return files
 
 
+def _release_values(root: Path) -> list[str]:
+    """The values files of the released charts under ``root`` (``templates/releases/<engine>/<version>/<engine>``)."""
+    found = []
+    for path in sorted((root / constants.RELEASES_DIR).glob(f"*/*/*/{constants.CHART_VALUES_FILE}")):
+        relative = path.relative_to(root).as_posix()
+        if fleet.is_input(relative):
+            found.append(relative)
+    return found
+
+
 def read_inputs_at(repo: Path, revision: str) -> dict[str, bytes]:
     """The input files as committed at ``revision`` in the git repository ``repo``."""
     return {p: c for p, c in read_git_tree(repo, revision, [constants.STORES_DIR, constants.CLUSTERS_DIR,
-                                                            constants.PLANS_FILE, *fleet.chart_inputs()]).items()
+                                                            constants.PLANS_FILE, *fleet.chart_inputs(),
+                                                            constants.RELEASES_DIR]).items()
             if fleet.is_input(p)}
 
 
-def read_charts(root: Path) -> dict[str, bytes]:
-    """Every file of the charts under ``templates/`` on disk, symlinks left out (as read_git_tree does)."""
+def read_charts(root: Path, folder: str = constants.TEMPLATES_DIR) -> dict[str, bytes]:
+    """Every file of the charts under ``folder`` (``templates/``) on disk, symlinks left out (as read_git_tree does)."""
     files: dict[str, bytes] = {}
-    top = root / constants.TEMPLATES_DIR
+    top = root / folder
     for folder, dirs, names in os.walk(top):
         dirs[:] = [d for d in dirs if not (Path(folder) / d).is_symlink()]
         for name in names:

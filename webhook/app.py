@@ -23,7 +23,7 @@ from webhook import access, auth, credentials, settings, signin, state
 from webhook.errors import NotReady, Rejected
 from webhook.github import deploys, hooks
 from webhook.github.client import GitHub, GitHubPullRequests, GitHubSettings
-from webhook.intake import console, endpoints, service
+from webhook.intake import console, endpoints, rollouts, service
 from webhook.repository import LocalPullRequests, Repository, log_published
 from webhook.settings import StatusSettings
 from webhook.status import callbacks
@@ -60,6 +60,7 @@ ROUTES = [
     Route("/readyz", endpoints.readyz, methods=["GET"]),
     Route("/metrics", endpoints.metrics, methods=["GET"]),
     Route("/openapi.json", endpoints.openapi_document, methods=["GET"]),
+    *rollouts.ROUTES,
     *statusroutes.ROUTES,
     *console.ROUTES,
 ]
@@ -217,9 +218,13 @@ def create_app(config: settings.ServiceSettings, *, pulls: PullRequests | None =
             trusted_proxies=tuple(ipaddress.ip_network(n, strict=False) for n in config.trusted_proxies),
             csrf_secret=shared.secret("csrf"), public_url=config.public_url, sessions=sessions)
         app.state.github = hub
+        runner = rollouts.Runner(rollouts=rollouts.Rollouts(config.state_path), intake=built.intake, status=reader,
+                                 poll=config.rollout_poll, timeout=config.rollout_timeout, wake=built.writer.wake)
+        app.state.rollouts = runner
         stop = anyio.Event()
         async with anyio.create_task_group() as group:
             group.start_soon(lambda: built.writer.run(stop=stop))
+            group.start_soon(lambda: runner.run(stop=stop))
             if hub is not None:
                 group.start_soon(lambda: hub.run(stop=stop))
             log.info("storeops intake on %s:%d; queue %s", config.host, config.port, config.queue_path)
@@ -229,6 +234,7 @@ def create_app(config: settings.ServiceSettings, *, pulls: PullRequests | None =
                 app.state.stopping.set()
                 stop.set()
         built.close()
+        runner.rollouts.close()
         shared.close()
         app.state.credential_links.close()
         if sessions is not None:

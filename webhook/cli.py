@@ -8,12 +8,14 @@ from collections.abc import Sequence
 
 from generator import cli
 from webhook import serving
+from webhook.intake import command as intakecommand
 from webhook.status import command as statuscommand
 
 
 def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serving.add_commands(subparsers)
     statuscommand.add_commands(subparsers)
+    intakecommand.add_commands(subparsers)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

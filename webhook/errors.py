@@ -88,3 +88,7 @@ class DeliveryError(StatusError):
 
 class RefreshError(StatusError):
     """Argo CD could not be asked to refresh an Application."""
+
+
+class ApiError(WebhookError):
+    """A call to the service's API from a command (``storeops rollout``) failed or was refused."""

@@ -127,6 +127,32 @@ def document() -> dict[str, Any]:
                                        "422": _error("No reason, or the old entry is refused (e.g. smaller volumes)"),
                                        "503": _error("The status reader is off"), **_AUTH}},
             },
+            "/v1/rollouts": {
+                "post": {"summary": "Move the stores of an engine (of a cluster) to a released chart version in waves: "
+                                    "a canary wave, then batches, each after every store of the last is ready",
+                         "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                             "type": "object", "additionalProperties": False, "required": ["engine", "version"],
+                             "properties": {"engine": {"type": "string"}, "version": {"type": "string"},
+                                            "cluster": {"type": "string"},
+                                            "canary": {"oneOf": [{"type": "integer", "minimum": 1},
+                                                                 {"type": "array", "items": {"type": "string"},
+                                                                  "minItems": 1}]},
+                                            "batch": {"type": "integer", "minimum": 1},
+                                            "timeout": {"type": "number", "exclusiveMinimum": 0}}}}}},
+                         "responses": {"201": {"description": "The rollout: its waves and state"},
+                                       "403": _error("Not an operator"),
+                                       "409": _error("Another rollout is moving some of the stores"),
+                                       "422": _error("No such release, cluster or canary; nothing to move"),
+                                       "503": _error("The status reader is off"), **_AUTH}},
+                "get": {"summary": "The latest rollouts",
+                        "responses": {"200": {"description": "Rollouts, newest first"}, **_AUTH}},
+            },
+            "/v1/rollouts/{rollout_id}": {
+                "parameters": [{"name": "rollout_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "get": {"summary": "A rollout: its waves, where it stands, and the report of a halt",
+                        "responses": {"200": {"description": "The rollout"}, "404": _error("Unknown rollout"),
+                                      **_AUTH}},
+            },
             "/v1/stores/{store_id}/credentials/link": {
                 "parameters": [{"name": "store_id", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "post": {"summary": "A link that shows the store's admin credentials once, to its owner only",

@@ -115,6 +115,10 @@ class ServiceSettings:
     #: Seconds a link to a store's admin credentials works (once) after the owner asks for it.
     credentials_link_ttl: float = 3600.0
     viewers: tuple[str, ...] = ()
+    #: How often running rollouts look at their wave (seconds), and how long a wave may take to be ready
+    #: when the rollout does not say.
+    rollout_poll: float = 2.0
+    rollout_timeout: float = 1800.0
 
     @property
     def queue_path(self) -> Path:
@@ -174,6 +178,8 @@ class ServiceSettings:
             oidc_client_secret=env.get("STOREOPS_OIDC_CLIENT_SECRET", ""),
             operators=tuple(e.strip() for e in env.get("STOREOPS_OPERATORS", "").split(",") if e.strip()),
             viewers=tuple(e.strip() for e in env.get("STOREOPS_VIEWERS", "").split(",") if e.strip()),
+            rollout_poll=number("STOREOPS_ROLLOUT_POLL", d.rollout_poll, low=0.01),
+            rollout_timeout=number("STOREOPS_ROLLOUT_TIMEOUT", d.rollout_timeout, low=1),
         )
 
 

@@ -52,8 +52,8 @@ def test_valid_new_store() -> None:
     ("text", "expected"),
     [
         (GOOD.format(id="shop") + "colour: red\n",
-         "stores/shop.yaml:9: colour: unknown field (allowed: adminPasswordRotation, callbackUrl, cluster, domain, "
-         "engine, id, name, owner, plan, state)"),
+         "stores/shop.yaml:9: colour: unknown field (allowed: adminPasswordRotation, callbackUrl, chartVersion, "
+         "cluster, domain, engine, id, name, owner, plan, state)"),
         (GOOD.format(id="shop").replace("  email: pat@example.com\n", "  email: pat@example.com\n  age: 3\n"),
          "stores/shop.yaml:9: owner.age: unknown field (allowed: email, github, name)"),
         (GOOD.format(id="shop").replace("plan: small", "plan: huge"),

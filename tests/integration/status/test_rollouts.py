@@ -1,0 +1,257 @@
+"""Rollouts: three woocommerce stores pinned to chart 0.1.0 move to 0.2.0 in waves of one, through the real
+app, a real Git remote and the status reader on a real API server; the test plays Argo CD by writing each
+Application's status as its controller would."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+import yaml
+from kubernetes import client
+from starlette.testclient import TestClient
+
+from generator import constants, operations, releases, releasing, rendering
+from harness import applications, examples
+from harness import stack as harness_stack
+from harness.processes import free_port
+from tests.integration.status import support
+from webhook import app, cli
+from webhook.settings import ServiceSettings, StatusSettings
+
+WRITE = {"Authorization": f"Bearer {examples.WRITE_TOKEN}"}
+READ = {"Authorization": f"Bearer {examples.READ_TOKEN}"}
+#: The stores of the test, by id: the example's acme-outdoor and two more on the same cluster.
+STORES = ("acme-outdoor", "birch-books", "cedar-crafts")
+
+
+@dataclass
+class Fleet:
+    config: ServiceSettings
+    status: StatusSettings
+    bare: Path
+    namespace: str
+    custom: client.CustomObjectsApi
+
+
+def _prepare(repo: Path, bare: Path) -> None:
+    """On the remote: woocommerce released as 0.1.0 and 0.2.0 (a chart change between), three stores
+    pinned to 0.1.0, rendered; pushed as one commit."""
+    work = repo.parent / "prepare"
+    examples.git(repo.parent, "clone", "-q", str(bare), str(work))
+    for store_id in STORES[1:]:
+        entry = {**examples.store_payload(store_id), "state": "active"}
+        (work / f"stores/{store_id}.yaml").write_text(yaml.safe_dump(entry, sort_keys=False))
+    releasing.release(work, "woocommerce")
+    chart = work / "templates/woocommerce"
+    (chart / "Chart.yaml").write_text((chart / "Chart.yaml").read_text().replace("\nversion: 0.1.0\n",
+                                                                                 "\nversion: 0.2.0\n"))
+    notes = chart / "templates" / "NOTES.txt"
+    notes.write_text(notes.read_text() + "\nChart 0.2.0.\n")
+    releasing.release(work, "woocommerce")
+    for store_id in STORES:
+        path = work / f"stores/{store_id}.yaml"
+        path.write_text(path.read_text() + "chartVersion: 0.1.0\n")
+    assert operations.validate(work)[1] == []
+    operations.render(work, allow_mass_delete=False)
+    examples.git(work, "add", "-A")
+    examples.git(work, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m",
+                 "Release woocommerce 0.1.0 and 0.2.0; pin the test stores to 0.1.0")
+    examples.git(work, "push", "-q", "origin", "HEAD:main")
+
+
+@pytest.fixture()
+def fleet(tmp_path: Path, apiserver: harness_stack.Stack) -> Iterator[Fleet]:
+    config = examples.service_settings(tmp_path, rollout_poll=0.05)
+    bare = Path(str(config.git.remote))
+    _prepare(config.git.repo, bare)
+    namespace = support.new_namespace(apiserver)
+    status = StatusSettings(kubeconfig=str(apiserver.kubeconfig), namespace=namespace,
+                            ledger=tmp_path / "status.sqlite3", workdir=config.git.workdir, backoff_min=0.1,
+                            tick=0.1)
+    api = support.api_client(apiserver.kubeconfig)
+    custom = client.CustomObjectsApi(api)
+    head = examples.git(bare, "rev-parse", "main").strip()
+    for store_id in STORES:
+        body = applications.application(store_id, namespace)
+        body["status"] = applications.argo_status(sync="Synced", health="Healthy", phase="Succeeded", revision=head)
+        custom.create_namespaced_custom_object(applications.GROUP, applications.VERSION, namespace,
+                                               applications.PLURAL, body)
+    try:
+        yield Fleet(config, status, bare, namespace, custom)
+    finally:
+        for store_id in STORES:
+            with contextlib.suppress(client.ApiException):
+                custom.delete_namespaced_custom_object(applications.GROUP, applications.VERSION, namespace,
+                                                       applications.PLURAL, f"store-{store_id}")
+        support.close(api)
+
+
+@contextlib.contextmanager
+def served(fleet: Fleet) -> Iterator[httpx.Client]:
+    """The service on a real port (uvicorn in a thread), for the command line to talk to."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app.create_app(fleet.config, status=fleet.status), host="127.0.0.1",
+                                           port=port, log_level="error", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            def up() -> bool:
+                try:
+                    return http.get("/readyz").status_code == 200
+                except httpx.TransportError:
+                    return False
+            support.wait_until("the service has read Git", up)
+            yield http
+    finally:
+        server.should_exit = True
+        thread.join(15)
+
+
+def chart_version(fleet: Fleet, store_id: str) -> object:
+    return examples.remote_stores(fleet.bare)[store_id].get("chartVersion")
+
+
+def rendered_path(fleet: Fleet, store_id: str) -> str:
+    """The chart path of the store's Application as committed on the remote."""
+    text = examples.git(fleet.bare, "show", f"main:{rendering.app_path('local', store_id)}")
+    return str(list(yaml.safe_load_all(text))[1]["spec"]["source"]["path"])
+
+
+def head(fleet: Fleet) -> str:
+    return examples.git(fleet.bare, "rev-parse", "main").strip()
+
+
+def argo_ready(fleet: Fleet, store_id: str, revision: str) -> None:
+    applications.set_status(fleet.custom, fleet.namespace, store_id, applications.argo_status(
+        sync="Synced", health="Healthy", phase="Succeeded", revision=revision))
+
+
+def wait_ready(http: TestClient | httpx.Client, *store_ids: str) -> None:
+    support.wait_until(f"{', '.join(store_ids)} ready", lambda: all(
+        (http.get(f"/v1/stores/{s}", headers=READ).json().get("status")) == "ready" for s in store_ids), timeout=30)
+
+
+def rollout(http: TestClient | httpx.Client, rollout_id: str) -> dict[str, Any]:
+    answer = http.get(f"/v1/rollouts/{rollout_id}", headers=READ)
+    assert answer.status_code == 200, answer.text
+    found: dict[str, Any] = answer.json()
+    return found
+
+
+def moved(fleet: Fleet, store_id: str) -> str:
+    """Wait for the store's move to 0.2.0 on the remote; the commit that made it."""
+    support.wait_until(f"{store_id} moved to 0.2.0 in Git", lambda: chart_version(fleet, store_id) == "0.2.0")
+    return head(fleet)
+
+
+def still(fleet: Fleet, seconds: float, check: Any) -> None:
+    """``check`` holds for ``seconds`` (polled): what must not happen does not."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert check()
+        time.sleep(0.05)
+
+
+def test_a_failing_wave_halts_the_rollout_and_leaves_the_rest_untouched(
+        fleet: Fleet, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("STOREOPS_API_TOKEN", examples.WRITE_TOKEN)
+    with served(fleet) as http:
+        monkeypatch.setenv("STOREOPS_API_URL", str(http.base_url))
+        wait_ready(http, *STORES)
+        asked = {"engine": "woocommerce", "version": "0.2.0", "cluster": "local", "canary": ["acme-outdoor"],
+                 "batch": 1, "timeout": 120}
+        # Not for a read token, and not to a version that was never released.
+        assert http.post("/v1/rollouts", json=asked, headers=READ).status_code == 403
+        assert cli.main(["rollout", "start", "--engine", "woocommerce", "--version", "0.3.0"]) == 1
+        assert "no release '0.3.0'" in capsys.readouterr().err
+        # Started from the command line, which talks to the service.
+        assert cli.main(["rollout", "start", "--engine", "woocommerce", "--version", "0.2.0", "--cluster", "local",
+                         "--canary", "acme-outdoor", "--batch", "1", "--timeout", "120"]) == 0
+        printed = capsys.readouterr().out
+        found = re.match(r"rollout ([0-9a-f]+): woocommerce 0.2.0 on local: running\n", printed)
+        assert found, printed
+        rollout_id = found.group(1)
+        assert [w["stores"] for w in rollout(http, rollout_id)["waves"]] == [[s] for s in STORES]
+        # The same stores cannot be in two rollouts at once.
+        assert http.post("/v1/rollouts", json=asked, headers=WRITE).status_code == 409
+
+        canary = moved(fleet, "acme-outdoor")
+        assert rendered_path(fleet, "acme-outdoor") == releases.chart_dir("woocommerce", "0.2.0")
+        assert "rollout" in examples.git(fleet.bare, "log", "-1", "--format=%B", "main")
+        # The second wave waits for the canary to be ready at its commit (ready before it does not count).
+        still(fleet, 1.0, lambda: chart_version(fleet, "birch-books") == "0.1.0")
+        assert rollout(http, rollout_id)["state"] == "running"
+        argo_ready(fleet, "acme-outdoor", canary)
+
+        second = moved(fleet, "birch-books")
+        assert second != canary and chart_version(fleet, "cedar-crafts") == "0.1.0"
+        applications.set_status(fleet.custom, fleet.namespace, "birch-books", applications.argo_status(
+            sync="Synced", health="Degraded", phase="Failed", revision=second,
+            health_message="wordpress: readiness probe failed"))
+        support.wait_until("the rollout halted", lambda: rollout(http, rollout_id)["state"] == "halted")
+
+        report = rollout(http, rollout_id)["report"]
+        assert report["wave"] == 2 and report["store"] == "birch-books"
+        assert report["state"] in ("failed", "degraded") and "sync Failed" in report["message"]
+        assert report["moved"] == ["acme-outdoor", "birch-books"]
+        assert report["untouched"] == ["cedar-crafts"]
+        # The third store stays where it was: its entry and its Application on 0.1.0, and no wave comes for it.
+        still(fleet, 1.0, lambda: head(fleet) == second)
+        assert chart_version(fleet, "cedar-crafts") == "0.1.0"
+        assert rendered_path(fleet, "cedar-crafts") == releases.chart_dir("woocommerce", "0.1.0")
+        assert rollout(http, rollout_id)["state"] == "halted"
+        assert cli.main(["rollout", "show", rollout_id]) == 1
+        shown = capsys.readouterr().out
+        assert "halted at wave 2: birch-books" in shown and "untouched (still on their chart): cedar-crafts" in shown
+
+
+def test_every_store_moves_wave_by_wave_across_a_restart(fleet: Fleet) -> None:
+    asked = {"engine": "woocommerce", "version": "0.2.0", "cluster": "local", "canary": 1, "batch": 1,
+             "timeout": 120}
+    with TestClient(app.create_app(fleet.config, status=fleet.status)) as http:
+        support.wait_until("the service has read Git", lambda: http.get("/readyz").status_code == 200)
+        wait_ready(http, *STORES)
+        started = http.post("/v1/rollouts", json=asked, headers=WRITE)
+        assert started.status_code == 201, started.text
+        rollout_id = started.json()["id"]
+        commits = {STORES[0]: moved(fleet, STORES[0])}
+    # The service restarts while the canary syncs: the rollout is where it was, and goes on.
+    restarted = replace(fleet.config, rollout_poll=0.05)
+    with TestClient(app.create_app(restarted, status=fleet.status)) as http:
+        support.wait_until("the service has read Git", lambda: http.get("/readyz").status_code == 200)
+        found = rollout(http, rollout_id)
+        assert found["state"] == "running" and found["wave"] == 0 and found["moved"] == [STORES[0]]
+        assert chart_version(fleet, STORES[1]) == "0.1.0"
+        for index, store_id in enumerate(STORES):
+            if store_id not in commits:
+                commits[store_id] = moved(fleet, store_id)
+            # Each wave comes only after the one before is ready.
+            for later in STORES[index + 1:]:
+                assert chart_version(fleet, later) == "0.1.0"
+            argo_ready(fleet, store_id, commits[store_id])
+        support.wait_until("the rollout done", lambda: rollout(http, rollout_id)["state"] == "done")
+        done = rollout(http, rollout_id)
+        assert [w["stores"] for w in done["finished"]] == [[s] for s in STORES]
+        assert [w["commits"] for w in done["finished"]] == [[commits[s]] for s in STORES]
+        assert done["untouched"] == [] and done["report"]["message"] == "every store is at woocommerce 0.2.0"
+        assert len(set(commits.values())) == 3
+        for store_id in STORES:
+            assert chart_version(fleet, store_id) == "0.2.0"
+            assert rendered_path(fleet, store_id) == releases.chart_dir("woocommerce", "0.2.0")
+        listed = http.get("/v1/rollouts", headers=READ).json()["rollouts"]
+        assert [r["id"] for r in listed] == [rollout_id]
+        # Nothing left to move: a second rollout of the same version is refused.
+        again = http.post("/v1/rollouts", json=asked, headers=WRITE)
+        assert again.status_code == 422 and "already there" in again.json()["error"]
+    assert constants.RELEASES_DIR in rendered_path(fleet, STORES[2])
