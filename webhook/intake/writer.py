@@ -263,18 +263,19 @@ class Writer:
             self._end_review(reviews[url], waiting[url], outcomes[url])
         if poll:
             self._sweep_branches()
-        if ended:
-            self.refresh()
         return len(ended)
 
     def _end_review(self, review: Review, requests: list[queueing.Request], outcome: ReviewOutcome) -> None:
+        """Record a review's end and bring the intake's view of Git and the queue up to date. A landed change
+        is in that view before its requests stop holding the store id, so no request for the id slips in."""
         ids = ", ".join(r.id for r in requests)
         if outcome.state == MERGED:
             self._render_merge(review)
+            self.refresh()
             self._commit_reviewed(requests, commit_sha=outcome.merge_commit or None)
             log.info("review %s was merged (%s): requests %s are committed", review.url,
                      outcome.merge_commit[:12] or "merge commit unknown", ids)
-        elif self._in_git(requests):
+        elif self._landed_anyway(requests):
             # Closed, but its change is on the branch all the same (a squash or rebase by hand, the same
             # change pushed directly): the requests did land.
             self._commit_reviewed(requests, commit_sha=None)
@@ -285,6 +286,7 @@ class Writer:
                 message = f"the review pull request {review.url} was closed without merging"
                 self.queue.end_review(request_id=request.id, status=queueing.REJECTED, problems=[
                     Problem(request.path, 0, "review", message, queueing.REVIEW_CLOSED)])
+            self.refresh()
             log.info("review %s was closed without merging: requests %s are rejected", review.url, ids)
         try:
             self.repository.end_review(review)
@@ -305,10 +307,14 @@ class Writer:
                   if self.queue.end_review(request_id=r.id, status=queueing.COMMITTED, commit_sha=commit_sha)]
         self.metrics.count("storeops_requests_landed_total", len(landed))
 
-    def _in_git(self, requests: list[queueing.Request]) -> bool:
-        """Whether the branch holds what each of ``requests`` asked for (its store file, or its absence)."""
-        files, _ = self.repository.read()
-        return all(files.get(r.path) == (None if r.content is None else r.content.encode()) for r in requests)
+    def _landed_anyway(self, requests: list[queueing.Request]) -> bool:
+        """Whether the branch holds what each of ``requests`` asked for (its store file, or its absence); if so,
+        the intake's view of Git is brought up to date."""
+        files, sha = self.repository.read()
+        if not all(files.get(r.path) == (None if r.content is None else r.content.encode()) for r in requests):
+            return False
+        self.intake.load_git(files=files, sha=sha)
+        return True
 
     def _sweep_branches(self) -> None:
         """Delete the branches of ended reviews (and of requests refused on their branch) left on the remote."""
