@@ -167,16 +167,22 @@ def test_an_open_review_stays_pending_while_main_moves_on(service: Running, tmp_
 def test_review_ends_while_the_service_is_down_are_found_and_kept(tmp_path: Path) -> None:
     settings = review_settings(tmp_path)
     with running(tmp_path, settings=settings) as service:
+        forwarded, forwarded_branch = in_review(service, "forwarded-shop")
         kept, kept_branch = in_review(service, "kept-shop")
         dropped, dropped_branch = in_review(service, "dropped-shop")
+        pushed = service.status(forwarded)["commit"]
     reviewer = Reviewer(tmp_path, Path(settings.git.remote))
+    # A fast-forward, then a merge on top of it: each request is committed at what brought it in.
+    assert reviewer.merge(forwarded_branch, "--ff-only") == pushed
     merged = reviewer.merge(kept_branch, "--no-ff")
     reviewer.close(dropped_branch)
 
     with running(tmp_path, settings=settings) as service:
+        assert request_status(service, forwarded, "committed")["commit"] == pushed
         assert request_status(service, kept, "committed")["commit"] == merged
         assert "was closed without merging" in request_status(service, dropped, "rejected")["problems"][0]["message"]
-        wait_for(lambda: not remote_branch(service.bare, kept_branch))
+        ended = (forwarded_branch, kept_branch, dropped_branch)
+        wait_for(lambda: not any(remote_branch(service.bare, branch) for branch in ended))
 
     # Another restart: the outcomes are in the queue's database, and the freed id is still free.
     with running(tmp_path, settings=settings) as service:
