@@ -9,9 +9,10 @@ failed push leaves the requests queued and the writer retries with exponential b
 A request that needs review waits ``pending-review`` on its own branch and pull request until the
 review ends: merged, its requests are ``committed`` (at the merge commit when known) and the merge is
 rendered; closed without merging, they are ``rejected`` and their store ids are free again. Either
-way the branch is deleted. The writer asks the review backend where every open review stands every
-``review_interval`` seconds (and once at start, so an end that came while the service was down is
-found), and at once when a backend reports an end by itself (GitHub's ``pull_request`` event).
+way the branch is deleted. Beside the drain, the writer asks the review backend where every open
+review stands every ``review_interval`` seconds (and once at start, so an end that came while the
+service was down is found), and acts at once when a backend reports an end by itself (GitHub's
+``pull_request`` event); only the changes to Git and the queue take turns with the drain.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import anyio
 import anyio.from_thread
@@ -104,6 +106,14 @@ def apply_requests(root: Path, requests: list[queueing.Request], outcomes: Outco
     return written
 
 
+class Ended(NamedTuple):
+    """A review that ended, with the requests in it."""
+
+    review: Review
+    requests: list[queueing.Request]
+    outcome: ReviewOutcome
+
+
 class Writer:
     def __init__(self, *, repository: Repository, intake: Intake, metrics: Metrics,
                  batch_max: int, batch_window: float, retry_min: float, retry_max: float,
@@ -127,9 +137,12 @@ class Writer:
         #: The running loop and its thread, so a review end reported from another thread can wake it.
         self._token: anyio.lowlevel.EventLoopToken | None = None
         self._loop_thread = 0
-        #: Review ends a backend reported (by review URL), not yet acted on.
+        #: Review ends a backend reported (by review URL), not yet acted on, and what wakes the review follower.
         self._told: dict[str, ReviewOutcome] = {}
         self._told_lock = threading.Lock()
+        self._review_wake = anyio.Event()
+        #: Held while Git and the queue are changed (a drain, a review's end): one change at a time.
+        self._turn = anyio.Lock()
 
     def wake(self) -> None:
         """Tell the writer there is work (called from the event loop after a request is queued)."""
@@ -236,17 +249,14 @@ class Writer:
         with self._told_lock:
             self._told[review.url] = outcome
         if threading.get_ident() == self._loop_thread:
-            self.wake()
+            self._review_wake.set()
         elif self._token is not None:
             with contextlib.suppress(anyio.RunFinishedError):  # no loop left to wake
-                anyio.from_thread.run_sync(self.wake, token=self._token)
+                anyio.from_thread.run_sync(self._review_wake.set, token=self._token)
 
-    def check_reviews(self, *, poll: bool) -> int:
-        """Finish the requests whose review ended; returns how many reviews ended (blocking; a worker thread).
-
-        Ends a backend reported are taken as reported. With ``poll``, the backend is asked about every
-        other open review, and branches of ended reviews still on the remote are deleted.
-        """
+    def review_ends(self, *, poll: bool) -> list[Ended]:
+        """The reviews that ended: those a backend reported, and with ``poll`` those the backend says ended when
+        asked about every other open review (blocking; calls the backend, so never in the writer's turn)."""
         with self._told_lock:
             told, self._told = self._told, {}
         waiting: dict[str, list[queueing.Request]] = {}
@@ -258,41 +268,50 @@ class Writer:
         outcomes = {url: outcome for url, outcome in told.items() if url in reviews}
         if poll:
             outcomes |= self.repository.review_outcomes([r for url, r in reviews.items() if url not in outcomes])
-        ended = [url for url, outcome in outcomes.items() if outcome.state in (MERGED, CLOSED)]
-        for url in ended:
-            self._end_review(reviews[url], waiting[url], outcomes[url])
-        if poll:
-            self._sweep_branches()
-        return len(ended)
+        return [Ended(reviews[url], waiting[url], outcome) for url, outcome in outcomes.items()
+                if outcome.state in (MERGED, CLOSED)]
 
-    def _end_review(self, review: Review, requests: list[queueing.Request], outcome: ReviewOutcome) -> None:
-        """Record a review's end and bring the intake's view of Git and the queue up to date. A landed change
-        is in that view before its requests stop holding the store id, so no request for the id slips in."""
-        ids = ", ".join(r.id for r in requests)
-        if outcome.state == MERGED:
-            self._render_merge(review)
-            self.refresh()
-            self._commit_reviewed(requests, commit_sha=outcome.merge_commit or None)
-            log.info("review %s was merged (%s): requests %s are committed", review.url,
-                     outcome.merge_commit[:12] or "merge commit unknown", ids)
-        elif self._landed_anyway(requests):
-            # Closed, but its change is on the branch all the same (a squash or rebase by hand, the same
-            # change pushed directly): the requests did land.
-            self._commit_reviewed(requests, commit_sha=None)
-            log.info("review %s was closed with its change already on %s: requests %s are committed", review.url,
-                     self.git.branch, ids)
-        else:
-            for request in requests:
+    def finish_reviews(self, ended: list[Ended]) -> None:
+        """Record the ends of reviews, and bring the intake's view of Git and the queue up to date. A landed
+        change is in that view before its requests stop holding the store id, so no request for the id slips
+        in between (blocking; in the writer's turn)."""
+        for review, requests, outcome in ended:
+            ids = ", ".join(r.id for r in requests)
+            if outcome.state == MERGED:
+                self._render_merge(review)
+                self.refresh()
+                self._commit_reviewed(requests, commit_sha=outcome.merge_commit or None)
+                log.info("review %s was merged (%s): requests %s are committed", review.url,
+                         outcome.merge_commit[:12] or "merge commit unknown", ids)
+            elif self._landed_anyway(requests):
+                # Closed, but its change is on the branch all the same (a squash or rebase by hand, the same
+                # change pushed directly): the requests did land.
+                self._commit_reviewed(requests, commit_sha=None)
+                log.info("review %s was closed with its change already on %s: requests %s are committed",
+                         review.url, self.git.branch, ids)
+            else:
                 message = f"the review pull request {review.url} was closed without merging"
-                self.queue.end_review(request_id=request.id, status=queueing.REJECTED, problems=[
-                    Problem(request.path, 0, "review", message, queueing.REVIEW_CLOSED)])
-            self.refresh()
-            log.info("review %s was closed without merging: requests %s are rejected", review.url, ids)
-        try:
-            self.repository.end_review(review)
-        except (StoreopsError, OSError) as e:
-            log.warning("review %s ended, but its branch %s stays until the next poll: %s", review.url,
-                        review.branch, remotes.redact(str(e)))
+                for request in requests:
+                    self.queue.end_review(request_id=request.id, status=queueing.REJECTED, problems=[
+                        Problem(request.path, 0, "review", message, queueing.REVIEW_CLOSED)])
+                self.refresh()
+                log.info("review %s was closed without merging: requests %s are rejected", review.url, ids)
+
+    def delete_branches(self, ended: list[Ended], *, sweep: bool) -> None:
+        """Delete the branches of ``ended`` reviews; with ``sweep`` also those of earlier ended reviews (and of
+        requests refused on their branch) still on the remote, as of the last fetch (blocking)."""
+        for review, _, _ in ended:
+            try:
+                self.repository.end_review(review)
+            except (StoreopsError, OSError) as e:
+                log.warning("review %s ended, but its branch %s stays until the next poll: %s", review.url,
+                            review.branch, remotes.redact(str(e)))
+        if not sweep:
+            return
+        for name in self.repository.branches(self.review_branch_prefix):
+            requests = self.queue.by_review_branch(name)
+            if requests and all(r.status not in queueing.ACTIVE for r in requests):
+                self.repository.end_review(Review(url=requests[-1].review_url or "", branch=name))
 
     def _render_merge(self, review: Review) -> None:
         """Render what the merge brought (the publish a push to the branch makes; nothing when it is rendered)."""
@@ -316,37 +335,28 @@ class Writer:
         self.intake.load_git(files=files, sha=sha)
         return True
 
-    def _sweep_branches(self) -> None:
-        """Delete the branches of ended reviews (and of requests refused on their branch) left on the remote."""
-        for name in self.repository.branches(self.review_branch_prefix):
-            requests = self.queue.by_review_branch(name)
-            if requests and all(r.status not in queueing.ACTIVE for r in requests):
-                self.repository.end_review(Review(url=requests[-1].review_url or "", branch=name))
-
-    async def _check_reviews(self, *, poll: bool) -> None:
-        try:
-            await anyio.to_thread.run_sync(lambda: self.check_reviews(poll=poll))
-        except (StoreopsError, OSError) as e:
-            # Queued requests do not wait for the review backend: the writer goes on, and asks again later.
-            log.warning("checking reviews failed, trying again in %.0fs: %s", self.review_interval,
-                        remotes.redact(str(e)))
-
-    # --- the loop ---------------------------------------------------------------------------------
+    # --- the loops --------------------------------------------------------------------------------
 
     async def run(self, *, stop: anyio.Event) -> None:
-        """Drain until ``stop`` is set; retries with backoff while Git cannot be reached."""
+        """Drain until ``stop`` is set, retrying with backoff while Git cannot be reached; beside it, follow
+        the reviews, so a slow or unreachable review backend never holds queued requests back."""
         self._token, self._loop_thread = anyio.lowlevel.current_token(), threading.get_ident()
-        delay = self.retry_min
         await anyio.to_thread.run_sync(self.recover)
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._follow_reviews, stop)
+            await self._drain(stop)
+
+    async def _drain(self, stop: anyio.Event) -> None:
+        delay = self.retry_min
         loaded = False
         last_refresh = 0.0
-        next_review = 0.0  # at once: a review may have ended while the service was down
         while not stop.is_set():
             try:
-                if not loaded or time.monotonic() - last_refresh > self.refresh_interval:
-                    await anyio.to_thread.run_sync(self.refresh)
-                    loaded, last_refresh = True, time.monotonic()
-                handled = await anyio.to_thread.run_sync(self.drain_once)
+                async with self._turn:
+                    if not loaded or time.monotonic() - last_refresh > self.refresh_interval:
+                        await anyio.to_thread.run_sync(self.refresh)
+                        loaded, last_refresh = True, time.monotonic()
+                    handled = await anyio.to_thread.run_sync(self.drain_once)
                 if handled:
                     last_refresh = time.monotonic()
             except (StoreopsError, OSError) as e:
@@ -357,20 +367,42 @@ class Writer:
             if self.failing_since is not None:
                 log.info("writer recovered after %.1fs", time.monotonic() - self.failing_since)
             self.failing_since, self.last_error, delay = None, "", self.retry_min
-            poll = time.monotonic() >= next_review
-            if poll or self._told:
-                await self._check_reviews(poll=poll)
-                if poll:
-                    next_review = time.monotonic() + self.review_interval
             if handled:
                 continue
             wake = self._wake = anyio.Event()
-            if self.queue.pending(limit=1) or self._told:
+            if self.queue.pending(limit=1):
                 continue
-            with anyio.move_on_after(min(self.refresh_interval, max(0.0, next_review - time.monotonic()))):
+            with anyio.move_on_after(self.refresh_interval):
                 await _first(stop, wake)
             if wake.is_set() and self.batch_window:
                 await anyio.sleep(self.batch_window)
+
+    async def _follow_reviews(self, stop: anyio.Event) -> None:
+        """Every ``review_interval`` seconds (at once at start: a review may have ended while the service was
+        down), and whenever a backend reports an end, finish the reviews that ended."""
+        next_poll = 0.0
+        while not stop.is_set():
+            wake = self._review_wake = anyio.Event()
+            poll = time.monotonic() >= next_poll
+            if poll or self._told:
+                await self._review_pass(poll=poll)
+                if poll:
+                    next_poll = time.monotonic() + self.review_interval
+                continue
+            with anyio.move_on_after(next_poll - time.monotonic()):
+                await _first(stop, wake)
+
+    async def _review_pass(self, *, poll: bool) -> None:
+        try:
+            ended = await anyio.to_thread.run_sync(lambda: self.review_ends(poll=poll))
+            if ended:
+                async with self._turn:
+                    await anyio.to_thread.run_sync(self.finish_reviews, ended)
+            await anyio.to_thread.run_sync(lambda: self.delete_branches(ended, sweep=poll))
+        except (StoreopsError, OSError) as e:
+            # Queued requests do not wait for this: the drain goes on, and the reviews are asked about again.
+            log.warning("following reviews failed, trying again in %.0fs: %s", self.review_interval,
+                        remotes.redact(str(e)))
 
     def _failed(self, error: Exception) -> None:
         if self.failing_since is None:

@@ -217,3 +217,24 @@ def test_without_the_event_the_poll_finds_ends_and_a_restart_keeps_them(tmp_path
                                      ).status_code == 409
             again = world.client.post("/v1/stores", json=examples.store_payload("dropped-shop"), headers=WRITE)
             assert again.status_code == 202, again.text
+
+
+def test_a_github_that_asks_storeops_to_wait_does_not_hold_back_other_requests(tmp_path: Path) -> None:
+    settings = examples.service_settings(tmp_path, review_poll_interval=0.3)
+    with local_github(settings) as fake, world_running(settings, fake, github_settings(fake)) as world:
+        request_id, number, _ = in_review(world, "patient-shop")
+        # Every listing of the pull requests is answered "slow down" for a while: each poll backs off for seconds.
+        fake.fail_next("GET", r"/pulls$", 429, headers={"Retry-After": "4"}, times=1000)
+        wait_for(lambda: any(r.status == 429 for r in fake.requests))
+
+        started = time.monotonic()
+        direct = world.client.post("/v1/stores", json=examples.store_payload("quick-shop"), headers=WRITE)
+        assert direct.status_code == 202
+        assert request_status(world, direct.json()["request_id"], "committed")["commit"]
+        assert time.monotonic() - started < 3.0, "a direct request waited for GitHub"
+        assert request_status(world, request_id)["status"] == "pending-review"
+
+        # Once GitHub answers again, the poll finds what happened meanwhile.
+        person(fake).get_pull(number).edit(state="closed")
+        fake.failures.clear()
+        request_status(world, request_id, "rejected")
