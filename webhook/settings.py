@@ -99,6 +99,8 @@ class ServiceSettings:
     retry_min: float = 0.5
     retry_max: float = 30.0
     review_branch_prefix: str = "storeops/request-"
+    #: Seconds between asking the review backend (Git, or GitHub) where every open review stands.
+    review_poll_interval: float = 60.0
     public_url: str = ""
     #: Seconds ``storeops serve`` lets open requests finish after SIGTERM before it cancels them.
     shutdown_grace: int = 10
@@ -168,6 +170,7 @@ class ServiceSettings:
             retry_min=number("STOREOPS_RETRY_MIN", d.retry_min, low=0),
             retry_max=number("STOREOPS_RETRY_MAX", d.retry_max, low=0),
             review_branch_prefix=env.get("STOREOPS_REVIEW_BRANCH_PREFIX", d.review_branch_prefix),
+            review_poll_interval=number("STOREOPS_REVIEW_POLL_INTERVAL", d.review_poll_interval, low=1),
             public_url=env.get("STOREOPS_PUBLIC_URL", d.public_url).rstrip("/"),
             shutdown_grace=integer("STOREOPS_SHUTDOWN_GRACE", d.shutdown_grace, low=0),
             mass_delete_window=number("STOREOPS_MASS_DELETE_WINDOW", d.mass_delete_window, low=0),

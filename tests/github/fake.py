@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import jwt
 
@@ -150,6 +150,8 @@ class FakeGitHub:
             ("GET", rf"{repo}/commits", self.list_commits),
             ("GET", rf"{repo}/commits/(?P<sha>[0-9a-f]{{40}})/pulls", self.list_commit_pulls),
             ("POST", rf"{repo}/check-runs", self.create_check_run),
+            ("GET", rf"{repo}/git/matching-refs/(?P<ref>.+)", self.list_matching_refs),
+            ("DELETE", rf"{repo}/git/refs/(?P<ref>.+)", self.delete_ref),
         ):
             self.routes.append((method, re.compile(pattern + r"/?$"), handler))
 
@@ -203,7 +205,7 @@ class FakeGitHub:
         length = int(request.headers.get("Content-Length") or 0)
         raw = request.rfile.read(length) if length else b""
         split = urlsplit(request.path)
-        path, query = split.path, {k: v[-1] for k, v in parse_qs(split.query).items()}
+        path, query = unquote(split.path), {k: v[-1] for k, v in parse_qs(split.query).items()}
         method = request.command
         auth = "none"
         try:
@@ -439,10 +441,19 @@ class FakeGitHub:
         return 200, self.pull_json(self._pull(n))
 
     def update_pull(self, *, n: str, body: Json, **_: Any) -> tuple[int, Any]:
-        # https://docs.github.com/en/rest/pulls/pulls#update-a-pull-request
+        # https://docs.github.com/en/rest/pulls/pulls#update-a-pull-request (state: open or closed)
         pull = self._pull(n)
         pull.title = str(body.get("title", pull.title))
         pull.body = str(body.get("body", pull.body))
+        state = body.get("state", pull.state)
+        if state not in ("open", "closed"):
+            raise invalid("PullRequest", "state", "invalid")
+        if state != pull.state:
+            if pull.merged:
+                raise invalid("PullRequest", "state", "custom", "Cannot change the state of a merged pull request")
+            if state == "open" and not self.branch_sha(pull.head):
+                raise invalid("PullRequest", "state", "custom", "The head branch is gone; it cannot be reopened")
+            pull.state, pull.closed_at = state, now() if state == "closed" else None
         pull.updated_at = now()
         return 200, self.pull_json(pull)
 
@@ -569,6 +580,28 @@ class FakeGitHub:
         found = [self.pull_json(p) for p in sorted(self.pulls.values(), key=lambda p: -p.number)
                  if contains(f"refs/pull/{p.number}/head", sha) and not contains(p.base_at_open, sha)]
         return 200, found
+
+    def ref_json(self, ref: str, sha: str) -> Json:
+        # https://docs.github.com/en/rest/git/refs#get-a-reference (the "git-ref" schema)
+        api = f"{self.url}/repos/{self.full_name}"
+        return {"ref": ref, "node_id": f"REF_{zlib.crc32(ref.encode())}", "url": f"{api}/git/{ref}",
+                "object": {"type": "commit", "sha": sha, "url": f"{api}/git/commits/{sha}"}}
+
+    def list_matching_refs(self, *, ref: str, **_: Any) -> tuple[int, Any]:
+        # https://docs.github.com/en/rest/git/refs#list-matching-references (refs whose names start with ref)
+        listing = self.git("for-each-ref", "--format=%(refname) %(objectname)", "refs/heads/", "refs/tags/")
+        found = [line.split() for line in listing.splitlines()]
+        return 200, [self.ref_json(name, sha) for name, sha in found if name.startswith(f"refs/{ref}")]
+
+    def delete_ref(self, *, ref: str, **_: Any) -> tuple[int, Any]:
+        # https://docs.github.com/en/rest/git/refs#delete-a-reference (204; 422 when there is no such ref)
+        try:
+            self.git("rev-parse", "--verify", f"refs/{ref}")
+        except Answer:
+            raise Answer(422, {"message": "Reference does not exist", "documentation_url": DOCS,
+                               "status": "422"}) from None
+        self.git("update-ref", "-d", f"refs/{ref}")
+        return 204, None
 
     def create_check_run(self, *, body: Json, auth: str, **_: Any) -> tuple[int, Any]:
         # https://docs.github.com/en/rest/checks/runs#create-a-check-run (GitHub Apps only)

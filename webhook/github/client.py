@@ -1,10 +1,11 @@
 """The GitHub edge: settings, a PyGithub client (token or GitHub App) with back-off, and the calls storeops makes.
 
 Everything storeops says on GitHub goes through :class:`GitHub`: commit statuses (check runs when
-a GitHub App is configured), one comment per pull request or issue kept up to date in place, and
-pull requests opened once per branch. The client retries 403/429 answers that say "slow down",
-waiting as long as ``Retry-After`` or the ``X-RateLimit-Reset`` header asks, and spaces writes
-(GitHub's secondary limits ask for about one second between content-creating calls).
+a GitHub App is configured), one comment per pull request or issue kept up to date in place,
+pull requests opened once per branch, what became of them, and the deletion of their branches.
+The client retries 403/429 answers that say "slow down", waiting as long as ``Retry-After`` or the
+``X-RateLimit-Reset`` header asks, and spaces writes (GitHub's secondary limits ask for about one
+second between content-creating calls).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from github import Auth, GithubIntegration, GithubRetry
 
 from generator import environment
 from webhook.errors import SettingsError, WebhookError
-from webhook.types import Review
+from webhook.types import CLOSED, MERGED, OPEN, Branches, Review, ReviewOutcome
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +248,39 @@ class GitHub:
         log.info("opened pull request #%d from %s into %s", pull.number, branch, base)
         return Pull(pull.number, pull.html_url, pull.head.sha, True)
 
+    def open_pull_urls(self) -> set[str]:
+        """The web addresses of the repository's open pull requests."""
+        try:
+            return {str(pull.html_url) for pull in self.repo.get_pulls(state="open")}
+        except github.GithubException as e:
+            raise GitHubError(f"cannot list the open pull requests: {e.status} {_message(e)}") from e
+
+    def pull_outcome(self, number: int) -> ReviewOutcome:
+        """Where pull request ``number`` stands: open, merged (with its merge commit) or closed without merging."""
+        try:
+            pull = self.repo.get_pull(number)
+            state, merged, merge_commit = pull.state, pull.merged, pull.merge_commit_sha
+        except github.GithubException as e:
+            raise GitHubError(f"cannot read pull request #{number}: {e.status} {_message(e)}") from e
+        if merged:
+            return ReviewOutcome(MERGED, merge_commit or "")
+        return ReviewOutcome(CLOSED if state == "closed" else OPEN)
+
+    def delete_branch(self, branch: str) -> bool:
+        """Delete ``branch`` (its ``refs/heads`` ref); False when it is gone already."""
+        ref = f"refs/heads/{branch}"
+        try:
+            found = [r for r in self.repo.get_git_matching_refs(f"heads/{branch}") if r.ref == ref]
+            for match in found:
+                match.delete()
+        except github.GithubException as e:
+            if e.status == 422 and "Reference does not exist" in _message(e):
+                return False  # deleted meanwhile (GitHub deletes merged head branches when the repository says so)
+            raise GitHubError(f"cannot delete branch {branch}: {e.status} {_message(e)}") from e
+        if found:
+            log.info("deleted branch %s", branch)
+        return bool(found)
+
     def pull_for_path(self, *, path: str, branch: str) -> int | None:
         """The pull request that brought the last change of ``path`` on ``branch`` (None: it came directly)."""
         try:
@@ -267,7 +301,12 @@ def _clip(text: str) -> str:
 
 
 class GitHubPullRequests:
-    """:class:`webhook.types.PullRequests` on GitHub: one pull request per branch."""
+    """:class:`webhook.types.PullRequests` on GitHub: one pull request per branch.
+
+    GitHub says what became of a pull request (merged - also squashed or rebased - or closed), so
+    the branches in Git are not read; one listing of the open pull requests answers for all that are
+    still open, and each of the others is read once.
+    """
 
     def __init__(self, *, hub: GitHub) -> None:
         self.hub = hub
@@ -275,3 +314,28 @@ class GitHubPullRequests:
     def open(self, *, branch: str, base: str, title: str, body: str) -> Review:
         pull = self.hub.open_pull(branch=branch, base=base, title=title, body=body)
         return Review(url=pull.url, branch=branch)
+
+    def outcomes(self, reviews: Sequence[Review], *, git: Branches) -> dict[str, ReviewOutcome]:
+        if not reviews:
+            return {}
+        still_open = self.hub.open_pull_urls()
+        found: dict[str, ReviewOutcome] = {}
+        for review in reviews:
+            number = pull_number(review.url)
+            if review.url in still_open:
+                found[review.url] = ReviewOutcome(OPEN)
+            elif number is not None:
+                found[review.url] = self.hub.pull_outcome(number)
+            else:
+                log.warning("review %s is not a GitHub pull request address; cannot tell what became of it",
+                            review.url)
+        return found
+
+    def delete_branch(self, branch: str, *, git: Branches) -> None:
+        self.hub.delete_branch(branch)
+
+
+def pull_number(url: str) -> int | None:
+    """The number of the pull request at web address ``url`` (``.../pull/<number>``), None when it is not one."""
+    head, _, number = url.rstrip("/").rpartition("/")
+    return int(number) if head.endswith("/pull") and number.isdigit() else None

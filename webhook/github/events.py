@@ -24,6 +24,8 @@ ISSUES = "issues"
 VALIDATE = "validate"
 PUBLISH = "publish"
 ISSUE_TO_PULL = "issue-to-pull"
+#: A pull request from one of storeops' own branches was merged or closed.
+REVIEW_ENDED = "review-ended"
 
 PULL_ACTIONS = ("opened", "synchronize", "reopened")
 ISSUE_ACTIONS = ("opened", "edited")
@@ -52,8 +54,10 @@ def ignore(reason: str, action: str = "") -> Decision:
     return Decision("", reason, action)
 
 
-def classify(event: str, payload: Mapping[str, Any], *, repository: str, branch: str) -> Decision:
-    """What storeops does with ``event``; ``repository`` (owner/name) and ``branch`` are the GitOps repo's."""
+def classify(event: str, payload: Mapping[str, Any], *, repository: str, branch: str,
+             own: tuple[str, ...] = ()) -> Decision:
+    """What storeops does with ``event``; ``repository`` (owner/name) and ``branch`` are the GitOps repo's,
+    ``own`` the name prefixes of the branches storeops opens pull requests from."""
     action = _optional_str(payload, "action")
     if event == PING:
         return Decision("", "pong", action)
@@ -63,19 +67,24 @@ def classify(event: str, payload: Mapping[str, Any], *, repository: str, branch:
     if full_name.lower() != repository.lower():
         return ignore(f"delivery for {full_name}; storeops serves {repository}", action)
     if event == PULL_REQUEST:
-        return _pull_request(payload, action)
+        return _pull_request(payload, action, repository=repository, own=own)
     if event == PUSH:
         return _push(payload, branch)
     return _issue(payload, action)
 
 
-def _pull_request(payload: Mapping[str, Any], action: str) -> Decision:
+def _pull_request(payload: Mapping[str, Any], action: str, *, repository: str, own: tuple[str, ...]) -> Decision:
     pull = _obj(payload, "pull_request")
     number = _int(pull, "number", "pull_request.number")
-    _str(_obj(pull, "head", "pull_request.head"), "sha", "pull_request.head.sha")
+    head = _obj(pull, "head", "pull_request.head")
+    _str(head, "sha", "pull_request.head.sha")
     _str(_obj(pull, "base", "pull_request.base"), "ref", "pull_request.base.ref")
     if action == "closed":
         merged = pull.get("merged") is True
+        if own_branch(head, repository=repository, own=own):
+            _str(pull, "html_url", "pull_request.html_url")
+            return Decision(REVIEW_ENDED, f"#{number} {'merged' if merged else 'closed without merging'}: "
+                                          f"finishing storeops's requests on {head['ref']}", action)
         return ignore(f"#{number} closed{' (merged: the push to the branch publishes it)' if merged else ''}", action)
     if action not in PULL_ACTIONS:
         return ignore(f"pull_request action {action or '(none)'} needs nothing from storeops", action)
@@ -117,6 +126,14 @@ def _issue(payload: Mapping[str, Any], action: str) -> Decision:
     if issueforms.ISSUE_LABEL not in named and f"### {next(iter(issueforms.LABELS))}" not in body:
         return ignore(f"issue #{number} is not a new-store request", action)
     return Decision(ISSUE_TO_PULL, f"turning issue #{number} into a pull request", action)
+
+
+def own_branch(head: Mapping[str, Any], *, repository: str, own: tuple[str, ...]) -> bool:
+    """Whether a pull request's ``head`` is a branch storeops made: named with one of ``own``, in the repository
+    itself (a fork's branch of the same name is someone else's)."""
+    ref, repo = head.get("ref"), head.get("repo")
+    return (isinstance(ref, str) and ref.startswith(own) and isinstance(repo, Mapping)
+            and str(repo.get("full_name", "")).lower() == repository.lower())
 
 
 def own_commit(message: str) -> bool:

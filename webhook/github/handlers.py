@@ -1,4 +1,5 @@
-"""The work a GitHub delivery asks for, done after the answer: validate, publish, issue -> pull request.
+"""The work a GitHub delivery asks for, done after the answer: validate, publish, issue -> pull request,
+and the end of storeops's own pull requests.
 
 Each handler takes the delivery's payload (already checked by :mod:`webhook.events`), works in
 git and on GitHub, and returns one line saying what it did (kept with the delivery). Failures
@@ -18,6 +19,7 @@ from webhook.github import events, issueforms, pullrequests
 from webhook.github.checkouts import Checkout
 from webhook.github.client import GitHub
 from webhook.repository import Repository
+from webhook.types import CLOSED, MERGED, Review, ReviewOutcome
 
 log = logging.getLogger(__name__)
 
@@ -27,24 +29,31 @@ ISSUE_BRANCH_PREFIX = "storeops/issue-"
 
 
 class Handlers:
-    def __init__(self, *, repository: Repository, hub: GitHub, public_url: str = "") -> None:
+    def __init__(self, *, repository: Repository, hub: GitHub, public_url: str = "",
+                 review_branch_prefix: str = "storeops/request-") -> None:
         self.repository = repository
         self.git = repository.git
         self.hub = hub
         self.public_url = public_url
+        self.review_branch_prefix = review_branch_prefix
+        #: Name prefixes of the branches storeops opens pull requests from (requests in review, issue forms).
+        self.own = (review_branch_prefix, ISSUE_BRANCH_PREFIX)
         #: Pull request heads are checked out here to be validated; nothing is pushed from it.
         self.checkout = Checkout(path=self.git.state_dir / "github" / "checkout",
                                  remote=publishing.remote_url(self.git), author_name=self.git.author_name,
                                  author_email=self.git.author_email, environment=self.git.git_environment)
 
     def handle(self, *, delivery_id: str, event: str, payload: Mapping[str, Any]) -> str:
-        decision = events.classify(event, payload, repository=self.hub.settings.repository, branch=self.git.branch)
+        decision = events.classify(event, payload, repository=self.hub.settings.repository, branch=self.git.branch,
+                                   own=self.own)
         if decision.work == events.VALIDATE:
             return self.validate(payload)
         if decision.work == events.PUBLISH:
             return self.publish(payload, delivery_id=delivery_id)
         if decision.work == events.ISSUE_TO_PULL:
             return self.issue_to_pull(payload)
+        if decision.work == events.REVIEW_ENDED:
+            return self.review_ended(payload)
         return f"ignored: {decision.reason}"
 
     # --- pull requests ----------------------------------------------------------------------------
@@ -57,6 +66,20 @@ class Handlers:
             return f"skipped: {verdict.description}"
         pullrequests.report(self.hub, number=number, head_sha=sha, verdict=verdict, target_url=self.public_url)
         return f"#{number} {verdict.state}: {verdict.description}"
+
+    def review_ended(self, payload: Mapping[str, Any]) -> str:
+        """One of storeops's pull requests was merged or closed: the intake finishes the requests in it (and
+        deletes their branch once it has); an issue form's branch is deleted here."""
+        pull = payload["pull_request"]
+        number, branch, url = int(pull["number"]), str(pull["head"]["ref"]), str(pull["html_url"])
+        merged = pull.get("merged") is True
+        outcome = ReviewOutcome(MERGED, str(pull.get("merge_commit_sha") or "")) if merged else ReviewOutcome(CLOSED)
+        said = f"#{number} {'merged' if merged else 'closed without merging'}"
+        if branch.startswith(ISSUE_BRANCH_PREFIX):
+            deleted = self.hub.delete_branch(branch)
+            return f"{said}: {'deleted' if deleted else 'no longer any'} branch {branch}"
+        self.repository.reviewed(Review(url=url, branch=branch), outcome)
+        return f"{said}: told the intake to finish the requests on {branch}"
 
     # --- merge -> publish -------------------------------------------------------------------------
 

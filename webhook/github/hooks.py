@@ -121,7 +121,8 @@ async def _first(*signals: anyio.Event) -> None:
 
 def build(config: ServiceSettings, github: GitHubSettings, *, hub: GitHub, repository: Repository) -> GitHubService:
     store = deliveries.Deliveries(path=config.git.state_dir / DELIVERIES_FILE)
-    handlers = Handlers(repository=repository, hub=hub, public_url=config.public_url)
+    handlers = Handlers(repository=repository, hub=hub, public_url=config.public_url,
+                        review_branch_prefix=config.review_branch_prefix)
     return GitHubService(settings=github, deliveries=store, handlers=handlers, retry_min=config.retry_min,
                          retry_max=config.retry_max)
 
@@ -157,7 +158,7 @@ async def github_webhook(request: Request) -> Response:
     if not isinstance(payload, dict):
         raise events.Malformed("the delivery must be a JSON object")
     decision = events.classify(event, payload, repository=settings.repository,
-                               branch=service.handlers.git.branch)
+                               branch=service.handlers.git.branch, own=service.handlers.own)
     answer = {"delivery": delivery_id, "event": event, "action": decision.action, "reason": decision.reason}
     if event == events.PING:
         log.info("delivery %s: ping from hook %s", delivery_id, payload.get("hook_id"))

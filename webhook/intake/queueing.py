@@ -29,6 +29,8 @@ COMMITTED = "committed"
 REJECTED = "rejected"
 #: Requests that still hold their store id (queued, or waiting in a pull request).
 ACTIVE = (REQUESTED, PENDING_REVIEW)
+#: The code of the problem a request carries when its review was closed without merging.
+REVIEW_CLOSED = "review-closed"
 
 CREATE = "create"
 #: Change fields of an existing store (a JSON merge patch, applied when the request is accepted).
@@ -55,11 +57,16 @@ CREATE TABLE IF NOT EXISTS requests (
     created REAL NOT NULL,
     updated REAL NOT NULL,
     scope TEXT NOT NULL DEFAULT '',
-    override TEXT NOT NULL DEFAULT ''
+    override TEXT NOT NULL DEFAULT '',
+    review_branch TEXT NOT NULL DEFAULT ''
 );
 CREATE UNIQUE INDEX IF NOT EXISTS requests_idempotency
     ON requests (client, idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS requests_status ON requests (status, seq);
+"""
+#: Made after the columns an older queue may lack are added.
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS requests_review_branch ON requests (review_branch) WHERE review_branch != '';
 """
 
 
@@ -88,6 +95,8 @@ class Request:
     scope: str = ""
     #: Why a deletion beyond the mass-delete limit was wanted (the caller's stated reason; audited).
     override: str = ""
+    #: The branch of the request's review ('' for a direct change, and in queues older than this field).
+    review_branch: str = ""
 
     @property
     def path(self) -> str:
@@ -102,7 +111,7 @@ class Request:
 
 _COLUMNS = ("seq", "id", "store_id", "action", "content", "cluster", "review", "source", "client",
             "idempotency_key", "body_hash", "status", "commit_sha", "review_url", "problems", "created", "updated",
-            "scope", "override")
+            "scope", "override", "review_branch")
 
 
 def _row(row: tuple[Any, ...]) -> Request:
@@ -124,9 +133,10 @@ class Queue:
         #: Grows with every change this process makes: a cheap key for views built from the queue.
         self.version = 0
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(requests)")}
-        for added in ("scope", "override"):  # a queue written by an older version
+        for added in ("scope", "override", "review_branch"):  # a queue written by an older version
             if added not in columns:
                 self._db.execute(f"ALTER TABLE requests ADD COLUMN {added} TEXT NOT NULL DEFAULT ''")
+        self._db.executescript(_INDEXES)
 
     def close(self) -> None:
         with self._lock:
@@ -156,7 +166,7 @@ class Queue:
                 (request.id, request.store_id, request.action, request.content, request.cluster, int(request.review),
                  request.source, request.client, request.idempotency_key, request.body_hash, request.status,
                  request.commit_sha, request.review_url, "[]", request.created, request.updated, request.scope,
-                 request.override))
+                 request.override, request.review_branch))
             seq = cursor.lastrowid or 0
             self.version += 1
         log.info("queued request %s: %s %s", request.id, request.action, request.store_id)
@@ -199,16 +209,40 @@ class Queue:
     def for_store(self, store_id: str) -> list[Request]:
         return self._select("WHERE store_id = ? ORDER BY seq", (store_id,))
 
+    def in_review(self) -> list[Request]:
+        """Requests waiting in a pull request, oldest first."""
+        return self._select("WHERE status = ? ORDER BY seq", (PENDING_REVIEW,))
+
+    def by_review_branch(self, branch: str) -> list[Request]:
+        """The requests whose review is (or was) on ``branch``."""
+        return self._select("WHERE review_branch = ? ORDER BY seq", (branch,))
+
     def finish(self, *, request_ids: Iterable[str], status: str, commit_sha: str | None = None,
-               review_url: str | None = None, problems: Iterable[Problem] = ()) -> None:
+               review_url: str | None = None, review_branch: str = "", problems: Iterable[Problem] = ()) -> None:
         """Record what became of requests (one transaction for all of them)."""
         encoded = json.dumps([p.as_dict() for p in problems])
         now = time.time()
         ids = list(request_ids)
         with self._transaction() as db:
-            db.executemany("UPDATE requests SET status = ?, commit_sha = ?, review_url = ?, problems = ?, updated = ? "
-                           "WHERE id = ?", [(status, commit_sha, review_url, encoded, now, i) for i in ids])
+            db.executemany("UPDATE requests SET status = ?, commit_sha = ?, review_url = ?, review_branch = ?, "
+                           "problems = ?, updated = ? WHERE id = ?",
+                           [(status, commit_sha, review_url, review_branch, encoded, now, i) for i in ids])
             self.version += 1
+
+    def end_review(self, *, request_id: str, status: str, commit_sha: str | None = None,
+                   problems: Iterable[Problem] = ()) -> bool:
+        """Record the end of a request's review (``committed`` or ``rejected``), keeping where the review was.
+
+        Only a request still ``pending-review`` changes, so telling an end twice records it once;
+        returns whether this call recorded it.
+        """
+        encoded = json.dumps([p.as_dict() for p in problems])
+        with self._transaction() as db:
+            cursor = db.execute("UPDATE requests SET status = ?, commit_sha = ?, problems = ?, updated = ? "
+                                "WHERE id = ? AND status = ?",
+                                (status, commit_sha, encoded, time.time(), request_id, PENDING_REVIEW))
+            self.version += 1
+        return cursor.rowcount == 1
 
     def counts(self) -> dict[str, int]:
         with self._lock:

@@ -39,7 +39,10 @@ def build(config: ServiceSettings, *, repository: Repository) -> Service:
     metrics = Metrics()
     writer = Writer(repository=repository, intake=intake, metrics=metrics,
                     batch_max=config.batch_max, batch_window=config.batch_window, retry_min=config.retry_min,
-                    retry_max=config.retry_max, review_branch_prefix=config.review_branch_prefix)
+                    retry_max=config.retry_max, review_branch_prefix=config.review_branch_prefix,
+                    review_interval=config.review_poll_interval)
+    # A review backend that reports a review's end by itself (GitHub's events) reaches the writer here.
+    repository.on_reviewed = writer.note_reviewed
     forms = mappings.load(config.form_mapping)
     if config.form_secret:
         log.warning("the form webhook POST /v1/webhooks/form with STOREOPS_FORM_SECRET/_FIELDS is deprecated and "

@@ -5,18 +5,31 @@ carried, or absent for a delete), so applying a request twice changes nothing th
 Requests are marked done only after the push succeeded; after a crash the ones already in Git are
 applied again as no-ops and then marked, so each lands exactly once. An unreachable remote or a
 failed push leaves the requests queued and the writer retries with exponential backoff.
+
+A request that needs review waits ``pending-review`` on its own branch and pull request until the
+review ends: merged, its requests are ``committed`` (at the merge commit when known) and the merge is
+rendered; closed without merging, they are ``rejected`` and their store ids are free again. Either
+way the branch is deleted. Beside the drain, the writer asks the review backend where every open
+review stands every ``review_interval`` seconds (and once at start, so an end that came while the
+service was down is found), and acts at once when a backend reports an end by itself (GitHub's
+``pull_request`` event); only the changes to Git and the queue take turns with the drain.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 
 from generator import errors, fleet, remotes, trees
 from generator.errors import InvalidInput, MassDeleteRefused, Problem, StoreopsError
@@ -24,6 +37,7 @@ from webhook.intake import queueing
 from webhook.intake.admission import Intake
 from webhook.metrics import Metrics
 from webhook.repository import Repository
+from webhook.types import CLOSED, MERGED, Review, ReviewOutcome
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +106,18 @@ def apply_requests(root: Path, requests: list[queueing.Request], outcomes: Outco
     return written
 
 
+class Ended(NamedTuple):
+    """A review that ended, with the requests in it."""
+
+    review: Review
+    requests: list[queueing.Request]
+    outcome: ReviewOutcome
+
+
 class Writer:
     def __init__(self, *, repository: Repository, intake: Intake, metrics: Metrics,
                  batch_max: int, batch_window: float, retry_min: float, retry_max: float,
-                 review_branch_prefix: str, refresh_interval: float = 30.0) -> None:
+                 review_branch_prefix: str, refresh_interval: float = 30.0, review_interval: float = 60.0) -> None:
         self.repository = repository
         self.git = repository.git
         self.intake = intake
@@ -107,9 +129,20 @@ class Writer:
         self.retry_max = retry_max
         self.review_branch_prefix = review_branch_prefix
         self.refresh_interval = refresh_interval
+        #: Seconds between asking the review backend where every open review stands.
+        self.review_interval = review_interval
         self.failing_since: float | None = None
         self.last_error = ""
         self._wake: anyio.Event | None = None
+        #: The running loop and its thread, so a review end reported from another thread can wake it.
+        self._token: anyio.lowlevel.EventLoopToken | None = None
+        self._loop_thread = 0
+        #: Review ends a backend reported (by review URL), not yet acted on, and what wakes the review follower.
+        self._told: dict[str, ReviewOutcome] = {}
+        self._told_lock = threading.Lock()
+        self._review_wake = anyio.Event()
+        #: Held while Git and the queue are changed (a drain, a review's end): one change at a time.
+        self._turn = anyio.Lock()
 
     def wake(self) -> None:
         """Tell the writer there is work (called from the event loop after a request is queued)."""
@@ -196,7 +229,8 @@ class Writer:
             message=f"Request: {request.id} ({request.action} {request.store_id})")
         self.metrics.observe_publish(seconds=0.0, pushed=result.committed, requests=1)
         if outcomes.rejected:
-            self.queue.finish(request_ids=[request.id], status=queueing.REJECTED,
+            # The branch stays behind until the next sweep of ended reviews' branches deletes it.
+            self.queue.finish(request_ids=[request.id], status=queueing.REJECTED, review_branch=branch,
                               problems=outcomes.rejected[request.id])
             return
         review = self.repository.open_pull(
@@ -204,23 +238,127 @@ class Writer:
             body=f"Requested through storeops intake (request {request.id}).\n\n"
                  f"Cluster {request.cluster} needs review for store changes.")
         self.queue.finish(request_ids=[request.id], status=queueing.PENDING_REVIEW, commit_sha=result.sha,
-                          review_url=review.url)
+                          review_url=review.url, review_branch=branch)
         log.info("request %s for store %s is in review at %s", request.id, request.store_id, review.url)
 
-    # --- the loop ---------------------------------------------------------------------------------
+    # --- the end of reviews -----------------------------------------------------------------------
+
+    def note_reviewed(self, review: Review, outcome: ReviewOutcome) -> None:
+        """``Repository.on_reviewed``, from any thread: a backend reported a review's end; act on it now.
+
+        Only a hint kept in memory: were it lost, the next poll of the reviews finds the same end.
+        """
+        with self._told_lock:
+            self._told[review.url] = outcome
+        if threading.get_ident() == self._loop_thread:
+            self._review_wake.set()
+        elif self._token is not None:
+            with contextlib.suppress(anyio.RunFinishedError):  # no loop left to wake
+                anyio.from_thread.run_sync(self._review_wake.set, token=self._token)
+
+    def review_ends(self, *, poll: bool) -> list[Ended]:
+        """The reviews that ended: those a backend reported, and with ``poll`` those the backend says ended when
+        asked about every other open review (blocking; calls the backend, so never in the writer's turn)."""
+        with self._told_lock:
+            told, self._told = self._told, {}
+        waiting: dict[str, list[queueing.Request]] = {}
+        for request in self.queue.in_review():
+            if request.review_url:
+                waiting.setdefault(request.review_url, []).append(request)
+        reviews = {url: Review(url=url, branch=held[0].review_branch or f"{self.review_branch_prefix}{held[0].id}",
+                               head=held[-1].commit_sha or "") for url, held in waiting.items()}
+        outcomes = {url: outcome for url, outcome in told.items() if url in reviews}
+        if poll:
+            outcomes |= self.repository.review_outcomes([r for url, r in reviews.items() if url not in outcomes])
+        return [Ended(reviews[url], waiting[url], outcome) for url, outcome in outcomes.items()
+                if outcome.state in (MERGED, CLOSED)]
+
+    def finish_reviews(self, ended: list[Ended]) -> None:
+        """Record the ends of reviews, and bring the intake's view of Git and the queue up to date. A landed
+        change is in that view before its requests stop holding the store id, so no request for the id slips
+        in between (blocking; in the writer's turn)."""
+        for review, requests, outcome in ended:
+            ids = ", ".join(r.id for r in requests)
+            if outcome.state == MERGED:
+                self._render_merge(review)
+                self.refresh()
+                self._commit_reviewed(requests, commit_sha=outcome.merge_commit or None)
+                log.info("review %s was merged (%s): requests %s are committed", review.url,
+                         outcome.merge_commit[:12] or "merge commit unknown", ids)
+            elif self._landed_anyway(requests):
+                # Closed, but its change is on the branch all the same (a squash or rebase by hand, the same
+                # change pushed directly): the requests did land.
+                self._commit_reviewed(requests, commit_sha=None)
+                log.info("review %s was closed with its change already on %s: requests %s are committed",
+                         review.url, self.git.branch, ids)
+            else:
+                message = f"the review pull request {review.url} was closed without merging"
+                for request in requests:
+                    self.queue.end_review(request_id=request.id, status=queueing.REJECTED, problems=[
+                        Problem(request.path, 0, "review", message, queueing.REVIEW_CLOSED)])
+                self.refresh()
+                log.info("review %s was closed without merging: requests %s are rejected", review.url, ids)
+
+    def delete_branches(self, ended: list[Ended], *, sweep: bool) -> None:
+        """Delete the branches of ``ended`` reviews; with ``sweep`` also those of earlier ended reviews (and of
+        requests refused on their branch) still on the remote, as of the last fetch (blocking)."""
+        for review, _, _ in ended:
+            try:
+                self.repository.end_review(review)
+            except (StoreopsError, OSError) as e:
+                log.warning("review %s ended, but its branch %s stays until the next poll: %s", review.url,
+                            review.branch, remotes.redact(str(e)))
+        if not sweep:
+            return
+        for name in self.repository.branches(self.review_branch_prefix):
+            requests = self.queue.by_review_branch(name)
+            if requests and all(r.status not in queueing.ACTIVE for r in requests):
+                self.repository.end_review(Review(url=requests[-1].review_url or "", branch=name))
+
+    def _render_merge(self, review: Review) -> None:
+        """Render what the merge brought (the publish a push to the branch makes; nothing when it is rendered)."""
+        try:
+            self.repository.publish(message=f"Published after the merge of {review.url}")
+        except StoreopsError as e:
+            # The entry is on the branch all the same; the next publish renders it.
+            log.warning("rendering after the merge of %s failed: %s", review.url, remotes.redact(str(e)))
+
+    def _commit_reviewed(self, requests: list[queueing.Request], *, commit_sha: str | None) -> None:
+        landed = [r.id for r in requests
+                  if self.queue.end_review(request_id=r.id, status=queueing.COMMITTED, commit_sha=commit_sha)]
+        self.metrics.count("storeops_requests_landed_total", len(landed))
+
+    def _landed_anyway(self, requests: list[queueing.Request]) -> bool:
+        """Whether the branch holds what each of ``requests`` asked for (its store file, or its absence); if so,
+        the intake's view of Git is brought up to date."""
+        files, sha = self.repository.read()
+        if not all(files.get(r.path) == (None if r.content is None else r.content.encode()) for r in requests):
+            return False
+        self.intake.load_git(files=files, sha=sha)
+        return True
+
+    # --- the loops --------------------------------------------------------------------------------
 
     async def run(self, *, stop: anyio.Event) -> None:
-        """Drain until ``stop`` is set; retries with backoff while Git cannot be reached."""
-        delay = self.retry_min
+        """Drain until ``stop`` is set, retrying with backoff while Git cannot be reached; beside it, follow
+        the reviews, so a slow or unreachable review backend never holds queued requests back."""
+        self._token, self._loop_thread = anyio.lowlevel.current_token(), threading.get_ident()
         await anyio.to_thread.run_sync(self.recover)
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._follow_reviews, stop)
+            await self._drain(stop)
+
+    async def _drain(self, stop: anyio.Event) -> None:
+        delay = self.retry_min
         loaded = False
         last_refresh = 0.0
         while not stop.is_set():
             try:
-                if not loaded or time.monotonic() - last_refresh > self.refresh_interval:
-                    await anyio.to_thread.run_sync(self.refresh)
-                    loaded, last_refresh = True, time.monotonic()
-                handled = await anyio.to_thread.run_sync(self.drain_once)
+                async with self._turn:
+                    if not loaded or time.monotonic() - last_refresh > self.refresh_interval:
+                        await anyio.to_thread.run_sync(self.refresh)
+                        loaded, last_refresh = True, time.monotonic()
+                    handled = await anyio.to_thread.run_sync(self.drain_once)
                 if handled:
                     last_refresh = time.monotonic()
             except (StoreopsError, OSError) as e:
@@ -240,6 +378,33 @@ class Writer:
                 await _first(stop, wake)
             if wake.is_set() and self.batch_window:
                 await anyio.sleep(self.batch_window)
+
+    async def _follow_reviews(self, stop: anyio.Event) -> None:
+        """Every ``review_interval`` seconds (at once at start: a review may have ended while the service was
+        down), and whenever a backend reports an end, finish the reviews that ended."""
+        next_poll = 0.0
+        while not stop.is_set():
+            wake = self._review_wake = anyio.Event()
+            poll = time.monotonic() >= next_poll
+            if poll or self._told:
+                await self._review_pass(poll=poll)
+                if poll:
+                    next_poll = time.monotonic() + self.review_interval
+                continue
+            with anyio.move_on_after(next_poll - time.monotonic()):
+                await _first(stop, wake)
+
+    async def _review_pass(self, *, poll: bool) -> None:
+        try:
+            ended = await anyio.to_thread.run_sync(lambda: self.review_ends(poll=poll))
+            if ended:
+                async with self._turn:
+                    await anyio.to_thread.run_sync(self.finish_reviews, ended)
+            await anyio.to_thread.run_sync(lambda: self.delete_branches(ended, sweep=poll))
+        except (StoreopsError, OSError) as e:
+            # Queued requests do not wait for this: the drain goes on, and the reviews are asked about again.
+            log.warning("following reviews failed, trying again in %.0fs: %s", self.review_interval,
+                        remotes.redact(str(e)))
 
     def _failed(self, error: Exception) -> None:
         if self.failing_since is None:

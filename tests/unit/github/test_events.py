@@ -33,6 +33,30 @@ def test_pull_requests_are_validated_on_open_sync_and_reopen() -> None:
     assert merged.work == "" and "push to the branch publishes it" in merged.reason
 
 
+def test_the_end_of_storeops_own_pull_requests_is_worked_on_and_others_are_ignored() -> None:
+    own = ("storeops/request-", "storeops/issue-")
+
+    def closed(ref: str, *, merged: bool = False, repo: object = REPO, **extra: Any) -> events.Decision:
+        payload = pull("closed", merged=merged, head={"sha": "a" * 40, "ref": ref, "repo": repo},
+                       **{"html_url": "https://github.example/acme/gitops/pull/7", **extra})
+        return events.classify("pull_request", payload, repository="acme/gitops", branch="main", own=own)
+
+    for merged, said in ((True, "merged"), (False, "closed without merging")):
+        decision = closed("storeops/request-1", merged=merged)
+        assert decision.work == events.REVIEW_ENDED
+        assert decision.reason == f"#7 {said}: finishing storeops's requests on storeops/request-1"
+    assert closed("storeops/issue-3").work == events.REVIEW_ENDED
+    # Someone else's branch, a fork's branch named like storeops's own, a deleted fork: nothing to do.
+    assert closed("feature/x", merged=True).reason == "#7 closed (merged: the push to the branch publishes it)"
+    assert closed("storeops/request-1", repo={"full_name": "mallory/gitops"}).work == ""
+    assert closed("storeops/request-1", repo=None).work == ""
+    # Without the prefixes (the default), no branch is storeops's own.
+    assert classify("pull_request", pull("closed", head={"sha": "a" * 40, "ref": "storeops/request-1",
+                                                        "repo": REPO})).work == ""
+    with pytest.raises(events.Malformed, match=r"pull_request\.html_url"):
+        closed("storeops/request-1", html_url=None)
+
+
 def test_pushes_to_the_branch_that_touch_inputs_are_published() -> None:
     assert classify("push", push("Add store x")).work == events.PUBLISH
     assert classify("push", push("Docs", paths=("README.md",))).reason.startswith("push changes nothing under")
