@@ -702,6 +702,11 @@ def test_the_rotation_job_changes_the_admin_password_in_the_secret_only_after_th
     assert setter["command"][:2] == ["sh", "-c"] and "-s \"$NEW_ADMIN_PASSWORD_FILE\"" in setter["command"][2]
     step_env = {e["name"]: e["value"] for e in prepare["env"] if "value" in e}
     assert step_env["ROTATION"] == "1"
+    # The count is also on a managed object: Argo CD compares only those (not hooks), so a new count alone
+    # makes the store OutOfSync and its sync runs the Job.
+    record = _one(manifests, "ConfigMap", "credentials-rotation")
+    assert record["data"] == {"rotation": "1"} and "argocd.argoproj.io/hook" not in (
+        record["metadata"].get("annotations") or {})
     # Without a rotation asked for, no Job.
     plain = dataclasses.replace(case, store=dataclasses.replace(case.store, password_rotation=0))
     assert not [m for m in _documents(_template_text(helm, plain, _values_file(tmp_path, plain.values_text())))

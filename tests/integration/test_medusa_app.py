@@ -305,5 +305,25 @@ def _build_bootstrap_and_order(tmp_path: Path, npm: str, timings: Timings) -> No
             assert found and found[0]["email"] == "buyer@example.test" and found[0]["total"] == 25, orders
             dashboard = httpx.get(f"{url}/app", timeout=30)
             assert dashboard.status_code == 200 and "<html" in dashboard.text.lower()
+
+
+            # The rotation Job's engine step: a new password for the admin, through the auth module.
+            new_password = secrets.token_urlsafe(32)
+            password_file = tmp_path / "new-password"
+            password_file.write_text(new_password)
+            rotate_env = {**env, "ADMIN_EMAIL": admin_email, "NEW_ADMIN_PASSWORD_FILE": str(password_file)}
+            set_password = [cli, "exec", "./src/scripts/set-admin-password.js"]
+            with timings.step("set admin password"):
+                changed = _run(set_password, cwd=server_dir, env=rotate_env, log=logs / "password-1.log", timeout=600)
+            assert f"the password of {admin_email} was changed" in changed and new_password not in changed
+            assert order_id in {o["id"] for o in _admin_orders(url, admin_email, new_password)}
+            with httpx.Client(base_url=url, timeout=60) as admin:
+                old = admin.post("/auth/user/emailpass", json={"email": admin_email, "password": admin_password})
+                assert old.status_code == 401, old.text
+            again = _run(set_password, cwd=server_dir, env=rotate_env, log=logs / "password-2.log", timeout=600)
+            assert "has the new password already" in again
+            nobody = _run(set_password, cwd=server_dir, env={**rotate_env, "ADMIN_EMAIL": "nobody@example.test"},
+                          log=logs / "password-3.log", timeout=600)  # fmt: skip
+            assert "the bootstrap makes it" in nobody
         finally:
             server.stop(timeout=30)

@@ -426,7 +426,21 @@ hook's ServiceAccount, which may get and patch this one Secret.
 */ -}}
 {{- define "storeops.passwordRotation" -}}
 {{- $root := .root -}}
+{{- if gt (int ($root.Values.credentials.rotation | default 0)) 0 }}
+# The count the rotation Job works to, as a managed object: Argo CD compares only managed objects, so a
+# change of the count alone (hooks are not compared) makes the store OutOfSync and its sync runs the Job.
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: credentials-rotation
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "storeops.componentLabels" (dict "root" $root "component" "credentials-rotation") | nindent 4 }}
+data:
+  rotation: {{ $root.Values.credentials.rotation | int | quote }}
+{{- end }}
 {{- if and (gt (int ($root.Values.credentials.rotation | default 0)) 0) (not $root.Values.suspended) }}
+---
 {{- $sel := dict "root" $root "component" "credentials-rotation" -}}
 {{- $hook := dict "argocd" "PostSync" "helm" "post-install,post-upgrade" "weight" 7 -}}
 {{- $python := dict "image" (printf "%s:%s" $root.Values.credentials.image.repository $root.Values.credentials.image.tag) -}}
