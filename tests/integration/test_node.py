@@ -130,6 +130,7 @@ def test_node_is_real_and_ready(node_stack: stack.Stack) -> None:
     addresses = {a["type"]: a["address"] for a in _status(got)["addresses"]}  # type: ignore[attr-defined]
     assert addresses["InternalIP"] == node.GATEWAY
     assert node_stack.node_started_seconds > 0
+    print(f"node: kubelet, containerd, kube-proxy and the add-ons ready in {node_stack.node_started_seconds:.1f}s")
 
 
 def test_pod_runs_to_ready_with_its_probe_and_serves_the_host(
