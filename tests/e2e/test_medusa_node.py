@@ -236,14 +236,18 @@ def test_a_medusa_store_requested_through_the_api_takes_an_order_the_owner_finds
         assert status == 200, view
         return str((view.get("deployment") or {}).get("revision") or "")
 
-    before = revision()
-    suspended = time.monotonic()
-    status, asked = _owner_call(loop, "PATCH", f"/v1/stores/{STORE_ID}", {"state": "suspended"})
-    assert status == 202, asked
-    assert loop.wait_request(asked["request_id"])["status"] == "committed"
-    events = loop.follow(STORE_ID, until=("ready", "failed", "degraded"), since=suspended, timeout=READY_TIMEOUT,
-                         after_revision=before)  # fmt: skip
-    assert events[-1]["status"] == "ready", f"{events[-1]}\n{describe()}"
+    def change_until_ready(state: str) -> float:
+        """PATCH the store's state as its owner; the seconds until it is ready at the change."""
+        before, began = revision(), time.monotonic()
+        status, asked = _owner_call(loop, "PATCH", f"/v1/stores/{STORE_ID}", {"state": state})
+        assert status == 202, asked
+        assert loop.wait_request(asked["request_id"])["status"] == "committed"
+        events = loop.follow(STORE_ID, until=("ready", "failed", "degraded"), since=began, timeout=READY_TIMEOUT,
+                             after_revision=before)  # fmt: skip
+        assert events[-1]["status"] == "ready", f"{events[-1]}\n{describe()}"
+        return time.monotonic() - began
+
+    change_until_ready("suspended")
 
     def stopped() -> bool:
         pods = _kubectl_json(cluster.kubectl, "get", "pods", "-n", namespace)["items"]
@@ -255,15 +259,7 @@ def test_a_medusa_store_requested_through_the_api_takes_an_order_the_owner_finds
     assert claims and all(c["status"].get("phase") == "Bound" for c in claims)
     with httpx.Client(base_url=base, headers={"Host": host}, timeout=30) as anonymous:
         assert anonymous.get("/health").status_code in (404, 502, 503)
-    before = revision()
-    resumed = time.monotonic()
-    status, asked = _owner_call(loop, "PATCH", f"/v1/stores/{STORE_ID}", {"state": "active"})
-    assert status == 202, asked
-    assert loop.wait_request(asked["request_id"])["status"] == "committed"
-    events = loop.follow(STORE_ID, until=("ready", "failed", "degraded"), since=resumed, timeout=READY_TIMEOUT,
-                         after_revision=before)  # fmt: skip
-    assert events[-1]["status"] == "ready", f"{events[-1]}\n{describe()}"
-    print(f"medusa: resume -> ready {time.monotonic() - resumed:.0f}s", flush=True)
+    print(f"medusa: resume -> ready {change_until_ready('active'):.0f}s", flush=True)
     with httpx.Client(base_url=base, headers={"Host": host}, timeout=120) as admin:
         health = _wait("the resumed store to answer", lambda: admin.get("/health").status_code == 200,
                        timeout=READY_TIMEOUT, describe=describe)  # fmt: skip

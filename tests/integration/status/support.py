@@ -12,10 +12,13 @@ import socket
 import threading
 import time
 import uuid
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 from kubernetes import client
 
-from harness import receivers
+from harness import examples, receivers
 from harness import stack as harness_stack
 from harness.applications import (
     api_client,
@@ -27,6 +30,7 @@ from harness.applications import (
     wait_until,
 )
 from webhook import credentials
+from webhook.settings import ServiceSettings, StatusSettings, Token
 
 SECRET = "callback-secret-for-tests"
 TOKEN = "shared-token-for-tests"
@@ -97,6 +101,25 @@ class TcpProxy:
 
 def token() -> str:
     return secrets.token_hex(8)
+
+
+#: Owner-scoped tokens of the example stores' owners (see :func:`owners_service`).
+JANE = {"Authorization": "Bearer jane-owner-token"}  # owns acme-outdoor
+SAM = {"Authorization": "Bearer sam-owner-token"}  # owns bookworm
+
+
+def owners_service(tmp_path: Path, apiserver: harness_stack.Stack, **status: Any) -> tuple[ServiceSettings,
+                                                                                           StatusSettings]:
+    """Service settings on a fresh copy of the example data with Jane's and Sam's owner tokens, and a
+    status reader on ``apiserver`` in a namespace of its own."""
+    base = examples.service_settings(tmp_path)
+    config = replace(base, tokens=(*base.tokens,
+                                   Token("jane-owner-token", name="jane", owner="jane@acme-outdoor.example"),
+                                   Token("sam-owner-token", name="sam", owner="sam@bookworm.example")))
+    reader = StatusSettings(kubeconfig=str(apiserver.kubeconfig), namespace=new_namespace(apiserver),
+                            ledger=tmp_path / "status.sqlite3", workdir=config.git.workdir, backoff_min=0.1,
+                            **status)
+    return config, reader
 
 
 def rotate_credentials_secret(apiserver: harness_stack.Stack, store_id: str, password: str, rotation: int) -> None:

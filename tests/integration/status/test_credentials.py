@@ -25,10 +25,9 @@ from tests.integration.status import support
 from tests.integration.test_signin import provider, sign_in
 from webhook import app, credentials, csrf
 from webhook.errors import Conflict, NotFound, NotReady
-from webhook.settings import StatusSettings, Token
+from webhook.settings import StatusSettings
 
-JANE = {"Authorization": "Bearer jane-owner-token"}  # owns acme-outdoor in the example data
-SAM = {"Authorization": "Bearer sam-owner-token"}  # owns bookworm
+JANE, SAM = support.JANE, support.SAM  # the owners of acme-outdoor and of bookworm in the example data
 WRITE = {"Authorization": f"Bearer {examples.WRITE_TOKEN}"}
 
 __all__ = ["provider"]
@@ -37,12 +36,7 @@ __all__ = ["provider"]
 def test_the_owner_sees_the_credentials_once_and_nobody_else_at_all(
         tmp_path: Path, apiserver: harness_stack.Stack, caplog: pytest.LogCaptureFixture) -> None:
     password = f"pw-{uuid.uuid4().hex}"
-    base = examples.service_settings(tmp_path)
-    config = replace(base, tokens=(*base.tokens,
-                                   Token("jane-owner-token", name="jane", owner="jane@acme-outdoor.example"),
-                                   Token("sam-owner-token", name="sam", owner="sam@bookworm.example")))
-    status = StatusSettings(kubeconfig=str(apiserver.kubeconfig), namespace=support.new_namespace(apiserver),
-                            ledger=tmp_path / "status.sqlite3", workdir=config.git.workdir, backoff_min=0.1)
+    config, status = support.owners_service(tmp_path, apiserver)
     caplog.set_level(logging.DEBUG)
     with TestClient(app.create_app(config, status=status)) as http:
         support.wait_until("the service has read Git", lambda: http.get("/readyz").status_code == 200)
@@ -84,12 +78,7 @@ def test_the_owner_sees_the_credentials_once_and_nobody_else_at_all(
 def test_the_owner_changes_the_password_through_the_api_and_the_next_link_shows_the_new_one(
         tmp_path: Path, apiserver: harness_stack.Stack, caplog: pytest.LogCaptureFixture) -> None:
     old, new = f"pw-{uuid.uuid4().hex}", f"pw-{uuid.uuid4().hex}"
-    base = examples.service_settings(tmp_path)
-    config = replace(base, tokens=(*base.tokens,
-                                   Token("jane-owner-token", name="jane", owner="jane@acme-outdoor.example"),
-                                   Token("sam-owner-token", name="sam", owner="sam@bookworm.example")))
-    status = StatusSettings(kubeconfig=str(apiserver.kubeconfig), namespace=support.new_namespace(apiserver),
-                            ledger=tmp_path / "status.sqlite3", workdir=config.git.workdir, backoff_min=0.1)
+    config, status = support.owners_service(tmp_path, apiserver)
     bare = Path(str(config.git.remote))
     caplog.set_level(logging.DEBUG)
     support.credentials_secret(apiserver, "acme-outdoor", old)

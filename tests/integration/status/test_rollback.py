@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,23 +17,15 @@ from harness import applications, examples
 from harness import stack as harness_stack
 from tests.integration.status import support
 from webhook import app
-from webhook.settings import StatusSettings, Token
 
-JANE = {"Authorization": "Bearer jane-owner-token"}  # owns acme-outdoor in the example data
-SAM = {"Authorization": "Bearer sam-owner-token"}
+JANE, SAM = support.JANE, support.SAM  # the owners of acme-outdoor and of bookworm in the example data
 
 
 def test_a_failing_change_is_rolled_back_to_the_entry_the_store_was_ready_with(
         tmp_path: Path, apiserver: harness_stack.Stack) -> None:
-    base = examples.service_settings(tmp_path)
-    config = replace(base, tokens=(*base.tokens,
-                                   Token("jane-owner-token", name="jane", owner="jane@acme-outdoor.example"),
-                                   Token("sam-owner-token", name="sam", owner="sam@bookworm.example")))
+    config, status = support.owners_service(tmp_path, apiserver, tick=0.1)
     bare = Path(str(config.git.remote))
-    namespace = support.new_namespace(apiserver)
-    status = StatusSettings(kubeconfig=str(apiserver.kubeconfig), namespace=namespace,
-                            ledger=tmp_path / "status.sqlite3", workdir=config.git.workdir, backoff_min=0.1,
-                            tick=0.1)
+    namespace = status.namespace
     api = support.api_client(apiserver.kubeconfig)
     custom = client.CustomObjectsApi(api)
     try:
