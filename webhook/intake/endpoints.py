@@ -16,7 +16,7 @@ import yaml
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 
-from generator import entries, errors, publishing, remotes
+from generator import entries, errors, publishing, releases, remotes, rendering
 from generator.errors import Problem
 from webhook import access, auth, credentials, csrf, openapi
 from webhook.errors import BadRequest, Conflict, Forbidden, Invalid, NotFound, NotReady, Rejected
@@ -470,7 +470,10 @@ def _admin_login(service: Service, entry: Mapping[str, Any]) -> str:
     engine = str(entry.get("engine", ""))
     owner = entry.get("owner")
     email = str(owner.get("email", "")) if isinstance(owner, dict) else ""
-    values_file = service.settings.git.repo / "templates" / engine / "values.yaml"
+    # The chart the store runs: its pinned release's, else the working chart's.
+    version = entry.get("chartVersion")
+    chart_values = releases.values_path(engine, str(version)) if version else rendering.chart_values_path(engine)
+    values_file = service.settings.git.repo / chart_values
     values = yaml.safe_load(values_file.read_text()) if values_file.is_file() else {}
     if engine == "woocommerce":
         return str((values.get("wordpress") or {}).get("adminUser") or "admin")
