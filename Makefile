@@ -6,7 +6,7 @@ VENV ?= $(CURDIR)/.venv
 PYTHON := $(VENV)/bin/python
 export STOREOPS_STATE_DIR ?= $(CURDIR)/.storeops
 
-.PHONY: setup demo demo-stop publish test lint unit harness bench clean
+.PHONY: setup demo demo-stop publish test lint unit harness bench bench-fleet clean
 
 setup: $(VENV)/.installed
 
@@ -49,6 +49,11 @@ bench: setup harness
 	$(PYTHON) bench/render.py
 	$(PYTHON) bench/intake.py
 	$(PYTHON) bench/status.py
+
+## The whole loop for a fleet through Argo CD, against Helm per store (not in `make bench`: it takes long).
+STORES ?= 100
+bench-fleet: setup harness
+	$(PYTHON) bench/fleet.py --stores $(STORES)
 
 clean:
 	rm -rf .storeops .venv .pytest_cache .mypy_cache .ruff_cache

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from generator import models, operations, rendering, validation
+from generator import models, operations, releases, releasing, rendering, validation
 from harness import stack
 from tests.conftest import REPO_ROOT, copy_example, git
 
@@ -202,3 +202,39 @@ def test_store_syncs_healthy_suspends_to_zero_and_deleting_it_leaves_nothing(
     # The claims are gone, and so are their volumes (the StorageClass deletes on release).
     for name in volumes:
         argocd_stack.wait_gone("pv", name, timeout=120)
+
+
+@pytest.mark.e2e
+def test_a_store_pinned_to_a_release_runs_it_and_a_later_working_chart_change_leaves_it_alone(
+    argocd_stack: stack.Stack, tmp_path: pathlib.Path
+) -> None:
+    """A release's folder, its library reached through the release's own symlink, rendered by the real
+    repo-server; a change of the working chart reaches the stores that follow it, not a pinned one."""
+    kubectl = argocd_stack.kubectl
+    repo = _repository(tmp_path / "repo")
+    version = releasing.release(repo, "woocommerce")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", f"release woocommerce {version}")
+    store = dataclasses.replace(_store("woocommerce"), chart_version=version)
+    files = _render(repo, store)
+    kubectl.apply(files[rendering.app_path(store.cluster, store.id)])
+    app = _wait_synced_healthy(argocd_stack, store, git(repo, "rev-parse", "HEAD"))
+    assert app["spec"]["source"]["path"] == releases.chart_dir("woocommerce", version)
+    paths = app["metadata"]["annotations"]["argocd.argoproj.io/manifest-generate-paths"].split(";")
+    assert f"/{releases.release_dir('woocommerce', version)}" in paths
+    assert not [p for p in paths if p.rstrip("/") in ("/templates/woocommerce", "/" + LIBRARY)]
+    limits = _kubectl_json(kubectl, "get", "limitrange", "store-limits", "-n", store.namespace)
+    assert limits["spec"]["limits"][0]["defaultRequest"]["memory"] == "64Mi"
+
+    # The working chart changes a managed object of every store that follows it.
+    values = repo / "templates/woocommerce/values.yaml"
+    values.write_text(values.read_text().replace("    memory: 64Mi\n", "    memory: 96Mi\n", 1))
+    git(repo, "commit", "-qam", "working chart: a larger default memory request")
+    head = git(repo, "rev-parse", "HEAD")
+    kubectl.run("annotate", "application", store.app_name, "-n", argocd_stack.namespace,
+                "argocd.argoproj.io/refresh=hard", "--overwrite")  # fmt: skip
+    _wait_synced_healthy(argocd_stack, store, head)
+    limits = _kubectl_json(kubectl, "get", "limitrange", "store-limits", "-n", store.namespace)
+    assert limits["spec"]["limits"][0]["defaultRequest"]["memory"] == "64Mi"  # the release's, unchanged
+    kubectl.run("delete", "application", store.app_name, "-n", argocd_stack.namespace, "--wait=false")
+    argocd_stack.wait_gone("namespace", store.namespace, timeout=300)

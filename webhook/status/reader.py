@@ -54,7 +54,8 @@ def api_client(settings: StatusSettings) -> client.ApiClient:
 
 
 def trim(app: Mapping[str, Any]) -> dict[str, Any]:
-    """The fields of an Application the lifecycle mapping reads; the rest (spec, resources, history) is dropped."""
+    """The fields of an Application the lifecycle mapping reads; the rest (most of spec, resources, history) is
+    dropped."""
     metadata = app.get("metadata") or {}
     annotations = metadata.get("annotations") or {}
     status = app.get("status") or {}
@@ -62,13 +63,18 @@ def trim(app: Mapping[str, Any]) -> dict[str, Any]:
     operation = status.get("operationState") or {}
     kept_annotations = {k: annotations[k] for k in (constants.ANNOTATION_URL, constants.ANNOTATION_CALLBACK_URL)
                         if k in annotations}
-    store = (metadata.get("labels") or {}).get(constants.LABEL_STORE)
+    labels = metadata.get("labels") or {}
+    kept_labels = {k: labels[k] for k in (constants.LABEL_STORE, constants.LABEL_CLUSTER) if k in labels}
+    sync = status.get("sync") or {}
+    compared = ((sync.get("comparedTo") or {}).get("source") or {}).get("path")
     return {
         "metadata": {"name": metadata.get("name"), "deletionTimestamp": metadata.get("deletionTimestamp"),
-                     "labels": {constants.LABEL_STORE: store} if store else {}, "annotations": kept_annotations},
+                     "labels": kept_labels, "annotations": kept_annotations},
+        # The chart path: which Application Argo CD compares (see Revisions.source_path).
+        "spec": {"source": {"path": ((app.get("spec") or {}).get("source") or {}).get("path")}},
         "status": {
-            "sync": {"status": (status.get("sync") or {}).get("status"),
-                     "revision": (status.get("sync") or {}).get("revision")},
+            "sync": {"status": sync.get("status"), "revision": sync.get("revision"),
+                     **({"comparedTo": {"source": {"path": compared}}} if compared else {})},
             "health": {"status": health.get("status"), "message": health.get("message"),
                        "lastTransitionTime": health.get("lastTransitionTime")},
             "operationState": {"phase": operation.get("phase"), "message": operation.get("message"),
@@ -190,8 +196,21 @@ class Fleet:
             self._progressing.pop(store_id, None)
         return lifecycle.assess(
             app, store_id=store_id, now=now, stuck_after=self.stuck_after,
-            contains=(lambda revision: self.revisions.contains(revision, change)) if change else None,
+            contains=(lambda revision: self._at_change(app, store_id, revision, change)) if change else None,
             seen_since=self._progressing.get(store_id))
+
+    def _at_change(self, app: dict[str, Any] | None, store_id: str, revision: str, change: str) -> bool:
+        """Whether Argo CD's revision holds the change, and it compared the Application the change renders."""
+        if not self.revisions.contains(revision, change):
+            return False
+        labels = ((app or {}).get("metadata") or {}).get("labels") or {}
+        wanted = self.revisions.source_path(change, str(labels.get(constants.LABEL_CLUSTER) or ""), store_id)
+        if wanted is None:
+            return True
+        spec = (((app or {}).get("spec") or {}).get("source") or {}).get("path")
+        compared = ((((app or {}).get("status") or {}).get("sync") or {}).get("comparedTo") or {}).get(
+            "source") or {}
+        return spec == wanted and compared.get("path", spec) == wanted
 
     def _assess(self, store_id: str) -> None:
         now = self.clock()

@@ -2,8 +2,11 @@
 
 Argo CD reports ``status.sync.revision`` (the commit it compared and synced); storeops knows the
 commit that last changed each store (``Published.sha``). The store is at its change when that
-revision is the change or a descendant of it (``git merge-base --is-ancestor``). Answers are
-cached: thousands of stores share a handful of (revision, change) pairs.
+revision is the change or a descendant of it (``git merge-base --is-ancestor``), and when Argo CD
+compares the store's Application as the change renders it: a change of the Application itself (its
+chart path, as a rollout to a release makes) reaches the cluster through the root Application, so until
+then the store's Application is Synced at the new commit with its old source. Answers are cached:
+thousands of stores share a handful of (revision, change) pairs.
 """
 
 from __future__ import annotations
@@ -12,6 +15,10 @@ import logging
 import subprocess
 import threading
 from pathlib import Path
+
+import yaml
+
+from generator import constants
 
 __all__ = ["Revisions"]
 
@@ -26,6 +33,7 @@ class Revisions:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self._cache: dict[tuple[str, str], bool] = {}
+        self._paths: dict[tuple[str, str], str | None] = {}
         self._fetched: set[str] = set()
         self._lock = threading.Lock()
         self._warned = False
@@ -61,6 +69,32 @@ class Revisions:
             if answer is not None:
                 self._cache[key] = answer
         return bool(answer)
+
+    def source_path(self, change: str, cluster: str, store_id: str) -> str | None:
+        """The chart path the store's Application has in ``change`` (``rendered/<cluster>/apps/<id>.yaml``):
+        what Argo CD must be comparing before the store counts as at the change. None when unknown."""
+        if not change or not cluster or not self._usable():
+            return None
+        key = (change, f"{cluster}/{store_id}")
+        with self._lock:
+            if key in self._paths:
+                return self._paths[key]
+        try:
+            shown = subprocess.run(["git", "-C", str(self.workdir), "show",
+                                    f"{change}:{constants.RENDERED_DIR}/{cluster}/apps/{store_id}.yaml"],
+                                   capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        path: str | None = None
+        if shown.returncode == 0:
+            for doc in yaml.safe_load_all(shown.stdout):
+                if isinstance(doc, dict) and doc.get("kind") == constants.APPLICATION_KIND:
+                    path = str(((doc.get("spec") or {}).get("source") or {}).get("path") or "") or None
+        with self._lock:
+            if len(self._paths) >= CACHE_LIMIT:
+                self._paths.clear()
+            self._paths[key] = path
+        return path
 
     def _is_ancestor(self, ancestor: str, descendant: str) -> bool | None:
         code = self._git("merge-base", "--is-ancestor", ancestor, descendant)

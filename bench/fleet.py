@@ -1,0 +1,248 @@
+"""Benchmark: the whole loop for a fleet, through the real Argo CD, against the seeds' way (Helm per store).
+
+Run:  python3 bench/fleet.py [--stores 100] [--json]      (make bench-fleet STORES=100)
+
+Starts its own control plane with Argo CD (kwok runs the Pods: no store process starts, so what is
+measured is storeops, Git, Argo CD and the API server) and ``storeops serve`` with the status reader,
+on a copy of the example data whose local cluster is sized for the fleet. Then, in one run:
+
+1. a one-store change at a small fleet (the example stores plus --small new ones): request -> ready;
+2. a burst of new WooCommerce stores up to --stores, all requested at once through the API (16
+   clients): time until every one is ``ready``, and each store's request -> ready (p50, p99);
+3. the same one-store change with the whole fleet there;
+4. the seeds' way, on the same API server: ``helm upgrade --install --wait --timeout 10m`` of the
+   same number of stores with the same chart and values (each in its own namespace, the chart's own
+   Namespace off since Helm creates it), five at a time (the seeds' semaphore), until all are Available.
+
+For Argo CD it reports the application-controller's and the repo-server's CPU seconds (from /proc)
+and peak RSS (VmHWM) over each phase, and the manifest generations the repo-server performed: its
+``manifest cache miss: <source>/<revision>`` log lines (one per manifest generation; Argo CD's
+``UpdateRevisionForPaths`` copy of a cached manifest for a commit outside an Application's
+``manifest-generate-paths`` logs none). Generations of the root Application (the source path
+``rendered/...``) are counted apart from the stores' (``templates/...``). storeops' own CPU seconds
+are its serve process's. Argo CD runs with the harness's settings: ``--status-processors=4
+--operation-processors=4 --app-resync=<harness>``, repo-server defaults but a short revision cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import yaml
+
+from generator import models, operations, publishing, rendering
+from harness import demo, examples
+from harness import stack as harness_stack
+
+CLIENTS = 16
+SEEDS_CONCURRENCY = 5
+MISS = re.compile(r"manifest cache miss: (\S+)")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Meter:
+    """CPU seconds of Argo CD's controller and repo-server and of storeops serve, and the repo-server's
+    manifest generations, between ``start`` and ``stop``."""
+
+    def __init__(self, running: harness_stack.Stack, service_pid: int) -> None:
+        self.pids = {"controller": running.processes["argocd-application-controller"].pid,
+                     "repo-server": running.processes["argocd-repo-server"].pid, "storeops": service_pid}
+        self.log = running.processes["argocd-repo-server"].log_path
+        self.cpu: dict[str, float] = {}
+        self.offset = 0
+
+    def start(self) -> None:
+        self.cpu = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self.offset = self.log.stat().st_size
+
+    def stop(self) -> dict[str, Any]:
+        used = {name: round(cpu_seconds(pid) - self.cpu[name], 2) for name, pid in self.pids.items()}
+        with self.log.open("rb") as f:
+            f.seek(self.offset)
+            sources = MISS.findall(f.read().decode(errors="replace"))
+        return {"cpu_seconds": used, "peak_rss_mib": {n: round(peak_rss_mib(p)) for n, p in self.pids.items()},
+                "generations": {"stores": sum(1 for s in sources if "/templates/" in s or s.startswith("templates")),
+                                "root": sum(1 for s in sources if "rendered/" in s)}}
+
+
+def entry(store_id: str, **extra: object) -> dict[str, object]:
+    return {"id": store_id, "name": f"Fleet {store_id}", "engine": "woocommerce", "plan": "small",
+            "cluster": demo.CLUSTER, "owner": {"name": "Fleet Owner", "email": f"owner@{store_id}.example"}, **extra}
+
+
+def ready_ids(loop: demo.Loop) -> set[str]:
+    out: set[str] = set()
+    after = ""
+    while True:
+        status, page = loop.call("GET", f"/v1/stores?status=ready&limit=1000{'&after=' + after if after else ''}")
+        assert status == 200, page
+        out.update(s["id"] for s in page["stores"])
+        after = page.get("next") or ""
+        if not after:
+            return out
+
+
+def burst(loop: demo.Loop, ids: list[str], timeout: float) -> dict[str, Any]:
+    """Request every store at once; wait until all are ready; per-store request -> ready."""
+    asked: dict[str, float] = {}
+    began = time.monotonic()
+
+    def ask(store_id: str) -> None:
+        status, answer = loop.call("POST", "/v1/stores", entry(store_id))
+        assert status == 202, answer
+        asked[store_id] = time.monotonic()
+
+    with concurrent.futures.ThreadPoolExecutor(CLIENTS) as pool:
+        list(pool.map(ask, ids))
+    accepted = time.monotonic() - began
+    ready: dict[str, float] = {}
+    deadline = began + timeout
+    while len(ready) < len(ids) and time.monotonic() < deadline:
+        now = time.monotonic()
+        for store_id in ready_ids(loop) & set(ids):
+            ready.setdefault(store_id, now)
+        time.sleep(1)
+    if len(ready) < len(ids):
+        raise SystemExit(f"only {len(ready)} of {len(ids)} stores ready after {timeout:.0f}s")
+    each = sorted(ready[s] - asked[s] for s in ids)
+    return {"stores": len(ids), "accepted_seconds": round(accepted, 1),
+            "all_ready_seconds": round(max(ready.values()) - began, 1),
+            "p50_seconds": round(statistics.median(each), 1),
+            "p99_seconds": round(each[min(len(each) - 1, int(len(each) * 0.99))], 1)}
+
+
+def one_change(loop: demo.Loop, store_id: str, meter: Meter) -> dict[str, Any]:
+    """Suspend one store (a change of its values): request -> ready at the change, and what it cost."""
+    status, view = loop.call("GET", f"/v1/stores/{store_id}")
+    before = str((view.get("deployment") or {}).get("revision") or "")
+    meter.start()
+    began = time.monotonic()
+    status, answer = loop.call("PATCH", f"/v1/stores/{store_id}", {"state": "suspended"})
+    assert status == 202, answer
+    events = loop.follow(store_id, until=("ready", "failed", "degraded"), since=began, timeout=600,
+                         after_revision=before)
+    assert events[-1]["status"] == "ready", events[-1]
+    seconds = time.monotonic() - began
+    time.sleep(5)  # what Argo CD does for the commit beyond this store shows in the next seconds
+    return {"ready_seconds": round(seconds, 1), **meter.stop()}
+
+
+def seeds_way(running: harness_stack.Stack, repo: Path, count: int, work: Path) -> dict[str, Any]:
+    """helm upgrade --install --wait per store, five at a time, with the generator's values."""
+    fleet = operations.load(repo)
+    cluster, plan = fleet.clusters[demo.CLUSTER][0], fleet.plans["small"]
+    values_dir = work / "helm-values"
+    values_dir.mkdir()
+    stores = []
+    for i in range(count):
+        data = entry(f"helm-{i}-{uuid.uuid4().hex[:4]}")
+        store = models.Store.from_data(data)
+        values = yaml.safe_load(rendering.render_store(rendering.Target(store, cluster, plan))[
+            rendering.values_path(store.cluster, store.id)])
+        values.setdefault("namespace", {})["create"] = False  # Helm makes the namespace (--create-namespace)
+        (values_dir / f"{store.id}.yaml").write_text(yaml.safe_dump(values))
+        stores.append(store)
+
+    def install(store: models.Store) -> None:
+        done = subprocess.run(
+            [str(running.helm), "upgrade", "--install", store.id, str(repo / "templates" / "woocommerce"),
+             "--namespace", store.namespace, "--create-namespace", "--values", str(values_dir / f"{store.id}.yaml"),
+             "--wait", "--timeout", "10m", "--kubeconfig", str(running.kubeconfig)],
+            capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"helm install of {store.id} failed: {done.stderr.strip()[-800:]}")
+
+    began = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(SEEDS_CONCURRENCY) as pool:
+        list(pool.map(install, stores))
+    return {"stores": count, "all_available_seconds": round(time.monotonic() - began, 1),
+            "concurrency": SEEDS_CONCURRENCY}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stores", type=int, default=100, help="the fleet's size after the burst (default 100)")
+    parser.add_argument("--small", type=int, default=10, help="new stores before the first one-store change")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds the burst may take to be ready")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args(argv)
+    if args.stores <= args.small:
+        parser.error("--stores must be larger than --small")
+    work = Path(tempfile.mkdtemp(prefix="storeops-fleet-"))
+    running = harness_stack.start(work / "stack", full=True, tie_to_parent=True)
+    loop = demo.Loop(stack=running, work=work)
+    results: dict[str, Any] = {"stores": args.stores}
+    try:
+        source = examples.example_repo(work / "source", capacity=args.stores + 20)
+        publishing.seed_remote(loop.remote, source, "main")
+        loop.extra_env.update({"STOREOPS_RATE": "100000", "STOREOPS_BURST": "100000"})
+        loop.prepare()
+        loop.start_service()
+        assert loop.service is not None
+        meter = Meter(running, loop.service.pid)
+        small = [f"small-{i}-{uuid.uuid4().hex[:4]}" for i in range(args.small)]
+        results["small_fleet"] = burst(loop, small, args.timeout)
+        results["change_at_small"] = one_change(loop, small[0], meter)
+        big = [f"fleet-{i}-{uuid.uuid4().hex[:4]}" for i in range(args.stores - args.small)]
+        meter.start()
+        results["burst"] = {**burst(loop, big, args.timeout), **meter.stop()}
+        results["change_at_full"] = one_change(loop, small[1], meter)
+        results["seeds_way"] = seeds_way(running, source, len(big), work)
+        argo = results["burst"]["cpu_seconds"]
+        results["ratios"] = {
+            "seeds_way_over_storeops_burst": round(results["seeds_way"]["all_available_seconds"]
+                                                   / results["burst"]["all_ready_seconds"], 2),
+            "change_full_over_small": round(results["change_at_full"]["ready_seconds"]
+                                            / results["change_at_small"]["ready_seconds"], 2),
+            "storeops_cpu_share_of_argocd": round(argo["storeops"] / max(argo["controller"] + argo["repo-server"],
+                                                                         0.01), 3),
+        }
+    finally:
+        loop.stop_service()
+        running.stop()
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        b, s, r = results["burst"], results["seeds_way"], results["ratios"]
+        print(f"burst of {b['stores']} new stores (fleet {args.stores}): all ready in {b['all_ready_seconds']}s, "
+              f"request -> ready p50 {b['p50_seconds']}s p99 {b['p99_seconds']}s")
+        print(f"  Argo CD CPU: controller {b['cpu_seconds']['controller']}s, repo-server "
+              f"{b['cpu_seconds']['repo-server']}s; peak RSS {b['peak_rss_mib']}; manifest generations "
+              f"{b['generations']}; storeops CPU {b['cpu_seconds']['storeops']}s")
+        print(f"the seeds' way (helm --wait, {s['concurrency']} at a time): {s['stores']} stores Available in "
+              f"{s['all_available_seconds']}s: {r['seeds_way_over_storeops_burst']}x storeops' burst")
+        for key in ("change_at_small", "change_at_full"):
+            c = results[key]
+            print(f"one-store change ({key.removeprefix('change_at_')} fleet): ready in {c['ready_seconds']}s, "
+                  f"manifest generations {c['generations']}")
+        print(f"ratios: {r}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
