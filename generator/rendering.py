@@ -189,9 +189,13 @@ def application(store: Store, cluster: Cluster, repo_url: str) -> dict[str, Any]
                 },
             },
             "destination": _destination(store, cluster),
+            # A StatefulSet's volumeClaimTemplates cannot change once it exists: their labels name the
+            # chart version, which a new chart (a release a store moves to) changes. The live ones stay.
+            "ignoreDifferences": [{"group": "apps", "kind": "StatefulSet",
+                                   "jsonPointers": ["/spec/volumeClaimTemplates"]}],
             "syncPolicy": {
                 "automated": {"prune": True, "selfHeal": True},
-                "syncOptions": ["CreateNamespace=true", "PruneLast=true"],
+                "syncOptions": ["CreateNamespace=true", "PruneLast=true", "RespectIgnoreDifferences=true"],
                 "managedNamespaceMetadata": {
                     "labels": {
                         constants.POD_SECURITY_ENFORCE: "baseline",

@@ -66,7 +66,7 @@ def test_publish_renders_what_a_person_pushed(tmp_path: Path, example_repo: Path
     assert "Added: pages" in message and "Removed: coffee-lab" in message
     assert f"{constants.COMMIT_TRAILER}: {merged}" in message
     assert "store-pages" in remote_file(bare_remote, "rendered/local/apps/pages.yaml")
-    files = git(bare_remote, "show", "--name-only", "--format=", "main").splitlines()
+    files = git(bare_remote, "show", "--no-renames", "--name-only", "--format=", "main").splitlines()
     assert sorted(files) == ["rendered/local/apps/pages.yaml", "rendered/local/values/pages.yaml",
                              "rendered/prod/apps/coffee-lab.yaml", "rendered/prod/values/coffee-lab.yaml"]
     # Publishing again finds nothing to do.
@@ -77,7 +77,7 @@ def test_publish_renders_what_a_person_pushed(tmp_path: Path, example_repo: Path
 def test_edit_and_render_land_in_one_commit(tmp_path: Path, bare_remote: Path) -> None:
     result = publishing.publish(settings_for(tmp_path, bare_remote), edit=add_store_edit("shop1"))
     assert result.committed and result.edited == ("stores/shop1.yaml",)
-    files = git(bare_remote, "show", "--name-only", "--format=", "main").splitlines()
+    files = git(bare_remote, "show", "--no-renames", "--name-only", "--format=", "main").splitlines()
     assert sorted(files) == ["rendered/local/apps/shop1.yaml", "rendered/local/values/shop1.yaml",
                              "stores/shop1.yaml"]
 
