@@ -11,8 +11,9 @@ on a copy of the example data whose local cluster is sized for the fleet. Then, 
    clients): time until every one is ``ready``, and each store's request -> ready (p50, p99);
 3. the same one-store change with the whole fleet there;
 4. the seeds' way, on the same API server: ``helm upgrade --install --wait --timeout 10m`` of the
-   same number of stores with the same chart and values (each in its own namespace, the chart's own
-   Namespace off since Helm creates it), five at a time (the seeds' semaphore), until all are Available.
+   same number of stores (Helm 3's ``--wait``, which is Helm 4's ``--wait=legacy``) with the same chart
+   and values (each in its own namespace, the chart's own Namespace off since Helm creates it), five
+   at a time (the seeds' semaphore), until all are Available.
 
 For Argo CD it reports the application-controller's and the repo-server's CPU seconds (from /proc)
 and peak RSS (VmHWM) over each phase, and the manifest generations the repo-server performed: its
@@ -172,7 +173,7 @@ def seeds_way(running: harness_stack.Stack, repo: Path, count: int, work: Path) 
         done = subprocess.run(
             [str(running.helm), "upgrade", "--install", store.id, str(repo / "templates" / "woocommerce"),
              "--namespace", store.namespace, "--create-namespace", "--values", str(values_dir / f"{store.id}.yaml"),
-             "--wait", "--timeout", "10m", "--kubeconfig", str(running.kubeconfig)],
+             "--wait=legacy", "--timeout", "10m", "--kubeconfig", str(running.kubeconfig)],
             capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise SystemExit(f"helm install of {store.id} failed: {done.stderr.strip()[-800:]}")
