@@ -12,7 +12,8 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import replace
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,9 @@ from kubernetes import client
 from harness import examples, receivers
 from harness import stack as harness_stack
 from harness.applications import (
+    GROUP,
+    PLURAL,
+    VERSION,
     api_client,
     application,
     argo_status,
@@ -120,6 +124,35 @@ def owners_service(tmp_path: Path, apiserver: harness_stack.Stack, **status: Any
                             ledger=tmp_path / "status.sqlite3", workdir=config.git.workdir, backoff_min=0.1,
                             **status)
     return config, reader
+
+
+@dataclass(frozen=True)
+class OwnersApp:
+    http: Any
+    bare: Path
+    namespace: str
+    custom: client.CustomObjectsApi
+
+
+@contextlib.contextmanager
+def owners_app(tmp_path: Path, apiserver: harness_stack.Stack, store_id: str) -> Iterator[OwnersApp]:
+    """The real app with the owners' tokens (:func:`owners_service`) and its status reader, ready; the store's
+    Application a test creates is deleted after."""
+    from starlette.testclient import TestClient
+
+    from webhook import app
+
+    config, status = owners_service(tmp_path, apiserver, tick=0.1)
+    api = api_client(apiserver.kubeconfig)
+    custom = client.CustomObjectsApi(api)
+    try:
+        with TestClient(app.create_app(config, status=status)) as http:
+            wait_until("the service has read Git", lambda: http.get("/readyz").status_code == 200)
+            yield OwnersApp(http, Path(str(config.git.remote)), status.namespace, custom)
+    finally:
+        with contextlib.suppress(client.ApiException):
+            custom.delete_namespaced_custom_object(GROUP, VERSION, status.namespace, PLURAL, f"store-{store_id}")
+        close(api)
 
 
 def rotate_credentials_secret(apiserver: harness_stack.Stack, store_id: str, password: str, rotation: int) -> None:

@@ -4,89 +4,74 @@ server), as a new commit on the local remote that says why."""
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from pathlib import Path
 from typing import Any
 
 import yaml
-from kubernetes import client
-from starlette.testclient import TestClient
 
 from harness import applications, examples
 from harness import stack as harness_stack
 from tests.integration.status import support
-from webhook import app
 
 JANE, SAM = support.JANE, support.SAM  # the owners of acme-outdoor and of bookworm in the example data
 
 
 def test_a_failing_change_is_rolled_back_to_the_entry_the_store_was_ready_with(
         tmp_path: Path, apiserver: harness_stack.Stack) -> None:
-    config, status = support.owners_service(tmp_path, apiserver, tick=0.1)
-    bare = Path(str(config.git.remote))
-    namespace = status.namespace
-    api = support.api_client(apiserver.kubeconfig)
-    custom = client.CustomObjectsApi(api)
-    try:
-        with TestClient(app.create_app(config, status=status)) as http:
-            support.wait_until("the service has read Git", lambda: http.get("/readyz").status_code == 200)
+    with support.owners_app(tmp_path, apiserver, "acme-outdoor") as running:
+        http, bare, namespace, custom = running.http, running.bare, running.namespace, running.custom
 
-            def store() -> Any:
-                return http.get("/v1/stores/acme-outdoor", headers=JANE).json()
+        def store() -> Any:
+            return http.get("/v1/stores/acme-outdoor", headers=JANE).json()
 
-            def wait_status(*wanted: str) -> None:
-                support.wait_until(f"acme-outdoor {wanted}", lambda: store()["status"] in wanted, timeout=30)
+        def wait_status(*wanted: str) -> None:
+            support.wait_until(f"acme-outdoor {wanted}", lambda: store()["status"] in wanted, timeout=30)
 
-            first = examples.git(bare, "rev-parse", "main").strip()
-            body = applications.application("acme-outdoor", namespace)
-            body["status"] = applications.argo_status(sync="Synced", health="Healthy", phase="Succeeded",
-                                                      revision=first)
-            custom.create_namespaced_custom_object(applications.GROUP, applications.VERSION, namespace,
-                                                   applications.PLURAL, body)
-            wait_status("ready")
-            # Nothing to roll back to while the store was only ever ready at its latest revision.
-            nothing = http.post("/v1/stores/acme-outdoor/rollback", json={"reason": "just because"}, headers=JANE)
-            assert nothing.status_code == 409 and "no earlier revision" in nothing.json()["error"]
+        first = examples.git(bare, "rev-parse", "main").strip()
+        body = applications.application("acme-outdoor", namespace)
+        body["status"] = applications.argo_status(sync="Synced", health="Healthy", phase="Succeeded",
+                                                  revision=first)
+        custom.create_namespaced_custom_object(applications.GROUP, applications.VERSION, namespace,
+                                               applications.PLURAL, body)
+        wait_status("ready")
+        # Nothing to roll back to while the store was only ever ready at its latest revision.
+        nothing = http.post("/v1/stores/acme-outdoor/rollback", json={"reason": "just because"}, headers=JANE)
+        assert nothing.status_code == 409 and "no earlier revision" in nothing.json()["error"]
 
-            # A change (a custom domain and a new admin password) that Argo CD then reports failing.
-            changed = http.patch("/v1/stores/acme-outdoor", headers=JANE,
-                                 json={"domain": "shop.acme-outdoor.example", "adminPasswordRotation": 1})
-            assert changed.status_code == 202, changed.text
-            support.wait_until("the change in Git", lambda: examples.remote_stores(bare)["acme-outdoor"].get("domain")
-                               == "shop.acme-outdoor.example")
-            second = examples.git(bare, "rev-parse", "main").strip()
-            applications.set_status(custom, namespace, "acme-outdoor", applications.argo_status(
-                sync="Synced", health="Degraded", phase="Failed", revision=second,
-                health_message="the Ingress host is taken"))
-            wait_status("failed", "degraded")
-            # The store's view says where a rollback goes back to.
-            assert store()["rollback"]["to"] == first
+        # A change (a custom domain and a new admin password) that Argo CD then reports failing.
+        changed = http.patch("/v1/stores/acme-outdoor", headers=JANE,
+                             json={"domain": "shop.acme-outdoor.example", "adminPasswordRotation": 1})
+        assert changed.status_code == 202, changed.text
+        support.wait_until("the change in Git", lambda: examples.remote_stores(bare)["acme-outdoor"].get("domain")
+                           == "shop.acme-outdoor.example")
+        second = examples.git(bare, "rev-parse", "main").strip()
+        applications.set_status(custom, namespace, "acme-outdoor", applications.argo_status(
+            sync="Synced", health="Degraded", phase="Failed", revision=second,
+            health_message="the Ingress host is taken"))
+        wait_status("failed", "degraded")
+        # The store's view says where a rollback goes back to.
+        assert store()["rollback"]["to"] == first
 
-            # A reason is needed; another owner does not see the store.
-            assert http.post("/v1/stores/acme-outdoor/rollback", json={}, headers=JANE).status_code == 422
-            assert http.post("/v1/stores/acme-outdoor/rollback", json={"reason": "x", "colour": 1},
-                             headers=JANE).status_code == 422  # fmt: skip
-            assert http.post("/v1/stores/acme-outdoor/rollback", json={"reason": "x"}, headers=SAM).status_code == 404
-            unknown = http.post("/v1/stores/acme-outdoor/rollback", json={"reason": "x", "to": "f" * 40},
-                                headers=JANE)  # fmt: skip
-            assert unknown.status_code == 409 and "never reported ready" in unknown.json()["error"]
-            reason = f"the new domain does not resolve yet {uuid.uuid4().hex[:6]}"
-            rolled = http.post("/v1/stores/acme-outdoor/rollback", json={"reason": reason}, headers=JANE)
-            assert rolled.status_code == 202, rolled.text
-            support.wait_until("the rollback in Git", lambda: "domain" not in examples.remote_stores(bare)[
-                "acme-outdoor"])
-            entry = examples.remote_stores(bare)["acme-outdoor"]
-            before = yaml.safe_load(examples.git(bare, "show", f"{first}:stores/acme-outdoor.yaml"))
-            # The entry as it was, but the password count: it never goes back.
-            assert entry == {**before, "adminPasswordRotation": 1}
-            message = examples.git(bare, "log", "-1", "--format=%B", "main")
-            assert f"Storeops-Reason: acme-outdoor: rollback to {first[:12]}: {reason}" in message
-            # Asked again before Argo CD synced it: the entry is already what it was.
-            again = http.post("/v1/stores/acme-outdoor/rollback", json={"reason": "again"}, headers=JANE)
-            assert again.status_code == 409 and "nothing to roll back" in again.json()["error"]
-    finally:
-        with contextlib.suppress(client.ApiException):
-            custom.delete_namespaced_custom_object(applications.GROUP, applications.VERSION, namespace,
-                                                   applications.PLURAL, "store-acme-outdoor")
-        support.close(api)
+        # A reason is needed; another owner does not see the store.
+        assert http.post("/v1/stores/acme-outdoor/rollback", json={}, headers=JANE).status_code == 422
+        assert http.post("/v1/stores/acme-outdoor/rollback", json={"reason": "x", "colour": 1},
+                         headers=JANE).status_code == 422  # fmt: skip
+        assert http.post("/v1/stores/acme-outdoor/rollback", json={"reason": "x"}, headers=SAM).status_code == 404
+        unknown = http.post("/v1/stores/acme-outdoor/rollback", json={"reason": "x", "to": "f" * 40},
+                            headers=JANE)  # fmt: skip
+        assert unknown.status_code == 409 and "never reported ready" in unknown.json()["error"]
+        reason = f"the new domain does not resolve yet {uuid.uuid4().hex[:6]}"
+        rolled = http.post("/v1/stores/acme-outdoor/rollback", json={"reason": reason}, headers=JANE)
+        assert rolled.status_code == 202, rolled.text
+        support.wait_until("the rollback in Git", lambda: "domain" not in examples.remote_stores(bare)[
+            "acme-outdoor"])
+        entry = examples.remote_stores(bare)["acme-outdoor"]
+        before = yaml.safe_load(examples.git(bare, "show", f"{first}:stores/acme-outdoor.yaml"))
+        # The entry as it was, but the password count: it never goes back.
+        assert entry == {**before, "adminPasswordRotation": 1}
+        message = examples.git(bare, "log", "-1", "--format=%B", "main")
+        assert f"Storeops-Reason: acme-outdoor: rollback to {first[:12]}: {reason}" in message
+        # Asked again before Argo CD synced it: the entry is already what it was.
+        again = http.post("/v1/stores/acme-outdoor/rollback", json={"reason": "again"}, headers=JANE)
+        assert again.status_code == 409 and "nothing to roll back" in again.json()["error"]
