@@ -17,10 +17,10 @@ on a copy of the example data whose local cluster is sized for the fleet. Then, 
 
 For Argo CD it reports the application-controller's and the repo-server's CPU seconds (from /proc)
 and peak RSS (VmHWM) over each phase, and the manifest generations the repo-server performed: its
-``manifest cache miss: <source>/<revision>`` log lines (one per manifest generation; Argo CD's
-``UpdateRevisionForPaths`` copy of a cached manifest for a commit outside an Application's
-``manifest-generate-paths`` logs none). Generations of the root Application (the source path
-``rendered/...``) are counted apart from the stores' (``templates/...``). storeops' own CPU seconds
+JSON log records ``setting manifests cache`` (one per generation, with the Application's name; a
+cached manifest moved to a new commit outside an Application's ``manifest-generate-paths`` logs
+``manifest cache moved`` instead). The root Application's (``storeops-<cluster>``) are counted apart
+from the stores' (``store-<id>``). storeops' own CPU seconds
 are its serve process's. Argo CD runs with the harness's settings: ``--status-processors=4
 --operation-processors=4 --app-resync=<harness>``, repo-server defaults but a short revision cache.
 """
@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -51,7 +51,8 @@ from harness import stack as harness_stack
 
 CLIENTS = 16
 SEEDS_CONCURRENCY = 5
-MISS = re.compile(r"manifest cache miss: (\S+)")
+#: The repo-server's record of a manifest generation (one per generation; "manifest cache miss" comes twice).
+GENERATED = "setting manifests cache"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -83,12 +84,17 @@ class Meter:
 
     def stop(self) -> dict[str, Any]:
         used = {name: round(cpu_seconds(pid) - self.cpu[name], 2) for name, pid in self.pids.items()}
+        generated: list[str] = []
         with self.log.open("rb") as f:
             f.seek(self.offset)
-            sources = MISS.findall(f.read().decode(errors="replace"))
+            for line in f.read().decode(errors="replace").splitlines():
+                with contextlib.suppress(ValueError):
+                    record = json.loads(line)
+                    if isinstance(record, dict) and record.get("msg") == GENERATED:
+                        generated.append(str(record.get("application") or ""))
         return {"cpu_seconds": used, "peak_rss_mib": {n: round(peak_rss_mib(p)) for n, p in self.pids.items()},
-                "generations": {"stores": sum(1 for s in sources if "/templates/" in s or s.startswith("templates")),
-                                "root": sum(1 for s in sources if "rendered/" in s)}}
+                "generations": {"stores": sum(1 for a in generated if a.startswith("store-")),
+                                "root": sum(1 for a in generated if a.startswith("storeops-"))}}
 
 
 def entry(store_id: str, **extra: object) -> dict[str, object]:
