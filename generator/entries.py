@@ -90,6 +90,16 @@ def patch_between(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[s
     return out
 
 
+def rollback_patch(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str, Any]:
+    """The merge patch that puts an entry back as ``wanted`` (an earlier version of it) but for what never
+    goes back: the password count stays at the higher of the two. Empty when nothing would change."""
+    target = dict(wanted)
+    rotation = max(int(current.get("adminPasswordRotation") or 0), int(target.get("adminPasswordRotation") or 0))
+    if rotation:
+        target["adminPasswordRotation"] = rotation
+    return patch_between(current, target)
+
+
 def _merge(target: CommentedMap, patch: Mapping[str, Any]) -> None:
     for key, value in patch.items():
         if value is None:

@@ -8,6 +8,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import git
 import yaml
@@ -210,12 +211,17 @@ def rollback(root: Path, store_id: str, *, revision: str = "", repo_url: str = "
     wanted = yaml.safe_load(text)
     if not isinstance(wanted, dict):
         raise StoreopsError(f"{path} at {revision[:12]} is not a store entry")
-    rotation = max(held.entry.store.password_rotation, int(wanted.get("adminPasswordRotation") or 0))
-    if rotation:
-        wanted["adminPasswordRotation"] = rotation
-    change = entries.patch_between(dict(held.entry.doc.data), wanted)
+    change = entries.rollback_patch(held.entry.doc.data, wanted)
     if not change:
         raise StoreopsError(f"{path} is already as at {revision[:12]}: nothing to roll back")
+    _write_entry(root, loaded, path, change, repo_url)
+    return revision
+
+
+def _write_entry(root: Path, loaded: fleet.Fleet, path: str, change: dict[str, Any], repo_url: str) -> None:
+    """Apply ``change`` (a merge patch) to the store entry at ``path`` and write it with its store's rendered
+    files in one atomic write; InvalidInput (nothing written) when the result breaks a rule or changes what
+    a store keeps (engine, cluster, volume sizes, password count)."""
     content = entries.merge_patch((root / path).read_text(), change)
     updated = loaded.with_store(path, content)
     problems = sorted({*updated.problems, *fleet.immutable_changes(loaded, updated)})
@@ -224,7 +230,6 @@ def rollback(root: Path, store_id: str, *, revision: str = "", repo_url: str = "
     new = updated.stores[path].entry
     assert new is not None
     trees.replace_files(root, {path: content, **rendering.render_store(updated.target_of(new.store), repo_url)}, [])
-    return revision
 
 
 def rotate_password(root: Path, store_id: str, *, repo_url: str = "") -> int:
@@ -238,12 +243,5 @@ def rotate_password(root: Path, store_id: str, *, repo_url: str = "") -> int:
         raise StoreopsError(f"no store {store_id!r}: {root / path} is missing or does not load "
                             f"(`storeops validate` says why)")
     count = held.entry.store.password_rotation + 1
-    content = entries.merge_patch((root / path).read_text(), {"adminPasswordRotation": count})
-    updated = loaded.with_store(path, content)
-    if updated.problems:
-        raise InvalidInput(updated.problems)
-    new = updated.stores[path].entry
-    assert new is not None
-    files = {path: content, **rendering.render_store(updated.target_of(new.store), repo_url)}
-    trees.replace_files(root, files, [])
+    _write_entry(root, loaded, path, {"adminPasswordRotation": count}, repo_url)
     return count

@@ -172,11 +172,7 @@ class Intake:
         """Queue the store's entry as it was at ``revision`` (``entry``), keeping what never goes back
         (the password rotation count). 409 when that is what the store has now."""
         def patch(held: validation.Entry) -> dict[str, Any]:
-            wanted = dict(entry)
-            rotation = max(held.store.password_rotation, int(wanted.get("adminPasswordRotation") or 0))
-            if rotation:
-                wanted["adminPasswordRotation"] = rotation
-            change = entries.patch_between(dict(held.doc.data), wanted)
+            change = entries.rollback_patch(held.doc.data, entry)
             if not change:
                 raise Conflict(f"store {store_id!r} already has its entry as at {revision[:12]}: nothing to roll back")
             return change
