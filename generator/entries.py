@@ -17,7 +17,7 @@ from generator import constants, documents
 
 #: The order fields are written in (the order of the store schema); unknown keys follow, sorted.
 FIELD_ORDER = ("id", "name", "engine", "plan", "cluster", "owner", "domain", "state", "adminPasswordRotation",
-               "chartVersion", "callbackUrl")
+               "chartVersion", "restoreFrom", "callbackUrl")
 OWNER_ORDER = ("name", "email", "github")
 
 

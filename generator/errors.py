@@ -25,6 +25,7 @@ GONE = "gone"  # the store was removed before the change landed
 REQUEST = "request"  # the request itself is malformed (not a mapping, nested too deeply)
 RELEASE = "release"  # a chart version that is not released, or a released snapshot that was edited
 CALLBACK_URL = "callback-url"  # a callback URL that points inside the platform (or carries credentials)
+BACKUP = "backup"  # a store restored from a backup on a cluster that keeps none
 #: The codes that mean "someone else has it" (409) rather than "it is wrong" (422).
 TAKEN = (ID_TAKEN, HOST_TAKEN)
 

@@ -116,6 +116,7 @@ def _with_cross_rules(fleet: Fleet) -> Fleet:
             if problem:
                 cross.append(problem)
     cross.extend(_unreleased(fleet, [e for e in entries if e]))
+    cross.extend(_unrestorable(fleet, [e for e in entries if e]))
     return replace(fleet, cross_problems=tuple(cross))
 
 
@@ -130,6 +131,20 @@ def _unreleased(fleet: Fleet, entries: list[validation.Entry]) -> list[Problem]:
                                f"{store.engine} has no release {store.chart_version!r} in "
                                f"{constants.RELEASES_DIR}/{store.engine}/ (released: {known}; `storeops release "
                                f"{store.engine}` makes one)", errors.RELEASE))
+    return out
+
+
+def _unrestorable(fleet: Fleet, entries: list[validation.Entry]) -> list[Problem]:
+    """A problem for each store restored from a backup (``restoreFrom``) on a cluster without backups."""
+    out = []
+    for entry in entries:
+        store = entry.store
+        held = fleet.clusters.get(store.cluster)
+        cluster = held[0] if held else None
+        if store.restore_from and cluster is not None and cluster.backups is None:
+            out.append(Problem(entry.doc.path, entry.doc.line_of(("restoreFrom",)), "restoreFrom",
+                               f"cluster {store.cluster!r} keeps no backups (no backups in "
+                               f"{cluster.source}): there is nothing to restore from", errors.BACKUP))
     return out
 
 
@@ -284,6 +299,11 @@ def immutable_changes(before: Fleet, after: Fleet) -> list[Problem]:
                                    errors.IMMUTABLE))
         out.extend(_shrinking(path, new.entry.doc.line_of(("plan",)), before.plans.get(old.entry.store.plan),
                               after.plans.get(new.entry.store.plan)))
+        if new.entry.store.restore_from and new.entry.store.restore_from != old.entry.store.restore_from:
+            out.append(Problem(path, new.entry.doc.line_of(("restoreFrom",)), "restoreFrom",
+                               "is set only when a store is requested: a store that exists keeps its data; "
+                               "restore the backup into a new store (storeops restore ID --from BACKUP --to NEW)",
+                               errors.IMMUTABLE))
         was_rotation, rotation = old.entry.store.password_rotation, new.entry.store.password_rotation
         if rotation < was_rotation:
             out.append(Problem(path, new.entry.doc.line_of(("adminPasswordRotation",)), "adminPasswordRotation",

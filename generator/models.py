@@ -58,6 +58,8 @@ class Store:
     #: The released chart version the store runs (``templates/releases/<engine>/<version>``); None: the
     #: working chart ``templates/<engine>``, whatever it holds at the branch head.
     chart_version: str | None = None
+    #: ``<store id>/<backup id>``: the backup a new store starts from (``restoreFrom``).
+    restore_from: str | None = None
 
     @property
     def namespace(self) -> str:
@@ -90,6 +92,7 @@ class Store:
             callback_url=data.get("callbackUrl"),
             password_rotation=data.get("adminPasswordRotation", 0),
             chart_version=data.get("chartVersion"),
+            restore_from=data.get("restoreFrom"),
         )
 
 
@@ -145,6 +148,32 @@ class WooCommerce:
 
 
 @dataclass(frozen=True)
+class Backups:
+    """A cluster profile's ``backups``: the S3-compatible store its stores' backups go to."""
+
+    endpoint: str
+    bucket: str
+    #: ``(namespace, name)`` of the Secret beside storeops with the S3 keys; copied into each store
+    #: namespace, never written to Git.
+    credentials_secret: tuple[str, str]
+    region: str = "us-east-1"
+    #: Where the endpoint lives, for the stores' NetworkPolicies: a namespace of the cluster or a CIDR.
+    egress_namespace: str | None = None
+    egress_cidr: str | None = None
+    #: Days a deleted store's final backup is kept.
+    final_backup_days: int = 30
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> Backups:
+        secret = data["credentialsSecret"]
+        egress = data.get("egress", {})
+        return cls(endpoint=data["endpoint"].rstrip("/"), bucket=data["bucket"],
+                   credentials_secret=(secret["namespace"], secret["name"]),
+                   region=data.get("region", "us-east-1"), egress_namespace=egress.get("namespace"),
+                   egress_cidr=egress.get("cidr"), final_backup_days=data.get("finalBackupDays", 30))
+
+
+@dataclass(frozen=True)
 class Cluster:
     name: str
     argocd_namespace: str
@@ -164,6 +193,8 @@ class Cluster:
     ingress_controller_namespace: str | None = None
     #: WooCommerce stores' settings (the plugin source); None: the chart's defaults.
     woocommerce: WooCommerce | None = None
+    #: Where its stores are backed up; None: they are not.
+    backups: Backups | None = None
 
     @property
     def source(self) -> str:
@@ -201,6 +232,7 @@ class Cluster:
             images=Images.from_data(data["images"]) if "images" in data else None,
             ingress_controller_namespace=data.get("ingressControllerNamespace"),
             woocommerce=WooCommerce.from_data(data["woocommerce"]) if "woocommerce" in data else None,
+            backups=Backups.from_data(data["backups"]) if "backups" in data else None,
         )
 
 
@@ -212,6 +244,9 @@ class Plan:
     storage: str
     database_volume: str
     content_volume: str
+    #: Cron schedule of the scheduled backups (``H`` spread by store id) and how many are kept.
+    backup_schedule: str = "H H * * *"
+    backup_retention: int = 7
 
     @property
     def cpu_millis(self) -> int:
@@ -230,4 +265,6 @@ class Plan:
             storage=data["storage"],
             database_volume=data["volumes"]["database"],
             content_volume=data["volumes"]["content"],
+            backup_schedule=data.get("backup", {}).get("schedule", "H H * * *"),
+            backup_retention=data.get("backup", {}).get("retention", 7),
         )

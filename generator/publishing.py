@@ -145,6 +145,26 @@ def file_at(settings: Settings, revision: str, path: str) -> str | None:
         return None
 
 
+def last_file(settings: Settings, path: str) -> str | None:
+    """``path`` as it last was on the remote's branch: as it is now, or, once removed, as it was just
+    before the commit that removed it; None when the branch never had it."""
+    repo = open_workdir(settings, remote_url(settings))
+    branch = f"origin/{settings.branch}"
+    try:
+        repo.git.fetch("origin", "--prune")
+        last = str(repo.git.log("-1", "--format=%H", branch, "--", path)).strip()
+    except git.GitCommandError as e:
+        raise GitError(f"cannot read the history of {path}: {_stderr(e)}") from e
+    if not last:
+        return None
+    for revision in (last, f"{last}^"):
+        try:
+            return str(repo.git.show(f"{revision}:{path}"))
+        except git.GitCommandError:
+            continue
+    return None
+
+
 def sync(repo: git.Repo, branch: str) -> str:
     """Make the work tree exactly the remote's ``branch``; return its commit (or '' when empty)."""
     try:

@@ -9,8 +9,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from generator import constants, destinations, emitting, images, releases
-from generator.models import Cluster, Plan, Store
+from generator import backups, constants, destinations, emitting, images, releases
+from generator.models import Backups, Cluster, Plan, Store
 
 
 def app_path(cluster: str, store_id: str) -> str:
@@ -111,7 +111,26 @@ def values(store: Store, cluster: Cluster, plan: Plan,
         out.setdefault(component, {})["image"] = image
     if store.engine == constants.WOOCOMMERCE and cluster.woocommerce and cluster.woocommerce.plugin_source:
         out.setdefault("setup", {})["pluginSource"] = cluster.woocommerce.plugin_source
+    # Only on a cluster with backups: without them the file stays as it was.
+    if cluster.backups:
+        out["backup"] = _backup(store, cluster.backups, plan)
+    if store.restore_from:
+        out["restore"] = {"from": store.restore_from}
     return out
+
+
+def _backup(store: Store, settings: Backups, plan: Plan) -> dict[str, Any]:
+    egress = ({"namespace": settings.egress_namespace} if settings.egress_namespace
+              else {"cidr": settings.egress_cidr} if settings.egress_cidr else {})
+    return {
+        "enabled": True,
+        "schedule": backups.schedule_for(plan.backup_schedule, store.id),
+        "retention": plan.backup_retention,
+        "s3": {"endpoint": settings.endpoint, "bucket": settings.bucket, "region": settings.region,
+               "prefix": store.cluster},
+        "secretName": backups.SECRET_NAME,
+        **({"egress": egress} if egress else {}),
+    }
 
 
 def _destination(store: Store, cluster: Cluster) -> dict[str, str]:

@@ -19,7 +19,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from generator import publishing, remotes
-from webhook import access, auth, credentials, settings, signin, state
+from generator.models import Cluster
+from webhook import access, auth, backups, credentials, settings, signin, state
 from webhook.errors import NotReady, Rejected
 from webhook.github import deploys, hooks
 from webhook.github.client import GitHub, GitHubPullRequests, GitHubSettings
@@ -46,6 +47,9 @@ ROUTES = [
     Route("/v1/stores/{store_id}", endpoints.delete_store, methods=["DELETE"]),
     Route("/v1/stores/{store_id}/history", endpoints.store_history, methods=["GET"]),
     Route("/v1/stores/{store_id}/rollback", endpoints.rollback_store, methods=["POST"]),
+    Route("/v1/stores/{store_id}/backups", endpoints.list_backups, methods=["GET"]),
+    Route("/v1/stores/{store_id}/backups", endpoints.take_backup, methods=["POST"]),
+    Route("/v1/stores/{store_id}/restore", endpoints.restore_backup, methods=["POST"]),
     Route("/v1/stores/{store_id}/credentials/link", endpoints.credentials_link, methods=["POST"]),
     Route("/v1/stores/{store_id}/credentials/rotate", endpoints.rotate_credentials, methods=["POST"]),
     Route("/v1/stores/{store_id}/credentials/{link}", endpoints.reveal_credentials, methods=["GET"]),
@@ -160,6 +164,15 @@ def status_sinks(
     ]
 
 
+def _backup_fleet(built: service.Service) -> tuple[dict[str, Cluster], dict[str, str]]:
+    """The clusters and each store's cluster, as Git has them (for the backup keeper)."""
+    if not built.intake.ready:
+        return {}, {}
+    git = built.intake.snapshot().git
+    stores = {held.entry.store.id: held.entry.store.cluster for held in git.stores.values() if held.entry is not None}
+    return {name: cluster for name, (cluster, _) in git.clusters.items()}, stores
+
+
 def create_app(config: settings.ServiceSettings, *, pulls: PullRequests | None = None,
                github: GitHubSettings | None = None, status: StatusSettings | None = None) -> Starlette:
     """The app; the queue opens and the writer starts when the app starts (its lifespan).
@@ -221,12 +234,17 @@ def create_app(config: settings.ServiceSettings, *, pulls: PullRequests | None =
         runner = rollouts.Runner(rollouts=rollouts.Rollouts(config.state_path), intake=built.intake, status=reader,
                                  poll=config.rollout_poll, timeout=config.rollout_timeout, wake=built.writer.wake)
         app.state.rollouts = runner
+        keeper = backups.Keeper(api=reader.api, fleet=lambda: _backup_fleet(built), interval=config.backup_interval,
+                                endpoints=config.backup_endpoints) if reader is not None else None
+        app.state.backups = keeper
         stop = anyio.Event()
         async with anyio.create_task_group() as group:
             group.start_soon(lambda: built.writer.run(stop=stop))
             group.start_soon(lambda: runner.run(stop=stop))
             if hub is not None:
                 group.start_soon(lambda: hub.run(stop=stop))
+            if keeper is not None:
+                group.start_soon(lambda: keeper.run(stop=stop))
             log.info("storeops intake on %s:%d; queue %s", config.host, config.port, config.queue_path)
             try:
                 yield

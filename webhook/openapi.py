@@ -127,6 +127,31 @@ def document() -> dict[str, Any]:
                                        "422": _error("No reason, or the old entry is refused (e.g. smaller volumes)"),
                                        "503": _error("The status reader is off"), **_AUTH}},
             },
+            "/v1/stores/{store_id}/backups": {
+                "parameters": [{"name": "store_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "get": {"summary": "The store's finished backups, newest first (a deleted store's too, while kept)",
+                        "responses": {"200": {"description": "Backups: id, kind, created, size"},
+                                      "404": _error("Unknown store, or its cluster keeps no backups"),
+                                      "503": _error("The status reader is off, or the backup keys are missing"),
+                                      **_AUTH}},
+                "post": {"summary": "Back the store up now (a Job from its backup CronJob, kind manual)",
+                         "responses": {"202": {"description": "The Job started"}, "404": _error("Unknown store"),
+                                       "503": _error("The store has no backup CronJob yet, or the status reader "
+                                                     "is off"), **_AUTH}},
+            },
+            "/v1/stores/{store_id}/restore": {
+                "parameters": [{"name": "store_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "post": {"summary": "A store from one of this store's backups: into a new id (to), or back under its "
+                                   "own id once it was deleted",
+                         "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                             "type": "object", "additionalProperties": False, "required": ["from"],
+                             "properties": {"from": {"type": "string"}, "to": {"type": "string"}}}}}},
+                         "responses": {"202": {"description": "Queued (request id and status URL)"},
+                                       "404": _error("Unknown store or backup"),
+                                       "409": _error("The store exists (restore into a new id) or the id is taken"),
+                                       "422": _error("Not a backup id, or the new store is refused"),
+                                       "503": _error("The status reader is off"), **_AUTH}},
+            },
             "/v1/rollouts": {
                 "post": {"summary": "Move the stores of an engine (of a cluster) to a released chart version in waves: "
                                     "a canary wave, then batches, each after every store of the last is ready",

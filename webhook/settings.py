@@ -16,6 +16,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -121,6 +122,10 @@ class ServiceSettings:
     #: when the rollout does not say.
     rollout_poll: float = 2.0
     rollout_timeout: float = 1800.0
+    #: Seconds between the backup keeper's passes (keys into new store namespaces, expired backups out),
+    #: and the service's own way to a cluster's backup endpoint where it is not the Pods' (cluster -> URL).
+    backup_interval: float = 15.0
+    backup_endpoints: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def queue_path(self) -> Path:
@@ -183,7 +188,19 @@ class ServiceSettings:
             viewers=tuple(e.strip() for e in env.get("STOREOPS_VIEWERS", "").split(",") if e.strip()),
             rollout_poll=number("STOREOPS_ROLLOUT_POLL", d.rollout_poll, low=0.01),
             rollout_timeout=number("STOREOPS_ROLLOUT_TIMEOUT", d.rollout_timeout, low=1),
+            backup_interval=number("STOREOPS_BACKUP_INTERVAL", d.backup_interval, low=0.1),
+            backup_endpoints=_backup_endpoints(env),
         )
+
+
+def _backup_endpoints(env: Mapping[str, str]) -> dict[str, str]:
+    out = {}
+    for part in filter(None, (p.strip() for p in env.get("STOREOPS_BACKUP_ENDPOINTS", "").split(","))):
+        name, _, url = part.partition("=")
+        if not name or not re.fullmatch(r"https?://[^\s/?#]+/?", url):
+            raise SettingsError(f"STOREOPS_BACKUP_ENDPOINTS: {part!r} is not cluster=http(s)://host[:port]")
+        out[name] = url
+    return out
 
 
 def resolve_tokens(settings: ServiceSettings) -> tuple[Token, ...]:

@@ -53,7 +53,7 @@ def test_valid_new_store() -> None:
     [
         (GOOD.format(id="shop") + "colour: red\n",
          "stores/shop.yaml:9: colour: unknown field (allowed: adminPasswordRotation, callbackUrl, chartVersion, "
-         "cluster, domain, engine, id, name, owner, plan, state)"),
+         "cluster, domain, engine, id, name, owner, plan, restoreFrom, state)"),
         (GOOD.format(id="shop").replace("  email: pat@example.com\n", "  email: pat@example.com\n  age: 3\n"),
          "stores/shop.yaml:9: owner.age: unknown field (allowed: email, github, name)"),
         (GOOD.format(id="shop").replace("plan: small", "plan: huge"),
@@ -167,7 +167,7 @@ def test_plan_offered_by_schema_must_be_defined() -> None:
     plans = files["templates/plans.yaml"].decode()  # type: ignore[union-attr]
     files["templates/plans.yaml"] = plans[: plans.index("  large:")]
     found = problems_for(files)
-    assert "templates/plans.yaml:5: plans.large: is offered by the store schema but not defined" in found
+    assert "templates/plans.yaml:7: plans.large: is offered by the store schema but not defined" in found
 
 
 def test_all_problems_are_reported_at_once() -> None:

@@ -179,6 +179,13 @@ class Intake:
 
         return self.update(store_id=store_id, patch=patch, caller=caller, body=body)
 
+    def restore(self, *, reference: str, to: str, entry: Mapping[str, Any], caller: Caller,
+                body: bytes) -> tuple[queueing.Request, bool]:
+        """Queue a new store ``to`` that starts from the backup ``reference`` (``<store>/<backup id>``): the
+        backed-up store's name, engine, plan, cluster and owner, with ``restoreFrom``."""
+        data = {key: entry[key] for key in ("name", "engine", "plan", "cluster", "owner") if key in entry}
+        return self.create(data={"id": to, **data, "restoreFrom": reference}, caller=caller, body=body)
+
     def _queue(self, snapshot: Snapshot, after: fleet.Fleet, path: str, store_id: str, action: str, content: str,
                caller: Caller, body: bytes) -> queueing.Request:
         """Queue a checked create or update and make it part of the overlay (under the lock)."""

@@ -1,7 +1,8 @@
-"""``storeops rollout``: start and follow rollouts through the service's API (``/v1/rollouts``).
+"""``storeops rollout``, ``backup``, ``backups`` and ``restore``: clients of the service's API.
 
-A rollout waits for the status reader and commits through the intake queue, so it runs in the service;
-this command is its client. ``STOREOPS_API_URL`` (default ``http://127.0.0.1:8080``) names the service and
+A rollout waits for the status reader and commits through the intake queue, and backups are reached
+through the cluster (``/v1/stores/{id}/backups``, ``/restore``), so they run in the service; these
+commands are its clients. ``STOREOPS_API_URL`` (default ``http://127.0.0.1:8080``) names the service and
 ``STOREOPS_API_TOKEN`` an operator's write token.
 """
 
@@ -103,6 +104,47 @@ def cmd_rollout_show(args: argparse.Namespace, settings: Settings) -> int:
     return _follow(api, call(api, "GET", f"/v1/rollouts/{args.rollout_id}"), args.wait)
 
 
+def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
+    api = ApiSettings.from_env()
+    started = call(api, "POST", f"/v1/stores/{args.store_id}/backups", {})
+    print(f"backup of {args.store_id} started: Job {started['job']} (storeops backups {args.store_id} lists it "
+          f"once it finished)")
+    if not args.wait:
+        return 0
+    known = {b["id"] for b in call(api, "GET", f"/v1/stores/{args.store_id}/backups")["backups"]}
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        time.sleep(WAIT_SECONDS)
+        new = [b for b in call(api, "GET", f"/v1/stores/{args.store_id}/backups")["backups"]
+               if b["id"] not in known and b["kind"] == "manual"]
+        if new:
+            print(f"{new[0]['reference']}  {new[0]['size']} bytes")
+            return 0
+    print(f"no new backup of {args.store_id} within {args.timeout:.0f}s: see the Job {started['job']}")
+    return 1
+
+
+def cmd_backups(args: argparse.Namespace, settings: Settings) -> int:
+    api = ApiSettings.from_env()
+    listed = call(api, "GET", f"/v1/stores/{args.store_id}/backups")
+    if not listed["exists"]:
+        print(f"{args.store_id} was deleted; its backups are kept for the cluster's finalBackupDays")
+    for backup in listed["backups"]:
+        print(f"{backup['id']}  {backup['kind']:<11} {backup['created']}  {backup['size']:>12} bytes")
+    if not listed["backups"]:
+        print(f"no finished backup of {args.store_id} on cluster {listed['cluster']}")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
+    api = ApiSettings.from_env()
+    body = {"from": args.backup, **({"to": args.to} if args.to else {})}
+    queued = call(api, "POST", f"/v1/stores/{args.store_id}/restore", body)
+    print(f"store {queued['store_id']} requested from {args.store_id}/{args.backup.rpartition('/')[2]}: "
+          f"{queued.get('status', 'queued')} ({queued['status_url']})")
+    return 0
+
+
 def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     help_text = ("move stores to a released chart version in waves, through the service "
                  "(STOREOPS_API_URL, STOREOPS_API_TOKEN)")
@@ -124,3 +166,23 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     show.set_defaults(func=cmd_rollout_show)
     show.add_argument("rollout_id", nargs="?", metavar="ROLLOUT_ID")
     show.add_argument("--wait", action="store_true", help="follow it until it is done or halts (exit 1 on a halt)")
+    where = "through the service (STOREOPS_API_URL, STOREOPS_API_TOKEN)"
+    backup = subparsers.add_parser("backup", help=f"back a store up now, {where}",
+                                   description=f"Back a store up now (kind manual), {where}.")
+    backup.set_defaults(func=cmd_backup)
+    backup.add_argument("store_id", metavar="ID")
+    backup.add_argument("--wait", action="store_true", help="wait until the backup is finished and print its id")
+    backup.add_argument("--timeout", type=float, default=900.0, help="seconds --wait waits (default: 900)")
+    listing = subparsers.add_parser("backups", help=f"a store's finished backups, newest first, {where}",
+                                    description=f"A store's finished backups, newest first, {where}; a "
+                                                f"deleted store's too, while they are kept.")
+    listing.set_defaults(func=cmd_backups)
+    listing.add_argument("store_id", metavar="ID")
+    restore = subparsers.add_parser("restore", help=f"a store from a backup, {where}",
+                                    description=f"A store from one of ID's backups, {where}: into a new store "
+                                                f"(--to), or back under ID once ID was deleted.")
+    restore.set_defaults(func=cmd_restore)
+    restore.add_argument("store_id", metavar="ID")
+    restore.add_argument("--from", dest="backup", required=True, metavar="BACKUP",
+                         help="the backup id (storeops backups ID lists them)")
+    restore.add_argument("--to", metavar="NEW_ID", help="the new store's id (default: ID, which must be free)")

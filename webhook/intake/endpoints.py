@@ -16,9 +16,10 @@ import yaml
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 
+from generator import backups as generator_backups
 from generator import entries, errors, publishing, releases, remotes, rendering
 from generator.errors import Problem
-from webhook import access, auth, credentials, csrf, openapi
+from webhook import access, auth, backups, credentials, csrf, openapi
 from webhook.errors import BadRequest, Conflict, Forbidden, Invalid, NotFound, NotReady, Rejected
 from webhook.intake import forms, mappings, pages, queueing
 from webhook.intake.admission import Caller
@@ -606,3 +607,99 @@ async def reveal_credentials(request: Request, call: access.Call) -> Response:
 
 def _iso(at: float) -> str:
     return datetime.datetime.fromtimestamp(at, datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+# --- backups (webhook.backups) ------------------------------------------------------------------------
+
+
+async def _backed_up_entry(request: Request, call: access.Call, store_id: str) -> tuple[dict[str, Any], bool]:
+    """The store's entry as Git or the queue has it, or, for a deleted store, as it last was in Git; and
+    whether the store exists now. 404 for a store the caller may not see."""
+    service = _service(request)
+    view = await anyio.to_thread.run_sync(lambda: service.intake.store_view(store_id))
+    entry = view.get("entry") if view is not None else None
+    if isinstance(entry, dict):
+        if not visible(call, view or {}):
+            raise NotFound(f"no store {store_id!r} in Git or in the queue")
+        return entry, True
+    path = entries.path_for(store_id)
+    text = await anyio.to_thread.run_sync(lambda: publishing.last_file(service.settings.git, path))
+    last = yaml.safe_load(text) if text else None
+    if not isinstance(last, dict) or not visible(call, {"entry": last}):
+        raise NotFound(f"no store {store_id!r} in Git, in the queue or in Git's history")
+    return last, False
+
+
+def _objects(request: Request, cluster_name: str) -> backups.Objects:
+    """The backups of a cluster (its S3 store, with the keys read from the cluster now)."""
+    service = _service(request)
+    reader = getattr(request.app.state, "status_reader", None)
+    if reader is None:
+        raise NotReady("backups are reached through the cluster: the status reader is off (STOREOPS_KUBECONFIG)")
+    held = service.intake.snapshot().git.clusters.get(cluster_name)
+    if held is None:
+        raise NotFound(f"no cluster {cluster_name!r} in Git")
+    return backups.Objects(held[0], api=reader.api, endpoint=service.settings.backup_endpoints.get(cluster_name))
+
+
+@access.endpoint(access.READ)
+async def list_backups(request: Request, call: access.Call) -> Response:
+    """The store's finished backups, newest first (a deleted store's too, while they are kept)."""
+    store_id = request.path_params["store_id"]
+    entry, exists = await _backed_up_entry(request, call, store_id)
+    objects = await anyio.to_thread.run_sync(lambda: _objects(request, str(entry.get("cluster"))))
+    found = await anyio.to_thread.run_sync(lambda: objects.of(store_id))
+    return JSONResponse({"store": store_id, "cluster": entry.get("cluster"), "exists": exists,
+                         "backups": [b.as_dict() for b in found]})
+
+
+@access.endpoint(access.WRITE, body=True)
+async def take_backup(request: Request, call: access.Call) -> Response:
+    """Back the store up now: a Job from its backup CronJob, of kind ``manual``; listed once it finished."""
+    store_id = request.path_params["store_id"]
+    _, exists = await _backed_up_entry(request, call, store_id)
+    if not exists:
+        raise NotFound(f"no store {store_id!r} in Git or in the queue")
+    reader = getattr(request.app.state, "status_reader", None)
+    if reader is None:
+        raise NotReady("backups are taken in the cluster: the status reader is off (STOREOPS_KUBECONFIG)")
+    job = await anyio.to_thread.run_sync(lambda: backups.take(reader.api, store_id))
+    log.info("backup of %s asked for by %s: Job %s", store_id, call.caller.client, job)
+    return JSONResponse({"store": store_id, "kind": "manual", "job": job,
+                         "backups": f"/v1/stores/{store_id}/backups"}, status_code=202)
+
+
+@access.endpoint(access.WRITE, body=True)
+async def restore_backup(request: Request, call: access.Call) -> Response:
+    """A store from one of this store's backups: ``{"from": "<backup id>", "to": "<new id>"}``. Without
+    ``to`` the store comes back under its own id, which must be free (the store deleted); a store that
+    exists keeps its data, so its backups go into a new id."""
+    service = _service(request)
+    store_id = request.path_params["store_id"]
+    asked = access.parse_json(call.body) if call.body.strip() else {}
+    if not isinstance(asked, dict) or not isinstance(asked.get("from"), str) \
+            or not isinstance(asked.get("to", ""), str) or set(asked) - {"from", "to"}:
+        raise Invalid("the request must be a JSON object with from (a backup id) and, optionally, to (a new "
+                      "store id)", [Problem("request", 0, "(top)", "expected {\"from\": \"<backup id>\", "
+                                                                   "\"to\": \"<new store id>\"}", errors.REQUEST)])
+    backup_id = str(asked["from"]).removeprefix(f"{store_id}/")
+    if not generator_backups.BACKUP_ID.fullmatch(backup_id):
+        raise Invalid(f"{asked['from']!r} is not a backup id such as 20261127T031700Z-manual",
+                      [Problem("request", 0, "from", "not a backup id of this store", errors.REQUEST)])
+    to = str(asked.get("to") or store_id)
+    entry, exists = await _backed_up_entry(request, call, store_id)
+    if exists and to == store_id:
+        raise Conflict(f"store {store_id!r} exists and keeps its data: restore its backup into a new store "
+                       f"(\"to\": \"<new id>\"), or delete it first")
+    objects = await anyio.to_thread.run_sync(lambda: _objects(request, str(entry.get("cluster"))))
+    backup = await anyio.to_thread.run_sync(lambda: objects.find(store_id, backup_id))
+    if backup.manifest.get("engine") not in (None, entry.get("engine")):
+        raise Conflict(f"backup {backup.reference} is of a {backup.manifest.get('engine')} store, not "
+                       f"{entry.get('engine')}")
+    caller = Caller(client=call.caller.client, source="api", idempotency_key=_idempotency_key(request),
+                    scope=_scope(request), owner=call.caller.owner)
+    body = f"RESTORE {store_id}".encode() + call.body
+    queued, new = await anyio.to_thread.run_sync(lambda: service.intake.restore(
+        reference=backup.reference, to=to, entry=entry, caller=caller, body=body))
+    log.info("restore of %s into %s asked for by %s", backup.reference, to, call.caller.client)
+    return _accepted(request, queued, new, "api")
