@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
+import logging
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,12 +25,14 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from generator import validation
-from webhook import access, credentials, csrf, signin
+from webhook import access, backups, credentials, csrf, signin
 from webhook.errors import NotFound, NotReady, Rejected
 from webhook.intake import endpoints, forms
 from webhook.intake.admission import Caller
 from webhook.intake.service import Service
 from webhook.types import StatusView
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ROUTES"]
 
@@ -214,10 +217,26 @@ async def store_page(request: Request, *, message: str = "", status_code: int = 
     links: credentials.Links = request.app.state.credential_links
     # Only the owner gets the credentials: the button is theirs alone.
     shown = links.state(store_id, credentials.rotation_of(entry)) if person[1].role == signin.OWNER else None
+    kept, backups_note = await _backups_of(request, store_id, str(entry.get("cluster", "")))
     return _page(request, "store.html", {"credentials": shown,
         "store": summary, "deployment": deployment, "timeline": timeline, "url": url, "admin": admin,
-        "state": entry.get("state", "active"), "plans": validation.plans_offered(), "message": message},
-        status_code=status_code)
+        "state": entry.get("state", "active"), "plans": validation.plans_offered(), "message": message,
+        "backups": kept, "backups_note": backups_note}, status_code=status_code)
+
+
+async def _backups_of(request: Request, store_id: str, cluster: str) -> tuple[list[dict[str, Any]] | None, str]:
+    """The store's finished backups for its page (None: its cluster keeps none), and a note when they
+    cannot be listed now."""
+    service = _service(request)
+    held = service.intake.snapshot().git.clusters.get(cluster) if service.intake.ready else None
+    if held is None or held[0].backups is None:
+        return None, ""
+    try:
+        objects = await anyio.to_thread.run_sync(lambda: endpoints.backup_objects(request, cluster))
+        return [b.as_dict() for b in await anyio.to_thread.run_sync(lambda: objects.of(store_id))], ""
+    except Exception as e:  # the page shows the store whatever the object store says
+        log.warning("backups of %s not listed: %s", store_id, e)
+        return [], f"The backups cannot be listed now: {e}"
 
 
 @access.endpoint(access.WRITE, media=(forms.URLENCODED,), body=True, csrf=True)
@@ -239,6 +258,19 @@ async def store_action(request: Request, call: access.Call) -> Response:
         elif action == "rotate-password":
             await anyio.to_thread.run_sync(lambda: service.intake.rotate_password(
                 store_id=store_id, caller=caller, body=call.body))
+        elif action == "backup":
+            view = await anyio.to_thread.run_sync(lambda: service.intake.store_view(store_id))
+            if view is None or not endpoints.visible(call, view):
+                raise NotFound(f"no store {store_id!r} in Git or in the queue")
+            api = getattr(_reader(request), "api", None)
+            if api is None:
+                return await store_page(request, message="Not done: the cluster is out of reach.", status_code=503)
+            job = await anyio.to_thread.run_sync(lambda: backups.take(api, store_id))
+            return await store_page(request, message=f"Backup started (Job {job}); it is listed once finished.",
+                                    status_code=202)
+        elif action == "restore":
+            await endpoints.restore(request, call, store_id, backup_id=values.get("backup", ""),
+                                    to=values.get("to", ""), source="console")
         elif action == "credentials":
             link = await endpoints.make_credentials_link(request, call, store_id)
             return RedirectResponse(f"/console/stores/{store_id}/credentials/{link.token}", status_code=303)
@@ -252,6 +284,8 @@ async def store_action(request: Request, call: access.Call) -> Response:
     except Rejected as e:
         said = "; ".join(p.message for p in e.problems) or e.message
         return await store_page(request, message=f"Not done: {said}", status_code=e.status)
+    except NotReady as e:
+        return await store_page(request, message=f"Not done: {e}", status_code=503)
     service.writer.wake()
     return RedirectResponse(f"/console/stores/{store_id}", status_code=303)
 

@@ -630,7 +630,7 @@ async def _backed_up_entry(request: Request, call: access.Call, store_id: str) -
     return last, False
 
 
-def _objects(request: Request, cluster_name: str) -> backups.Objects:
+def backup_objects(request: Request, cluster_name: str) -> backups.Objects:
     """The backups of a cluster (its S3 store, with the keys read from the cluster now)."""
     service = _service(request)
     reader = getattr(request.app.state, "status_reader", None)
@@ -647,7 +647,7 @@ async def list_backups(request: Request, call: access.Call) -> Response:
     """The store's finished backups, newest first (a deleted store's too, while they are kept)."""
     store_id = request.path_params["store_id"]
     entry, exists = await _backed_up_entry(request, call, store_id)
-    objects = await anyio.to_thread.run_sync(lambda: _objects(request, str(entry.get("cluster"))))
+    objects = await anyio.to_thread.run_sync(lambda: backup_objects(request, str(entry.get("cluster"))))
     found = await anyio.to_thread.run_sync(lambda: objects.of(store_id))
     return JSONResponse({"store": store_id, "cluster": entry.get("cluster"), "exists": exists,
                          "backups": [b.as_dict() for b in found]})
@@ -674,7 +674,6 @@ async def restore_backup(request: Request, call: access.Call) -> Response:
     """A store from one of this store's backups: ``{"from": "<backup id>", "to": "<new id>"}``. Without
     ``to`` the store comes back under its own id, which must be free (the store deleted); a store that
     exists keeps its data, so its backups go into a new id."""
-    service = _service(request)
     store_id = request.path_params["store_id"]
     asked = access.parse_json(call.body) if call.body.strip() else {}
     if not isinstance(asked, dict) or not isinstance(asked.get("from"), str) \
@@ -682,24 +681,33 @@ async def restore_backup(request: Request, call: access.Call) -> Response:
         raise Invalid("the request must be a JSON object with from (a backup id) and, optionally, to (a new "
                       "store id)", [Problem("request", 0, "(top)", "expected {\"from\": \"<backup id>\", "
                                                                    "\"to\": \"<new store id>\"}", errors.REQUEST)])
-    backup_id = str(asked["from"]).removeprefix(f"{store_id}/")
+    queued, new = await restore(request, call, store_id, backup_id=str(asked["from"]), to=str(asked.get("to") or ""),
+                                source="api")
+    return _accepted(request, queued, new, "api")
+
+
+async def restore(request: Request, call: access.Call, store_id: str, *, backup_id: str, to: str,
+                  source: str) -> tuple[queueing.Request, bool]:
+    """Queue the store ``to`` (default: ``store_id``, which must be free) from ``store_id``'s backup."""
+    service = _service(request)
+    backup_id = backup_id.removeprefix(f"{store_id}/")
     if not generator_backups.BACKUP_ID.fullmatch(backup_id):
-        raise Invalid(f"{asked['from']!r} is not a backup id such as 20261127T031700Z-manual",
+        raise Invalid(f"{backup_id!r} is not a backup id such as 20261127T031700Z-manual",
                       [Problem("request", 0, "from", "not a backup id of this store", errors.REQUEST)])
-    to = str(asked.get("to") or store_id)
+    to = to or store_id
     entry, exists = await _backed_up_entry(request, call, store_id)
     if exists and to == store_id:
         raise Conflict(f"store {store_id!r} exists and keeps its data: restore its backup into a new store "
                        f"(\"to\": \"<new id>\"), or delete it first")
-    objects = await anyio.to_thread.run_sync(lambda: _objects(request, str(entry.get("cluster"))))
+    objects = await anyio.to_thread.run_sync(lambda: backup_objects(request, str(entry.get("cluster"))))
     backup = await anyio.to_thread.run_sync(lambda: objects.find(store_id, backup_id))
     if backup.manifest.get("engine") not in (None, entry.get("engine")):
         raise Conflict(f"backup {backup.reference} is of a {backup.manifest.get('engine')} store, not "
                        f"{entry.get('engine')}")
-    caller = Caller(client=call.caller.client, source="api", idempotency_key=_idempotency_key(request),
+    caller = Caller(client=call.caller.client, source=source, idempotency_key=_idempotency_key(request),
                     scope=_scope(request), owner=call.caller.owner)
     body = f"RESTORE {store_id}".encode() + call.body
     queued, new = await anyio.to_thread.run_sync(lambda: service.intake.restore(
         reference=backup.reference, to=to, entry=entry, caller=caller, body=body))
     log.info("restore of %s into %s asked for by %s", backup.reference, to, call.caller.client)
-    return _accepted(request, queued, new, "api")
+    return queued, new
