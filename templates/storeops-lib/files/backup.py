@@ -90,6 +90,8 @@ class RefusedError(BackupError):
 class S3Error(BackupError):
     def __init__(self, method: str, key: str, status: int, body: bytes) -> None:
         self.status = status
+        # Refused keys or rights are settings to fix, not a failure to retry.
+        self.exit_code = 2 if status in (401, 403) else 1
         self.code = _xml_text(body, "Code") or str(status)
         message = _xml_text(body, "Message") or body[:200].decode("utf-8", "replace")
         super().__init__(f"S3 {method} {key or '/'}: {status} {self.code}: {message}")

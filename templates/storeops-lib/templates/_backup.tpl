@@ -223,10 +223,32 @@ spec:
 {{- end }}
 {{- end }}
 
+{{- /* A step of the restore pod in the credentials image: backup.py <step>. (dict "root" $ "step" "fetch") */ -}}
+{{- define "storeops.restoreStep" -}}
+{{- $root := .root -}}
+- name: {{ .step }}
+  image: {{ printf "%s:%s" $root.Values.credentials.image.repository $root.Values.credentials.image.tag | quote }}
+  imagePullPolicy: IfNotPresent
+  command: ["python3", "/scripts/backup.py", {{ .step | quote }}]
+  terminationMessagePolicy: FallbackToLogsOnError
+  env:
+    - name: RESTORE_FROM
+      value: {{ $root.Values.restore.from | quote }}
+    {{- include "storeops.backupEnv" $root | nindent 4 }}
+  securityContext:
+    {{- include "storeops.containerSecurityContext" true | nindent 4 }}
+  resources:
+    {{- toYaml $root.Values.backup.resources | nindent 4 }}
+  volumeMounts:
+    {{- include "storeops.backupMounts" dict | nindent 4 }}
+    - name: script
+      mountPath: /scripts
+      readOnly: true
+{{- end }}
+
 {{- define "storeops.restoreJob" -}}
 {{- $db := include "store.backup" . | fromYaml -}}
 {{- $from := .Values.restore.from -}}
-{{- $python := printf "%s:%s" .Values.credentials.image.repository .Values.credentials.image.tag -}}
 apiVersion: batch/v1
 kind: Job
 metadata:
@@ -262,24 +284,7 @@ spec:
         {{- /* The web component's user: the files it extracts are the web component's. */}}
         {{- include "storeops.podSecurityContext" (dict "user" $db.user) | nindent 8 }}
       initContainers:
-        - name: fetch
-          image: {{ $python | quote }}
-          imagePullPolicy: IfNotPresent
-          command: ["python3", "/scripts/backup.py", "fetch"]
-          terminationMessagePolicy: FallbackToLogsOnError
-          env:
-            - name: RESTORE_FROM
-              value: {{ $from | quote }}
-            {{- include "storeops.backupEnv" . | nindent 12 }}
-          securityContext:
-            {{- include "storeops.containerSecurityContext" true | nindent 12 }}
-          resources:
-            {{- toYaml .Values.backup.resources | nindent 12 }}
-          volumeMounts:
-            {{- include "storeops.backupMounts" dict | nindent 12 }}
-            - name: script
-              mountPath: /scripts
-              readOnly: true
+        {{- include "storeops.restoreStep" (dict "root" . "step" "fetch") | nindent 8 }}
         # The database's own client: waits for the server, refuses a database with tables unless this
         # restore began loading it (the marker), loads the dump, then records that in the marker.
         - name: load
@@ -313,24 +318,7 @@ spec:
           volumeMounts:
             {{- include "storeops.backupMounts" dict | nindent 12 }}
       containers:
-        - name: extract
-          image: {{ $python | quote }}
-          imagePullPolicy: IfNotPresent
-          command: ["python3", "/scripts/backup.py", "extract"]
-          terminationMessagePolicy: FallbackToLogsOnError
-          env:
-            - name: RESTORE_FROM
-              value: {{ $from | quote }}
-            {{- include "storeops.backupEnv" . | nindent 12 }}
-          securityContext:
-            {{- include "storeops.containerSecurityContext" true | nindent 12 }}
-          resources:
-            {{- toYaml .Values.backup.resources | nindent 12 }}
-          volumeMounts:
-            {{- include "storeops.backupMounts" dict | nindent 12 }}
-            - name: script
-              mountPath: /scripts
-              readOnly: true
+        {{- include "storeops.restoreStep" (dict "root" . "step" "extract") | nindent 8 }}
       volumes:
         - name: work
           emptyDir: {}
