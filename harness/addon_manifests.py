@@ -20,6 +20,8 @@ __all__ = [
     "SYSTEM_NAMESPACE",
     "coredns",
     "network_policies",
+    "object_store",
+    "object_store_host_port",
     "traefik",
 ]
 
@@ -36,6 +38,10 @@ TRAEFIK_PING_PORT = 8080
 #: The netfilter queue kube-network-policies reads the first packet of each new connection from.
 NFQUEUE_ID = 100
 RBAC = "rbac.authorization.k8s.io"
+#: The S3-compatible object store for store backups (harness/objectstore.py).
+OBJECT_STORE_NAMESPACE = "storeops-backups"
+OBJECT_STORE_S3_PORT = 8333
+OBJECT_STORE_SECRET = "seaweedfs-credentials"
 
 Manifest = dict[str, object]
 
@@ -280,6 +286,97 @@ def traefik(image: str, *, node_selector: dict[str, str], ingress_port: int) -> 
             },
         },
     ]
+
+
+def object_store(
+    image: str, *, node_selector: dict[str, str], host_port: int, bucket: str, access_key: str, secret_key: str,
+    s3_config: str,
+) -> list[Manifest]:
+    """SeaweedFS (`weed mini`, one process: master, volume server, filer, S3 gateway) in its own namespace,
+    its S3 port behind Service `seaweedfs` and on 127.0.0.1:<host_port> of the host; data in an emptyDir
+    (gone with the Pod: it serves tests). Its Secret holds the identities file and the same keys under
+    the names a store's backup Secret uses."""
+    labels = {"app.kubernetes.io/name": "seaweedfs"}
+    ns = OBJECT_STORE_NAMESPACE
+    port = OBJECT_STORE_S3_PORT
+    args = [
+        "mini", "-dir=/data", "-ip=127.0.0.1", "-ip.bind=0.0.0.0", "-s3.config=/config/s3.json",
+        f"-bucket={bucket}", "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+        "-master.telemetry=false", f"-s3.port={port}",
+    ]  # fmt: skip
+    container = {
+        "name": "seaweedfs",
+        "image": image,
+        "imagePullPolicy": "Never",
+        "args": args,
+        "ports": [{"name": "s3", "containerPort": port, "hostPort": host_port, "hostIP": "127.0.0.1"}],
+        "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
+        "readinessProbe": {"httpGet": {"path": "/healthz", "port": port}, "periodSeconds": 2},
+        "volumeMounts": [
+            {"name": "data", "mountPath": "/data"},
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "config", "mountPath": "/config", "readOnly": True},
+        ],
+        "securityContext": {
+            "runAsUser": 65532,
+            "runAsGroup": 65532,
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": OBJECT_STORE_SECRET, "namespace": ns},
+            "stringData": {"s3.json": s3_config, "AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "seaweedfs", "namespace": ns, "labels": labels},
+            "spec": {"selector": labels, "ports": [{"name": "s3", "port": port, "targetPort": "s3"}]},
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "seaweedfs", "namespace": ns, "labels": labels},
+            "spec": {
+                "replicas": 1,
+                # One Pod holds the hostPort.
+                "strategy": {"type": "Recreate"},
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "automountServiceAccountToken": False,
+                        "enableServiceLinks": False,
+                        "nodeSelector": node_selector,
+                        "terminationGracePeriodSeconds": 5,
+                        "securityContext": {"fsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
+                        "containers": [container],
+                        "volumes": [
+                            {"name": "data", "emptyDir": {}},
+                            {"name": "tmp", "emptyDir": {}},
+                            {"name": "config", "secret": {"secretName": OBJECT_STORE_SECRET,
+                                                          "items": [{"key": "s3.json", "path": "s3.json"}]}},
+                        ],
+                    },
+                },
+            },
+        },
+    ]
+
+
+def object_store_host_port(deployment: Manifest) -> int:
+    """The host port an applied object_store() Deployment publishes its S3 port on."""
+    spec = deployment["spec"]
+    assert isinstance(spec, dict)
+    container = spec["template"]["spec"]["containers"][0]
+    return int(container["ports"][0]["hostPort"])
 
 
 def _service_account(name: str, namespace: str) -> Manifest:

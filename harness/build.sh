@@ -46,11 +46,13 @@ declare -A DIRS=(
   [coredns]="$BIN/coredns-$COREDNS_VERSION"
   [netpol]="$BIN/kube-network-policies-$KUBE_NETWORK_POLICIES_VERSION"
   [traefik]="$BIN/traefik-$TRAEFIK_VERSION"
+  # The S3-compatible object store for store backups (a host process in tests, an add-on Pod on the node).
+  [seaweedfs]="$BIN/seaweedfs-$SEAWEEDFS_VERSION"
   [apiprobe]="$BIN/apiprobe-$(cd "$HERE/images/apiprobe" && cat go.mod main.go | sha256sum | cut -c1-16)"
 )
 
 if [[ ${1:-} == --print ]]; then
-  for name in etcd kubernetes kwok helm argocd node pause apiprobe coredns netpol traefik; do printf '%s=%s\n' "$name" "${DIRS[$name]}"; done
+  for name in etcd kubernetes kwok helm argocd node pause apiprobe coredns netpol traefik seaweedfs; do printf '%s=%s\n' "$name" "${DIRS[$name]}"; done
   exit 0
 fi
 
@@ -226,6 +228,17 @@ build_traefik() {
   finish traefik
 }
 
+build_seaweedfs() {
+  begin seaweedfs || return 0
+  local mod=$HERE/gomod/seaweedfs/go.mod
+  grep -Eq "^\s*(require )?github.com/seaweedfs/seaweedfs $SEAWEEDFS_VERSION( |\$)" "$mod" ||
+    die "$mod does not require github.com/seaweedfs/seaweedfs $SEAWEEDFS_VERSION"
+  (cd "$HERE/gomod/seaweedfs" &&
+    timed seaweedfs go build -p "$GO_P" -trimpath -ldflags="-s -w" \
+      -o "${DIRS[seaweedfs]}.partial/weed" github.com/seaweedfs/seaweedfs/weed)
+  finish seaweedfs
+}
+
 build_kwok() {
   begin kwok || return 0
   timed kwok env GOBIN="${DIRS[kwok]}.partial" go install -p "$GO_P" -trimpath \
@@ -333,6 +346,7 @@ main() {
   build_coredns
   build_netpol
   build_traefik
+  build_seaweedfs
   log "all binaries ready in $(($(date +%s) - start))s"
 }
 

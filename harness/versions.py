@@ -44,6 +44,7 @@ class Versions:
     coredns: str
     kube_network_policies: str
     traefik: str
+    seaweedfs: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,6 +191,7 @@ def read_versions(path: pathlib.Path = VERSIONS_FILE) -> Versions:
             coredns=values["COREDNS_VERSION"],
             kube_network_policies=values["KUBE_NETWORK_POLICIES_VERSION"],
             traefik=values["TRAEFIK_VERSION"],
+            seaweedfs=values["SEAWEEDFS_VERSION"],
         )
     except KeyError as e:
         raise errors.HarnessError(f"{path}: missing {e.args[0]}") from e

@@ -53,3 +53,32 @@ targetPort: {{ .Values.medusa.port }}
 {{- define "store.medusaImage" -}}
 {{ printf "%s:%s" .Values.medusa.image.repository .Values.medusa.image.tag | quote }}
 {{- end }}
+
+{{- /*
+What the shared backup and restore pods (storeops-lib _backup.tpl) need of this chart: the web
+component (its node, its user, its content volume) and the database's own client tools, run in the
+PostgreSQL image as the web component's user, with libpq's environment variables.
+*/ -}}
+{{- define "store.backup" -}}
+component: medusa
+user: {{ .Values.medusa.user }}
+contentClaim: medusa-uploads
+image: {{ printf "%s:%s" .Values.postgres.image.repository .Values.postgres.image.tag }}
+env:
+  {{- include "store.secretEnv" (dict "root" . "env" "PGPASSWORD" "key" "postgres-password") | nindent 2 }}
+  - name: PGHOST
+    value: postgres
+  - name: PGUSER
+    value: {{ .Values.postgres.username | quote }}
+  - name: PGDATABASE
+    value: {{ .Values.postgres.database | quote }}
+# --clean --if-exists: loading the dump again (a retried restore) replaces what the first attempt loaded.
+dump: |-
+  pg_dump --clean --if-exists --no-owner --no-privileges -f /work/database.sql
+wait: |-
+  until pg_isready -q; do echo "waiting for postgres"; sleep 2; done
+tables: |-
+  psql -tAq -c "SELECT count(*) FROM information_schema.tables WHERE table_schema NOT IN ('pg_catalog', 'information_schema')"
+load: |-
+  psql -q -v ON_ERROR_STOP=1 --single-transaction -f /work/database.sql
+{{- end }}

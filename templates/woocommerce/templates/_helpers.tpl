@@ -43,3 +43,27 @@ targetPort: 80
     {{- . | nindent 4 }}
     {{- end }}
 {{- end }}
+
+{{- /*
+What the shared backup and restore pods (storeops-lib _backup.tpl) need of this chart: the web
+component (its node, its user, its content volume: the whole WordPress folder, /var/www/html) and
+the database's own client tools, run in the MariaDB image as the web component's user.
+*/ -}}
+{{- define "store.backup" -}}
+component: wordpress
+user: {{ .Values.wordpress.user }}
+contentClaim: wordpress-content
+image: {{ printf "%s:%s" .Values.mariadb.image.repository .Values.mariadb.image.tag }}
+env:
+  {{- include "store.secretEnv" (dict "root" . "env" "MYSQL_PWD" "key" "mariadb-password") | nindent 2 }}
+# --single-transaction: a consistent dump of InnoDB tables without locking WordPress out. The dump
+# drops each table before creating it, so loading it again (a retried restore) replaces the first attempt.
+dump: |-
+  mariadb-dump -h mariadb -u {{ .Values.mariadb.username }} --single-transaction --quick --no-tablespaces --routines --result-file=/work/database.sql {{ .Values.mariadb.database }}
+wait: |-
+  until mariadb-admin -h mariadb -u {{ .Values.mariadb.username }} --silent ping; do echo "waiting for mariadb"; sleep 2; done
+tables: |-
+  mariadb -h mariadb -u {{ .Values.mariadb.username }} -N -B -e "SELECT count(*) FROM information_schema.tables WHERE table_schema = '{{ .Values.mariadb.database }}'"
+load: |-
+  mariadb -h mariadb -u {{ .Values.mariadb.username }} {{ .Values.mariadb.database }} < /work/database.sql
+{{- end }}
