@@ -23,9 +23,10 @@ READ_TOKEN = "test-read-token"
 FORM_SECRET = "test-form-secret"
 
 
-def example_repo(target: Path, *, capacity: int | None = None, per_owner: int | None = None) -> Path:
+def example_repo(target: Path, *, capacity: int | None = None, per_owner: int | None = None,
+                 local_extra: str = "") -> Path:
     """A copy of the example inputs at ``target``; ``capacity`` raises the local cluster's store limit,
-    ``per_owner`` sets its ``storesPerOwner``."""
+    ``per_owner`` sets its ``storesPerOwner``, ``local_extra`` is added to its profile (YAML)."""
     for folder in (constants.STORES_DIR, constants.CLUSTERS_DIR, constants.TEMPLATES_DIR, constants.RENDERED_DIR,
                    "generator/schemas"):
         shutil.copytree(ROOT / folder, target / folder, symlinks=True)
@@ -41,13 +42,16 @@ def example_repo(target: Path, *, capacity: int | None = None, per_owner: int | 
         text = profile.read_text()
         assert "  stores: " in text and "storesPerOwner" not in text
         profile.write_text(text.replace("  stores: ", f"  storesPerOwner: {per_owner}\n  stores: ", 1))
+    if local_extra:
+        profile = target / constants.CLUSTERS_DIR / "local.yaml"
+        profile.write_text(profile.read_text() + local_extra)
     return target
 
 
 def service_settings(tmp: Path, *, capacity: int | None = None, per_owner: int | None = None,
-                     **overrides: object) -> ServiceSettings:
+                     local_extra: str = "", **overrides: object) -> ServiceSettings:
     """Settings for a service on a fresh copy of the example data and its own local bare remote."""
-    repo = example_repo(tmp / "repo", capacity=capacity, per_owner=per_owner)
+    repo = example_repo(tmp / "repo", capacity=capacity, per_owner=per_owner, local_extra=local_extra)
     bare = tmp / "remote.git"
     publishing.seed_remote(bare, repo, "main")
     git = Settings(repo=repo, state_dir=tmp / "state", remote=str(bare))

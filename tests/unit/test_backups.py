@@ -106,7 +106,8 @@ def test_a_malformed_backup_reference_is_refused_by_the_schema(reference: str) -
 
 def test_an_existing_store_cannot_be_given_a_backup_to_start_from() -> None:
     before = fleet.build(files(shop=STORE.format(id="shop", plan="small")))
-    after = fleet.build(files(shop=STORE.format(id="shop", plan="small") + "restoreFrom: shop/20261127T031700Z-manual\n"))
+    restored = STORE.format(id="shop", plan="small") + "restoreFrom: shop/20261127T031700Z-manual\n"
+    after = fleet.build(files(shop=restored))
     problems = [str(p) for p in fleet.change_problems(before, after)]
     assert len(problems) == 1 and "restoreFrom: is set only when a store is requested" in problems[0]
     assert backups.parse_reference("shop/20261127T031700Z-manual") == ("shop", "20261127T031700Z-manual")

@@ -1,0 +1,233 @@
+"""Backups from the service's side, against a real S3-compatible server (SeaweedFS on loopback) and the
+real API server: the keys reach store namespaces, backups are listed (finished ones only) for the owner,
+a backup is started from the store's CronJob, a store is restored into a new id or back under its own
+once deleted, and a deleted store's backups go after the profile's ``finalBackupDays``."""
+
+from __future__ import annotations
+
+import base64
+import collections.abc
+import datetime
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from generator import fleet, trees
+from harness import errors, examples, objectstore
+from harness import stack as harness_stack
+from tests.integration.status import support
+from webhook import backups
+from webhook.settings import StatusSettings, Token
+
+JANE = {"Authorization": "Bearer jane-owner-token"}  # owns acme-outdoor in the example data
+SAM = {"Authorization": "Bearer sam-owner-token"}
+KEYS_NAMESPACE = "storeops-system"
+KEYS_SECRET = "backup-s3"
+PROFILE = f"""\
+backups:
+  endpoint: http://seaweedfs.storeops-backups.svc:8333
+  bucket: {objectstore.BUCKET}
+  credentialsSecret:
+    namespace: {KEYS_NAMESPACE}
+    name: {KEYS_SECRET}
+  finalBackupDays: 1
+"""
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> collections.abc.Iterator[objectstore.ObjectStore]:
+    try:
+        objectstore.binary()
+    except errors.MissingBinariesError as e:
+        if os.environ.get("STOREOPS_NO_SKIPS") == "1":
+            raise
+        pytest.skip(f"SeaweedFS is not built: {e}")
+    with objectstore.running(directory=tmp_path_factory.mktemp("seaweedfs")) as running:
+        yield running
+
+
+def _keys_secret(core: client.CoreV1Api, s3: objectstore.ObjectStore, *, access_key: str | None = None) -> None:
+    body = client.V1Secret(metadata=client.V1ObjectMeta(name=KEYS_SECRET, namespace=KEYS_NAMESPACE), string_data={
+        "AWS_ACCESS_KEY_ID": access_key or s3.access_key, "AWS_SECRET_ACCESS_KEY": s3.secret_key})
+    try:
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=KEYS_NAMESPACE)))
+    except client.ApiException as e:
+        assert e.status == 409
+    try:
+        core.create_namespaced_secret(KEYS_NAMESPACE, body)
+    except client.ApiException as e:
+        assert e.status == 409
+        core.replace_namespaced_secret(KEYS_SECRET, KEYS_NAMESPACE, body)
+
+
+def _namespace(core: client.CoreV1Api, name: str) -> None:
+    try:
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    except client.ApiException as e:
+        assert e.status == 409
+
+
+def _upload(s3: objectstore.ObjectStore, store: str, backup_id: str, *, finished: bool = True,
+            engine: str = "woocommerce") -> None:
+    """A backup as the charts' Job leaves it: its files, then its manifest last."""
+    s3client: Any = s3.client()
+    data = f"-- dump of {store} {backup_id}\n".encode()
+    s3client.put_bytes(f"local/{store}/{backup_id}/database.sql.gz", data, content_type="application/gzip")
+    if finished:
+        manifest = {"store": store, "engine": engine, "kind": backup_id.partition("-")[2],
+                    "files": {"database.sql.gz": {"size": len(data), "sha256": "0" * 64}}}
+        s3client.put_bytes(f"local/{store}/{backup_id}/manifest.json", json.dumps(manifest).encode())
+
+
+def _cronjob(batch: client.BatchV1Api, namespace: str) -> None:
+    container = client.V1Container(name="upload", image="storeops.local/python:3.13-trixie",
+                                   command=["python3", "/backup/backup.py", "backup"],
+                                   env=[client.V1EnvVar(name="BACKUP_KIND", value="scheduled")])
+    batch.create_namespaced_cron_job(namespace, client.V1CronJob(
+        metadata=client.V1ObjectMeta(name="backup"),
+        spec=client.V1CronJobSpec(schedule="17 3 * * *", job_template=client.V1JobTemplateSpec(
+            spec=client.V1JobSpec(template=client.V1PodTemplateSpec(spec=client.V1PodSpec(
+                restart_policy="Never", containers=[container])))))))
+
+
+def test_backups_from_the_service(tmp_path: Path, apiserver: harness_stack.Stack,
+                                  s3: objectstore.ObjectStore) -> None:
+    from starlette.testclient import TestClient
+
+    from webhook import app
+
+    api = support.api_client(apiserver.kubeconfig)
+    core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
+    _keys_secret(core, s3)
+    base = examples.service_settings(tmp_path, local_extra=PROFILE)
+    config = replace(base, tokens=(*base.tokens,
+                                   Token("jane-owner-token", name="jane", owner="jane@acme-outdoor.example"),
+                                   Token("sam-owner-token", name="sam", owner="sam@bookworm.example")),
+                     backup_interval=0.2, backup_endpoints={"local": s3.endpoint})
+    status = StatusSettings(kubeconfig=str(apiserver.kubeconfig), namespace=support.new_namespace(apiserver),
+                            ledger=tmp_path / "status.sqlite3", workdir=config.git.workdir, backoff_min=0.1)
+    bare = Path(str(config.git.remote))
+    older, newer = "20261120T031700Z-scheduled", "20261126T101500Z-manual"
+    for backup_id in (older, newer):
+        _upload(s3, "acme-outdoor", backup_id)
+    _upload(s3, "acme-outdoor", "20261127T000000Z-manual", finished=False)
+    try:
+        with TestClient(app.create_app(config, status=status)) as http:
+            support.wait_until("the service has read Git", lambda: http.get("/readyz").status_code == 200)
+
+            # The keys reach the store's namespace once it is there, and follow a change of the source.
+            _namespace(core, "store-acme-outdoor")
+
+            def copied() -> dict[str, str]:
+                try:
+                    secret = core.read_namespaced_secret("storeops-backup", "store-acme-outdoor")
+                except client.ApiException:
+                    return {}
+                return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+
+            support.wait_until("the keys in store-acme-outdoor",
+                               lambda: copied().get("AWS_ACCESS_KEY_ID") == s3.access_key, timeout=20)
+            assert copied()["AWS_SECRET_ACCESS_KEY"] == s3.secret_key
+            _keys_secret(core, s3, access_key="rotated-key")
+            support.wait_until("the new key copied", lambda: copied().get("AWS_ACCESS_KEY_ID") == "rotated-key",
+                               timeout=20)
+            _keys_secret(core, s3)
+            support.wait_until("the key back", lambda: copied().get("AWS_ACCESS_KEY_ID") == s3.access_key, timeout=20)
+
+            # Finished backups only, newest first, for the owner; another owner sees nothing.
+            listed = http.get("/v1/stores/acme-outdoor/backups", headers=JANE)
+            assert listed.status_code == 200, listed.text
+            assert [b["id"] for b in listed.json()["backups"]] == [newer, older]
+            assert listed.json()["backups"][0] == {
+                "id": newer, "reference": f"acme-outdoor/{newer}", "kind": "manual", "created": "2026-11-26T10:15:00Z",
+                "size": len(f"-- dump of acme-outdoor {newer}\n"), "files": ["database.sql.gz"]}
+            assert http.get("/v1/stores/acme-outdoor/backups", headers=SAM).status_code == 404
+
+            # Back up now: a Job from the store's CronJob, of kind manual; none before the CronJob is there.
+            early = http.post("/v1/stores/acme-outdoor/backups", headers=JANE)
+            assert early.status_code == 503 and "no backup CronJob yet" in early.json()["error"]
+            _cronjob(batch, "store-acme-outdoor")
+            started = http.post("/v1/stores/acme-outdoor/backups", headers=JANE)
+            assert started.status_code == 202, started.text
+            job = batch.read_namespaced_job(started.json()["job"], "store-acme-outdoor")
+            env = {e.name: e.value for e in job.spec.template.spec.containers[0].env}
+            assert env["BACKUP_KIND"] == "manual"
+            assert job.metadata.owner_references[0].kind == "CronJob"
+            assert http.post("/v1/stores/acme-outdoor/backups", headers=SAM).status_code == 404
+
+            # Restore: refused into the living store, for a malformed or unknown backup; into a new id it is
+            # a new store with the backed-up store's fields and restoreFrom.
+            same = http.post("/v1/stores/acme-outdoor/restore", json={"from": newer}, headers=JANE)
+            assert same.status_code == 409 and "keeps its data" in same.json()["error"]
+            assert http.post("/v1/stores/acme-outdoor/restore", json={"from": "yesterday", "to": "acme-again"},
+                             headers=JANE).status_code == 422
+            unfinished = http.post("/v1/stores/acme-outdoor/restore", headers=JANE,
+                                   json={"from": "20261127T000000Z-manual", "to": "acme-again"})
+            assert unfinished.status_code == 404 and "no finished backup" in unfinished.json()["error"]
+            restored = http.post("/v1/stores/acme-outdoor/restore", json={"from": newer, "to": "acme-again"},
+                                 headers=JANE)
+            assert restored.status_code == 202, restored.text
+            support.wait_until("acme-again in Git", lambda: "acme-again" in examples.remote_stores(bare))
+            original = examples.remote_stores(bare)["acme-outdoor"]
+            again = examples.remote_stores(bare)["acme-again"]
+            assert again["restoreFrom"] == f"acme-outdoor/{newer}"
+            assert {k: again[k] for k in ("name", "engine", "plan", "cluster", "owner")} == \
+                {k: original[k] for k in ("name", "engine", "plan", "cluster", "owner")}
+            assert "domain" not in again
+
+            # Deleted, the store's backups are still listed, and it can come back under its own id.
+            assert http.delete("/v1/stores/acme-outdoor", headers=JANE).status_code == 202
+            support.wait_until("acme-outdoor gone from Git", lambda: "acme-outdoor" not in examples.remote_stores(bare))
+            gone = http.get("/v1/stores/acme-outdoor/backups", headers=JANE)
+            assert gone.status_code == 200 and gone.json()["exists"] is False
+            assert [b["id"] for b in gone.json()["backups"]] == [newer, older]
+            assert http.get("/v1/stores/acme-outdoor/backups", headers=SAM).status_code == 404
+            back = http.post("/v1/stores/acme-outdoor/restore", json={"from": older}, headers=JANE)
+            assert back.status_code == 202, back.text
+            support.wait_until("acme-outdoor back in Git", lambda: "acme-outdoor" in examples.remote_stores(bare))
+            assert examples.remote_stores(bare)["acme-outdoor"]["restoreFrom"] == f"acme-outdoor/{older}"
+    finally:
+        support.close(api)
+
+
+def test_a_deleted_stores_backups_go_after_final_backup_days(apiserver: harness_stack.Stack,
+                                                             s3: objectstore.ObjectStore) -> None:
+    api = support.api_client(apiserver.kubeconfig)
+    try:
+        _keys_secret(client.CoreV1Api(api), s3)
+        files: dict[str, bytes | str] = dict(trees.read_inputs(examples.ROOT))
+        files["clusters/local.yaml"] = bytes(files["clusters/local.yaml"]).decode() + PROFILE
+        built = fleet.build(files)
+        clusters = {name: cluster for name, (cluster, _) in built.clusters.items()}
+        for store in ("gone-shop", "live-shop"):
+            _upload(s3, store, "20261127T031700Z-final" if store == "gone-shop" else "20261127T031700Z-scheduled")
+        _upload(s3, "gone-shop", "20261127T040000Z-manual", finished=False)
+        now = datetime.datetime.now(datetime.UTC)
+        keeper = backups.Keeper(api=api, fleet=lambda: (clusters, {"live-shop": "local"}), interval=1,
+                                endpoints={"local": s3.endpoint}, clock=lambda: now)
+        objects = keeper.objects(clusters["local"])
+        # Within the day both stay.
+        assert keeper.once()["removed"] == []
+        assert {"gone-shop", "live-shop"} <= objects.stores()
+        # A day and more later the deleted store's backups (finished or not) go; the live store's stay.
+        keeper.clock = lambda: now + datetime.timedelta(days=1, minutes=5)
+        assert keeper.once()["removed"] == ["gone-shop"]
+        left = list(objects.client.list_objects(objects.settings.bucket, prefix="local/gone-shop/", recursive=True))
+        assert left == [] and objects.of("gone-shop") == []
+        # Nothing of it is left to remove (an empty folder some servers keep is not a store's backup).
+        assert keeper.once()["removed"] == []
+        assert [b.id for b in objects.of("live-shop")] == ["20261127T031700Z-scheduled"]
+        # Wrong keys in the Secret: listing says so instead of pretending there is nothing.
+        _keys_secret(client.CoreV1Api(api), s3, access_key="not-a-key")
+        with pytest.raises(Exception, match=r"(?i)access ?key|InvalidAccessKeyId|denied|signature"):
+            keeper.objects(clusters["local"]).of("live-shop")
+        _keys_secret(client.CoreV1Api(api), s3)
+        assert yaml.safe_load(PROFILE)["backups"]["finalBackupDays"] == 1
+    finally:
+        support.close(api)
