@@ -232,7 +232,8 @@ def create_app(config: settings.ServiceSettings, *, pulls: PullRequests | None =
             csrf_secret=shared.secret("csrf"), public_url=config.public_url, sessions=sessions)
         app.state.github = hub
         runner = rollouts.Runner(rollouts=rollouts.Rollouts(config.state_path), intake=built.intake, status=reader,
-                                 poll=config.rollout_poll, timeout=config.rollout_timeout, wake=built.writer.wake)
+                                 poll=config.rollout_poll, timeout=config.rollout_timeout, wake=built.writer.wake,
+                                 repository=repository, review_poll=config.review_poll_interval)
         app.state.rollouts = runner
         keeper = backups.Keeper(api=reader.api, fleet=lambda: _backup_fleet(built), interval=config.backup_interval,
                                 endpoints=config.backup_endpoints) if reader is not None else None

@@ -42,6 +42,9 @@ class Caller:
     owner: str = ""
     #: Why a change is asked for (a rollback's reason): kept with the request and in the commit message.
     reason: str = ""
+    #: A change a reviewed plan approved (a rollout's wave after its plan was merged): it is committed
+    #: without a pull request of its own; the writer checks the plan in Git.
+    planned: bool = False
 
     def owns(self, email: str) -> bool:
         return not self.owner or self.owner.casefold() == email.casefold()
@@ -193,7 +196,8 @@ class Intake:
         assert entry is not None
         request = self.queue.add(queueing.Request(
             id=str(uuid.uuid4()), store_id=store_id, action=action, content=content,
-            cluster=entry.store.cluster, review=self._needs_review(snapshot, after, path, store_id),
+            cluster=entry.store.cluster,
+            review=not caller.planned and self._needs_review(snapshot, after, path, store_id),
             source=caller.source, client=caller.client,
             idempotency_key=caller.idempotency_key, body_hash=body_hash(body), scope=caller.scope,
             override=caller.reason))

@@ -61,6 +61,9 @@ def describe(rollout: Mapping[str, Any]) -> str:
     """A rollout for people: its waves, where it stands, and the report of a halt."""
     lines = [f"rollout {rollout['id']}: {rollout['engine']} {rollout['version']}"
              f"{' on ' + rollout['cluster'] if rollout.get('cluster') else ''}: {rollout['state']}"]
+    review = rollout.get("review") or {}
+    if rollout["state"] == "review":
+        lines.append(f"its plan is in review: {review.get('url')} (merge to run the waves, close to call it off)")
     for wave in rollout["waves"]:
         lines.append(f"  wave {wave['wave']}: {wave['state']:<8} {', '.join(wave['stores'])}")
     report = rollout.get("report") or {}

@@ -8,6 +8,11 @@ once every store of this one is ``ready`` at the commit that moved it, as the st
 the first ``failed`` or ``degraded`` store of the wave (a transition after the wave was queued), a
 request the writer rejected, or a wave not ready within the timeout halts the rollout with a report:
 the wave, the store and its message, the stores moved and the stores left untouched.
+
+A rollout that reaches a cluster with ``review: true`` starts in ``review``: its plan
+(``rollouts/<id>.yaml``, ``generator.waves``) goes into one pull request listing the waves. Merged, the
+rollout runs the waves of the merged file (reviewers may have edited them), each without a pull request
+of its own; closed without merging, it halts as ``rejected``. The review's branch is deleted either way.
 """
 
 from __future__ import annotations
@@ -29,14 +34,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from generator import entries, errors, waves
-from generator.errors import Problem
+from generator import entries, errors, publishing, waves
+from generator.errors import GitError, Problem
 from webhook import access
 from webhook.errors import Conflict, Forbidden, Invalid, NotFound, NotReady, Rejected
 from webhook.intake import queueing
 from webhook.intake.admission import Caller, Intake
+from webhook.repository import Repository
 from webhook.state import connect
-from webhook.types import StatusView
+from webhook.types import CLOSED, MERGED, Review, StatusView
 
 __all__ = ["DONE", "HALTED", "ROUTES", "RUNNING", "Rollout", "Rollouts", "Runner", "parse_start"]
 
@@ -45,6 +51,8 @@ log = logging.getLogger(__name__)
 RUNNING = "running"
 DONE = "done"
 HALTED = "halted"
+#: Waiting for its plan's pull request (a cluster with ``review: true``).
+REVIEW = "review"
 
 #: Store states that halt a rollout (the status reader's words).
 FAILING = ("failed", "degraded")
@@ -88,6 +96,8 @@ class Rollout:
     #: Why the rollout halted (or what it did, once done).
     report: dict[str, Any] | None = None
     updated: float = 0.0
+    #: The pull request of its plan, on a cluster with ``review: true``: url, branch, head.
+    review: dict[str, str] | None = None
 
     def view(self) -> dict[str, Any]:
         out = asdict(self)
@@ -137,6 +147,9 @@ class Rollouts:
     def running(self) -> list[Rollout]:
         return self._select("WHERE state = ? ORDER BY seq", (RUNNING,))
 
+    def in_review(self) -> list[Rollout]:
+        return self._select("WHERE state = ? ORDER BY seq", (REVIEW,))
+
     def recent(self, limit: int = 100) -> list[Rollout]:
         return self._select("ORDER BY seq DESC LIMIT ?", (limit,))
 
@@ -167,6 +180,11 @@ class Runner:
     #: Tells the writer there is work (called on the event loop).
     wake: Callable[[], None] = lambda: None
     clock: Callable[[], float] = time.time
+    #: Where plans of rollouts on reviewed clusters go for review (None: such rollouts are refused).
+    repository: Repository | None = None
+    #: Seconds between asking the review backend about plans in review.
+    review_poll: float = 60.0
+    _review_asked: float = field(default=0.0, init=False)
 
     # --- starting ---------------------------------------------------------------------------------
 
@@ -176,7 +194,7 @@ class Runner:
         if self.status is None:
             raise NotReady("a rollout waits for stores to be ready, which the status reader tells: it is off "
                            "(STOREOPS_KUBECONFIG)")
-        running = self.rollouts.running()
+        running = [*self.rollouts.running(), *self.rollouts.in_review()]
         # One rollout at a time per engine and cluster: a second would plan around the first one's moves.
         for other in running:
             if other.engine == engine and (None in (other.cluster, cluster) or other.cluster == cluster):
@@ -197,13 +215,93 @@ class Runner:
                           created=self.clock())
         log.info("rollout %s of %s %s by %s: %d waves (%s)", rollout.id, engine, version, by, len(rollout.waves),
                  "; ".join(", ".join(w) for w in rollout.waves)[:500])
+        if planned.reviewed:
+            rollout = self._open_review(rollout, planned.reviewed)
         return self.rollouts.save(rollout)
+
+    def _open_review(self, rollout: Rollout, clusters: tuple[str, ...]) -> Rollout:
+        """Put the rollout's plan in a pull request of its own; the rollout waits for it."""
+        if self.repository is None:
+            raise Invalid(f"{', '.join(clusters)} need review, and no review backend is set up",
+                          [Problem("request", 0, "cluster", "needs review", errors.REQUEST)])
+        branch = f"storeops/rollout-{rollout.id}"
+        path = waves.plan_path(rollout.id)
+        text = waves.plan_document(rollout_id=rollout.id, engine=rollout.engine, version=rollout.version,
+                                   cluster=rollout.cluster, waves=rollout.waves, by=rollout.by)
+
+        def edit(root: Path) -> list[str]:
+            (root / waves.PLANS_DIR).mkdir(exist_ok=True)
+            (root / path).write_text(text)
+            return [path]
+
+        pushed = self.repository.push_branch(branch, edit=edit, render=False,
+                                             message=f"Rollout {rollout.id}: {rollout.engine} chart {rollout.version} "
+                                                     f"in {len(rollout.waves)} waves (plan for review)")
+        listing = "\n".join(f"{i + 1}. {', '.join(w)}" for i, w in enumerate(rollout.waves))
+        count = sum(len(w) for w in rollout.waves)
+        review = self.repository.open_pull(
+            branch, title=f"Rollout {rollout.id}: {rollout.engine} chart {rollout.version} ({count} stores, "
+                          f"{len(rollout.waves)} waves)",
+            body=f"Clusters needing review: {', '.join(clusters)}. Asked for by {rollout.by}.\n\n"
+                 f"Waves, each committed only once every store of the one before is ready:\n\n{listing}\n\n"
+                 f"Merge to run them (edit `{path}` first to change the waves); close to call the rollout off.")
+        log.info("rollout %s: plan in review at %s", rollout.id, review.url)
+        return replace(rollout, state=REVIEW, review={"url": review.url, "branch": branch,
+                                                      "head": pushed.sha or review.head})
+
+    def review_step(self, rollout: Rollout) -> None:
+        """Where a rollout in review stands: merged, it runs the merged plan's waves; closed, it halts."""
+        assert self.repository is not None and rollout.review is not None
+        review = Review(url=rollout.review["url"], branch=rollout.review["branch"], head=rollout.review["head"])
+        outcome = self.repository.review_outcomes([review]).get(review.url)
+        if outcome is None or outcome.state not in (MERGED, CLOSED):
+            return
+        if outcome.state == CLOSED:
+            self._halt(rollout, store="", state="rejected",
+                       message=f"the plan's review {review.url} was closed without merging")
+        else:
+            self._run_reviewed(rollout, outcome.merge_commit)
+        try:
+            self.repository.end_review(review)
+        except (GitError, OSError) as e:
+            log.warning("rollout %s: the review branch %s stays: %s", rollout.id, review.branch, e)
+
+    def _run_reviewed(self, rollout: Rollout, merge_commit: str) -> None:
+        assert self.repository is not None
+        path = waves.plan_path(rollout.id)
+        text = publishing.file_at(self.repository.git, f"origin/{self.repository.git.branch}", path)
+        try:
+            if text is None:
+                raise ValueError(f"{path} is not on {self.repository.git.branch} after the merge")
+            merged = waves.read_plan_document(text, rollout_id=rollout.id)
+            if (merged["engine"], merged["version"]) != (rollout.engine, rollout.version):
+                raise ValueError(f"{path} moves {merged['engine']} to {merged['version']}, not {rollout.engine} to "
+                                 f"{rollout.version}")
+            overlay = self.intake.snapshot().overlay
+            for store in (s for wave in merged["waves"] for s in wave):
+                held = overlay.stores.get(entries.path_for(store))
+                if held is None or held.entry is None or held.entry.store.engine != rollout.engine:
+                    raise ValueError(f"{path}: {store} is not a {rollout.engine} store")
+        except ValueError as e:
+            self._halt(rollout, store="", state="rejected", message=f"the merged plan cannot run: {e}")
+            return
+        self.rollouts.save(replace(rollout, state=RUNNING, waves=[list(w) for w in merged["waves"]],
+                                   review={**(rollout.review or {}), "merge_commit": merge_commit}))
+        log.info("rollout %s: plan merged%s; %d waves to run", rollout.id,
+                 f" at {merge_commit[:12]}" if merge_commit else "", len(merged["waves"]))
 
     # --- moving on --------------------------------------------------------------------------------
 
     async def run(self, *, stop: anyio.Event) -> None:
         """Step every running rollout each ``poll`` seconds until ``stop`` is set."""
         while not stop.is_set():
+            if self.repository is not None and self.clock() - self._review_asked >= self.review_poll:
+                self._review_asked = self.clock()
+                for rollout in await anyio.to_thread.run_sync(self.rollouts.in_review):
+                    try:
+                        await anyio.to_thread.run_sync(functools.partial(self.review_step, rollout))
+                    except Exception:
+                        log.exception("rollout %s: asking about its plan's review failed", rollout.id)
             for rollout in await anyio.to_thread.run_sync(self.rollouts.running):
                 try:
                     queued = await anyio.to_thread.run_sync(functools.partial(self.step, rollout))
@@ -285,7 +383,7 @@ class Runner:
                 requests[store] = ""
                 continue
             caller = Caller(client=client, source="rollout", idempotency_key=key,
-                            scope=f"ROLLOUT {rollout.id}",
+                            scope=f"ROLLOUT {rollout.id}", planned=rollout.review is not None,
                             reason=f"rollout {rollout.id} wave {rollout.wave + 1}/{len(rollout.waves)}: "
                                    f"{rollout.engine} chart {rollout.version}")
             try:

@@ -30,8 +30,9 @@ from typing import NamedTuple
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
+import yaml
 
-from generator import errors, fleet, remotes, trees
+from generator import errors, fleet, remotes, trees, waves
 from generator.errors import InvalidInput, MassDeleteRefused, Problem, StoreopsError
 from webhook.intake import queueing
 from webhook.intake.admission import Intake
@@ -48,6 +49,20 @@ class Outcomes:
 
     landed: list[str] = field(default_factory=list)
     rejected: dict[str, list[Problem]] = field(default_factory=dict)
+
+
+def _planned(root: Path, request: queueing.Request, existing: bytes | None, desired: bytes | None) -> bool:
+    """A rollout's move of a store on a reviewed cluster that its reviewed plan (``rollouts/<id>.yaml``, in
+    Git) approves: the store's entry changes in ``chartVersion`` alone, to the plan's version."""
+    if request.source != "rollout" or not request.client.startswith("rollout:") or existing is None or desired is None:
+        return False
+    before, after = yaml.safe_load(existing), yaml.safe_load(desired)
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return False
+    version = after.pop("chartVersion", None)
+    before.pop("chartVersion", None)
+    return before == after and waves.approves(root, request.client.removeprefix("rollout:"), request.store_id,
+                                              version)
 
 
 def apply_requests(root: Path, requests: list[queueing.Request], outcomes: Outcomes, *, reviewed: bool) -> list[str]:
@@ -72,7 +87,8 @@ def apply_requests(root: Path, requests: list[queueing.Request], outcomes: Outco
             outcomes.landed.append(request.id)
             continue
         after = current.with_store(path, desired)
-        if not reviewed and (clusters := fleet.reviewed_clusters(current, after, path)):
+        if not reviewed and (clusters := fleet.reviewed_clusters(current, after, path)) \
+                and not _planned(root, request, existing, desired):
             outcomes.rejected[request.id] = [Problem(path, 0, "cluster", f"{', '.join(clusters)} needs review for "
                                                      "store changes now; request the change again",
                                                      errors.NEEDS_REVIEW)]

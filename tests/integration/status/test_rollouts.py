@@ -43,11 +43,15 @@ class Fleet:
     custom: client.CustomObjectsApi
 
 
-def _prepare(repo: Path, bare: Path) -> None:
+def _prepare(repo: Path, bare: Path, *, review: bool = False) -> None:
     """On the remote: woocommerce released as 0.1.0 and 0.2.0 (a chart change between), three stores
-    pinned to 0.1.0, rendered; pushed as one commit."""
+    pinned to 0.1.0, rendered; pushed as one commit. ``review``: the local cluster needs review."""
     work = repo.parent / "prepare"
     examples.git(repo.parent, "clone", "-q", str(bare), str(work))
+    if review:
+        profile = work / "clusters/local.yaml"
+        assert "\nreview: false\n" in profile.read_text()
+        profile.write_text(profile.read_text().replace("\nreview: false\n", "\nreview: true\n"))
     for store_id in STORES[1:]:
         entry = {**examples.store_payload(store_id), "state": "active"}
         (work / f"stores/{store_id}.yaml").write_text(yaml.safe_dump(entry, sort_keys=False))
@@ -69,11 +73,12 @@ def _prepare(repo: Path, bare: Path) -> None:
     examples.git(work, "push", "-q", "origin", "HEAD:main")
 
 
-@pytest.fixture()
-def fleet(tmp_path: Path, apiserver: harness_stack.Stack) -> Iterator[Fleet]:
-    config = examples.service_settings(tmp_path, rollout_poll=0.05)
+@pytest.fixture(params=[False], ids=["direct"])
+def fleet(request: pytest.FixtureRequest, tmp_path: Path, apiserver: harness_stack.Stack) -> Iterator[Fleet]:
+    """Three stores on 0.1.0 with their Applications ready; indirectly parametrized with ``review``."""
+    config = examples.service_settings(tmp_path, rollout_poll=0.05, review_poll_interval=0.2)
     bare = Path(str(config.git.remote))
-    _prepare(config.git.repo, bare)
+    _prepare(config.git.repo, bare, review=request.param)
     namespace = support.new_namespace(apiserver)
     status = StatusSettings(kubeconfig=str(apiserver.kubeconfig), namespace=namespace,
                             ledger=tmp_path / "status.sqlite3", workdir=config.git.workdir, backoff_min=0.1,
@@ -255,3 +260,68 @@ def test_every_store_moves_wave_by_wave_across_a_restart(fleet: Fleet) -> None:
         again = http.post("/v1/rollouts", json=asked, headers=WRITE)
         assert again.status_code == 422 and "already there" in again.json()["error"]
     assert constants.RELEASES_DIR in rendered_path(fleet, STORES[2])
+
+
+def _branches(fleet: Fleet) -> list[str]:
+    return [line.split("refs/heads/")[1] for line in
+            examples.git(fleet.bare, "for-each-ref", "--format=%(refname)", "refs/heads/").splitlines()]
+
+
+@pytest.mark.parametrize("fleet", [True], ids=["reviewed"], indirect=True)
+def test_on_a_reviewed_cluster_the_plan_is_reviewed_once_and_the_waves_follow_it(fleet: Fleet) -> None:
+    asked = {"engine": "woocommerce", "version": "0.2.0", "cluster": "local", "canary": 1, "batch": 1,
+             "timeout": 120}
+    with TestClient(app.create_app(fleet.config, status=fleet.status)) as http:
+        support.wait_until("the service has read Git", lambda: http.get("/readyz").status_code == 200)
+        wait_ready(http, *STORES)
+        before = head(fleet)
+        started = http.post("/v1/rollouts", json=asked, headers=WRITE)
+        assert started.status_code == 201, started.text
+        rollout_id = started.json()["id"]
+        assert started.json()["state"] == "review"
+        branch = f"storeops/rollout-{rollout_id}"
+        assert started.json()["review"]["branch"] == branch and branch in _branches(fleet)
+        # One pull request: the plan, listing the waves; nothing moves on main meanwhile.
+        plan = yaml.safe_load(examples.git(fleet.bare, "show", f"{branch}:rollouts/{rollout_id}.yaml"))
+        assert plan["waves"] == [[s] for s in STORES] and plan["version"] == "0.2.0"
+        still(fleet, 1.0, lambda: head(fleet) == before)
+        assert rollout(http, rollout_id)["state"] == "review"
+
+        # The reviewer changes the order (cedar-crafts first) and merges.
+        work = fleet.bare.parent / "reviewer"
+        examples.git(fleet.bare.parent, "clone", "-q", "-b", branch, str(fleet.bare), str(work))
+        edited = work / f"rollouts/{rollout_id}.yaml"
+        edited.write_text(edited.read_text().replace(
+            "- [acme-outdoor]\n- [birch-books]\n- [cedar-crafts]", "- [cedar-crafts]\n- [acme-outdoor, birch-books]"))
+        git = ["-c", "user.name=r", "-c", "user.email=r@example.com"]
+        examples.git(work, *git, "commit", "-qam", "Cedar first, then the other two")
+        examples.git(work, "checkout", "-q", "main")
+        examples.git(work, *git, "merge", "-q", "--no-ff", "-m", "Merge the rollout plan", branch)
+        examples.git(work, "push", "-q", "origin", "main")
+
+        # The merged plan runs, each wave committed on main without a pull request of its own.
+        first = moved(fleet, "cedar-crafts")
+        assert chart_version(fleet, "acme-outdoor") == "0.1.0"
+        support.wait_until("the plan's branch deleted", lambda: branch not in _branches(fleet))
+        argo_ready(fleet, "cedar-crafts", first)
+        second = moved(fleet, "acme-outdoor")
+        support.wait_until("birch-books moved", lambda: chart_version(fleet, "birch-books") == "0.2.0")
+        for store_id in ("acme-outdoor", "birch-books"):
+            argo_ready(fleet, store_id, second)
+        support.wait_until("the rollout done", lambda: rollout(http, rollout_id)["state"] == "done")
+        done = rollout(http, rollout_id)
+        assert [w["stores"] for w in done["finished"]] == [["cedar-crafts"], ["acme-outdoor", "birch-books"]]
+        assert not [b for b in _branches(fleet) if b.startswith("storeops/")]
+        assert "rollout" in examples.git(fleet.bare, "log", "-1", "--format=%B", "main")
+
+        # A plan closed without merging: the rollout is called off, nothing moves.
+        back = http.post("/v1/rollouts", json={**asked, "version": "0.1.0"}, headers=WRITE)
+        assert back.status_code == 201 and back.json()["state"] == "review", back.text
+        called_off = back.json()["id"]
+        at = head(fleet)
+        examples.git(fleet.bare, "branch", "-D", f"storeops/rollout-{called_off}")
+        support.wait_until("the rollout halted", lambda: rollout(http, called_off)["state"] == "halted")
+        report = rollout(http, called_off)["report"]
+        assert report["state"] == "rejected" and "closed without merging" in report["message"]
+        still(fleet, 1.0, lambda: head(fleet) == at)
+        assert all(chart_version(fleet, s) == "0.2.0" for s in STORES)

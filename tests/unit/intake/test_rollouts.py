@@ -70,13 +70,31 @@ def test_what_stops_a_plan(tmp_path: Path, asked: dict[str, object], field: str,
     assert problems[0].code == errors.REQUEST
 
 
-def test_a_cluster_that_needs_review_is_not_rolled_out_yet(tmp_path: Path) -> None:
+def test_a_cluster_that_needs_review_makes_the_plan_one_for_review(tmp_path: Path) -> None:
     planned, problems = waves.plan(_fleet(tmp_path, review=True), engine="woocommerce", version="0.1.0",
                                    cluster="local")
-    assert planned is None and "local needs review" in problems[0].message
-    # Without a cluster, every cluster of the engine: prod (review: true in the examples) stops it too.
+    assert problems == [] and planned is not None and planned.reviewed == ("local",)
+    # Without a cluster, every cluster of the engine: prod (review: true in the examples) is named too.
     planned, problems = waves.plan(_fleet(tmp_path / "all"), engine="woocommerce", version="0.1.0")
-    assert planned is None and "prod needs review" in problems[0].message
+    assert problems == [] and planned is not None and "prod" in planned.reviewed
+
+
+def test_a_plan_file_reads_back_and_approves_only_its_stores_at_its_version(tmp_path: Path) -> None:
+    text = waves.plan_document(rollout_id="abc123", engine="woocommerce", version="0.2.0", cluster="local",
+                               waves=[["a"], ["b", "c"]], by="ops")
+    assert waves.read_plan_document(text, rollout_id="abc123")["waves"] == [["a"], ["b", "c"]]
+    (tmp_path / "rollouts").mkdir()
+    (tmp_path / "rollouts/abc123.yaml").write_text(text)
+    assert waves.approves(tmp_path, "abc123", "b", "0.2.0")
+    assert not waves.approves(tmp_path, "abc123", "d", "0.2.0")
+    assert not waves.approves(tmp_path, "abc123", "b", "0.3.0")
+    assert not waves.approves(tmp_path, "other", "b", "0.2.0")
+    assert not waves.approves(tmp_path, "../rollouts/abc123", "b", "0.2.0")
+    for bad, said in (("waves: []\nid: abc123\n", "waves must be"), ("id: other\n", "not the plan"),
+                      ("id: abc123\nengine: woocommerce\nversion: 0.2.0\nwaves: [[a], [a]]\n", "more than one wave"),
+                      ("id: [\n", "not YAML")):
+        with pytest.raises(ValueError, match=said):
+            waves.read_plan_document(bad, rollout_id="abc123")
 
 
 def _view(status: str, *, change: str = "", since: str = "2026-01-01T00:00:10.000Z") -> dict[str, object]:
