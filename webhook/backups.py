@@ -185,8 +185,11 @@ class Objects:
         return out
 
 
-def take(api: client.ApiClient, store_id: str, *, now: datetime.datetime | None = None) -> str:
-    """Start a backup of the store now: a Job from its ``backup`` CronJob, of kind ``manual``; its name."""
+def take(api: client.ApiClient, store_id: str, *, kind: str = "manual", now: datetime.datetime | None = None) -> str:
+    """Start a backup of the store now: a Job from its ``backup`` CronJob, of ``kind`` (``manual``, or
+    ``pre-upgrade`` before a rollout moves the store); its name."""
+    if kind not in ("manual", "pre-upgrade"):
+        raise ValueError(f"a backup taken now is manual or pre-upgrade, not {kind!r}")
     namespace = constants.NAMESPACE_PREFIX + store_id
     batch = client.BatchV1Api(api)
     try:
@@ -201,13 +204,13 @@ def take(api: client.ApiClient, store_id: str, *, now: datetime.datetime | None 
     for container in [*(spec.template.spec.init_containers or []), *spec.template.spec.containers]:
         for variable in container.env or []:
             if variable.name == "BACKUP_KIND":
-                variable.value = "manual"
+                variable.value = kind
                 variable.value_from = None
     job: Any = client.V1Job(
         metadata=client.V1ObjectMeta(
-            name=f"backup-manual-{at}", namespace=namespace,
+            name=f"backup-{kind}-{at}", namespace=namespace,
             labels={**(cronjob.spec.job_template.metadata.labels or {} if cronjob.spec.job_template.metadata
-                       else {}), **MANAGED, "storeops.io/backup-kind": "manual"},
+                       else {}), **MANAGED, "storeops.io/backup-kind": kind},
             owner_references=[client.V1OwnerReference(api_version="batch/v1", kind="CronJob",
                                                       name=cronjob.metadata.name, uid=cronjob.metadata.uid)]),
         spec=spec)
@@ -217,8 +220,26 @@ def take(api: client.ApiClient, store_id: str, *, now: datetime.datetime | None 
         if e.status == 409:
             raise NotReady(f"a backup of {store_id!r} was started this second already") from e
         raise
-    log.info("backup of %s started: Job %s/%s", store_id, namespace, job.metadata.name)
+    log.info("%s backup of %s started: Job %s/%s", kind, store_id, namespace, job.metadata.name)
     return str(job.metadata.name)
+
+
+def job_state(api: client.ApiClient, store_id: str, job: str) -> tuple[str, str]:
+    """Where a backup Job is: ``running``, ``done`` or ``failed``, with what its conditions say."""
+    try:
+        found: Any = client.BatchV1Api(api).read_namespaced_job_status(job, constants.NAMESPACE_PREFIX + store_id)
+    except ApiException as e:
+        if e.status == 404:
+            return "failed", f"the backup Job {job} is gone"
+        raise
+    for condition in (found.status.conditions if found.status else None) or []:
+        if condition.status != "True":
+            continue
+        if condition.type == "Complete":
+            return "done", ""
+        if condition.type == "Failed":
+            return "failed", f"{condition.reason or 'Failed'}: {condition.message or 'the backup Job failed'}"
+    return "running", ""
 
 
 def distribute(api: client.ApiClient, cluster: Cluster, store_ids: Iterable[str]) -> list[str]:

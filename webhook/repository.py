@@ -151,6 +151,11 @@ class Repository:
     def _clone(self) -> gitpython.Repo:
         return publishing.open_workdir(self.git, publishing.remote_url(self.git))
 
+    def merged(self, result: Published) -> None:
+        """A review's merge put ``result.changes`` on the branch at ``result.sha`` (already rendered there):
+        told like a publish of them (the status reader waits for that commit and asks Argo CD to look)."""
+        self._published(result)
+
     def _published(self, result: Published) -> None:
         if self.on_published is None or not result.committed:
             return

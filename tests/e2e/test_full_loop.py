@@ -218,3 +218,77 @@ def wait_for(check: collections.abc.Callable[[], Any], *, timeout: float = 60.0)
             return value
         time.sleep(0.1)
     raise AssertionError(f"not true within {timeout}s: {check}")
+
+
+def _set_review(loop: demo.Loop, clone: pathlib.Path, review: bool) -> str:
+    """Push the local cluster's profile with ``review`` and tell the service (GitHub's push event)."""
+    fake: FakeGitHub = loop.fake  # type: ignore[attr-defined]
+    if not clone.exists():
+        subprocess.run(["git", "clone", "-q", str(loop.remote), str(clone)], check=True)
+    git = ["git", "-C", str(clone), "-c", "user.name=Platform", "-c", "user.email=platform@x.test"]
+    subprocess.run([*git, "pull", "-q", "--ff-only", "origin", "main"], check=True)
+    profile = clone / "clusters" / "local.yaml"
+    text = profile.read_text()
+    profile.write_text(text.replace(f"\nreview: {str(not review).lower()}\n", f"\nreview: {str(review).lower()}\n"))
+    assert profile.read_text() != text
+    subprocess.run([*git, "commit", "-qam", f"local: review {review}"], check=True)
+    before = fake.branch_sha("main")
+    subprocess.run([*git, "push", "-q", "origin", "HEAD:main"], check=True)
+    after = fake.branch_sha("main")
+    with httpx.Client(base_url=f"http://127.0.0.1:{loop.port}", timeout=30) as github_side:
+        assert payloads.deliver(github_side, "push",  # type: ignore[arg-type]
+                                payloads.push(fake, before=before, after=after)).status_code == 202
+    # The service has the profile once it has read Git at that commit (or a later one of its own).
+    log = loop.work / "service.log"
+    wait_for(lambda: any(f"from git at {sha[:12]}" in log.read_text(errors="replace")
+                         for sha in (after, fake.branch_sha("main"))), timeout=60)
+    return after
+
+
+def test_on_a_reviewed_cluster_a_merged_request_gets_ready_and_a_closed_one_frees_its_id(
+        loop: demo.Loop, tmp_path: pathlib.Path) -> None:
+    """Review mode through GitHub's API (the fake) and the real Argo CD: merged -> committed -> ready;
+    closed without merging -> rejected, the branch deleted, and the id free for a new request."""
+    fake: FakeGitHub = loop.fake  # type: ignore[attr-defined]
+    clone = tmp_path / "platform"
+    _set_review(loop, clone, True)
+    merged_id, closed_id = f"rv-{uuid.uuid4().hex[:6]}", f"rc-{uuid.uuid4().hex[:6]}"
+    try:
+        def pending(store_id: str) -> tuple[dict[str, Any], Any]:
+            answer = loop.request_store(entry(store_id))
+            view = loop.wait_request(answer["request_id"])
+            assert view["status"] == "pending-review", view
+            pull = wait_for(lambda: next((p for p in fake.pulls.values() if p.state == "open"
+                                          and store_id in (p.title + p.body)), None))
+            return view, pull
+
+        asked = time.monotonic()
+        view, pull = pending(merged_id)
+        loop.stage(f"{merged_id}: pending-review in pull request #{pull.number}")
+        fake.merge_pull(n=str(pull.number), body={})
+        with httpx.Client(base_url=f"http://127.0.0.1:{loop.port}", timeout=30) as github_side:
+            assert payloads.deliver(github_side, "pull_request",  # type: ignore[arg-type]
+                                    payloads.pull_request(fake, pull.number, "closed")).status_code == 202
+        done = wait_for(lambda: (lambda v: v if v["status"] == "committed" else None)(
+            loop.call("GET", f"/v1/requests/{view['request_id']}")[1]), timeout=120)
+        loop.stage(f"{merged_id}: merged, request committed in {str(done['commit'])[:12]}")
+        events = loop.follow(merged_id, until=("ready", "failed", "degraded"), since=asked, timeout=600)
+        assert events[-1]["status"] == "ready", events
+        loop.stage(f"{merged_id}: ready {time.monotonic() - asked:.1f}s after the request (review included)")
+        wait_for(lambda: pull.head not in fake.git("for-each-ref", "--format=%(refname:short)", "refs/heads/"))
+
+        view, pull = pending(closed_id)
+        fake.update_pull(n=str(pull.number), body={"state": "closed"})
+        with httpx.Client(base_url=f"http://127.0.0.1:{loop.port}", timeout=30) as github_side:
+            assert payloads.deliver(github_side, "pull_request",  # type: ignore[arg-type]
+                                    payloads.pull_request(fake, pull.number, "closed")).status_code == 202
+        rejected = wait_for(lambda: (lambda v: v if v["status"] == "rejected" else None)(
+            loop.call("GET", f"/v1/requests/{view['request_id']}")[1]), timeout=120)
+        assert "closed" in json.dumps(rejected["problems"]), rejected
+        wait_for(lambda: pull.head not in fake.git("for-each-ref", "--format=%(refname:short)", "refs/heads/"))
+        # The id is free again: a new request for it is taken (and waits in a review of its own).
+        again = loop.request_store(entry(closed_id))
+        assert loop.wait_request(again["request_id"])["status"] == "pending-review"
+        loop.stage(f"{closed_id}: closed -> rejected; requested again -> pending-review")
+    finally:
+        _set_review(loop, clone, False)

@@ -217,7 +217,9 @@ def test_a_deleted_stores_backups_go_after_final_backup_days(apiserver: harness_
         assert {"gone-shop", "live-shop"} <= objects.stores()
         # A day and more later the deleted store's backups (finished or not) go; the live store's stay.
         keeper.clock = lambda: now + datetime.timedelta(days=1, minutes=5)
-        assert keeper.once()["removed"] == ["gone-shop"]
+        # (Other tests' stores in the bucket are not live here either, and go with it.)
+        removed = keeper.once()["removed"]
+        assert "gone-shop" in removed and "live-shop" not in removed
         left = list(objects.client.list_objects(objects.settings.bucket, prefix="local/gone-shop/", recursive=True))
         assert left == [] and objects.of("gone-shop") == []
         # Nothing of it is left to remove (an empty folder some servers keep is not a store's backup).

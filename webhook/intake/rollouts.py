@@ -30,13 +30,14 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from kubernetes.client.exceptions import ApiException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from generator import entries, errors, publishing, waves
 from generator.errors import GitError, Problem
-from webhook import access
+from webhook import access, backups
 from webhook.errors import Conflict, Forbidden, Invalid, NotFound, NotReady, Rejected
 from webhook.intake import queueing
 from webhook.intake.admission import Caller, Intake
@@ -98,6 +99,10 @@ class Rollout:
     updated: float = 0.0
     #: The pull request of its plan, on a cluster with ``review: true``: url, branch, head.
     review: dict[str, str] | None = None
+    #: The pre-upgrade backup Job of each store moved so far whose cluster keeps backups.
+    backups: dict[str, str] = field(default_factory=dict)
+    #: When the current wave's backups were started.
+    backups_at: float | None = None
 
     def view(self) -> dict[str, Any]:
         out = asdict(self)
@@ -318,7 +323,9 @@ class Runner:
         if rollout.state != RUNNING:
             return False
         if not rollout.requests:
-            self._queue(rollout)
+            if not self._backed_up(rollout):
+                return False
+            self._queue(self.rollouts.get(rollout.id) or rollout)
             return True
         wave = rollout.waves[rollout.wave]
         commits: dict[str, str] = {}
@@ -357,6 +364,55 @@ class Runner:
         self.rollouts.save(rollout)
         log.info("rollout %s: wave %d of %d is ready (%s)%s", rollout.id, following, len(rollout.waves),
                  ", ".join(wave), "; done" if done else "")
+        return False
+
+    def _backed_up(self, rollout: Rollout) -> bool:
+        """Whether every store of the current wave whose cluster keeps backups has its pre-upgrade backup; starts
+        them (Jobs from each store's backup CronJob) on the first call, halts the rollout when one fails."""
+        api = getattr(self.status, "api", None)
+        snapshot = self.intake.snapshot()
+        wanted = []
+        for store in rollout.waves[rollout.wave]:
+            held = snapshot.overlay.stores.get(entries.path_for(store))
+            if held is None or held.entry is None or held.entry.store.chart_version == rollout.version:
+                continue
+            cluster = snapshot.git.clusters.get(held.entry.store.cluster)
+            if cluster is not None and cluster[0].backups is not None:
+                wanted.append(store)
+        if not wanted:
+            return True
+        if api is None:
+            self._halt(rollout, store=wanted[0], state="backup-failed",
+                       message="its cluster keeps backups, and the cluster cannot be reached to take one")
+            return False
+        started = {}
+        for store in (s for s in wanted if s not in rollout.backups):
+            try:
+                started[store] = backups.take(api, store, kind="pre-upgrade")
+            except (NotReady, ApiException) as e:
+                self._halt(replace(rollout, backups={**rollout.backups, **started}), store=store,
+                           state="backup-failed", message=f"no pre-upgrade backup could be started: {e}")
+                return False
+        if started:
+            self.rollouts.save(replace(rollout, backups={**rollout.backups, **started}, backups_at=self.clock()))
+            log.info("rollout %s: pre-upgrade backups of wave %d started (%s)", rollout.id, rollout.wave + 1,
+                     ", ".join(started))
+            return False
+        waiting = []
+        for store in wanted:
+            state, said = backups.job_state(api, store, rollout.backups[store])
+            if state == "failed":
+                self._halt(rollout, store=store, state="backup-failed",
+                           message=f"its pre-upgrade backup ({rollout.backups[store]}) failed: {said}; nothing moved")
+                return False
+            if state != "done":
+                waiting.append(store)
+        if not waiting:
+            return True
+        if rollout.backups_at is not None and self.clock() - rollout.backups_at > rollout.timeout:
+            self._halt(rollout, store=waiting[0], state="timeout",
+                       message=f"pre-upgrade backups not done within {rollout.timeout:g}s; waiting: "
+                               f"{', '.join(waiting)}")
         return False
 
     @staticmethod

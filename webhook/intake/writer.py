@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -32,7 +32,7 @@ import anyio.from_thread
 import anyio.lowlevel
 import yaml
 
-from generator import errors, fleet, remotes, trees, waves
+from generator import errors, fleet, planning, remotes, trees, waves
 from generator.errors import InvalidInput, MassDeleteRefused, Problem, StoreopsError
 from webhook.intake import queueing
 from webhook.intake.admission import Intake
@@ -296,7 +296,7 @@ class Writer:
         for review, requests, outcome in ended:
             ids = ", ".join(r.id for r in requests)
             if outcome.state == MERGED:
-                self._render_merge(review)
+                self._render_merge(review, requests)
                 self.refresh()
                 self._commit_reviewed(requests, commit_sha=outcome.merge_commit or None)
                 log.info("review %s was merged (%s): requests %s are committed", review.url,
@@ -331,13 +331,27 @@ class Writer:
             if requests and all(r.status not in queueing.ACTIVE for r in requests):
                 self.repository.end_review(Review(url=requests[-1].review_url or "", branch=name))
 
-    def _render_merge(self, review: Review) -> None:
-        """Render what the merge brought (the publish a push to the branch makes; nothing when it is rendered)."""
+    def _render_merge(self, review: Review, requests: list[queueing.Request]) -> None:
+        """Render what the merge brought (the publish a push to the branch makes; nothing when it is rendered).
+
+        A review branch is rendered before the merge, so the merge itself usually publishes nothing: the
+        status reader is then told of the merge as of a publish of the review's stores, so Argo CD is asked
+        to look at once rather than at its next poll."""
         try:
-            self.repository.publish(message=f"Published after the merge of {review.url}")
+            published, _ = self.repository.publish(message=f"Published after the merge of {review.url}")
         except StoreopsError as e:
             # The entry is on the branch all the same; the next publish renders it.
             log.warning("rendering after the merge of %s failed: %s", review.url, remotes.redact(str(e)))
+            return
+        if published.committed or not published.sha:
+            return
+        stores = sorted({r.store_id for r in requests})
+        changes = planning.ChangeSet(added=[r.store_id for r in requests if r.action == queueing.CREATE],
+                                     changed=[s for s in stores if not any(
+                                         r.action == queueing.CREATE and r.store_id == s for r in requests)],
+                                     removed=[r.store_id for r in requests if r.action == queueing.DELETE],
+                                     files=trees.Changes([r.path for r in requests], []))
+        self.repository.merged(replace(published, changes=changes, committed=True))
 
     def _commit_reviewed(self, requests: list[queueing.Request], *, commit_sha: str | None) -> None:
         landed = [r.id for r in requests

@@ -32,6 +32,13 @@ WRITE = {"Authorization": f"Bearer {examples.WRITE_TOKEN}"}
 READ = {"Authorization": f"Bearer {examples.READ_TOKEN}"}
 #: The stores of the test, by id: the example's acme-outdoor and two more on the same cluster.
 STORES = ("acme-outdoor", "birch-books", "cedar-crafts")
+#: The local cluster keeping backups (the keys are never needed: no backup Job runs without a node).
+BACKUPS = """\
+backups:
+  endpoint: http://seaweedfs.storeops-backups.svc:8333
+  bucket: storeops-backups
+  credentialsSecret: {namespace: storeops-backups, name: seaweedfs-s3}
+"""
 
 
 @dataclass
@@ -43,11 +50,14 @@ class Fleet:
     custom: client.CustomObjectsApi
 
 
-def _prepare(repo: Path, bare: Path, *, review: bool = False) -> None:
+def _prepare(repo: Path, bare: Path, *, review: bool = False, backups: bool = False) -> None:
     """On the remote: woocommerce released as 0.1.0 and 0.2.0 (a chart change between), three stores
     pinned to 0.1.0, rendered; pushed as one commit. ``review``: the local cluster needs review."""
     work = repo.parent / "prepare"
     examples.git(repo.parent, "clone", "-q", str(bare), str(work))
+    if backups:
+        profile = work / "clusters/local.yaml"
+        profile.write_text(profile.read_text() + BACKUPS)
     if review:
         profile = work / "clusters/local.yaml"
         assert "\nreview: false\n" in profile.read_text()
@@ -73,12 +83,13 @@ def _prepare(repo: Path, bare: Path, *, review: bool = False) -> None:
     examples.git(work, "push", "-q", "origin", "HEAD:main")
 
 
-@pytest.fixture(params=[False], ids=["direct"])
+@pytest.fixture(params=["direct"])
 def fleet(request: pytest.FixtureRequest, tmp_path: Path, apiserver: harness_stack.Stack) -> Iterator[Fleet]:
-    """Three stores on 0.1.0 with their Applications ready; indirectly parametrized with ``review``."""
+    """Three stores on 0.1.0 with their Applications ready; indirectly parametrized: ``direct``, ``reviewed``
+    (the local cluster needs review) or ``backups`` (it keeps backups)."""
     config = examples.service_settings(tmp_path, rollout_poll=0.05, review_poll_interval=0.2)
     bare = Path(str(config.git.remote))
-    _prepare(config.git.repo, bare, review=request.param)
+    _prepare(config.git.repo, bare, review=request.param == "reviewed", backups=request.param == "backups")
     namespace = support.new_namespace(apiserver)
     status = StatusSettings(kubeconfig=str(apiserver.kubeconfig), namespace=namespace,
                             ledger=tmp_path / "status.sqlite3", workdir=config.git.workdir, backoff_min=0.1,
@@ -267,7 +278,7 @@ def _branches(fleet: Fleet) -> list[str]:
             examples.git(fleet.bare, "for-each-ref", "--format=%(refname)", "refs/heads/").splitlines()]
 
 
-@pytest.mark.parametrize("fleet", [True], ids=["reviewed"], indirect=True)
+@pytest.mark.parametrize("fleet", ["reviewed"], indirect=True)
 def test_on_a_reviewed_cluster_the_plan_is_reviewed_once_and_the_waves_follow_it(fleet: Fleet) -> None:
     asked = {"engine": "woocommerce", "version": "0.2.0", "cluster": "local", "canary": 1, "batch": 1,
              "timeout": 120}
@@ -325,3 +336,77 @@ def test_on_a_reviewed_cluster_the_plan_is_reviewed_once_and_the_waves_follow_it
         assert report["state"] == "rejected" and "closed without merging" in report["message"]
         still(fleet, 1.0, lambda: head(fleet) == at)
         assert all(chart_version(fleet, s) == "0.2.0" for s in STORES)
+
+
+def _backup_cronjob(batch: client.BatchV1Api, store_id: str) -> None:
+    """The store's backup CronJob as its chart renders it on a cluster with backups (its pods never run here)."""
+    namespace = f"store-{store_id}"
+    with contextlib.suppress(client.ApiException):
+        client.CoreV1Api(batch.api_client).create_namespace(client.V1Namespace(
+            metadata=client.V1ObjectMeta(name=namespace)))
+    container = client.V1Container(name="upload", image="storeops.local/python:3.13-trixie",
+                                   env=[client.V1EnvVar(name="BACKUP_KIND", value="scheduled")])
+    with contextlib.suppress(client.ApiException):
+        batch.delete_namespaced_cron_job("backup", namespace)
+    batch.create_namespaced_cron_job(namespace, client.V1CronJob(
+        metadata=client.V1ObjectMeta(name="backup"),
+        spec=client.V1CronJobSpec(schedule="17 3 * * *", job_template=client.V1JobTemplateSpec(
+            spec=client.V1JobSpec(template=client.V1PodTemplateSpec(spec=client.V1PodSpec(
+                restart_policy="Never", containers=[container])))))))
+
+
+def _finish_job(batch: client.BatchV1Api, store_id: str, job: str, *, ok: bool) -> None:
+    """What the job controller writes when the backup Job's pod ends."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    conditions = ([{"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
+                   {"type": "Complete", "status": "True", "lastTransitionTime": now}] if ok else
+                  [{"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded",
+                    "message": "Job has reached the specified backoff limit", "lastTransitionTime": now},
+                   {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                    "message": "Job has reached the specified backoff limit", "lastTransitionTime": now}])
+    status = {"startTime": now, "conditions": conditions, **({"succeeded": 1, "completionTime": now} if ok
+                                                              else {"failed": 1})}
+    batch.patch_namespaced_job_status(job, f"store-{store_id}", {"status": status})
+
+
+@pytest.mark.parametrize("fleet", ["backups"], indirect=True)
+def test_each_store_is_backed_up_before_it_moves_and_a_failed_backup_halts_with_it_untouched(
+        fleet: Fleet) -> None:
+    api = fleet.custom.api_client
+    batch = client.BatchV1Api(api)
+    for store_id in STORES:
+        _backup_cronjob(batch, store_id)
+    asked = {"engine": "woocommerce", "version": "0.2.0", "cluster": "local", "canary": 1, "batch": 1,
+             "timeout": 120}
+    with TestClient(app.create_app(fleet.config, status=fleet.status)) as http:
+        support.wait_until("the service has read Git", lambda: http.get("/readyz").status_code == 200)
+        wait_ready(http, *STORES)
+        started = http.post("/v1/rollouts", json=asked, headers=WRITE)
+        assert started.status_code == 201, started.text
+        rollout_id = started.json()["id"]
+
+        def backup_of(store_id: str) -> str:
+            support.wait_until(f"{store_id}'s pre-upgrade backup", lambda: store_id in rollout(http, rollout_id)[
+                "backups"])
+            job: str = rollout(http, rollout_id)["backups"][store_id]
+            found = batch.read_namespaced_job(job, f"store-{store_id}")
+            assert {e.name: e.value for e in found.spec.template.spec.containers[0].env}["BACKUP_KIND"] == \
+                "pre-upgrade"
+            return job
+
+        # The canary's backup first; the store moves only once it is done.
+        job = backup_of("acme-outdoor")
+        still(fleet, 1.0, lambda: chart_version(fleet, "acme-outdoor") == "0.1.0")
+        _finish_job(batch, "acme-outdoor", job, ok=True)
+        argo_ready(fleet, "acme-outdoor", moved(fleet, "acme-outdoor"))
+        # The second store's backup fails: the rollout halts before moving it, and says why.
+        job = backup_of("birch-books")
+        _finish_job(batch, "birch-books", job, ok=False)
+        support.wait_until("the rollout halted", lambda: rollout(http, rollout_id)["state"] == "halted")
+        report = rollout(http, rollout_id)["report"]
+        assert report["store"] == "birch-books" and report["state"] == "backup-failed"
+        assert "BackoffLimitExceeded" in report["message"] and "nothing moved" in report["message"]
+        assert report["untouched"] == ["birch-books", "cedar-crafts"]
+        still(fleet, 1.0, lambda: chart_version(fleet, "birch-books") == "0.1.0")
+        assert chart_version(fleet, "cedar-crafts") == "0.1.0"
+        assert "cedar-crafts" not in rollout(http, rollout_id)["backups"]
