@@ -177,6 +177,8 @@ def test_backups_from_the_service(tmp_path: Path, apiserver: harness_stack.Stack
             original = examples.remote_stores(bare)["acme-outdoor"]
             again = examples.remote_stores(bare)["acme-again"]
             assert again["restoreFrom"] == f"acme-outdoor/{newer}"
+            # The restored shop's admin gets a new password once restored (the backup holds the old one's).
+            assert again["adminPasswordRotation"] == 1
             assert {k: again[k] for k in ("name", "engine", "plan", "cluster", "owner")} == \
                 {k: original[k] for k in ("name", "engine", "plan", "cluster", "owner")}
             assert "domain" not in again

@@ -185,9 +185,12 @@ class Intake:
     def restore(self, *, reference: str, to: str, entry: Mapping[str, Any], caller: Caller,
                 body: bytes) -> tuple[queueing.Request, bool]:
         """Queue a new store ``to`` that starts from the backup ``reference`` (``<store>/<backup id>``): the
-        backed-up store's name, engine, plan, cluster and owner, with ``restoreFrom``."""
+        backed-up store's name, engine, plan, cluster and owner, with ``restoreFrom``. Its admin password
+        is changed once after the restore (``adminPasswordRotation: 1``): the backup holds the old store's,
+        and the owner's credentials link then shows the one the restored shop has."""
         data = {key: entry[key] for key in ("name", "engine", "plan", "cluster", "owner") if key in entry}
-        return self.create(data={"id": to, **data, "restoreFrom": reference}, caller=caller, body=body)
+        return self.create(data={"id": to, **data, "adminPasswordRotation": 1, "restoreFrom": reference},
+                           caller=caller, body=body)
 
     def _queue(self, snapshot: Snapshot, after: fleet.Fleet, path: str, store_id: str, action: str, content: str,
                caller: Caller, body: bytes) -> queueing.Request:
