@@ -23,6 +23,9 @@ IN_CLUSTER = "https://kubernetes.default.svc"
 PLANS_FILE = "templates/plans.yaml"
 #: The engine whose stores a cluster profile's ``woocommerce`` settings apply to.
 WOOCOMMERCE = "woocommerce"
+#: Engines whose upgrades migrate the database forward only (Medusa's `db:migrate`): a rollback of a chart
+#: move also restores the store's pre-upgrade backup, as the older server cannot run on the newer schema.
+FORWARD_ONLY_MIGRATIONS = ("medusa",)
 #: Released chart versions: ``templates/releases/<engine>/<version>/`` holds an immutable snapshot of the
 #: engine's chart (``<engine>/``) and of the library (``storeops-lib/``) as they were when released, beside
 #: ``<version>.sha256`` (the digest of every file of the snapshot). A store that names a ``chartVersion``

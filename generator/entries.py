@@ -90,10 +90,14 @@ def patch_between(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[s
     return out
 
 
-def rollback_patch(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str, Any]:
+def rollback_patch(current: Mapping[str, Any], wanted: Mapping[str, Any],
+                   restore_from: str | None = None) -> dict[str, Any]:
     """The merge patch that puts an entry back as ``wanted`` (an earlier version of it) but for what never
-    goes back: the password count stays at the higher of the two. Empty when nothing would change."""
+    goes back: the password count stays at the higher of the two. With ``restore_from`` (one of the store's
+    own pre-upgrade backups) the store's data goes back to it too. Empty when nothing would change."""
     target = dict(wanted)
+    if restore_from:
+        target["restoreFrom"] = restore_from
     rotation = max(int(current.get("adminPasswordRotation") or 0), int(target.get("adminPasswordRotation") or 0))
     if rotation:
         target["adminPasswordRotation"] = rotation

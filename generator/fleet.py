@@ -9,7 +9,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from generator import constants, destinations, documents, errors, images, models, releases, rendering, validation
+from generator import (
+    backups,
+    constants,
+    destinations,
+    documents,
+    errors,
+    images,
+    models,
+    releases,
+    rendering,
+    validation,
+)
 from generator.errors import InvalidInput, MassDeleteRefused, Problem
 
 
@@ -299,17 +310,28 @@ def immutable_changes(before: Fleet, after: Fleet) -> list[Problem]:
                                    errors.IMMUTABLE))
         out.extend(_shrinking(path, new.entry.doc.line_of(("plan",)), before.plans.get(old.entry.store.plan),
                               after.plans.get(new.entry.store.plan)))
-        if new.entry.store.restore_from and new.entry.store.restore_from != old.entry.store.restore_from:
+        reference = new.entry.store.restore_from
+        if reference and reference != old.entry.store.restore_from \
+                and not _own_pre_upgrade(reference, new.entry.store.id):
             out.append(Problem(path, new.entry.doc.line_of(("restoreFrom",)), "restoreFrom",
-                               "is set only when a store is requested: a store that exists keeps its data; "
-                               "restore the backup into a new store (storeops restore ID --from BACKUP --to NEW)",
-                               errors.IMMUTABLE))
+                               "is set only when a store is requested (or, by a rollback, to one of the store's "
+                               "own pre-upgrade backups): a store that exists keeps its data; restore the backup "
+                               "into a new store (storeops restore ID --from BACKUP --to NEW)", errors.IMMUTABLE))
         was_rotation, rotation = old.entry.store.password_rotation, new.entry.store.password_rotation
         if rotation < was_rotation:
             out.append(Problem(path, new.entry.doc.line_of(("adminPasswordRotation",)), "adminPasswordRotation",
                                f"cannot go down from {was_rotation} to {rotation}: it counts the password changes "
                                f"made; raise it by one to change the password again", errors.IMMUTABLE))
     return sorted(out)
+
+
+def _own_pre_upgrade(reference: str, store_id: str) -> bool:
+    """Whether ``reference`` is one of ``store_id``'s own pre-upgrade backups (what a rollback restores)."""
+    try:
+        store, backup = backups.parse_reference(reference)
+    except ValueError:
+        return False
+    return store == store_id and backup.endswith("-pre-upgrade")
 
 
 def _shrinking(path: str, line: int, was: models.Plan | None, now: models.Plan | None) -> list[Problem]:

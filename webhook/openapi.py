@@ -121,7 +121,7 @@ def document() -> dict[str, Any]:
                          "requestBody": {"required": True, "content": {"application/json": {"schema": {
                              "type": "object", "additionalProperties": False, "required": ["reason"],
                              "properties": {"reason": {"type": "string", "minLength": 1},
-                                            "to": {"type": "string"}}}}}},
+                                            "to": {"type": "string"}, "restore": {"type": "boolean"}}}}}},
                          "responses": {"202": {"description": "Queued (request id and status URL)"},
                                        "404": _error("Unknown store"), "409": _error("Nothing to roll back to"),
                                        "422": _error("No reason, or the old entry is refused (e.g. smaller volumes)"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import collections.abc
+import contextlib
 import datetime
 import json
 import os
@@ -234,4 +235,79 @@ def test_a_deleted_stores_backups_go_after_final_backup_days(apiserver: harness_
         _keys_secret(client.CoreV1Api(api), s3)
         assert yaml.safe_load(PROFILE)["backups"]["finalBackupDays"] == 1
     finally:
+        support.close(api)
+
+
+def test_a_medusa_rollback_of_a_chart_move_restores_its_pre_upgrade_backup(
+        tmp_path: Path, apiserver: harness_stack.Stack, s3: objectstore.ObjectStore) -> None:
+    """Medusa migrates forward only: rolling back a failed chart move also puts back the store's newest
+    pre-upgrade backup (restoreFrom in the entry), refused without one unless the entry alone is asked for."""
+    from starlette.testclient import TestClient
+
+    from generator import releasing
+    from harness import applications
+    from webhook import app
+
+    api = support.api_client(apiserver.kubeconfig)
+    core = client.CoreV1Api(api)
+    custom = client.CustomObjectsApi(api)
+    _keys_secret(core, s3)
+    base = examples.service_settings(tmp_path, local_extra=PROFILE)
+    config = replace(base, tokens=(*base.tokens, Token("sam-owner-token", name="sam", owner="sam@bookworm.example")),
+                     backup_interval=60, backup_endpoints={"local": s3.endpoint})
+    bare = Path(str(config.git.remote))
+    work = tmp_path / "release"
+    examples.git(tmp_path, "clone", "-q", str(bare), str(work))
+    releasing.release(work, "medusa")
+    examples.git(work, "add", "-A")
+    examples.git(work, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "Release medusa 0.1.0")
+    examples.git(work, "push", "-q", "origin", "HEAD:main")
+    namespace = support.new_namespace(apiserver)
+    status = StatusSettings(kubeconfig=str(apiserver.kubeconfig), namespace=namespace, tick=0.1,
+                            ledger=tmp_path / "status.sqlite3", workdir=config.git.workdir, backoff_min=0.1)
+    first = examples.git(bare, "rev-parse", "main").strip()
+    body = applications.application("bookworm", namespace)
+    body["status"] = applications.argo_status(sync="Synced", health="Healthy", phase="Succeeded", revision=first)
+    custom.create_namespaced_custom_object(applications.GROUP, applications.VERSION, namespace, applications.PLURAL,
+                                           body)
+    try:
+        with TestClient(app.create_app(config, status=status)) as http:
+            support.wait_until("the service has read Git", lambda: http.get("/readyz").status_code == 200)
+
+            def state() -> str:
+                return str(http.get("/v1/stores/bookworm", headers=SAM).json()["status"])
+
+            support.wait_until("bookworm ready", lambda: state() == "ready", timeout=30)
+            # A restoreFrom naming another store's backup never lands on an existing store.
+            other = http.patch("/v1/stores/bookworm", headers=SAM,
+                               json={"restoreFrom": "acme-outdoor/20261126T101500Z-pre-upgrade"})
+            assert other.status_code == 422 and "keeps its data" in other.text
+            moved = http.patch("/v1/stores/bookworm", json={"chartVersion": "0.1.0"}, headers=SAM)
+            assert moved.status_code == 202, moved.text
+            support.wait_until("the move in Git", lambda: examples.remote_stores(bare)["bookworm"].get(
+                "chartVersion") == "0.1.0")
+            second = examples.git(bare, "rev-parse", "main").strip()
+            applications.set_status(custom, namespace, "bookworm", applications.argo_status(
+                sync="Synced", health="Degraded", phase="Failed", revision=second,
+                health_message="medusa: the server exits after its migrations"))
+            support.wait_until("bookworm failing", lambda: state() in ("failed", "degraded"), timeout=30)
+
+            # No pre-upgrade backup: the rollback says why, and what to ask for instead.
+            refused = http.post("/v1/stores/bookworm/rollback", json={"reason": "server exits"}, headers=SAM)
+            assert refused.status_code == 409 and "no pre-upgrade backup" in refused.json()["error"]
+            older, newest = "20261127T080000Z-pre-upgrade", "20261127T090000Z-pre-upgrade"
+            for backup_id in (older, newest, "20261127T100000Z-manual"):
+                _upload(s3, "bookworm", backup_id, engine="medusa")
+            rolled = http.post("/v1/stores/bookworm/rollback", json={"reason": "server exits"}, headers=SAM)
+            assert rolled.status_code == 202, rolled.text
+            support.wait_until("the rollback in Git", lambda: "chartVersion" not in examples.remote_stores(bare)[
+                "bookworm"])
+            entry = examples.remote_stores(bare)["bookworm"]
+            assert entry["restoreFrom"] == f"bookworm/{newest}"
+            message = examples.git(bare, "log", "-1", "--format=%B", "main")
+            assert f"data from bookworm/{newest}" in message and "server exits" in message
+    finally:
+        with contextlib.suppress(client.ApiException):
+            custom.delete_namespaced_custom_object(applications.GROUP, applications.VERSION, namespace,
+                                                   applications.PLURAL, "store-bookworm")
         support.close(api)

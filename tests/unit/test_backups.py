@@ -121,3 +121,11 @@ def test_a_profile_with_a_bad_endpoint_or_bucket_is_refused() -> None:
     problems = "\n".join(str(p) for p in fleet.build(out).problems)
     assert "backups.endpoint: 'seaweedfs:8333' is not an http(s) URL of a host" in problems
     assert "backups.bucket: 'Backups_1' is not an S3 bucket name" in problems
+
+
+def test_a_rollback_may_put_back_the_stores_own_pre_upgrade_backup_and_nothing_else() -> None:
+    before = fleet.build(files(shop=STORE.format(id="shop", plan="small")))
+    for reference, allowed in (("shop/20261127T031700Z-pre-upgrade", True), ("shop/20261127T031700Z-manual", False),
+                               ("other/20261127T031700Z-pre-upgrade", False)):
+        after = fleet.build(files(shop=STORE.format(id="shop", plan="small") + f"restoreFrom: {reference}\n"))
+        assert (fleet.change_problems(before, after) == []) is allowed, reference

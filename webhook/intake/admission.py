@@ -171,11 +171,12 @@ class Intake:
                            patch=lambda held: {"adminPasswordRotation": held.store.password_rotation + 1})
 
     def rollback(self, *, store_id: str, entry: Mapping[str, Any], revision: str, caller: Caller,
-                 body: bytes) -> tuple[queueing.Request, bool]:
+                 body: bytes, restore_from: str | None = None) -> tuple[queueing.Request, bool]:
         """Queue the store's entry as it was at ``revision`` (``entry``), keeping what never goes back
-        (the password rotation count). 409 when that is what the store has now."""
+        (the password rotation count); with ``restore_from``, its data goes back to that pre-upgrade backup.
+        409 when that is what the store has now."""
         def patch(held: validation.Entry) -> dict[str, Any]:
-            change = entries.rollback_patch(held.doc.data, entry)
+            change = entries.rollback_patch(held.doc.data, entry, restore_from)
             if not change:
                 raise Conflict(f"store {store_id!r} already has its entry as at {revision[:12]}: nothing to roll back")
             return change

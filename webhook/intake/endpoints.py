@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 
 from generator import backups as generator_backups
-from generator import entries, errors, publishing, releases, remotes, rendering
+from generator import constants, entries, errors, publishing, releases, remotes, rendering
 from generator.errors import Problem
 from webhook import access, auth, backups, credentials, csrf, openapi
 from webhook.errors import BadRequest, Conflict, Forbidden, Invalid, NotFound, NotReady, Rejected
@@ -552,10 +552,11 @@ async def rollback_store(request: Request, call: access.Call) -> Response:
     store_id = request.path_params["store_id"]
     asked = access.parse_json(call.body) if call.body.strip() else {}
     if not isinstance(asked, dict) or not isinstance(asked.get("reason", ""), str) \
-            or not isinstance(asked.get("to", ""), str) or set(asked) - {"reason", "to"}:
-        raise Invalid("the request must be a JSON object with a string reason and, optionally, to",
-                      [Problem("request", 0, "(top)", "expected {\"reason\": \"...\", \"to\": \"<revision>\"}",
-                               errors.REQUEST)])
+            or not isinstance(asked.get("to", ""), str) or not isinstance(asked.get("restore", True), bool) \
+            or set(asked) - {"reason", "to", "restore"}:
+        raise Invalid("the request must be a JSON object with a string reason and, optionally, to and restore",
+                      [Problem("request", 0, "(top)", "expected {\"reason\": \"...\", \"to\": \"<revision>\", "
+                                                      "\"restore\": true|false}", errors.REQUEST)])
     reason = " ".join(str(asked.get("reason") or "").split())[:200]
     if not reason:
         raise Invalid("say why: a rollback needs a reason (kept in the commit)",
@@ -572,14 +573,41 @@ async def rollback_store(request: Request, call: access.Call) -> Response:
     if text is None:
         raise Conflict(f"{path} is not in revision {revision[:12]}")
     entry = yaml.safe_load(text)
+    raw_current = view.get("entry")
+    current: dict[str, Any] = raw_current if isinstance(raw_current, dict) else {}
+    restore_from = await _rollback_restore(request, store_id, current, entry, wanted=asked.get("restore", True))
+    said = f"; data from {restore_from}" if restore_from else ""
     caller = Caller(client=call.caller.client, source="api", idempotency_key=_idempotency_key(request),
                     scope=_scope(request), owner=call.caller.owner,
-                    reason=f"rollback to {revision[:12]}: {reason}")
+                    reason=f"rollback to {revision[:12]}{said}: {reason}")
     body = f"ROLLBACK {store_id}".encode() + call.body
     queued, new = await anyio.to_thread.run_sync(lambda: service.intake.rollback(
-        store_id=store_id, entry=entry, revision=revision, caller=caller, body=body))
-    log.info("rollback of %s to %s asked for by %s", store_id, revision[:12], call.caller.client)
+        store_id=store_id, entry=entry, revision=revision, caller=caller, body=body, restore_from=restore_from))
+    log.info("rollback of %s to %s asked for by %s%s", store_id, revision[:12], call.caller.client, said)
     return _accepted(request, queued, new, "api")
+
+
+async def _rollback_restore(request: Request, store_id: str, current: Mapping[str, Any], entry: Mapping[str, Any],
+                            *, wanted: bool) -> str | None:
+    """The pre-upgrade backup a rollback restores: for an engine whose upgrades migrate its database forward
+    only, when the change rolled back moved the store's chart and its cluster keeps backups, the newest one;
+    None otherwise (or when the caller says ``"restore": false``). 409 when one is needed and there is none."""
+    engine, cluster = str(current.get("engine", "")), str(current.get("cluster", ""))
+    if not wanted or engine not in constants.FORWARD_ONLY_MIGRATIONS \
+            or current.get("chartVersion") == entry.get("chartVersion"):
+        return None
+    service = _service(request)
+    held = service.intake.snapshot().git.clusters.get(cluster)
+    if held is None or held[0].backups is None:
+        return None
+    objects = await anyio.to_thread.run_sync(lambda: backup_objects(request, cluster))
+    found = [b for b in await anyio.to_thread.run_sync(lambda: objects.of(store_id)) if b.kind == "pre-upgrade"]
+    if not found:
+        raise Conflict(f"{store_id}'s chart moved from {entry.get('chartVersion') or 'the working chart'} to "
+                       f"{current.get('chartVersion') or 'the working chart'}, whose {engine} migrates the database "
+                       f"forward only, and there is no pre-upgrade backup of it to restore: roll the entry back "
+                       f"alone with \"restore\": false, or restore a backup into a new store")
+    return found[0].reference
 
 
 def rollback_target(transitions: list[dict[str, object]], to: str) -> str:
