@@ -227,7 +227,7 @@ def take(api: client.ApiClient, store_id: str, *, kind: str = "manual", now: dat
 def job_state(api: client.ApiClient, store_id: str, job: str) -> tuple[str, str]:
     """Where a backup Job is: ``running``, ``done`` or ``failed``, with what its conditions say."""
     try:
-        found: Any = client.BatchV1Api(api).read_namespaced_job_status(job, constants.NAMESPACE_PREFIX + store_id)
+        found: Any = client.BatchV1Api(api).read_namespaced_job(job, constants.NAMESPACE_PREFIX + store_id)
     except ApiException as e:
         if e.status == 404:
             return "failed", f"the backup Job {job} is gone"

@@ -311,3 +311,75 @@ def test_a_medusa_rollback_of_a_chart_move_restores_its_pre_upgrade_backup(
             custom.delete_namespaced_custom_object(applications.GROUP, applications.VERSION, namespace,
                                                    applications.PLURAL, "store-bookworm")
         support.close(api)
+
+
+def test_storeops_does_its_backup_work_with_the_rights_the_chart_and_the_platform_give(
+        apiserver: harness_stack.Stack) -> None:
+    """As storeops' ServiceAccount, with only the chart's Role (storeops.backupKeeper, as rendered) and the
+    platform's (argocd/platform/backup-keys-rbac.yaml): the keys copied and kept, a backup started and
+    followed; nothing else of the namespace."""
+    import subprocess
+    import uuid
+
+    from generator import models
+    from harness import versions
+
+    store_id = f"keeper-{uuid.uuid4().hex[:6]}"
+    namespace = f"store-{store_id}"
+    admin = support.api_client(apiserver.kubeconfig)
+    core, batch = client.CoreV1Api(admin), client.BatchV1Api(admin)
+    for name in (namespace, "storeops"):
+        _namespace(core, name)
+    body = client.V1Secret(metadata=client.V1ObjectMeta(name="backup-s3", namespace="storeops"),
+                           string_data={"AWS_ACCESS_KEY_ID": "key-1", "AWS_SECRET_ACCESS_KEY": "secret-1"})
+    with contextlib.suppress(client.ApiException):
+        core.delete_namespaced_secret("backup-s3", "storeops")
+    core.create_namespaced_secret("storeops", body)
+    values = {"store": {"id": store_id, "name": "Keeper", "engine": "medusa", "plan": "small",
+                        "owner": {"name": "P", "email": "p@keeper.example"}},
+              "backup": {"enabled": True, "schedule": "5 3 * * *", "retention": 7, "secretName": "storeops-backup",
+                         "s3": {"endpoint": "http://s3.example:8333", "bucket": "backups", "prefix": "local"}}}
+    rendered = subprocess.run(
+        [str(versions.binaries().helm), "template", store_id, str(examples.ROOT / "templates" / "medusa"),
+         "--namespace", namespace, "--values", "-"], input=json.dumps(values), capture_output=True, text=True,
+        check=True).stdout
+    rbac = [d for d in yaml.safe_load_all(rendered) if d and d["metadata"]["name"] == "storeops-backups"]
+    assert sorted(d["kind"] for d in rbac) == ["Role", "RoleBinding"]
+    apiserver.kubectl.apply(*rbac, *yaml.safe_load_all((examples.ROOT / "argocd/platform/backup-keys-rbac.yaml")
+                                                       .read_text()))
+    _cronjob(batch, namespace)
+    cluster = models.Cluster(
+        name="local", argocd_namespace="argocd", repo_url="git://x", base_domain="x.example", ingress_class="x",
+        capacity=models.Capacity(stores=1),
+        backups=models.Backups(endpoint="http://s3.example:8333", bucket="backups",
+                               credentials_secret=("storeops", "backup-s3")))
+    api = support.api_client(apiserver.kubeconfig)
+    api.set_default_header("Impersonate-User", "system:serviceaccount:storeops:storeops")
+    api.set_default_header("Impersonate-Group", "system:serviceaccounts")
+    try:
+        def copies() -> list[str]:
+            try:
+                return backups.distribute(api, cluster, [store_id])
+            except client.ApiException as e:
+                assert e.status == 403  # until the Roles apply
+                return []
+
+        support.wait_until("the keys copied as storeops", lambda: copies() == [namespace])
+        assert backups.distribute(api, cluster, [store_id]) == []  # in step: nothing written
+        core.patch_namespaced_secret("backup-s3", "storeops", {"stringData": {"AWS_ACCESS_KEY_ID": "key-2"}})
+        assert backups.distribute(api, cluster, [store_id]) == [namespace]
+        copied = core.read_namespaced_secret("storeops-backup", namespace)
+        assert base64.b64decode(copied.data["AWS_ACCESS_KEY_ID"]).decode() == "key-2"
+        job = backups.take(api, store_id, kind="pre-upgrade")
+        assert backups.job_state(api, store_id, job) == ("running", "")
+        as_storeops = client.CoreV1Api(api)
+        for forbidden in (lambda: as_storeops.list_namespaced_secret(namespace),
+                          lambda: as_storeops.read_namespaced_secret("default-token", namespace),
+                          lambda: client.BatchV1Api(api).delete_namespaced_job(job, namespace),
+                          lambda: as_storeops.list_namespaced_secret("storeops")):
+            with pytest.raises(client.ApiException) as refused:
+                forbidden()
+            assert refused.value.status == 403
+    finally:
+        support.close(api)
+        support.close(admin)

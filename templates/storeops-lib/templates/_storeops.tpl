@@ -554,3 +554,54 @@ spec:
             - key: ca.crt
               path: ca.crt
 {{- end }}
+
+{{- /*
+On a cluster with backups, storeops' ServiceAccount (credentials.reader) may, in this namespace: keep
+the S3 keys' Secret (backup.secretName) in step with the profile's source Secret, and start a backup
+now (a Job from the backup CronJob: manual, or pre-upgrade before a rollout moves the store) and
+follow it. Creating a Secret cannot be limited to one name in RBAC; get and update are.
+*/ -}}
+{{- define "storeops.backupKeeper" -}}
+{{- with .Values.credentials.reader }}
+{{- if and .serviceAccount $.Values.backup.enabled }}
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  name: storeops-backups
+  namespace: {{ $.Release.Namespace }}
+  labels:
+    {{- include "storeops.componentLabels" (dict "root" $ "component" "backup") | nindent 4 }}
+rules:
+  - apiGroups: [""]
+    resources: ["secrets"]
+    verbs: ["create"]
+  - apiGroups: [""]
+    resources: ["secrets"]
+    resourceNames: [{{ $.Values.backup.secretName | quote }}]
+    verbs: ["get", "update"]
+  - apiGroups: ["batch"]
+    resources: ["cronjobs"]
+    resourceNames: ["backup"]
+    verbs: ["get"]
+  - apiGroups: ["batch"]
+    resources: ["jobs"]
+    verbs: ["create", "get"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: storeops-backups
+  namespace: {{ $.Release.Namespace }}
+  labels:
+    {{- include "storeops.componentLabels" (dict "root" $ "component" "backup") | nindent 4 }}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: Role
+  name: storeops-backups
+subjects:
+  - kind: ServiceAccount
+    name: {{ .serviceAccount | quote }}
+    namespace: {{ .namespace | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
