@@ -217,7 +217,12 @@ def test_a_restore_runs_with_the_database_before_the_web_component_which_waits_f
     load = restore["spec"]["template"]["spec"]["initContainers"][1]
     assert load["image"] == database["spec"]["template"]["spec"]["containers"][0]["image"]
     env = {e["name"]: e.get("value") for e in restore["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["RESTORE_FROM"] == FROM
+    assert env["RESTORE_FROM"] == FROM and env["RESTORE_REPLACE"] == "false"
+    # Replacing a store's own data (a rollback) is asked for explicitly, and empties the database first.
+    replacing = _one(_render(engine, tmp_path, {"restore": {"from": FROM, "replace": True}}, BACKUP), "Job", "restore")
+    spec = replacing["spec"]["template"]["spec"]
+    assert {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}["RESTORE_REPLACE"] == "true"
+    assert "if [ -f /work/replace ]; then" in spec["initContainers"][1]["command"][2]
     # The web component waits for the marker the restore writes last (plain Helm has no waves).
     wait = web["spec"]["template"]["spec"]["initContainers"][0]
     assert wait["name"] == "wait-for-restore"
@@ -253,6 +258,7 @@ def test_backup_pods_may_reach_the_s3_endpoint_and_their_own_namespace_only(
         ({"restore": {"from": "shop"}}, "/restore/from"),
         ({"restore": {"from": "shop/20261127T031700Z-weekly"}}, "/restore/from"),
         ({"backup": {"retention": 0}}, "/backup/retention"),
+        ({"restore": {"replace": "yes"}}, "/restore/replace"),
         ({"backup": {"s3": {"endpoint": "s3.example.com"}}}, "/backup/s3/endpoint"),
         ({"backup": {"egress": {"cidr": "everywhere"}}}, "/backup/egress/cidr"),
         ({"backup": {"keys": "AKIA..."}}, "additional properties 'keys'"),
