@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections.abc
 import contextlib
+import copy
 import dataclasses
 import datetime
 import glob
@@ -346,6 +347,36 @@ def test_a_postgres_store_is_dumped_and_restored_by_the_charts_own_commands(
             assert result.returncode == 0, result.stdout + result.stderr
         assert not (new / "work" / "database.sql").exists()
         assert _psql(db, 'SELECT count(*) FROM "order"') == "2"
+
+        # A rollback: this store's own backup, then a change that fails half-way (a table of a forward
+        # migration, a file), then its backup restored over it with RESTORE_REPLACE.
+        mine = _env(store, STORE_ID="new-shop", BACKUP_KIND="pre-upgrade", WORK_DIR=str(new / "work"),
+                    CONTENT_DIR=str(new / "content"))  # fmt: skip
+        shutil.rmtree(new / "work")
+        (new / "work").mkdir()
+        subprocess.run(_script(dump, new / "work", new / "content"), env=db, check=True, capture_output=True)
+        assert _run("backup", mine).returncode == 0
+        before = f"new-shop/{json.loads(_run('list', mine).stdout.splitlines()[0])['id']}"
+        _psql(db, "CREATE TABLE migration_v2 (x int); DELETE FROM \"order\"")
+        (new / "content" / "v2-only.png").write_bytes(b"v2")
+        rollback = {**env, "RESTORE_FROM": before}
+        shutil.rmtree(new / "work")
+        (new / "work").mkdir()
+        refused = _run("fetch", rollback)
+        assert refused.returncode == 3 and "RESTORE_REPLACE" in refused.stderr, refused.stderr
+        load_before = copy.deepcopy(load)
+        load_before["command"][2] = load_before["command"][2].replace(source, before)
+        replace = {**rollback, "RESTORE_REPLACE": "true"}
+        for step in (lambda: _run("fetch", replace),
+                     lambda: subprocess.run(_script(load_before, new / "work", new / "content"), env=db,
+                                            capture_output=True, text=True, check=False),
+                     lambda: _run("extract", replace)):  # fmt: skip
+            result = step()
+            assert result.returncode == 0, result.stdout + result.stderr
+        assert _psql(db, 'SELECT count(*) FROM "order"') == "2"
+        assert _psql(db, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'migration_v2'") == "0"
+        assert sorted(p.name for p in (new / "content").iterdir()) == [".storeops-restore", "logo.png"]
+        assert json.loads((new / "content" / ".storeops-restore").read_text()) == {"from": before, "state": "done"}
 
     # A store that has data of its own and no marker: the load step refuses (exit 3) and changes nothing.
     other = tmp_path / "other"

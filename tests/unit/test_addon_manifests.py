@@ -69,3 +69,28 @@ def test_the_ingress_controller_serves_its_class_only_and_publishes_on_loopback(
     assert not any(arg.startswith("--api") for arg in args)
     published = [p for p in container["ports"] if "hostPort" in p]
     assert published == [{"name": "web", "containerPort": 8000, "hostPort": 4242, "hostIP": "127.0.0.1"}]
+
+
+def test_the_object_store_serves_s3_in_its_namespace_and_on_the_hosts_loopback_only() -> None:
+    manifests = addon_manifests.object_store(
+        "storeops.local/seaweedfs:test", node_selector=SELECTOR, host_port=45678, bucket="storeops-backups",
+        access_key="ak", secret_key="sk", s3_config='{"identities": []}',
+    )  # fmt: skip
+    namespace = addon_manifests.OBJECT_STORE_NAMESPACE
+    assert {(m["kind"], m["metadata"]["name"]) for m in manifests} == {  # type: ignore[index]
+        ("Namespace", namespace), ("Secret", "seaweedfs-credentials"), ("Service", "seaweedfs"),
+        ("Deployment", "seaweedfs")}  # fmt: skip
+    (secret,) = _kind(manifests, "Secret")
+    # The keys under the names a store's backup Secret uses, so storeops can copy them as they are.
+    assert secret["stringData"] == {"s3.json": '{"identities": []}', "AWS_ACCESS_KEY_ID": "ak",  # type: ignore[comparison-overlap]
+                                    "AWS_SECRET_ACCESS_KEY": "sk"}  # fmt: skip
+    (service,) = _kind(manifests, "Service")
+    assert service["spec"]["ports"] == [{"name": "s3", "port": 8333, "targetPort": "s3"}]  # type: ignore[index]
+    (deployment,) = _kind(manifests, "Deployment")
+    pod = _pod_spec(deployment)
+    assert pod["nodeSelector"] == SELECTOR and pod["automountServiceAccountToken"] is False
+    (container,) = pod["containers"]  # type: ignore[misc]
+    assert container["ports"] == [{"name": "s3", "containerPort": 8333, "hostPort": 45678, "hostIP": "127.0.0.1"}]
+    assert "-bucket=storeops-backups" in container["args"] and "-master.telemetry=false" in container["args"]
+    assert container["securityContext"]["runAsNonRoot"] is True
+    assert addon_manifests.object_store_host_port(deployment) == 45678

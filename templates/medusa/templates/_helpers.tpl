@@ -81,4 +81,7 @@ tables: |-
   psql -tAq -c "SELECT count(*) FROM information_schema.tables WHERE table_schema NOT IN ('pg_catalog', 'information_schema')"
 load: |-
   psql -q -v ON_ERROR_STOP=1 --single-transaction -f /work/database.sql
+# restore.replace: the schema the dump fills, emptied (Medusa keeps everything in public).
+clear: |-
+  psql -q -v ON_ERROR_STOP=1 -c "DROP SCHEMA IF EXISTS public CASCADE" -c "CREATE SCHEMA public"
 {{- end }}

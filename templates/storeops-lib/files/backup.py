@@ -22,18 +22,20 @@ Commands:
            download the backup named by RESTORE_FROM (<store>/<backup-id>) into WORK_DIR, check each
            file's size and sha256 against the manifest, and unpack the dump to WORK_DIR/database.sql.
   extract  (restore, last step, after the database image loaded the dump) unpack files.tar.gz into
-           CONTENT_DIR and mark the restore done.
+           CONTENT_DIR (emptied first when replacing) and mark the restore done.
 
 The restore marker, CONTENT_DIR/.storeops-restore, is one JSON object {"from": ..., "state": ...}:
 "database" once the database image starts loading (the database is then this restore's to reload),
 "files" once it has loaded, "done" at the end. The database step refuses to load into a database
 that has tables when there is no marker (WORK_DIR/check-empty): a restore never overwrites a store
-that already has data.
+that already has data, unless RESTORE_REPLACE is true (a rollback to an earlier backup of the same
+store): then the database step empties the database first (WORK_DIR/replace) and extract empties the
+content volume, once per RESTORE_FROM (the marker again).
 
 Environment: STORE_ID, ENGINE, BACKUP_KIND (default scheduled), CHART_VERSION (optional),
 RETENTION (default 7), S3_ENDPOINT (http[s]://host[:port]), S3_BUCKET, S3_REGION (default us-east-1),
 S3_PREFIX, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, S3_CA_FILE (optional), WORK_DIR (default /work),
-CONTENT_DIR (default /content), RESTORE_FROM.
+CONTENT_DIR (default /content), RESTORE_FROM, RESTORE_REPLACE (true: replace the store's data).
 
 Exit codes: 0 done, 1 failure worth retrying (network, server), 2 bad settings, 3 refused (a corrupted
 backup, a store restored from another backup): retrying will not help.
@@ -275,6 +277,7 @@ class Settings:
     work: str
     content: str
     restore_from: str
+    restore_replace: bool = False
 
     def store_prefix(self, store: str | None = None) -> str:
         return "/".join(p for p in (self.prefix, store or self.store) if p) + "/"
@@ -318,6 +321,7 @@ def settings(env: dict[str, str]) -> Settings:
         work=env.get("WORK_DIR", "/work"),
         content=env.get("CONTENT_DIR", "/content"),
         restore_from=env.get("RESTORE_FROM", "").strip(),
+        restore_replace=env.get("RESTORE_REPLACE", "").strip().lower() in ("1", "true", "yes"),
     )
 
 
@@ -483,12 +487,13 @@ def fetch(config: Settings) -> str:
     """Download and check the backup to restore; what the next steps do: skip, load, files."""
     store, ident = parse_from(config.restore_from)
     marker = read_marker(config.content)
-    if marker is not None and marker.get("from") != config.restore_from:
+    ours = marker is not None and marker.get("from") == config.restore_from
+    if marker is not None and not ours and not config.restore_replace:
         raise RefusedError(
             f"this store was restored from {marker.get('from')!r}, not {config.restore_from!r}: "
-            "refusing to restore again"
+            "refusing to restore again (RESTORE_REPLACE replaces its data)"
         )
-    if marker is not None and marker.get("state") == "done":
+    if ours and marker is not None and marker.get("state") == "done":
         _touch(os.path.join(config.work, "skip"))
         log(f"already restored from {config.restore_from}: nothing to do")
         return "skip"
@@ -512,13 +517,17 @@ def fetch(config: Settings) -> str:
     ) as out:  # fmt: skip
         shutil.copyfileobj(src, out, CHUNK)
     os.unlink(os.path.join(config.work, DATABASE))
-    if marker is None:
+    if ours and marker is not None and marker.get("state") == "files":
+        _touch(os.path.join(config.work, "database-done"))
+        next_step = "files"
+    elif config.restore_replace:
+        # The store's data goes: the load step empties the database first, extract the content volume.
+        _touch(os.path.join(config.work, "replace"))
+        next_step = "replace"
+    elif marker is None:
         # No restore has begun: the database must be empty (the load step checks).
         _touch(os.path.join(config.work, "check-empty"))
         next_step = "load"
-    elif marker.get("state") == "files":
-        _touch(os.path.join(config.work, "database-done"))
-        next_step = "files"
     else:
         next_step = "load"
     log(f"backup {config.restore_from} fetched and checked (engine {manifest.get('engine')}, "
@@ -558,6 +567,15 @@ def extract(config: Settings) -> None:
     if marker is None or marker.get("from") != config.restore_from or marker.get("state") not in ("files", "done"):
         raise BackupError(f"the database step has not loaded {config.restore_from} (marker: {marker})")
     archive = os.path.join(config.work, FILES)
+    if config.restore_replace:
+        for name in os.listdir(config.content):
+            if name in SKIPPED:
+                continue
+            path = os.path.join(config.content, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
     with tarfile.open(archive, "r:gz") as tar:
         members = [m for m in tar.getmembers() if m.name.split("/")[0] not in SKIPPED]
         # filter="data": no absolute paths, no links out of the folder, no device files, no set-id bits.

@@ -15,6 +15,8 @@ database, so before the web component (wave 1), whose pods also wait for the res
 plain Helm, where it is a post-install hook): backup.py fetch (download, sha256 checks) → the
 database image loads the dump (only into an empty database, or one this restore began) → backup.py
 extract (files into the content volume, marker done). Idempotent: a done restore is skipped.
+restore.replace: true (a rollback of this same store to an earlier backup) empties the database and
+the content volume first instead of refusing a store with data; still once per restore.from.
 
 None of these pods gets an API token. Each engine chart defines "store.backup" (see its _helpers.tpl).
 */ -}}
@@ -234,6 +236,8 @@ spec:
   env:
     - name: RESTORE_FROM
       value: {{ $root.Values.restore.from | quote }}
+    - name: RESTORE_REPLACE
+      value: {{ $root.Values.restore.replace | default false | quote }}
     {{- include "storeops.backupEnv" $root | nindent 4 }}
   securityContext:
     {{- include "storeops.containerSecurityContext" true | nindent 4 }}
@@ -283,6 +287,17 @@ spec:
       securityContext:
         {{- /* The web component's user: the files it extracts are the web component's. */}}
         {{- include "storeops.podSecurityContext" (dict "user" $db.user) | nindent 8 }}
+      # A new store has no web pod yet (this pod binds the volume); replacing a running store's data,
+      # the ReadWriteOnce content volume is on the web pod's node.
+      affinity:
+        podAffinity:
+          preferredDuringSchedulingIgnoredDuringExecution:
+            - weight: 100
+              podAffinityTerm:
+                topologyKey: kubernetes.io/hostname
+                labelSelector:
+                  matchLabels:
+                    {{- include "storeops.selectorLabels" (dict "root" . "component" $db.component) | nindent 20 }}
       initContainers:
         {{- include "storeops.restoreStep" (dict "root" . "step" "fetch") | nindent 8 }}
         # The database's own client: waits for the server, refuses a database with tables unless this
@@ -304,6 +319,10 @@ spec:
                 fi
               fi
               printf '{"from": "%s", "state": "%s"}\n' {{ $from | quote }} database > /content/.storeops-restore
+              if [ -f /work/replace ]; then
+                echo "replacing the store's data with {{ $from }}: emptying the database"
+                {{- $db.clear | nindent 16 }}
+              fi
               {{- $db.load | nindent 14 }}
               printf '{"from": "%s", "state": "%s"}\n' {{ $from | quote }} files > /content/.storeops-restore.tmp
               mv /content/.storeops-restore.tmp /content/.storeops-restore

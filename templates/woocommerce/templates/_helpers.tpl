@@ -66,4 +66,7 @@ tables: |-
   mariadb -h mariadb -u {{ .Values.mariadb.username }} -N -B -e "SELECT count(*) FROM information_schema.tables WHERE table_schema = '{{ .Values.mariadb.database }}'"
 load: |-
   mariadb -h mariadb -u {{ .Values.mariadb.username }} {{ .Values.mariadb.database }} < /work/database.sql
+# restore.replace: the database dropped and made again (the user's grants on it stay).
+clear: |-
+  mariadb -h mariadb -u {{ .Values.mariadb.username }} -e "DROP DATABASE IF EXISTS {{ .Values.mariadb.database }}; CREATE DATABASE {{ .Values.mariadb.database }}"
 {{- end }}
