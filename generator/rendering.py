@@ -115,7 +115,9 @@ def values(store: Store, cluster: Cluster, plan: Plan,
     if cluster.backups:
         out["backup"] = _backup(store, cluster.backups, plan)
     if store.restore_from:
-        out["restore"] = {"from": store.restore_from}
+        # A store's own backup (a rollback's) replaces its data; another store's fills a new, empty one.
+        own = store.restore_from.partition("/")[0] == store.id
+        out["restore"] = {"from": store.restore_from, **({"replace": True} if own else {})}
     return out
 
 

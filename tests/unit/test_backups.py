@@ -129,3 +129,5 @@ def test_a_rollback_may_put_back_the_stores_own_pre_upgrade_backup_and_nothing_e
                                ("other/20261127T031700Z-pre-upgrade", False)):
         after = fleet.build(files(shop=STORE.format(id="shop", plan="small") + f"restoreFrom: {reference}\n"))
         assert (fleet.change_problems(before, after) == []) is allowed, reference
+        if allowed:  # the chart replaces the store's data with its own backup
+            assert values_of(after, "shop")["restore"] == {"from": reference, "replace": True}
