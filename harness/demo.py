@@ -34,9 +34,11 @@ import urllib.parse
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import yaml
+
 from generator import publishing, rendering
 from generator.settings import Settings
-from harness import errors, processes, stack
+from harness import errors, objectstore, processes, stack
 from harness import node as real_node
 from harness.images import debian, medusa
 
@@ -68,6 +70,8 @@ class Loop:
     extra_env: dict[str, str] = dataclasses.field(default_factory=dict)
     service: subprocess.Popen[bytes] | None = None
     started: float = dataclasses.field(default_factory=time.monotonic)
+    #: The S3 add-on of the stores' backups (a real node whose profile keeps backups), once prepared.
+    object_store: objectstore.ClusterObjectStore | None = None
 
     @property
     def remote(self) -> pathlib.Path:
@@ -104,6 +108,21 @@ class Loop:
         }
         return env
 
+    def _object_store(self) -> None:
+        """With a real node and a local profile that keeps backups: the S3 add-on its stores back up to (the
+        profile names its in-cluster endpoint and its keys' Secret), and the service's way to it."""
+        profile = subprocess.run(["git", "-C", str(self.remote), "show", f"main:clusters/{CLUSTER}.yaml"],
+                                 capture_output=True, text=True, check=True).stdout
+        if self.stack.node is None or "backups" not in (yaml.safe_load(profile) or {}):
+            return
+        began = time.monotonic()
+        store = objectstore.deploy(kubectl=self.stack.kubectl, ctr=self.stack.node.ctr,
+                                   node_selector=real_node.NODE_SELECTOR)
+        self.extra_env.setdefault("STOREOPS_BACKUP_ENDPOINTS", f"{CLUSTER}={store.host_endpoint}")
+        self.object_store = store
+        self.stage(f"object store for backups at {store.endpoint} (from here {store.host_endpoint}), "
+                   f"{time.monotonic() - began:.1f}s")
+
     def stage(self, message: str) -> None:
         print(f"[{time.monotonic() - self.started:7.1f}s] {message}", flush=True)
 
@@ -116,6 +135,7 @@ class Loop:
             publishing.seed_remote(self.remote, ROOT, "main")
         published = publishing.publish(self.settings, allow_mass_delete=True)
         self.stage(f"remote {self.remote} at {published.sha[:12]} ({published.changes.summary()})")
+        self._object_store()
         root = subprocess.run(["git", "-C", str(self.remote), "show", f"main:{rendering.root_path(CLUSTER)}"],
                               capture_output=True, text=True, check=True).stdout
         self.stack.kubectl.apply(root)

@@ -44,8 +44,33 @@ def example_repo(target: Path, *, capacity: int | None = None, per_owner: int | 
         profile.write_text(text.replace("  stores: ", f"  storesPerOwner: {per_owner}\n  stores: ", 1))
     if local_extra:
         profile = target / constants.CLUSTERS_DIR / "local.yaml"
-        profile.write_text(profile.read_text() + local_extra)
+        profile.write_text(with_profile_keys(profile.read_text(), local_extra))
     return target
+
+
+def with_profile_keys(profile: str, extra: str) -> str:
+    """``profile`` (a cluster profile's YAML) with the top-level keys of ``extra`` set to what ``extra`` says:
+    their blocks removed (:func:`without_profile_keys`), then ``extra`` appended."""
+    keys = [line.split(":", 1)[0] for line in extra.splitlines() if line and not line[0].isspace()
+            and not line.startswith("#")]
+    return without_profile_keys(profile, *keys) + extra
+
+
+def without_profile_keys(profile: str, *keys: str) -> str:
+    """``profile`` (a cluster profile's YAML) without the top-level ``keys``: their blocks, with the comment
+    lines just above them."""
+    kept: list[str] = []
+    dropping = False
+    for line in profile.splitlines(keepends=True):
+        top = bool(line.strip()) and not line[0].isspace()
+        if top and not line.startswith("#"):
+            dropping = line.split(":", 1)[0] in keys
+            if dropping:
+                while kept and kept[-1].startswith("#"):
+                    kept.pop()
+        if not dropping:
+            kept.append(line)
+    return "".join(kept)
 
 
 def service_settings(tmp: Path, *, capacity: int | None = None, per_owner: int | None = None,

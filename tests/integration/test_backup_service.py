@@ -205,7 +205,8 @@ def test_a_deleted_stores_backups_go_after_final_backup_days(apiserver: harness_
     try:
         _keys_secret(client.CoreV1Api(api), s3)
         files: dict[str, bytes | str] = dict(trees.read_inputs(examples.ROOT))
-        files["clusters/local.yaml"] = bytes(files["clusters/local.yaml"]).decode() + PROFILE
+        files["clusters/local.yaml"] = examples.with_profile_keys(bytes(files["clusters/local.yaml"]).decode(),
+                                                                  PROFILE)
         built = fleet.build(files)
         clusters = {name: cluster for name, (cluster, _) in built.clusters.items()}
         for store in ("gone-shop", "live-shop"):

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from generator import backups, fleet, rendering, trees
+from harness import examples
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,10 +36,16 @@ owner:
 """
 
 
+def _profile(backups: str) -> str:
+    """The local profile with ``backups`` in place of the one it has ('' for none)."""
+    text = bytes(trees.read_inputs(REPO)["clusters/local.yaml"]).decode()
+    assert "\nbackups:\n" in text, "the local profile keeps backups"
+    return examples.without_profile_keys(text, "backups") + backups
+
+
 def files(*, with_backups: bool = True, **stores: str) -> dict[str, bytes | str]:
     out: dict[str, bytes | str] = dict(trees.read_inputs(REPO))
-    if with_backups:
-        out["clusters/local.yaml"] = bytes(out["clusters/local.yaml"]).decode() + BACKUPS
+    out["clusters/local.yaml"] = _profile(BACKUPS if with_backups else "")
     for store_id, text in stores.items():
         out[f"stores/{store_id}.yaml"] = text
     return out
@@ -117,7 +124,7 @@ def test_a_profile_with_a_bad_endpoint_or_bucket_is_refused() -> None:
     bad = BACKUPS.replace("http://seaweedfs.storeops-backups.svc:8333", "seaweedfs:8333").replace(
         "storeops-backups\n  credentials", "Backups_1\n  credentials")
     out = dict(trees.read_inputs(REPO))
-    out["clusters/local.yaml"] = bytes(out["clusters/local.yaml"]).decode() + bad
+    out["clusters/local.yaml"] = _profile(bad)
     problems = "\n".join(str(p) for p in fleet.build(out).problems)
     assert "backups.endpoint: 'seaweedfs:8333' is not an http(s) URL of a host" in problems
     assert "backups.bucket: 'Backups_1' is not an S3 bucket name" in problems

@@ -57,7 +57,7 @@ def _prepare(repo: Path, bare: Path, *, review: bool = False, backups: bool = Fa
     examples.git(repo.parent, "clone", "-q", str(bare), str(work))
     if backups:
         profile = work / "clusters/local.yaml"
-        profile.write_text(profile.read_text() + BACKUPS)
+        profile.write_text(examples.with_profile_keys(profile.read_text(), BACKUPS))
     if review:
         profile = work / "clusters/local.yaml"
         assert "\nreview: false\n" in profile.read_text()

@@ -22,6 +22,9 @@ def _fleet(tmp_path: Path, *, extra: tuple[str, ...] = ("birch-books", "cedar-cr
             f"id: {store_id}\nname: {store_id}\nengine: woocommerce\nplan: small\ncluster: local\n"
             f"owner:\n  name: O\n  email: o@{store_id}.example\n")
     releasing.release(repo, "woocommerce")
+    # The waves alone: without backups, no pre-upgrade backup is waited for (tests/integration/status has those).
+    profile = repo / "clusters/local.yaml"
+    profile.write_text(examples.without_profile_keys(profile.read_text(), "backups"))
     if review:
         profile = repo / "clusters/local.yaml"
         profile.write_text(profile.read_text().replace("review: false", "review: true"))
@@ -168,6 +171,8 @@ class Reports:
 def test_a_wave_queued_before_a_crash_is_found_again_not_taken_for_done(tmp_path: Path) -> None:
     repo = examples.example_repo(tmp_path / "repo")
     releasing.release(repo, "woocommerce")
+    profile = repo / "clusters/local.yaml"
+    profile.write_text(examples.without_profile_keys(profile.read_text(), "backups"))
     queue = queueing.Queue(path=tmp_path / "queue.sqlite3")
     intake = Intake(queue=queue, mass_delete_share=0.25)
     intake.load_git(files=trees.read_inputs(repo), sha="0" * 40)
