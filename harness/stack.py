@@ -389,7 +389,8 @@ def _free_ports(names: list[str]) -> dict[str, int]:
 def _kwok_node(name: str, *, tainted: bool = False) -> dict[str, object]:
     """A simulated node kwok manages (label type=kwok). Untainted unless a real node runs beside it:
     then ordinary Pods go to the real node."""
-    resources = {"cpu": "32", "memory": "256Gi", "pods": "110"}
+    # Simulated room for a fleet: bench/fleet.py puts thousands of stores (three Pods each) on it.
+    resources = {"cpu": "1000", "memory": "4Ti", "pods": "5000"}
     spec: dict[str, object] = {"taints": [KWOK_TAINT]} if tainted else {}
     return {
         "spec": spec,
