@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from webhook.errors import WebhookError
+
 __all__ = [
     "Database", "Duplicate", "Location", "Result", "SharedState", "StateError", "connect", "exists", "is_postgres",
     "location", "redacted",
@@ -64,7 +66,7 @@ _TYPES = [
 _SCHEMA_LOCK = "storeops:schema"
 
 
-class StateError(Exception):
+class StateError(WebhookError):
     """The service's database cannot be opened or used as asked."""
 
 
