@@ -190,10 +190,22 @@ class Database:
                 cursor = conn.execute(sql, tuple(args))
                 rows = cursor.fetchall()
                 return Result(rows, cursor.rowcount)
-            with conn.cursor() as cursor:
-                cursor.execute(postgres_sql(sql), tuple(args))
-                rows = cursor.fetchall() if cursor.description is not None else []
-                return Result(rows, cursor.rowcount)
+            try:
+                return self._postgres_execute(conn, sql, args)
+            except Exception:
+                # A read outside a transaction on a connection that just broke (the server restarted, or
+                # ended it) is asked again on a new one; a write may have happened, so it is not.
+                if self._depth or not conn.broken or not sql.lstrip().upper().startswith("SELECT"):
+                    raise
+            self._open()
+            return self._postgres_execute(self._conn, sql, args)
+
+    @staticmethod
+    def _postgres_execute(conn: Any, sql: str, args: Sequence[Any]) -> Result:
+        with conn.cursor() as cursor:
+            cursor.execute(postgres_sql(sql), tuple(args))
+            rows = cursor.fetchall() if cursor.description is not None else []
+            return Result(rows, cursor.rowcount)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         with self._lock, self._errors():
@@ -243,13 +255,21 @@ class Database:
                     self._depth = 0
                 conn.execute("COMMIT")
                 return
-            self._depth = 1
-            try:
-                with self._errors(), conn.transaction():
-                    self._take(locks)
-                    yield self
-            finally:
-                self._depth = 0
+            with contextlib.ExitStack() as stack:
+                try:
+                    stack.enter_context(conn.transaction())
+                except Exception:
+                    if not conn.broken:
+                        raise
+                    self._open()  # nothing ran yet: begin again on a new connection
+                    stack.enter_context(self._conn.transaction())
+                self._depth = 1
+                try:
+                    with self._errors():
+                        self._take(locks)
+                        yield self
+                finally:
+                    self._depth = 0
 
     def _take(self, locks: Iterable[str]) -> None:
         if self.kind == POSTGRESQL:
