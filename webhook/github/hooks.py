@@ -60,7 +60,7 @@ class GitHubService:
 
     def work_once(self) -> tuple[int, bool]:
         """Handle what is pending (blocking; a worker thread). Returns (handled, some failed and will be retried)."""
-        batch = self.deliveries.pending(limit=20)
+        batch = self.deliveries.claim(limit=20)
         retry = False
         for delivery in batch:
             started = time.monotonic()

@@ -47,3 +47,34 @@ def test_retries_count_attempts_and_old_finished_rows_are_forgotten(state_at: Ca
     assert log.forget(older_than=-1) == 1
     assert log.get("x") is None
     log.close()
+
+
+def test_a_delivery_is_worked_by_one_process_at_a_time_and_taken_over_after_its_lease(
+        state_at: Callable[[str], Location]) -> None:
+    one, two = (deliveries.Deliveries(path=state_at("d.sqlite3")) for _ in range(2))
+    try:
+        for n in range(3):
+            one.record(delivery_id=f"d{n}", event="push", action="", payload=b"{}")
+        assert [d.id for d in one.claim(limit=2)] == ["d0", "d1"]
+        assert [d.id for d in two.claim()] == ["d2"]  # the other process gets what is left
+        assert two.claim() == []
+        two.retry_later("d2", outcome="remote down")  # put back: anyone may take it again
+        assert [d.id for d in one.claim()] == ["d2"]
+        one.finish("d0", status=deliveries.DONE, outcome="ok")
+        assert two.claim() == []  # d1 and d2 are held by the first process's lease
+        assert [d.id for d in one.pending()] == ["d1", "d2"]
+    finally:
+        one.close()
+        two.close()
+
+
+def test_a_claim_that_ran_out_is_taken_over(state_at: Callable[[str], Location]) -> None:
+    one, two = (deliveries.Deliveries(path=state_at("d.sqlite3")) for _ in range(2))
+    try:
+        one.record(delivery_id="x", event="push", action="", payload=b"{}")
+        assert [d.id for d in one.claim(lease=-1)] == ["x"]  # a lease already over: as if its holder died
+        assert [d.id for d in two.claim()] == ["x"]
+        assert one.claim() == []
+    finally:
+        one.close()
+        two.close()
