@@ -258,3 +258,43 @@ def test_a_state_dir_moves_into_postgresql_and_the_service_goes_on_from_it(
     queue = queueing.Queue(path=database_url)
     assert [r.store_id for r in queue.recent(limit=5)] == ["after", "moved"]
     queue.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_mass_delete_window_holds_for_deletions_sent_to_two_processes_at_once(
+        tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> None:
+    where = tmp_path / "queue.sqlite3" if backend == "sqlite" else str(request.getfixturevalue("database_url"))
+    repo = examples.example_repo(tmp_path / "repo", capacity=20)
+    files = trees.read_inputs(repo)
+    queues = [queueing.Queue(path=where) for _ in range(2)]
+    intakes = [Intake(queue=q, mass_delete_share=0.25) for q in queues]
+    caller = Caller(client="test", source="api")
+    intakes[0].load_git(files=files, sha="0" * 40)
+    try:
+        for n in range(6):  # eight stores on cluster local: two may go within the window
+            intakes[0].create(data=examples.store_payload(f"fleet-{n}"), caller=caller, body=str(n).encode())
+        committed = queues[0].pending(limit=100)
+        queues[0].finish(request_ids=[r.id for r in committed], status=queueing.COMMITTED, commit_sha="c" * 40)
+        landed = dict(files)
+        for r in committed:
+            landed[r.path] = (r.content or "").encode()
+        for intake in intakes:
+            intake.load_git(files=landed, sha="1" * 40)
+        barrier = threading.Barrier(6)
+
+        def delete(n: int) -> str:
+            barrier.wait()
+            try:
+                intakes[n % 2].delete(store_id=f"fleet-{n}", caller=caller, body=b"")
+            except Conflict as e:
+                assert "removed in the last" in e.message, e.message
+                return "409"
+            return "202"
+
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            answers = sorted(pool.map(delete, range(6)))
+        assert answers == ["202", "202", "409", "409", "409", "409"]
+        assert queues[1].deletions(cluster="local", since=0) == 2
+    finally:
+        for queue in queues:
+            queue.close()
