@@ -337,7 +337,7 @@ class StatusSettings:
     #: How often time-based states (stuck) are re-assessed from memory; no API request.
     tick: float = 5.0
     #: SQLite file remembering what was reported (and what is still to deliver), or the PostgreSQL URL.
-    ledger: Path | str = Path()
+    ledger: Path | str = field(default=Path(), repr=False)
     #: The clone storeops publishes from; answers "does revision R contain commit C?".
     workdir: Path = Path()
     #: Where every store's status changes are POSTed ('' for none; per-store URLs come from annotations).
