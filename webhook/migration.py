@@ -4,8 +4,8 @@ The target's tables are made by the parts themselves (each opens its tables as `
 does), so the schema is the one the service uses. A target that holds rows already is refused unless
 ``--force`` (which replaces the rows of every table copied). Each table is copied in one transaction
 (its rows, then its identity sequence moved past the copied keys), and counted again afterwards.
-The SQLite files are left as they are; run it with the service stopped, then start the service with
-``STOREOPS_DATABASE_URL`` set.
+The SQLite files keep their rows (they are brought up to date first, as the service's start would);
+run it with the service stopped, then start the service with ``STOREOPS_DATABASE_URL`` set.
 """
 
 from __future__ import annotations
