@@ -4,9 +4,11 @@ Runs a real ``storeops serve`` process on a copy of the example data with a loca
 one run: once with the batching writer (everything pending in one commit and one push) and once with
 ``STOREOPS_BATCH_MAX=1`` (one commit and one push per request). Prints, for each: accepted/s, p50/p99
 time to the 2xx, pushes made, time until every request is in the remote, lost and doubled stores, and
-the ratio of end-to-end throughput (requests landed in the remote per second).
+the ratio of end-to-end throughput (requests landed in the remote per second). With ``--postgres``, the
+batching writer runs a third time with its state in PostgreSQL (a throwaway cluster of Debian's binaries,
+``STOREOPS_DATABASE_URL``), side by side with SQLite.
 
-    python3 bench/intake.py [--requests 1000] [--clients 50] [--baseline-timeout 600]
+    python3 bench/intake.py [--requests 1000] [--clients 50] [--baseline-timeout 600] [--postgres]
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness import examples
+from harness import examples, postgres
 
 HEADERS = {"Authorization": f"Bearer {examples.WRITE_TOKEN}"}
 
@@ -92,7 +94,8 @@ async def _burst(url: str, ids: list[str], clients: int) -> tuple[list[float], i
     return latencies, accepted
 
 
-def run(label: str, *, requests: int, clients: int, batch_max: int, timeout: float, workdir: Path) -> Result:
+def run(label: str, *, requests: int, clients: int, batch_max: int, timeout: float, workdir: Path,
+        extra_env: dict[str, str] | None = None) -> Result:
     config = examples.service_settings(workdir, capacity=requests * 2 + 10)
     bare = Path(config.git.remote)
     port = _port()
@@ -100,7 +103,8 @@ def run(label: str, *, requests: int, clients: int, batch_max: int, timeout: flo
     env = {**os.environ, "STOREOPS_REPO": str(config.git.repo), "STOREOPS_REMOTE": str(bare),
            "STOREOPS_STATE_DIR": str(config.git.state_dir), "STOREOPS_PORT": str(port),
            "STOREOPS_API_TOKENS": examples.WRITE_TOKEN, "STOREOPS_RATE": "0",
-           "STOREOPS_BATCH_MAX": str(batch_max), "STOREOPS_BATCH_WINDOW": "0.05" if batch_max > 1 else "0"}
+           "STOREOPS_BATCH_MAX": str(batch_max), "STOREOPS_BATCH_WINDOW": "0.05" if batch_max > 1 else "0",
+           **(extra_env or {})}
     log = open(workdir / "serve.log", "wb")  # noqa: SIM115 - closed below
     server = subprocess.Popen([sys.executable, "-m", "webhook.cli", "serve"], env=env, stdout=log, stderr=log,
                               cwd=examples.ROOT)
@@ -169,12 +173,26 @@ def report(results: list[Result]) -> None:
               f"--baseline-timeout; its rate is measured over that window)")
 
 
+def report_state(sqlite: Result, on_postgres: Result) -> None:
+    print()
+    print(f"{'state':<22}{'accepted/s':>11}{'p50 2xx':>10}{'p99 2xx':>10}{'all in remote':>15}{'lost':>6}"
+          f"{'doubled':>9}")
+    for label, r in (("SQLite (default)", sqlite), ("PostgreSQL", on_postgres)):
+        in_remote = f"{r.land_seconds:.1f}s" if r.finished else f">{r.land_seconds:.0f}s ({r.landed})"
+        print(f"{label:<22}{r.accepted_per_second:>11.0f}{_ms(r.latencies, 0.5):>8.1f}ms"
+              f"{_ms(r.latencies, 0.99):>8.1f}ms{in_remote:>15}{r.lost if r.finished else '-':>6}{r.doubled:>9}")
+    print(f"PostgreSQL / SQLite: accepted/s {on_postgres.accepted_per_second / sqlite.accepted_per_second:.2f}x, "
+          f"all in the remote {on_postgres.land_seconds / sqlite.land_seconds:.2f}x the time")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--baseline-timeout", type=float, default=600.0,
                         help="seconds to let the per-request writer run (default: 600)")
+    parser.add_argument("--postgres", action="store_true",
+                        help="also run the batching writer with its state in PostgreSQL, against SQLite")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="storeops-bench-") as tmp:
         print(f"{args.requests} requests from {args.clients} concurrent clients, real storeops serve, "
@@ -184,6 +202,12 @@ def main() -> None:
         single = run("per-request push", requests=args.requests, clients=args.clients, batch_max=1,
                      timeout=args.baseline_timeout, workdir=Path(tmp) / "single")
         report([batching, single])
+        if args.postgres:
+            with postgres.cluster(prefix="storeops-bench-pg-") as pg:
+                on_postgres = run("batching, PostgreSQL", requests=args.requests, clients=args.clients,
+                                  batch_max=10_000, timeout=600, workdir=Path(tmp) / "postgres",
+                                  extra_env={"STOREOPS_DATABASE_URL": pg.create_database("bench")})
+            report_state(batching, on_postgres)
 
 
 if __name__ == "__main__":

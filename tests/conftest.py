@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from harness import postgres
+from webhook.state import Location
 
 pytest_plugins = ["tests.controlplane"]
 
@@ -63,3 +68,31 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.longrepr = f"skipped, and STOREOPS_NO_SKIPS=1 forbids skips here: {reason}"
     return None
+
+
+# --- the service's state on PostgreSQL -------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[postgres.Cluster]:
+    """One throwaway PostgreSQL cluster (Debian's binaries) for the session; each test takes a database."""
+    if postgres.bin_dir() is None:
+        pytest.skip("PostgreSQL's server binaries (Debian's postgresql) are not installed")
+    with postgres.cluster(prefix="storeops-state-pg-") as pg:
+        yield pg
+
+
+@pytest.fixture
+def database_url(postgres_cluster: postgres.Cluster) -> str:
+    """A new, empty PostgreSQL database: what ``STOREOPS_DATABASE_URL`` would name."""
+    return postgres_cluster.create_database("state_" + secrets.token_hex(6))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_at(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[str], Location]:
+    """Where a state module keeps its tables, on each backend: ``state_at("service.sqlite3")`` is that file
+    under ``tmp_path``, or one fresh PostgreSQL database (the same for every name, as in the service)."""
+    if request.param == "sqlite":
+        return lambda name: tmp_path / name
+    url = str(request.getfixturevalue("database_url"))
+    return lambda name: url

@@ -217,9 +217,9 @@ def create_app(config: settings.ServiceSettings, *, pulls: PullRequests | None =
         # Refusals of form deliveries go to the callback the person gave, by the callback rules.
         notifier = callbacks.Callbacks.from_settings(status or StatusSettings())
         app.state.notify = lambda url, payload: notifier.post(url, payload, event_id="form-rejection")
-        shared = state.SharedState(config.state_path)
-        app.state.credential_links = credentials.Links(config.state_path, ttl=config.credentials_link_ttl)
-        sessions = signin.Sessions(config.state_path) if config.oidc_issuer else None
+        shared = state.SharedState(config.state_location)
+        app.state.credential_links = credentials.Links(config.state_location, ttl=config.credentials_link_ttl)
+        sessions = signin.Sessions(config.state_location) if config.oidc_issuer else None
         if sessions is not None:
             provider = signin.Provider(issuer=config.oidc_issuer, client_id=config.oidc_client_id,
                                        client_secret=config.oidc_client_secret, operators=config.operators,
@@ -231,7 +231,7 @@ def create_app(config: settings.ServiceSettings, *, pulls: PullRequests | None =
             trusted_proxies=tuple(ipaddress.ip_network(n, strict=False) for n in config.trusted_proxies),
             csrf_secret=shared.secret("csrf"), public_url=config.public_url, sessions=sessions)
         app.state.github = hub
-        runner = rollouts.Runner(rollouts=rollouts.Rollouts(config.state_path), intake=built.intake, status=reader,
+        runner = rollouts.Runner(rollouts=rollouts.Rollouts(config.state_location), intake=built.intake, status=reader,
                                  poll=config.rollout_poll, timeout=config.rollout_timeout, wake=built.writer.wake,
                                  repository=repository, review_poll=config.review_poll_interval)
         app.state.rollouts = runner
@@ -246,7 +246,8 @@ def create_app(config: settings.ServiceSettings, *, pulls: PullRequests | None =
                 group.start_soon(lambda: hub.run(stop=stop))
             if keeper is not None:
                 group.start_soon(lambda: keeper.run(stop=stop))
-            log.info("storeops intake on %s:%d; queue %s", config.host, config.port, config.queue_path)
+            log.info("storeops intake on %s:%d; queue %s", config.host, config.port,
+                     state.redacted(config.queue_location))
             try:
                 yield
             finally:

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from generator import cli
-from webhook import serving
+from webhook import migration, serving
 from webhook.intake import command as intakecommand
 from webhook.status import command as statuscommand
 
@@ -16,6 +16,7 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     serving.add_commands(subparsers)
     statuscommand.add_commands(subparsers)
     intakecommand.add_commands(subparsers)
+    migration.add_commands(subparsers)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,11 +26,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -78,28 +76,24 @@ def _hash(token: str) -> str:
 
 
 class Links:
-    """Credential links in SQLite (``<state dir>/service.sqlite3``)."""
+    """Credential links in the service's database (``<state dir>/service.sqlite3``, or PostgreSQL)."""
 
-    def __init__(self, path: Path, *, ttl: float = 3600.0, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, path: state.Location, *, ttl: float = 3600.0, clock: Callable[[], float] = time.time) -> None:
         self.ttl = ttl
         self.clock = clock
-        self._lock = threading.Lock()
         self._db = state.connect(path, _SCHEMA)
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(credential_links)")}
-        if "rotation" not in columns:  # a database from before password rotation
+        if "rotation" not in self._db.columns("credential_links"):  # a database from before password rotation
             self._db.execute("ALTER TABLE credential_links ADD COLUMN rotation INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._db.close()
 
     def state(self, store_id: str, rotation: int = 0) -> str:
         """``revealed``, ``link issued`` (unused, not expired) or ``not revealed``, for the password of
         ``rotation`` (the store entry's ``adminPasswordRotation``)."""
         now = self.clock()
-        with self._lock:
-            rows = self._db.execute("SELECT expires, used, rotation FROM credential_links WHERE store_id = ?",
-                                    (store_id,)).fetchall()
+        rows = self._db.execute("SELECT expires, used, rotation FROM credential_links WHERE store_id = ?",
+                                (store_id,)).rows
         if any(used is not None and shown >= rotation for _, used, shown in rows):
             return "revealed"
         return "link issued" if any(used is None and expires > now for expires, used, _ in rows) else "not revealed"
@@ -109,20 +103,14 @@ class Links:
         ``rotation`` was shown."""
         now = self.clock()
         token = secrets.token_urlsafe(32)
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                if self._db.execute("SELECT 1 FROM credential_links WHERE store_id = ? AND used IS NOT NULL "
-                                    "AND rotation >= ?", (store_id, rotation)).fetchone():
-                    raise Conflict(f"the credentials of {store_id!r} were shown already; they are not shown twice "
-                                   f"(change the password to get a new one shown)")
-                self._db.execute("DELETE FROM credential_links WHERE store_id = ? AND used IS NULL", (store_id,))
-                self._db.execute("INSERT INTO credential_links VALUES (?, ?, ?, ?, ?, NULL, ?)",
-                                 (_hash(token), store_id, owner.casefold(), now, now + self.ttl, rotation))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._db.transaction(f"credentials:{store_id}") as db:
+            if db.execute("SELECT 1 FROM credential_links WHERE store_id = ? AND used IS NOT NULL "
+                          "AND rotation >= ?", (store_id, rotation)).one():
+                raise Conflict(f"the credentials of {store_id!r} were shown already; they are not shown twice "
+                               f"(change the password to get a new one shown)")
+            db.execute("DELETE FROM credential_links WHERE store_id = ? AND used IS NULL", (store_id,))
+            db.execute("INSERT INTO credential_links VALUES (?, ?, ?, ?, ?, NULL, ?)",
+                       (_hash(token), store_id, owner.casefold(), now, now + self.ttl, rotation))
         return Link(token=token, expires=now + self.ttl)
 
     def redeem(self, store_id: str, token: str, *, owner: str, read: Callable[[], tuple[str, int]],
@@ -131,29 +119,23 @@ class Links:
         the link is held; a failing read, or a Secret not at ``rotation`` yet (503), leaves the link unused.
         404 unknown, 403 another owner, 410 used or expired."""
         now = self.clock()
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                row = self._db.execute("SELECT owner, expires, used FROM credential_links WHERE link = ? "
-                                       "AND store_id = ?", (_hash(token), store_id)).fetchone()
-                if row is None:
-                    raise NotFound(f"no such credentials link for {store_id!r}")
-                if row[0] != owner.casefold():
-                    raise Forbidden("this link is for the store's owner, signed in as themselves")
-                if row[2] is not None:
-                    raise Gone("this link was used already: the credentials are shown once")
-                if row[1] <= now:
-                    raise Gone("this link has expired: ask for a new one")
-                password, have = read()
-                if have < rotation:
-                    raise NotReady(f"the admin password of {store_id!r} is being changed: ask for the credentials "
-                                   f"again once the store is ready")
-                self._db.execute("UPDATE credential_links SET used = ?, rotation = ? WHERE link = ?",
-                                 (now, rotation, _hash(token)))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._db.transaction(f"credentials:{store_id}") as db:
+            row = db.execute("SELECT owner, expires, used FROM credential_links WHERE link = ? "
+                             "AND store_id = ?", (_hash(token), store_id)).one()
+            if row is None:
+                raise NotFound(f"no such credentials link for {store_id!r}")
+            if row[0] != owner.casefold():
+                raise Forbidden("this link is for the store's owner, signed in as themselves")
+            if row[2] is not None:
+                raise Gone("this link was used already: the credentials are shown once")
+            if row[1] <= now:
+                raise Gone("this link has expired: ask for a new one")
+            password, have = read()
+            if have < rotation:
+                raise NotReady(f"the admin password of {store_id!r} is being changed: ask for the credentials "
+                               f"again once the store is ready")
+            db.execute("UPDATE credential_links SET used = ?, rotation = ? WHERE link = ?",
+                       (now, rotation, _hash(token)))
         return password
 
 

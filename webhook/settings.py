@@ -25,6 +25,7 @@ from pathlib import Path
 from generator import constants, destinations, documents, environment, validation
 from generator.errors import Problem
 from generator.settings import Settings
+from webhook import state
 from webhook.errors import SettingsError
 
 #: Default mapping of a form service's field names to store fields (dotted for nested fields).
@@ -126,10 +127,23 @@ class ServiceSettings:
     #: and the service's own way to a cluster's backup endpoint where it is not the Pods' (cluster -> URL).
     backup_interval: float = 15.0
     backup_endpoints: Mapping[str, str] = field(default_factory=dict)
+    #: ``postgresql://user:password@host:5432/db``: every piece of state the service keeps lives there (for
+    #: several replicas); '' keeps it in SQLite files in the state dir.
+    database_url: str = field(default="", repr=False)
 
     @property
     def queue_path(self) -> Path:
         return self.git.state_dir / QUEUE_FILE
+
+    @property
+    def queue_location(self) -> state.Location:
+        """Where the intake queue is: the PostgreSQL database, or its SQLite file."""
+        return state.location(self.queue_path, self.database_url)
+
+    @property
+    def state_location(self) -> state.Location:
+        """Where rate-limit buckets, secrets, credential links, sessions and rollouts are."""
+        return state.location(self.state_path, self.database_url)
 
     @property
     def form_page_on(self) -> bool:
@@ -190,7 +204,17 @@ class ServiceSettings:
             rollout_timeout=number("STOREOPS_ROLLOUT_TIMEOUT", d.rollout_timeout, low=1),
             backup_interval=number("STOREOPS_BACKUP_INTERVAL", d.backup_interval, low=0.1),
             backup_endpoints=_backup_endpoints(env),
+            database_url=database_url(env),
         )
+
+
+def database_url(env: Mapping[str, str]) -> str:
+    """``STOREOPS_DATABASE_URL``: '' or a PostgreSQL URL."""
+    url = env.get("STOREOPS_DATABASE_URL", "").strip()
+    if url and not state.is_postgres(url):
+        raise SettingsError(f"STOREOPS_DATABASE_URL has value {state.redacted(url)!r}. Not a PostgreSQL URL "
+                            f"(postgresql://user:password@host:5432/database).")
+    return url
 
 
 def _backup_endpoints(env: Mapping[str, str]) -> dict[str, str]:
@@ -312,8 +336,8 @@ class StatusSettings:
     stuck_after: float = 900.0
     #: How often time-based states (stuck) are re-assessed from memory; no API request.
     tick: float = 5.0
-    #: SQLite file remembering what was reported (and what is still to deliver).
-    ledger: Path = Path()
+    #: SQLite file remembering what was reported (and what is still to deliver), or the PostgreSQL URL.
+    ledger: Path | str = field(default=Path(), repr=False)
     #: The clone storeops publishes from; answers "does revision R contain commit C?".
     workdir: Path = Path()
     #: Where every store's status changes are POSTed ('' for none; per-store URLs come from annotations).
@@ -359,7 +383,8 @@ class StatusSettings:
             backoff_max=number("STOREOPS_WATCH_BACKOFF_MAX", d.backoff_max, low=0),
             stuck_after=number("STOREOPS_STUCK_AFTER", d.stuck_after, low=0),
             tick=number("STOREOPS_STATUS_TICK", d.tick, low=0.01),
-            ledger=Path(env.get("STOREOPS_STATUS_DB") or git.state_dir / LEDGER_FILE),
+            ledger=state.location(Path(env.get("STOREOPS_STATUS_DB") or git.state_dir / LEDGER_FILE),
+                                  database_url(env)),
             workdir=Path(env.get("STOREOPS_STATUS_WORKDIR") or git.workdir),
             callback_url=env.get("STOREOPS_CALLBACK_URL", d.callback_url),
             callback_allow=_allow_list(env.get("STOREOPS_CALLBACK_ALLOW", d.callback_allow)),

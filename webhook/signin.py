@@ -22,11 +22,9 @@ import dataclasses
 import hashlib
 import logging
 import secrets
-import threading
 import time
 import urllib.parse
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -35,9 +33,8 @@ import jwt
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from webhook import csrf
+from webhook import csrf, state
 from webhook.errors import BadRequest, NotFound, Unauthenticated
-from webhook.state import connect
 
 __all__ = ["COOKIE", "Provider", "Session", "Sessions"]
 
@@ -69,32 +66,28 @@ class Session:
 
 
 class Sessions:
-    """Sign-in states and sessions in SQLite (``<state dir>/service.sqlite3``)."""
+    """Sign-in states and sessions in the service's database (``<state dir>/service.sqlite3``, or PostgreSQL)."""
 
-    def __init__(self, path: Path, *, lifetime: float = 12 * 3600.0) -> None:
+    def __init__(self, path: state.Location, *, lifetime: float = 12 * 3600.0) -> None:
         self.lifetime = lifetime
-        self._lock = threading.Lock()
-        self._db = connect(path, _SCHEMA)
+        self._db = state.connect(path, _SCHEMA)
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._db.close()
 
     def begin(self, *, back: str) -> tuple[str, str, str]:
         """A new sign-in: its state, nonce and PKCE verifier (kept ten minutes)."""
         state, nonce, verifier = (secrets.token_urlsafe(24) for _ in range(3))
         now = time.time()
-        with self._lock:
-            self._db.execute("DELETE FROM signins WHERE created < ?", (now - 600,))
-            self._db.execute("INSERT INTO signins VALUES (?, ?, ?, ?, ?)", (state, nonce, verifier, back, now))
+        with self._db.transaction() as db:
+            db.execute("DELETE FROM signins WHERE created < ?", (now - 600,))
+            db.execute("INSERT INTO signins VALUES (?, ?, ?, ?, ?)", (state, nonce, verifier, back, now))
         return state, nonce, verifier
 
     def take(self, state: str) -> tuple[str, str, str] | None:
-        """The nonce, verifier and return path of a sign-in, once."""
-        with self._lock:
-            row = self._db.execute("SELECT nonce, verifier, back, created FROM signins WHERE state = ?",
-                                   (state,)).fetchone()
-            self._db.execute("DELETE FROM signins WHERE state = ?", (state,))
+        """The nonce, verifier and return path of a sign-in, once (by whichever process gets it first)."""
+        row = self._db.execute("DELETE FROM signins WHERE state = ? RETURNING nonce, verifier, back, created",
+                               (state,)).one()
         if row is None or row[3] < time.time() - 600:
             return None
         return str(row[0]), str(row[1]), str(row[2])
@@ -102,22 +95,19 @@ class Sessions:
     def open(self, session: Session) -> str:
         key = secrets.token_urlsafe(32)
         now = time.time()
-        with self._lock:
-            self._db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?)",
-                             (_hash(key), session.subject, session.email, session.role, now, now + self.lifetime))
+        self._db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?)",
+                         (_hash(key), session.subject, session.email, session.role, now, now + self.lifetime))
         return key
 
     def get(self, key: str) -> Session | None:
-        with self._lock:
-            row = self._db.execute("SELECT subject, email, role, expires FROM sessions WHERE id = ?",
-                                   (_hash(key),)).fetchone()
+        row = self._db.execute("SELECT subject, email, role, expires FROM sessions WHERE id = ?",
+                               (_hash(key),)).one()
         if row is None or row[3] < time.time():
             return None
         return Session(str(row[0]), str(row[1]), str(row[2]))
 
     def end(self, key: str) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM sessions WHERE id = ?", (_hash(key),))
+        self._db.execute("DELETE FROM sessions WHERE id = ?", (_hash(key),))
 
 
 def _hash(key: str) -> str:

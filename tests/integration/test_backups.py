@@ -14,7 +14,6 @@ import contextlib
 import copy
 import dataclasses
 import datetime
-import glob
 import gzip
 import hashlib
 import io
@@ -26,13 +25,12 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 from typing import Any
 
 import pytest
 import yaml
 
-from harness import errors, objectstore, processes, versions
+from harness import errors, objectstore, postgres, versions
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SCRIPT = objectstore.BACKUP_SCRIPT
@@ -242,33 +240,9 @@ def test_bad_settings_exit_2_with_a_message_naming_them(store: objectstore.Objec
 @contextlib.contextmanager
 def _postgres() -> collections.abc.Iterator[dict[str, str]]:
     """A throwaway PostgreSQL cluster (Debian's binaries) on a free port, database medusa; libpq settings."""
-    pg_bin = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-    assert pg_bin, "PostgreSQL's server binaries (Debian's postgresql) are not installed"
-    folder = pathlib.Path(tempfile.mkdtemp(prefix="storeops-backup-pg-"))
-    user: list[str] = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        folder.chmod(0o777)
-        user = ["runuser", "-u", "nobody", "--"]
-    port, password = str(processes.free_port()), secrets.token_urlsafe(16)
-    (folder / "pw").write_text(password)
-    (folder / "pw").chmod(0o644)
-    data = folder / "data"
-    bin_dir = pathlib.Path(pg_bin[-1])
-    subprocess.run([*user, str(bin_dir / "initdb"), "-D", str(data), "-U", "medusa", "--auth=scram-sha-256",
-                    f"--pwfile={folder / 'pw'}"], check=True, capture_output=True)  # fmt: skip
-    options = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={folder}"
-    subprocess.run([*user, str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-w", "start", "-l",
-                    str(folder / "pg.log")], check=True, capture_output=True)  # fmt: skip
-    env = {"PGHOST": "127.0.0.1", "PGPORT": port, "PGUSER": "medusa", "PGPASSWORD": password,
-           "PATH": f"{bin_dir}:{os.environ['PATH']}"}  # fmt: skip
-    try:
-        subprocess.run(["psql", "-d", "postgres", "-qc", "CREATE DATABASE medusa"], env=env, check=True,
-                       capture_output=True)  # fmt: skip
-        yield {**env, "PGDATABASE": "medusa"}
-    finally:
-        subprocess.run([*user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], check=False,
-                       capture_output=True)  # fmt: skip
-        shutil.rmtree(folder, ignore_errors=True)
+    with postgres.cluster(prefix="storeops-backup-pg-", user="medusa") as pg:
+        pg.create_database("medusa")
+        yield {**pg.env, "PGDATABASE": "medusa", "PATH": f"{pg.bin_dir}:{os.environ['PATH']}"}
 
 
 def _medusa_chart(tmp_path: pathlib.Path) -> list[dict[str, Any]]:

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import collections.abc
 import contextlib
-import glob
 import json
 import os
 import secrets
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
-from harness import processes, versions
+from harness import postgres, processes, versions
 from harness.images import medusa
 from tests import medusa_checkout
 from tests.medusa_checkout import ok as _ok
@@ -106,30 +104,10 @@ def _node_modules(npm: str, timings: Timings) -> Path:
 @contextlib.contextmanager
 def _postgres() -> collections.abc.Iterator[dict[str, str]]:
     """A throwaway PostgreSQL cluster (Debian's binaries) on a free port; yields libpq settings."""
-    pg_bin = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-    initdb, pg_ctl = _tool("initdb", *pg_bin), _tool("pg_ctl", *pg_bin)
-    # Not under pytest's tmp_path: as root the server runs as nobody, who cannot enter that.
-    folder = Path(tempfile.mkdtemp(prefix="storeops-medusa-pg-"))
-    user: list[str] = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        folder.chmod(0o777)
-        user = ["runuser", "-u", "nobody", "--"]
-    port = str(processes.free_port())
-    password = secrets.token_urlsafe(16)
-    (folder / "pw").write_text(password)
-    (folder / "pw").chmod(0o644)
-    data = folder / "data"
-    subprocess.run([*user, initdb, "-D", str(data), "-U", "medusa", "--auth=scram-sha-256",
-                    f"--pwfile={folder / 'pw'}"], check=True, capture_output=True)  # fmt: skip
-    options = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={folder}"
-    subprocess.run([*user, pg_ctl, "-D", str(data), "-o", options, "-w", "start", "-l", str(folder / "pg.log")],
-                   check=True, capture_output=True)  # fmt: skip
-    settings = {"PGHOST": "127.0.0.1", "PGPORT": port, "PGUSER": "medusa", "PGPASSWORD": password}
-    try:
-        yield settings
-    finally:
-        subprocess.run([*user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], check=False, capture_output=True)
-        shutil.rmtree(folder, ignore_errors=True)
+    if postgres.bin_dir() is None:
+        pytest.skip("initdb is not installed")
+    with postgres.cluster(prefix="storeops-medusa-pg-", user="medusa") as pg:
+        yield dict(pg.env)
 
 
 @contextlib.contextmanager

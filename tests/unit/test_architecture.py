@@ -20,7 +20,7 @@ PARTS = ("intake", "github", "status")
 #: (importing part, imported module) pairs allowed across parts.
 INTERFACES = {("github", "webhook.status.sinks")}
 #: Core modules that wire the parts together.
-WIRING = {"webhook.app", "webhook.cli", "webhook.serving", "webhook.__init__"}
+WIRING = {"webhook.app", "webhook.cli", "webhook.migration", "webhook.serving", "webhook.__init__"}
 
 
 def module_name(path: Path) -> str:

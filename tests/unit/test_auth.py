@@ -3,14 +3,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
 from webhook import access, auth
 from webhook.errors import Forbidden, RateLimited, Unauthenticated
 from webhook.settings import Token
-from webhook.state import SharedState
+from webhook.state import Location, SharedState
 
 TOKENS = (Token("w-token"), Token("r-token", write=False))
 
@@ -43,9 +43,10 @@ def test_signatures_are_hmac_sha256_of_the_raw_body() -> None:
         auth.verify_signature(secret="", header_name="X-Sig", header=signature, body=b"{}")
 
 
-def test_the_rate_limiter_allows_a_burst_then_refuses_and_its_buckets_outlive_the_process(tmp_path: Path) -> None:
+def test_the_rate_limiter_allows_a_burst_then_refuses_and_its_buckets_outlive_the_process(
+        state_at: Callable[[str], Location]) -> None:
     now = [1000.0]
-    state = SharedState(tmp_path / "service.sqlite3", clock=lambda: now[0])
+    state = SharedState(state_at("service.sqlite3"), clock=lambda: now[0])
     limiter = auth.RateLimiter(rate=0.001, burst=2, state=state)
     limiter.take("a")
     limiter.take("a")
@@ -55,7 +56,7 @@ def test_the_rate_limiter_allows_a_burst_then_refuses_and_its_buckets_outlive_th
     limiter.take("b")  # clients have their own buckets
     state.close()
     # A restart (a new process on the same database) still knows that "a" is out of tokens.
-    again = SharedState(tmp_path / "service.sqlite3", clock=lambda: now[0])
+    again = SharedState(state_at("service.sqlite3"), clock=lambda: now[0])
     with pytest.raises(RateLimited):
         auth.RateLimiter(rate=0.001, burst=2, state=again).take("a")
     # Buckets idle long enough to be full again are forgotten.

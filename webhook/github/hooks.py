@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from generator.errors import GitError, PushConflict, StoreopsError
-from webhook import access
+from webhook import access, state
 from webhook.errors import BadRequest, NotFound, NotReady, Unauthenticated
 from webhook.github import deliveries, events, signatures
 from webhook.github.client import GitHub, GitHubError, GitHubSettings
@@ -60,7 +60,7 @@ class GitHubService:
 
     def work_once(self) -> tuple[int, bool]:
         """Handle what is pending (blocking; a worker thread). Returns (handled, some failed and will be retried)."""
-        batch = self.deliveries.pending(limit=20)
+        batch = self.deliveries.claim(limit=20)
         retry = False
         for delivery in batch:
             started = time.monotonic()
@@ -120,7 +120,7 @@ async def _first(*signals: anyio.Event) -> None:
 
 
 def build(config: ServiceSettings, github: GitHubSettings, *, hub: GitHub, repository: Repository) -> GitHubService:
-    store = deliveries.Deliveries(path=config.git.state_dir / DELIVERIES_FILE)
+    store = deliveries.Deliveries(path=state.location(config.git.state_dir / DELIVERIES_FILE, config.database_url))
     handlers = Handlers(repository=repository, hub=hub, public_url=config.public_url,
                         review_branch_prefix=config.review_branch_prefix)
     return GitHubService(settings=github, deliveries=store, handlers=handlers, retry_min=config.retry_min,

@@ -4,7 +4,12 @@ The service keeps two views of the fleet: ``git`` (the remote's branch as the wr
 and ``overlay`` (that plus every request still queued or in review). A request is checked against
 the overlay with the generator's own rules (schema, unique id and host, known cluster, capacity),
 so two queued requests cannot take the same id or domain, and then stored before it is answered.
-Checking and storing happen under one lock, so the 409 check and the insert cannot interleave.
+Checking and storing happen under one lock, so the 409 check and the insert cannot interleave in
+one process. Several processes may share the queue's database: before each check the overlay takes
+in what others queued since (the queue's ``version`` says when there is something), and a request
+checked against an overlay that was out of date all the same fails on the queue's constraint
+(``queueing.Stale``) and is checked again: two processes asked for the same new id at once give one
+202 and one 409.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from generator import constants, entries, errors, fleet, validation
@@ -25,6 +30,8 @@ from webhook.intake import queueing
 
 log = logging.getLogger(__name__)
 
+#: How many times a request that raced another process's is checked again before the answer is 409.
+_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,13 @@ class Intake:
         self._views: tuple[tuple[int, int], dict[str, dict[str, Any]]] | None = None
         #: Grows with every new snapshot (a key for what is built from it).
         self._generation = 0
+        #: The queue's version the overlay is known to be up to date with; every request with a higher
+        #: ``seq`` than ``_seen`` is not in the overlay yet, unless it is one of ``_applied``.
+        self._synced = -1
+        self._seen = 0
+        self._applied: set[str] = set()
+        #: Per store, the ``seq`` of its latest request the overlay holds: what the next one ``follows``.
+        self._heads: dict[str, int] = {}
 
     @property
     def ready(self) -> bool:
@@ -92,13 +106,77 @@ class Intake:
         texts = {p: c.decode("utf-8", "replace") for p, c in files.items()
                  if p.startswith(constants.STORES_DIR + "/")}
         with self._lock:
+            synced = self.queue.version
+            heads, seen = self.queue.heads()
             overlay = git
-            for request in self.queue.active():
+            active = self.queue.active()
+            for request in active:
                 overlay = overlay.with_store(request.path, request.content)
                 _set_text(texts, request.path, request.content)
             self._generation += 1
             self._snapshot = Snapshot(git, overlay, sha, texts)
+            self._synced, self._seen, self._heads = synced, seen, heads
+            self._applied = {r.id for r in active}
         log.info("loaded %d stores from git at %s", len(git.store_ids()), sha[:12] or "(empty)")
+
+    # --- the queue's other writers ------------------------------------------------------------------
+
+    def _catch_up(self) -> None:
+        """Take into the overlay what other processes on the queue's database queued since it was built
+        (under the lock). Requests they finished stay in it as they are, as this process's own do until
+        the writer reads Git again; requests they rejected are left out."""
+        version = self.queue.version
+        if version == self._synced or self._snapshot is None:
+            return
+        snapshot = self._snapshot
+        overlay, texts = snapshot.overlay, dict(snapshot.texts)
+        newer = self.queue.after(self._seen)
+        for request in newer:
+            self._heads[request.store_id] = max(self._heads.get(request.store_id, 0), request.seq)
+            if request.id in self._applied or request.status == queueing.REJECTED:
+                continue
+            overlay = overlay.with_store(request.path, request.content)
+            _set_text(texts, request.path, request.content)
+            self._applied.add(request.id)
+        if newer:
+            self._seen = max(self._seen, newer[-1].seq)
+            self._generation += 1
+            self._snapshot = Snapshot(snapshot.git, overlay, snapshot.git_sha, texts)
+        self._synced = version
+
+    def _add(self, request: queueing.Request, *, check: Callable[[], None] | None = None) -> queueing.Request:
+        """Queue ``request`` after the store's latest request the overlay holds (under the lock)."""
+        request = replace(request, follows=self._heads.get(request.store_id, 0))
+        try:
+            added, version = self.queue.add_counted(request, check=check)
+        except queueing.Stale:
+            self._synced = -1  # the next check catches up first
+            raise
+        if version == self._synced + 1 and added.seq == self._seen + 1:
+            self._synced, self._seen = version, added.seq  # nothing else was queued in between
+        self._applied.add(added.id)
+        self._heads[added.store_id] = added.seq
+        return added
+
+    def _admit(self, caller: Caller, body: bytes, store_id: str,
+               check: Callable[[], queueing.Request]) -> tuple[queueing.Request, bool]:
+        """A replay's first request, or ``check()`` run against an overlay that is up to date; checked again
+        when another process queued a request of the same store in the meantime."""
+        for _ in range(_ATTEMPTS):
+            with self._lock:
+                self._catch_up()
+                first = self._replay(caller, body)
+                if first is not None:
+                    return first, False
+                try:
+                    return check(), True
+                except queueing.Stale as e:
+                    if e.key:  # the same request, queued by another process first: a replay
+                        first = self._replay(caller, body)
+                        if first is not None:
+                            return first, False
+                    log.info("request for %s raced another process's; checking again", store_id)
+        raise Conflict(f"store {store_id!r} is being changed by other requests at this moment; try again")
 
     # --- requests ---------------------------------------------------------------------------------
 
@@ -119,50 +197,50 @@ class Intake:
 
     def create(self, *, data: Any, caller: Caller, body: bytes) -> tuple[queueing.Request, bool]:
         """Check and queue a new store; returns the request and whether it is new (not a replay)."""
-        with self._lock:
-            first = self._replay(caller, body)
-            if first is not None:
-                return first, False
-            snapshot = self.snapshot()
-            store_id, content, after = self._check_create(snapshot, data)
-            path = entries.path_for(store_id)
-            entry = after.stores[path].entry
-            assert entry is not None
-            if not caller.owns(entry.store.owner.email):
-                raise Forbidden(f"this token may only request stores owned by {caller.owner}")
-            return self._queue(snapshot, after, path, store_id, queueing.CREATE, content, caller, body), True
+        asked = data.get("id") if isinstance(data, dict) else None
+        return self._admit(caller, body, str(asked), lambda: self._create(data=data, caller=caller, body=body))
+
+    def _create(self, *, data: Any, caller: Caller, body: bytes) -> queueing.Request:
+        snapshot = self.snapshot()
+        store_id, content, after = self._check_create(snapshot, data)
+        path = entries.path_for(store_id)
+        entry = after.stores[path].entry
+        assert entry is not None
+        if not caller.owns(entry.store.owner.email):
+            raise Forbidden(f"this token may only request stores owned by {caller.owner}")
+        return self._queue(snapshot, after, path, store_id, queueing.CREATE, content, caller, body)
 
     def update(self, *, store_id: str, patch: Any, caller: Caller, body: bytes) -> tuple[queueing.Request, bool]:
         """Check and queue a change of an existing store's fields (a JSON merge patch)."""
-        with self._lock:
-            first = self._replay(caller, body)
-            if first is not None:
-                return first, False
-            snapshot = self.snapshot()
-            path = entries.path_for(store_id)
-            held = snapshot.overlay.stores.get(path)
-            text = snapshot.texts.get(path)
-            if held is None or held.entry is None or text is None or not caller.owns(held.entry.store.owner.email):
-                raise NotFound(f"no store {store_id!r} in Git or in the queue")
-            if callable(patch):  # made from the entry as Git and the queue have it, under the lock
-                patch = patch(held.entry)
-            if not isinstance(patch, dict) or not patch:
-                raise Invalid("the request must be a JSON object of the fields to change",
-                              [Problem("request", 0, "(top)", "must be a non-empty mapping of fields", errors.REQUEST)])
-            if entries.too_deep(patch):
-                raise Invalid("the request nests too deeply",
-                              [Problem("request", 0, "(top)", "nests too deeply", errors.REQUEST)])
-            if "id" in patch and patch["id"] != store_id:
-                raise Invalid("a store's id cannot change", [Problem(
-                    path, 0, "id", "cannot change; request a new store and delete this one", errors.IMMUTABLE)])
-            content = entries.merge_patch(text, patch)
-            after = snapshot.overlay.with_store(path, content)
-            _refuse_new_problems(snapshot.overlay, after, path, taken="the store's domain is already taken")
-            entry = after.stores[path].entry
-            assert entry is not None
-            if not caller.owns(entry.store.owner.email):
-                raise Forbidden(f"this token may only give stores to {caller.owner}")
-            return self._queue(snapshot, after, path, store_id, queueing.UPDATE, content, caller, body), True
+        return self._admit(caller, body, store_id,
+                           lambda: self._update(store_id=store_id, patch=patch, caller=caller, body=body))
+
+    def _update(self, *, store_id: str, patch: Any, caller: Caller, body: bytes) -> queueing.Request:
+        snapshot = self.snapshot()
+        path = entries.path_for(store_id)
+        held = snapshot.overlay.stores.get(path)
+        text = snapshot.texts.get(path)
+        if held is None or held.entry is None or text is None or not caller.owns(held.entry.store.owner.email):
+            raise NotFound(f"no store {store_id!r} in Git or in the queue")
+        if callable(patch):  # made from the entry as Git and the queue have it, under the lock
+            patch = patch(held.entry)
+        if not isinstance(patch, dict) or not patch:
+            raise Invalid("the request must be a JSON object of the fields to change",
+                          [Problem("request", 0, "(top)", "must be a non-empty mapping of fields", errors.REQUEST)])
+        if entries.too_deep(patch):
+            raise Invalid("the request nests too deeply",
+                          [Problem("request", 0, "(top)", "nests too deeply", errors.REQUEST)])
+        if "id" in patch and patch["id"] != store_id:
+            raise Invalid("a store's id cannot change", [Problem(
+                path, 0, "id", "cannot change; request a new store and delete this one", errors.IMMUTABLE)])
+        content = entries.merge_patch(text, patch)
+        after = snapshot.overlay.with_store(path, content)
+        _refuse_new_problems(snapshot.overlay, after, path, taken="the store's domain is already taken")
+        entry = after.stores[path].entry
+        assert entry is not None
+        if not caller.owns(entry.store.owner.email):
+            raise Forbidden(f"this token may only give stores to {caller.owner}")
+        return self._queue(snapshot, after, path, store_id, queueing.UPDATE, content, caller, body)
 
     def rotate_password(self, *, store_id: str, caller: Caller, body: bytes) -> tuple[queueing.Request, bool]:
         """Queue a change of the shop admin's password: ``adminPasswordRotation`` one above what Git and the
@@ -198,7 +276,7 @@ class Intake:
         """Queue a checked create or update and make it part of the overlay (under the lock)."""
         entry = after.stores[path].entry
         assert entry is not None
-        request = self.queue.add(queueing.Request(
+        request = self._add(queueing.Request(
             id=str(uuid.uuid4()), store_id=store_id, action=action, content=content,
             cluster=entry.store.cluster,
             review=not caller.planned and self._needs_review(snapshot, after, path, store_id),
@@ -245,33 +323,33 @@ class Intake:
         return store_id, content, after
 
     def delete(self, *, store_id: str, caller: Caller, body: bytes) -> tuple[queueing.Request, bool]:
-        with self._lock:
-            first = self._replay(caller, body)
-            if first is not None:
-                return first, False
-            snapshot = self.snapshot()
-            path = entries.path_for(store_id)
-            held = snapshot.overlay.stores.get(path)
-            if held is not None and held.entry is not None and not caller.owns(held.entry.store.owner.email):
-                held = None
-            if held is None or held.entry is None:
-                if caller.owner:
-                    raise NotFound(f"no store {store_id!r} in Git or in the queue")
-                if any(r.action == queueing.DELETE for r in self.queue.active() if r.store_id == store_id):
-                    raise Conflict(f"store {store_id!r} is already being deleted")
+        return self._admit(caller, body, store_id, lambda: self._delete(store_id=store_id, caller=caller, body=body))
+
+    def _delete(self, *, store_id: str, caller: Caller, body: bytes) -> queueing.Request:
+        snapshot = self.snapshot()
+        path = entries.path_for(store_id)
+        held = snapshot.overlay.stores.get(path)
+        if held is not None and held.entry is not None and not caller.owns(held.entry.store.owner.email):
+            held = None
+        if held is None or held.entry is None:
+            if caller.owner:
                 raise NotFound(f"no store {store_id!r} in Git or in the queue")
-            cluster = held.entry.store.cluster
-            self._check_mass_delete(snapshot, cluster=cluster, store_id=store_id, caller=caller)
-            after = snapshot.overlay.with_store(path, None)
-            request = self.queue.add(queueing.Request(
-                id=str(uuid.uuid4()), store_id=store_id, action=queueing.DELETE, content=None,
-                cluster=cluster, review=self._needs_review(snapshot, after, path, store_id),
-                source=caller.source, client=caller.client,
-                idempotency_key=caller.idempotency_key, body_hash=body_hash(body), scope=caller.scope,
-                override=caller.mass_delete_reason))
-            self._generation += 1
-            self._snapshot = Snapshot(snapshot.git, after, snapshot.git_sha, _with_text(snapshot.texts, path, None))
-            return request, True
+            if any(r.action == queueing.DELETE for r in self.queue.active() if r.store_id == store_id):
+                raise Conflict(f"store {store_id!r} is already being deleted")
+            raise NotFound(f"no store {store_id!r} in Git or in the queue")
+        cluster = held.entry.store.cluster
+        after = snapshot.overlay.with_store(path, None)
+        # Counted in the insert's transaction: deletions other processes queue cannot slip in between.
+        request = self._add(queueing.Request(
+            id=str(uuid.uuid4()), store_id=store_id, action=queueing.DELETE, content=None,
+            cluster=cluster, review=self._needs_review(snapshot, after, path, store_id),
+            source=caller.source, client=caller.client,
+            idempotency_key=caller.idempotency_key, body_hash=body_hash(body), scope=caller.scope,
+            override=caller.mass_delete_reason),
+            check=lambda: self._check_mass_delete(snapshot, cluster=cluster, store_id=store_id, caller=caller))
+        self._generation += 1
+        self._snapshot = Snapshot(snapshot.git, after, snapshot.git_sha, _with_text(snapshot.texts, path, None))
+        return request
 
     def _check_mass_delete(self, snapshot: Snapshot, *, cluster: str, store_id: str, caller: Caller) -> None:
         """Refuse (409) a deletion past the share of a cluster's stores removed within the window, unless the

@@ -21,7 +21,6 @@ import datetime
 import functools
 import json
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -37,12 +36,11 @@ from starlette.routing import Route
 
 from generator import entries, errors, publishing, waves
 from generator.errors import GitError, Problem
-from webhook import access, backups
+from webhook import access, backups, state
 from webhook.errors import Conflict, Forbidden, Invalid, NotFound, NotReady, Rejected
 from webhook.intake import queueing
 from webhook.intake.admission import Caller, Intake
 from webhook.repository import Repository
-from webhook.state import connect
 from webhook.types import CLOSED, MERGED, Review, StatusView
 
 __all__ = ["DONE", "HALTED", "ROUTES", "RUNNING", "Rollout", "Rollouts", "Runner", "parse_start"]
@@ -125,24 +123,21 @@ class Rollout:
 
 
 class Rollouts:
-    """The rollouts, in the service's state database (``STOREOPS_STATE_DIR/state.sqlite3``)."""
+    """The rollouts, in the service's state database (``STOREOPS_STATE_DIR/service.sqlite3``, or PostgreSQL)."""
 
-    def __init__(self, path: Path) -> None:
-        self._lock = threading.Lock()
-        self._db = connect(path, _SCHEMA)
+    def __init__(self, path: state.Location) -> None:
+        self._db = state.connect(path, _SCHEMA)
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._db.close()
 
     def save(self, rollout: Rollout) -> Rollout:
         rollout = replace(rollout, updated=time.time())
-        with self._lock:
-            self._db.execute("INSERT INTO rollouts (id, state, doc, created, updated) VALUES (?, ?, ?, ?, ?) "
-                             "ON CONFLICT (id) DO UPDATE SET state = excluded.state, doc = excluded.doc, "
-                             "updated = excluded.updated",
-                             (rollout.id, rollout.state, json.dumps(asdict(rollout), sort_keys=True), rollout.created,
-                              rollout.updated))
+        self._db.execute("INSERT INTO rollouts (id, state, doc, created, updated) VALUES (?, ?, ?, ?, ?) "
+                         "ON CONFLICT (id) DO UPDATE SET state = excluded.state, doc = excluded.doc, "
+                         "updated = excluded.updated",
+                         (rollout.id, rollout.state, json.dumps(asdict(rollout), sort_keys=True), rollout.created,
+                          rollout.updated))
         return rollout
 
     def get(self, rollout_id: str) -> Rollout | None:
@@ -159,8 +154,7 @@ class Rollouts:
         return self._select("ORDER BY seq DESC LIMIT ?", (limit,))
 
     def _select(self, where: str, args: tuple[object, ...]) -> list[Rollout]:
-        with self._lock:
-            rows = self._db.execute(f"SELECT doc FROM rollouts {where}", args).fetchall()
+        rows = self._db.execute(f"SELECT doc FROM rollouts {where}", args).rows
         return [Rollout(**json.loads(row[0])) for row in rows]
 
 

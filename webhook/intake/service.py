@@ -33,7 +33,7 @@ class Service:
 
 def build(config: ServiceSettings, *, repository: Repository) -> Service:
     """Open the queue and wire the parts; the writer starts with the app (see ``app.lifespan``)."""
-    queue = queueing.Queue(path=config.queue_path)
+    queue = queueing.Queue(path=config.queue_location)
     intake = Intake(queue=queue, mass_delete_share=config.git.mass_delete_share,
                     mass_delete_window=config.mass_delete_window)
     metrics = Metrics()

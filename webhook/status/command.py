@@ -19,6 +19,7 @@ from typing import Any, TextIO
 from kubernetes import client
 
 from generator.settings import Settings
+from webhook import state
 from webhook.errors import StatusError
 from webhook.settings import StatusSettings
 from webhook.status import lifecycle
@@ -55,7 +56,7 @@ def fleet_rows(settings: StatusSettings, *, api: client.ApiClient | None = None)
     """One row per store: from the cluster when configured (merged with the ledger), else from the ledger."""
     reported: dict[str, Row] = {}
     changes: dict[str, str] = {}
-    if settings.ledger.is_file():
+    if state.exists(settings.ledger):
         ledger = Ledger(settings.ledger)
         try:
             reported, changes = ledger.rows(), ledger.changes()
@@ -110,7 +111,7 @@ def print_table(rows: list[dict[str, str]], out: TextIO) -> None:
 
 def cmd_status(args: argparse.Namespace, _git: Settings) -> int:
     settings = StatusSettings.from_env()
-    if not settings.enabled and not settings.ledger.is_file():
+    if not settings.enabled and not state.exists(settings.ledger):
         raise StatusError("no cluster to ask and no status ledger: set STOREOPS_KUBECONFIG "
                           f"(or STOREOPS_STATUS_DB; looked for {settings.ledger})")
     rows = fleet_rows(settings)

@@ -1,4 +1,5 @@
-"""What the status reader has reported, kept in SQLite so a restart repeats nothing and loses nothing.
+"""What the status reader has reported, kept in the service's database (SQLite, or PostgreSQL) so a restart
+repeats nothing and loses nothing.
 
 Tables:
 
@@ -13,13 +14,11 @@ Tables:
 from __future__ import annotations
 
 import datetime
-import sqlite3
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 from generator import remotes
+from webhook import state
 
 __all__ = ["Delivery", "Event", "Ledger", "Row"]
 
@@ -89,55 +88,43 @@ class Delivery:
 class Ledger:
     """Thread-safe: the reader, the deliverer and HTTP handlers share one connection under a lock."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: state.Location) -> None:
         self.path = path
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        # WAL + NORMAL: a committed transaction survives the process crashing (not the OS; the
-        # reader then re-derives state from the API server and re-reports at most that tail).
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
+        # Not durable (SQLite's synchronous=NORMAL): a committed transaction survives the process crashing
+        # (not the OS; the reader then re-derives state from the API server and re-reports at most that tail).
+        self._db = state.connect(path, SCHEMA, durable=False)
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._db.close()
 
     # --- stores and events ---------------------------------------------------------------------
 
     def rows(self) -> dict[str, Row]:
-        with self._lock:
-            found = self._db.execute("SELECT store_id, state, change, message, revision, url, since, pending_since "
-                                     "FROM stores").fetchall()
+        found = self._db.execute("SELECT store_id, state, change, message, revision, url, since, pending_since "
+                                 "FROM stores").rows
         return {r[0]: _row(r) for r in found}
 
     def row(self, store_id: str) -> Row | None:
-        with self._lock:
-            found = self._db.execute("SELECT store_id, state, change, message, revision, url, since, pending_since "
-                                     "FROM stores WHERE store_id = ?", (store_id,)).fetchone()
+        found = self._db.execute("SELECT store_id, state, change, message, revision, url, since, pending_since "
+                                 "FROM stores WHERE store_id = ?", (store_id,)).one()
         return _row(found) if found else None
 
     def record(self, row: Row, *, deliveries: Iterable[tuple[str, str]]) -> Event:
         """Store ``row`` as the store's state, append its event and queue its deliveries, atomically."""
-        with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.execute("INSERT OR REPLACE INTO stores VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                           (row.store_id, row.state, row.change, row.message, row.revision, row.url,
-                            _iso(row.since), _iso(row.pending_since) if row.pending_since else None))
-                cursor = db.execute("INSERT INTO events (store_id, state, message, url, revision, change, at) "
-                                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                    (row.store_id, row.state, row.message, row.url, row.revision, row.change,
-                                     _iso(row.since)))
-                seq = int(cursor.lastrowid or 0)
-                db.executemany("INSERT INTO outbox (seq, sink, target) VALUES (?, ?, ?)",
-                               [(seq, sink, target) for sink, target in deliveries])
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        # One lock for every writer of events: their numbers become visible in order (SSE clients resume by them).
+        with self._db.transaction("ledger:events") as db:
+            db.execute("INSERT INTO stores VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (store_id) DO UPDATE SET "
+                       "state = excluded.state, change = excluded.change, message = excluded.message, "
+                       "revision = excluded.revision, url = excluded.url, since = excluded.since, "
+                       "pending_since = excluded.pending_since",
+                       (row.store_id, row.state, row.change, row.message, row.revision, row.url,
+                        _iso(row.since), _iso(row.pending_since) if row.pending_since else None))
+            seq = int(db.execute("INSERT INTO events (store_id, state, message, url, revision, change, at) "
+                                 "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+                                 (row.store_id, row.state, row.message, row.url, row.revision, row.change,
+                                  _iso(row.since))).scalar())
+            db.executemany("INSERT INTO outbox (seq, sink, target) VALUES (?, ?, ?)",
+                           [(seq, sink, target) for sink, target in deliveries])
         return Event(seq, row.store_id, row.state, row.message, row.url, row.revision, row.change, row.since)
 
     def events(self, *, store_id: str | None = None, after: int = 0, limit: int = 1000) -> list[Event]:
@@ -146,53 +133,46 @@ class Ledger:
         if store_id is not None:
             query += " AND store_id = ?"
             args += (store_id,)
-        with self._lock:
-            found = self._db.execute(query + " ORDER BY seq LIMIT ?", (*args, limit)).fetchall()
+        found = self._db.execute(query + " ORDER BY seq LIMIT ?", (*args, limit)).rows
         return [_event(r) for r in found]
 
     def last_seq(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
+        return int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").scalar())
 
     # --- the changes ready waits for ------------------------------------------------------------
 
     def expect(self, store_ids: Iterable[str], sha: str, *, at: datetime.datetime) -> None:
         """Record ``sha`` as the latest change of each store (a publish pushed it)."""
-        with self._lock:
-            self._db.executemany("INSERT OR REPLACE INTO changes VALUES (?, ?, ?)",
-                                 [(store_id, sha, _iso(at)) for store_id in store_ids])
+        with self._db.transaction() as db:
+            db.executemany("INSERT INTO changes VALUES (?, ?, ?) ON CONFLICT (store_id) DO UPDATE SET "
+                           "sha = excluded.sha, at = excluded.at",
+                           [(store_id, sha, _iso(at)) for store_id in store_ids])
 
     def changes(self) -> dict[str, str]:
-        with self._lock:
-            return dict(self._db.execute("SELECT store_id, sha FROM changes").fetchall())
+        return {str(k): str(v) for k, v in self._db.execute("SELECT store_id, sha FROM changes").rows}
 
     # --- the outbox ---------------------------------------------------------------------------
 
     def due(self, *, now: float, limit: int = 100) -> list[Delivery]:
-        with self._lock:
-            found = self._db.execute(
-                "SELECT o.id, o.sink, o.target, o.attempts, e.seq, e.store_id, e.state, e.message, e.url, "
-                "e.revision, e.change, e.at FROM outbox o JOIN events e ON e.seq = o.seq "
-                "WHERE o.dead = 0 AND o.next_at <= ? ORDER BY o.id LIMIT ?", (now, limit)).fetchall()
+        found = self._db.execute(
+            "SELECT o.id, o.sink, o.target, o.attempts, e.seq, e.store_id, e.state, e.message, e.url, "
+            "e.revision, e.change, e.at FROM outbox o JOIN events e ON e.seq = o.seq "
+            "WHERE o.dead = 0 AND o.next_at <= ? ORDER BY o.id LIMIT ?", (now, limit)).rows
         return [Delivery(r[0], _event(r[4:]), r[1], r[2], r[3]) for r in found]
 
     def next_due(self) -> float | None:
-        with self._lock:
-            value = self._db.execute("SELECT MIN(next_at) FROM outbox WHERE dead = 0").fetchone()[0]
+        value = self._db.execute("SELECT MIN(next_at) FROM outbox WHERE dead = 0").scalar()
         return None if value is None else float(value)
 
     def delivered(self, delivery_id: int) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM outbox WHERE id = ?", (delivery_id,))
+        self._db.execute("DELETE FROM outbox WHERE id = ?", (delivery_id,))
 
     def retry(self, delivery_id: int, *, next_at: float, error: str, dead: bool) -> None:
-        with self._lock:
-            self._db.execute("UPDATE outbox SET attempts = attempts + 1, next_at = ?, last_error = ?, dead = ? "
-                             "WHERE id = ?", (next_at, remotes.redact(error)[:500], int(dead), delivery_id))
+        self._db.execute("UPDATE outbox SET attempts = attempts + 1, next_at = ?, last_error = ?, dead = ? "
+                         "WHERE id = ?", (next_at, remotes.redact(error)[:500], int(dead), delivery_id))
 
     def pending(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM outbox WHERE dead = 0").fetchone()[0])
+        return int(self._db.execute("SELECT COUNT(*) FROM outbox WHERE dead = 0").scalar())
 
 
 def _iso(value: datetime.datetime) -> str:

@@ -67,8 +67,16 @@ def start(tmp_path: Path, *, settings: ServiceSettings | None = None, **override
 
 
 @pytest.fixture
-def service(tmp_path: Path) -> Iterator[Running]:
-    yield from start(tmp_path)
+def service(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Running]:
+    """The service, its state in SQLite; or in PostgreSQL for a test parametrized with ``postgresql``."""
+    yield from start(tmp_path, **_backend(request, getattr(request, "param", "sqlite")))
+
+
+def _backend(request: pytest.FixtureRequest, backend: str) -> dict[str, object]:
+    return {"database_url": request.getfixturevalue("database_url")} if backend == "postgresql" else {}
+
+
+BOTH = pytest.mark.parametrize("service", ["sqlite", "postgresql"], indirect=True)
 
 
 # --- POST /v1/stores ------------------------------------------------------------------------------
@@ -208,8 +216,9 @@ def test_too_large_is_413_and_wrong_type_is_415(service: Running) -> None:
     assert "application/json" in wrong.json()["error"]
 
 
-def test_over_the_rate_is_429_with_retry_after(tmp_path: Path) -> None:
-    for running in start(tmp_path, rate=0.5, burst=3):
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_over_the_rate_is_429_with_retry_after(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> None:
+    for running in start(tmp_path, rate=0.5, burst=3, **_backend(request, backend)):
         codes = [running.client.get("/v1/stores", headers=READ).status_code for _ in range(5)]
         assert codes[:3] == [200, 200, 200]
         assert codes[3:] == [429, 429]
@@ -238,6 +247,7 @@ def test_the_form_rate_limit_believes_forwarded_addresses_only_from_trusted_prox
         assert same == ([422, 422, 429] if trusted else [429, 429, 429]), same
 
 
+@BOTH
 def test_an_idempotency_key_returns_the_first_answer(service: Running) -> None:
     body = examples.store_payload("once-only")
     headers = {**WRITE, "Idempotency-Key": "k-1"}
@@ -251,6 +261,7 @@ def test_an_idempotency_key_returns_the_first_answer(service: Running) -> None:
     assert examples.additions(service.bare)["stores/once-only.yaml"] == 1
 
 
+@BOTH
 def test_an_idempotency_key_names_one_request_on_one_target(service: Running) -> None:
     headers = {**WRITE, "Idempotency-Key": "k-suspend"}
     first = service.client.patch("/v1/stores/bookworm", json={"state": "suspended"}, headers=headers)
@@ -321,6 +332,7 @@ def test_a_stores_history_names_who_asked_from_where_and_the_commit_says_so_with
 
 # --- reading and deleting ------------------------------------------------------------------------
 
+@BOTH
 def test_list_and_get_stores_and_requests(service: Running) -> None:
     accepted = service.create("listed")
     service.settled(accepted["request_id"])
@@ -357,6 +369,7 @@ def test_the_store_list_filters_pages_and_says_one_status(service: Running) -> N
     service.settled(suspended.json()["request_id"])
 
 
+@BOTH
 def test_delete_removes_the_entry_and_its_rendered_files(service: Running) -> None:
     answer = service.client.delete("/v1/stores/bookworm", headers=WRITE)
     assert answer.status_code == 202
@@ -369,8 +382,10 @@ def test_delete_removes_the_entry_and_its_rendered_files(service: Running) -> No
     assert service.client.delete("/v1/stores/bookworm", headers=WRITE).status_code == 404
 
 
-def test_the_mass_delete_guard_counts_a_window_across_requests_and_restarts(tmp_path: Path) -> None:
-    settings = examples.service_settings(tmp_path, capacity=20)
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_mass_delete_guard_counts_a_window_across_requests_and_restarts(
+        tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> None:
+    settings = examples.service_settings(tmp_path, capacity=20, **_backend(request, backend))
     for running in start(tmp_path, settings=settings):
         for i in range(6):
             running.settled(running.create(f"fleet-{i}")["request_id"])
@@ -397,6 +412,7 @@ def test_the_mass_delete_guard_counts_a_window_across_requests_and_restarts(tmp_
         assert "fleet-2" not in examples.remote_stores(running.bare)
 
 
+@BOTH
 def test_patch_suspends_a_store_keeping_the_files_comments(service: Running) -> None:
     # A person's comment in the entry survives a change made through the API.
     seeded = examples.git(service.bare, "show", "main:stores/bookworm.yaml")

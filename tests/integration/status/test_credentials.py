@@ -10,6 +10,7 @@ import logging
 import sqlite3
 import subprocess
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from tests.integration.test_signin import provider, sign_in
 from webhook import app, credentials, csrf
 from webhook.errors import Conflict, NotFound, NotReady
 from webhook.settings import StatusSettings
+from webhook.state import Location
 
 JANE, SAM = support.JANE, support.SAM  # the owners of acme-outdoor and of bookworm in the example data
 WRITE = {"Authorization": f"Bearer {examples.WRITE_TOKEN}"}
@@ -121,9 +123,9 @@ def test_the_owner_changes_the_password_through_the_api_and_the_next_link_shows_
     assert old not in logged and new not in logged
 
 
-def test_a_link_expires_and_an_unused_one_is_replaced(tmp_path: Path) -> None:
+def test_a_link_expires_and_an_unused_one_is_replaced(state_at: Callable[[str], Location]) -> None:
     now = [1000.0]
-    links = credentials.Links(tmp_path / "service.sqlite3", ttl=60, clock=lambda: now[0])
+    links = credentials.Links(state_at("service.sqlite3"), ttl=60, clock=lambda: now[0])
     first = links.issue("shop", "Owner@Example.com")
     second = links.issue("shop", "owner@example.com")  # asking again replaces the unused link
     with pytest.raises(NotFound):

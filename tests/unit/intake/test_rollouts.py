@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from harness import examples
 from webhook.errors import Invalid
 from webhook.intake import queueing, rollouts
 from webhook.intake.admission import Intake
+from webhook.state import Location
 
 
 def _fleet(tmp_path: Path, *, extra: tuple[str, ...] = ("birch-books", "cedar-crafts", "dune-deli"),
@@ -168,15 +170,16 @@ class Reports:
         return []
 
 
-def test_a_wave_queued_before_a_crash_is_found_again_not_taken_for_done(tmp_path: Path) -> None:
+def test_a_wave_queued_before_a_crash_is_found_again_not_taken_for_done(
+        tmp_path: Path, state_at: Callable[[str], Location]) -> None:
     repo = examples.example_repo(tmp_path / "repo")
     releasing.release(repo, "woocommerce")
     profile = repo / "clusters/local.yaml"
     profile.write_text(examples.without_profile_keys(profile.read_text(), "backups"))
-    queue = queueing.Queue(path=tmp_path / "queue.sqlite3")
+    queue = queueing.Queue(path=state_at("queue.sqlite3"))
     intake = Intake(queue=queue, mass_delete_share=0.25)
     intake.load_git(files=trees.read_inputs(repo), sha="0" * 40)
-    store = rollouts.Rollouts(tmp_path / "state.sqlite3")
+    store = rollouts.Rollouts(state_at("state.sqlite3"))
     runner = rollouts.Runner(rollouts=store, intake=intake, status=Reports(), poll=0.01, timeout=60)
     try:
         started = runner.start(engine="woocommerce", version="0.1.0", cluster="local", canary=1, batch=1, timeout=None,
