@@ -112,3 +112,75 @@ def test_stores_pinned_to_a_release_move_to_the_next_in_waves_through_argo_cd(lo
     # Each wave was ready before the next was committed: the commits moving the stores follow the waves.
     finished = view["finished"]
     assert [f["stores"] for f in finished] == waves
+
+
+def _refuse_release(running: demo.Loop, store_id: str) -> str:
+    """An injected failure: the API server refuses the second release's LimitRange in this store's namespace
+    (a ValidatingAdmissionPolicy), so Argo CD's sync of the store fails there and nowhere else."""
+    name = f"e2e-refuse-{store_id}"
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {"failurePolicy": "Fail",
+                 "matchConstraints": {
+                     "resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+                                        "resources": ["limitranges"]}],
+                     "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": f"store-{store_id}"}}},
+                 "validations": [{"expression": "object.spec.limits.all(l, !has(l.defaultRequest) || "
+                                                "!has(l.defaultRequest.memory) || l.defaultRequest.memory != '96Mi')",
+                                  "message": "injected failure: this store refuses the new release"}]},
+    }
+    binding = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+               "metadata": {"name": name}, "spec": {"policyName": name, "validationActions": ["Deny"]}}
+    running.stack.kubectl.apply(policy, binding)
+    return name
+
+
+def test_a_failure_in_the_second_wave_halts_the_rollout_with_the_third_store_untouched(loop: Any) -> None:
+    running, first, second = loop
+    # Named to sort first: other stores still on the first release (the example's) come in later waves.
+    ids = [f"aa-{i}-{uuid.uuid4().hex[:4]}" for i in range(3)]
+    began = time.monotonic()
+    for store_id in ids:
+        answer = running.request_store({"id": store_id, "name": f"Shop {store_id}", "engine": ENGINE, "plan": "small",
+                                        "cluster": demo.CLUSTER, "chartVersion": first,
+                                        "owner": {"name": "Pat Doe", "email": f"pat@{store_id}.example"}})
+        assert running.wait_request(answer["request_id"])["status"] == "committed"
+    for store_id in ids:
+        events = running.follow(store_id, until=("ready", "failed", "degraded"), since=began, timeout=600)
+        assert events[-1]["status"] == "ready", events[-1]
+    policy = _refuse_release(running, ids[1])
+    try:
+        started = time.monotonic()
+        code, rollout = running.call("POST", "/v1/rollouts", {
+            "engine": ENGINE, "version": second, "cluster": demo.CLUSTER, "canary": [ids[0]], "batch": 1,
+            "timeout": 600})
+        assert code in (201, 202), rollout
+        # The canary, then one store per wave in id order: these three first.
+        assert [w["stores"] for w in rollout["waves"]][:3] == [[ids[0]], [ids[1]], [ids[2]]], rollout["waves"]
+        deadline = time.monotonic() + 900
+        view: dict[str, Any] = rollout
+        while time.monotonic() < deadline:
+            code, view = running.call("GET", f"/v1/rollouts/{rollout['id']}")
+            assert code == 200, view
+            if view["state"] != "running":
+                break
+            time.sleep(3)
+        print(f"rollout halted after {time.monotonic() - started:.0f}s: {view.get('report')}", flush=True)
+        assert view["state"] == "halted", json.dumps(view, indent=1)
+        report = view["report"]
+        assert report["wave"] == 2 and report["store"] == ids[1] and report["state"] in ("failed", "degraded")
+        assert "injected failure" in report["message"], report
+        assert report["moved"] == ids[:2] and report["untouched"][0] == ids[2]
+        # The canary runs the new release; the failing store's Application renders it and fails; the third
+        # store's entry and Application stay on the first release.
+        assert _app_path(running, ids[0]) == releases.chart_dir(ENGINE, second)
+        assert _limit_memory(running, ids[0]) == "96Mi"
+        assert _limit_memory(running, ids[1]) == "64Mi"
+        assert _app_path(running, ids[2]) == releases.chart_dir(ENGINE, first)
+        assert _limit_memory(running, ids[2]) == "64Mi"
+        code, third = running.call("GET", f"/v1/stores/{ids[2]}")
+        assert code == 200 and third["entry"]["chartVersion"] == first, third
+    finally:
+        running.stack.kubectl.run("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", policy,
+                                  "--ignore-not-found")

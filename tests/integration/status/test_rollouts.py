@@ -55,9 +55,10 @@ def _prepare(repo: Path, bare: Path, *, review: bool = False, backups: bool = Fa
     pinned to 0.1.0, rendered; pushed as one commit. ``review``: the local cluster needs review."""
     work = repo.parent / "prepare"
     examples.git(repo.parent, "clone", "-q", str(bare), str(work))
-    if backups:
-        profile = work / "clusters/local.yaml"
-        profile.write_text(examples.with_profile_keys(profile.read_text(), BACKUPS))
+    # Backups as the test says: the waves alone wait for no pre-upgrade backup.
+    profile = work / "clusters/local.yaml"
+    profile.write_text(examples.with_profile_keys(profile.read_text(), BACKUPS) if backups
+                       else examples.without_profile_keys(profile.read_text(), "backups"))
     if review:
         profile = work / "clusters/local.yaml"
         assert "\nreview: false\n" in profile.read_text()
@@ -378,6 +379,15 @@ def test_each_store_is_backed_up_before_it_moves_and_a_failed_backup_halts_with_
         _backup_cronjob(batch, store_id)
     asked = {"engine": "woocommerce", "version": "0.2.0", "cluster": "local", "canary": 1, "batch": 1,
              "timeout": 120}
+    try:
+        _backed_up_rollout(fleet, batch, asked)
+    finally:
+        for store_id in STORES:
+            with contextlib.suppress(client.ApiException):
+                batch.delete_namespaced_cron_job("backup", f"store-{store_id}")
+
+
+def _backed_up_rollout(fleet: Fleet, batch: client.BatchV1Api, asked: dict[str, Any]) -> None:
     with TestClient(app.create_app(fleet.config, status=fleet.status)) as http:
         support.wait_until("the service has read Git", lambda: http.get("/readyz").status_code == 200)
         wait_ready(http, *STORES)
