@@ -271,3 +271,94 @@ def test_a_medusa_store_requested_through_the_api_takes_an_order_the_owner_finds
     # The owner's passwords never reached storeops' log.
     logged = (loop.work / "service.log").read_text(errors="replace")
     assert shown["password"] not in logged and renewed["password"] not in logged
+
+
+def _owner_admin(loop: demo.Loop, store_id: str, base: str, host: str, *, timeout: float,
+                 describe: Any) -> tuple[httpx.Client, str]:
+    """The owner's admin session on the store: its credentials link (503 until the shop has the password the
+    link would show), the login, a bearer token."""
+    def link() -> dict[str, Any] | None:
+        status, made = _owner_call(loop, "POST", f"/v1/stores/{store_id}/credentials/link")
+        if status != 201:
+            return None
+        status, shown = _owner_call(loop, "GET", urllib.parse.urlsplit(made["url"]).path)
+        return shown if status == 200 else None
+
+    shown = _wait(f"{store_id}'s credentials", link, timeout=timeout, describe=describe)
+    admin = httpx.Client(base_url=base, headers={"Host": host}, timeout=120)
+    token = _ok(admin.post("/auth/user/emailpass", json={"email": shown["login"], "password": shown["password"]}))
+    admin.headers["Authorization"] = f"Bearer {token['token']}"
+    return admin, str(shown["password"])
+
+
+def test_a_backup_of_a_deleted_store_comes_back_as_a_new_store_with_its_order(loop: demo.Loop) -> None:
+    """Backup, delete (a final backup first), restore into a new id: the order and the product are there."""
+    cluster = loop.stack
+    assert cluster.node is not None and cluster.node.ingress_port
+    assert loop.object_store is not None, "the local profile keeps backups: the loop runs the object store"
+    store_id, new_id = "backed-up", "came-back"
+    namespace = f"store-{store_id}"
+    describe = _describe(cluster, namespace)
+    base = f"http://127.0.0.1:{cluster.node.ingress_port}"
+    asked = time.monotonic()
+    answer = loop.request_store({"id": store_id, "name": "Backed Up", "engine": "medusa", "plan": "small",
+                                 "cluster": demo.CLUSTER, "owner": OWNER})  # fmt: skip
+    assert loop.wait_request(answer["request_id"])["status"] == "committed"
+    events = loop.follow(store_id, until=("ready", "failed", "degraded"), since=asked, timeout=READY_TIMEOUT)
+    assert events[-1]["status"] == "ready", f"{events[-1]}\n{describe()}"
+    host = str(urllib.parse.urlsplit(str(events[-1]["url"])).hostname)
+    key = _wait("the publishable key", lambda: _secret(loop, namespace).get("publishable-key"),
+                timeout=KEY_TIMEOUT, describe=describe)  # fmt: skip
+    with httpx.Client(base_url=base, headers={"Host": host, "x-publishable-api-key": key}, timeout=120) as store:
+        order_id, email = _place_order(store)
+        products = {p["id"]: p["title"] for p in _ok(store.get("/store/products"))["products"]}
+    assert products
+    # The storeops-backup keys reached the namespace; a backup now, as the owner.
+    taken = time.monotonic()
+    status, started = _owner_call(loop, "POST", f"/v1/stores/{store_id}/backups")
+    assert status == 202, started
+
+    def listed(kind: str) -> list[dict[str, Any]]:
+        status, found = _owner_call(loop, "GET", f"/v1/stores/{store_id}/backups")
+        assert status == 200, found
+        return [b for b in found["backups"] if b["kind"] == kind]
+
+    manual = _wait("the manual backup listed", lambda: listed("manual"), timeout=600, describe=describe)[0]
+    assert manual["files"] == ["database.sql.gz", "files.tar.gz"], manual
+    print(f"medusa: backup asked -> listed {time.monotonic() - taken:.0f}s ({manual['size']} bytes)", flush=True)
+
+    # Deleted: Argo CD runs the chart's final backup before anything of the store goes.
+    deleted = time.monotonic()
+    status, gone = _owner_call(loop, "DELETE", f"/v1/stores/{store_id}")
+    assert status == 202, gone
+    assert loop.wait_request(gone["request_id"])["status"] == "committed"
+    _wait("the store's namespace gone", lambda: cluster.kubectl.get("namespace", namespace) is None,
+          timeout=READY_TIMEOUT, describe=describe)  # fmt: skip
+    final = _wait("the final backup listed", lambda: listed("final"), timeout=120, describe=describe)[0]
+    status, view = _owner_call(loop, "GET", f"/v1/stores/{store_id}/backups")
+    assert status == 200 and view["exists"] is False
+    print(f"medusa: delete -> namespace gone {time.monotonic() - deleted:.0f}s, final backup {final['id']}",
+          flush=True)
+
+    # Restored into a new id from the manual backup: a new store, its data the backed-up one's.
+    restored = time.monotonic()
+    status, queued = _owner_call(loop, "POST", f"/v1/stores/{store_id}/restore", {"from": manual["id"], "to": new_id})
+    assert status == 202, queued
+    assert loop.wait_request(queued["request_id"])["status"] == "committed"
+    new_describe = _describe(cluster, f"store-{new_id}")
+    events = loop.follow(new_id, until=("ready", "failed", "degraded"), since=restored, timeout=READY_TIMEOUT)
+    assert events[-1]["status"] == "ready", f"{events[-1]}\n{new_describe()}"
+    new_host = str(urllib.parse.urlsplit(str(events[-1]["url"])).hostname)
+    print(f"medusa: restore asked -> ready {time.monotonic() - restored:.0f}s", flush=True)
+    admin, password = _owner_admin(loop, new_id, base, new_host, timeout=READY_TIMEOUT, describe=new_describe)
+    with admin:
+        orders = _ok(admin.get("/admin/orders", params={"fields": "id,email,total"}))["orders"]
+        found = [o for o in orders if o["id"] == order_id]
+        assert found and found[0]["email"] == email, orders
+        titles = {p["id"]: p["title"] for p in _ok(admin.get("/admin/products", params={"fields": "id,title"}))[
+            "products"]}
+    assert products.items() <= titles.items(), (products, titles)
+    # The restored shop's admin has a password of its own (changed once restored), not the backed-up one's.
+    assert password == _secret(loop, f"store-{new_id}")["admin-password"]
+    print(f"medusa: backup -> delete -> restore as {new_id}: order {order_id} and {len(products)} product(s) there, "
+          f"{time.monotonic() - asked:.0f}s in all", flush=True)
