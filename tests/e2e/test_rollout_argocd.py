@@ -181,6 +181,26 @@ def test_a_failure_in_the_second_wave_halts_the_rollout_with_the_third_store_unt
         assert _limit_memory(running, ids[2]) == "64Mi"
         code, third = running.call("GET", f"/v1/stores/{ids[2]}")
         assert code == 200 and third["entry"]["chartVersion"] == first, third
+
+        # The failed store is rolled back: its entry as when it was last ready, at a new commit, ready again.
+        code, failing = running.call("GET", f"/v1/stores/{ids[1]}")
+        assert code == 200 and failing["status"] in ("failed", "degraded"), failing
+        failed_at = str((failing.get("deployment") or {}).get("revision") or "")
+        assert failing["rollback"]["to"] != failed_at, failing
+        rolled_back = time.monotonic()
+        code, answer = running.call("POST", f"/v1/stores/{ids[1]}/rollback",
+                                    {"reason": "the new release is refused in this namespace"})
+        assert code == 202, answer
+        view_request = running.wait_request(answer["request_id"])
+        assert view_request["status"] == "committed", view_request
+        events = running.follow(ids[1], until=("ready",), since=rolled_back, timeout=600, after_revision=failed_at)
+        assert events[-1]["status"] == "ready" and events[-1]["revision"] != failed_at, events[-1]
+        print(f"rollback of {ids[1]}: ready again {time.monotonic() - rolled_back:.0f}s after asking, at "
+              f"{str(events[-1]['revision'])[:12]}", flush=True)
+        code, back = running.call("GET", f"/v1/stores/{ids[1]}")
+        assert code == 200 and back["entry"]["chartVersion"] == first, back
+        assert _app_path(running, ids[1]) == releases.chart_dir(ENGINE, first)
+        assert _limit_memory(running, ids[1]) == "64Mi"
     finally:
         running.stack.kubectl.run("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", policy,
                                   "--ignore-not-found")
