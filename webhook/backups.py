@@ -188,8 +188,8 @@ class Objects:
 def take(api: client.ApiClient, store_id: str, *, kind: str = "manual", now: datetime.datetime | None = None) -> str:
     """Start a backup of the store now: a Job from its ``backup`` CronJob, of ``kind`` (``manual``, or
     ``pre-upgrade`` before a rollout moves the store); its name."""
-    if kind not in ("manual", "pre-upgrade"):
-        raise ValueError(f"a backup taken now is manual or pre-upgrade, not {kind!r}")
+    if kind not in ("manual", "pre-upgrade", "final"):
+        raise ValueError(f"a backup taken now is manual, pre-upgrade or final, not {kind!r}")
     namespace = constants.NAMESPACE_PREFIX + store_id
     batch = client.BatchV1Api(api)
     try:
@@ -222,6 +222,17 @@ def take(api: client.ApiClient, store_id: str, *, kind: str = "manual", now: dat
         raise
     log.info("%s backup of %s started: Job %s/%s", kind, store_id, namespace, job.metadata.name)
     return str(job.metadata.name)
+
+
+def running_job(api: client.ApiClient, store_id: str, kind: str) -> str | None:
+    """A Job of ``kind`` storeops started in the store's namespace that has not finished yet, if any."""
+    found: Any = client.BatchV1Api(api).list_namespaced_job(
+        constants.NAMESPACE_PREFIX + store_id, label_selector=f"storeops.io/backup-kind={kind}")
+    for job in sorted(found.items, key=lambda j: j.metadata.name, reverse=True):
+        conditions = (job.status.conditions if job.status else None) or []
+        if not any(c.type in ("Complete", "Failed") and c.status == "True" for c in conditions):
+            return str(job.metadata.name)
+    return None
 
 
 def job_state(api: client.ApiClient, store_id: str, job: str) -> tuple[str, str]:

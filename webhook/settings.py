@@ -127,6 +127,8 @@ class ServiceSettings:
     #: and the service's own way to a cluster's backup endpoint where it is not the Pods' (cluster -> URL).
     backup_interval: float = 15.0
     backup_endpoints: Mapping[str, str] = field(default_factory=dict)
+    #: Seconds a delete waits for the store's final backup before it answers 503 (ask again).
+    final_backup_wait: float = 120.0
     #: ``postgresql://user:password@host:5432/db``: every piece of state the service keeps lives there (for
     #: several replicas); '' keeps it in SQLite files in the state dir.
     database_url: str = field(default="", repr=False)
@@ -204,6 +206,7 @@ class ServiceSettings:
             rollout_timeout=number("STOREOPS_ROLLOUT_TIMEOUT", d.rollout_timeout, low=1),
             backup_interval=number("STOREOPS_BACKUP_INTERVAL", d.backup_interval, low=0.1),
             backup_endpoints=_backup_endpoints(env),
+            final_backup_wait=number("STOREOPS_FINAL_BACKUP_WAIT", d.final_backup_wait, low=0),
             database_url=database_url(env),
         )
 

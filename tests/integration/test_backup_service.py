@@ -11,6 +11,7 @@ import contextlib
 import datetime
 import json
 import os
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from generator import fleet, trees
 from harness import errors, examples, objectstore
 from harness import stack as harness_stack
 from tests.integration.status import support
+from tests.integration.status.test_rollouts import _finish_job
 from webhook import backups
 from webhook.settings import StatusSettings, Token
 
@@ -110,7 +112,7 @@ def test_backups_from_the_service(tmp_path: Path, apiserver: harness_stack.Stack
     config = replace(base, tokens=(*base.tokens,
                                    Token("jane-owner-token", name="jane", owner="jane@acme-outdoor.example"),
                                    Token("sam-owner-token", name="sam", owner="sam@bookworm.example")),
-                     backup_interval=0.2, backup_endpoints={"local": s3.endpoint})
+                     backup_interval=0.2, backup_endpoints={"local": s3.endpoint}, final_backup_wait=15)
     status = StatusSettings(kubeconfig=str(apiserver.kubeconfig), namespace=support.new_namespace(apiserver),
                             ledger=tmp_path / "status.sqlite3", workdir=config.git.workdir, backoff_min=0.1)
     bare = Path(str(config.git.remote))
@@ -186,12 +188,38 @@ def test_backups_from_the_service(tmp_path: Path, apiserver: harness_stack.Stack
                 {k: original[k] for k in ("name", "engine", "plan", "cluster", "owner")}
             assert "domain" not in again
 
-            # Deleted, the store's backups are still listed, and it can come back under its own id.
-            assert http.delete("/v1/stores/acme-outdoor", headers=JANE).status_code == 202
+            # Deleted only after its final backup, which storeops starts and waits for: the test plays the job
+            # controller (and the Job's upload) from a thread while the delete waits.
+            def final_job() -> str:
+                jobs = batch.list_namespaced_job("store-acme-outdoor", label_selector="storeops.io/backup-kind=final")
+                running = [j.metadata.name for j in jobs.items if not (j.status and j.status.conditions)]
+                return running[0] if running else ""
+
+            def finish_final(ok: bool) -> threading.Thread:
+                def run() -> None:
+                    support.wait_until("a final backup Job", lambda: bool(final_job()), timeout=20)
+                    job = final_job()
+                    if ok:
+                        _upload(s3, "acme-outdoor",
+                                datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ") + "-final")
+                    _finish_job(batch, "acme-outdoor", str(job), ok=ok)
+                thread = threading.Thread(target=run, daemon=True)
+                thread.start()
+                return thread
+
+            worker = finish_final(ok=False)
+            refused = http.delete("/v1/stores/acme-outdoor", headers=JANE)
+            worker.join(30)
+            assert refused.status_code == 409 and "final backup of acme-outdoor failed" in refused.json()["error"]
+            assert "BackoffLimitExceeded" in refused.json()["error"] and "acme-outdoor" in examples.remote_stores(bare)
+            worker = finish_final(ok=True)
+            deleted = http.delete("/v1/stores/acme-outdoor", headers=JANE)
+            worker.join(30)
+            assert deleted.status_code == 202, deleted.text
             support.wait_until("acme-outdoor gone from Git", lambda: "acme-outdoor" not in examples.remote_stores(bare))
             gone = http.get("/v1/stores/acme-outdoor/backups", headers=JANE)
             assert gone.status_code == 200 and gone.json()["exists"] is False
-            assert [b["id"] for b in gone.json()["backups"]] == [newer, older]
+            assert [b["kind"] for b in gone.json()["backups"]] == ["final", "manual", "scheduled"]
             assert http.get("/v1/stores/acme-outdoor/backups", headers=SAM).status_code == 404
             back = http.post("/v1/stores/acme-outdoor/restore", json={"from": older}, headers=JANE)
             assert back.status_code == 202, back.text

@@ -277,6 +277,7 @@ async def store_action(request: Request, call: access.Call) -> Response:
         elif action == "delete":
             if values.get("confirm", "") != store_id:
                 return await store_page(request, message=f"Type {store_id} to delete the store.", status_code=422)
+            await endpoints.final_backup(request, call, store_id)
             await anyio.to_thread.run_sync(lambda: service.intake.delete(store_id=store_id, caller=caller,
                                                                          body=call.body))
         else:

@@ -242,9 +242,11 @@ async def update_store(request: Request, call: access.Call) -> Response:
 
 @access.endpoint(access.WRITE, body=True)
 async def delete_store(request: Request, call: access.Call) -> Response:
+    """Remove the store; on a cluster that keeps backups, only once its final backup is done."""
     service = _service(request)
     store_id = request.path_params["store_id"]
     body = call.body
+    await final_backup(request, call, store_id)
     caller = Caller(client=call.caller.client, source="api", idempotency_key=_idempotency_key(request),
                     scope=_scope(request), mass_delete_reason=_mass_delete_reason(request), owner=call.caller.owner)
     queued, new = await anyio.to_thread.run_sync(
@@ -739,3 +741,52 @@ async def restore(request: Request, call: access.Call, store_id: str, *, backup_
         reference=backup.reference, to=to, entry=entry, caller=caller, body=body))
     log.info("restore of %s into %s asked for by %s", backup.reference, to, call.caller.client)
     return queued, new
+
+
+async def final_backup(request: Request, call: access.Call, store_id: str) -> str | None:
+    """Before a store on a cluster that keeps backups is removed: its final backup (a Job from its backup
+    CronJob, kind ``final``), waited for up to ``STOREOPS_FINAL_BACKUP_WAIT`` seconds; its reference, or None
+    where there is nothing to back up (no such cluster, or a store whose chart never made the CronJob).
+    A final backup finished in the last 15 minutes counts (a delete asked again). 409 when it failed (the
+    store stays), 503 while it runs (ask again)."""
+    service = _service(request)
+    view = await anyio.to_thread.run_sync(lambda: service.intake.store_view(store_id))
+    entry = view.get("entry") if view is not None else None
+    if not isinstance(entry, dict) or not visible(call, view or {}):
+        return None  # the delete itself says what is wrong
+    held = service.intake.snapshot().git.clusters.get(str(entry.get("cluster", "")))
+    if held is None or held[0].backups is None or entry.get("state") == "suspended":
+        return None
+    reader = getattr(request.app.state, "status_reader", None)
+    if reader is None:
+        raise NotReady("a store on a cluster with backups is deleted after its final backup, which is taken "
+                       "in the cluster: the status reader is off (STOREOPS_KUBECONFIG)")
+    objects = await anyio.to_thread.run_sync(lambda: backup_objects(request, str(entry["cluster"])))
+    now = datetime.datetime.now(datetime.UTC)
+    recent = [b for b in await anyio.to_thread.run_sync(lambda: objects.of(store_id)) if b.kind == "final"
+              and now - backups.backup_time(b.id) < datetime.timedelta(minutes=15)]
+    if recent:
+        return recent[0].reference
+    api = reader.api
+    job = await anyio.to_thread.run_sync(lambda: backups.running_job(api, store_id, "final"))
+    if job is None:
+        try:
+            job = await anyio.to_thread.run_sync(lambda: backups.take(api, store_id, kind="final"))
+        except NotReady:
+            log.info("deleting %s without a final backup: its chart has made no backup CronJob", store_id)
+            return None
+    deadline = time.monotonic() + service.settings.final_backup_wait
+    while True:
+        state, said = await anyio.to_thread.run_sync(lambda: backups.job_state(api, store_id, str(job)))
+        if state == "done":
+            break
+        if state == "failed":
+            raise Conflict(f"the final backup of {store_id} failed ({job}): {said}; the store stays. Fix the "
+                           f"backup, or take one with POST /v1/stores/{store_id}/backups, then delete again")
+        if time.monotonic() > deadline:
+            raise NotReady(f"the final backup of {store_id} is running (Job {job}); ask again to delete it once "
+                           f"it is done")
+        await anyio.sleep(1.0)
+    done = [b for b in await anyio.to_thread.run_sync(lambda: objects.of(store_id)) if b.kind == "final"]
+    log.info("final backup of %s done (%s) before its removal", store_id, done[0].reference if done else job)
+    return done[0].reference if done else None

@@ -8,8 +8,10 @@ content volume and uploads both to s3://<bucket>/<prefix>/<store>/<backup-id>/, 
   * CronJob `backup` (backup.schedule, BACKUP_KIND=scheduled; its jobTemplate also works as a plain
     Job: storeops makes on-demand ones from it with BACKUP_KIND=manual or pre-upgrade), suspended
     with the store;
-  * Job `final-backup`, an Argo CD PreDelete hook (Helm pre-delete): BACKUP_KIND=final, before the
-    store's resources are deleted. Not while suspended (the database is not running then).
+  * no Job of the chart's own at deletion: Argo CD renders an Application's PreDelete hooks from its
+    target revision, where a deleted store's values file is already gone, so such a hook cannot
+    render and would hold the deletion forever. storeops takes the final backup (a Job from the
+    CronJob's jobTemplate, BACKUP_KIND=final) before it commits a store's removal.
 A restore pod (restore.from "<store>/<backup-id>"): an Argo CD Sync hook in wave 0, with the
 database, so before the web component (wave 1), whose pods also wait for the restore marker (for
 plain Helm, where it is a post-install hook): backup.py fetch (download, sha256 checks) → the
@@ -204,20 +206,6 @@ spec:
         {{- include "storeops.componentLabels" (dict "root" . "component" "backup") | nindent 8 }}
     spec:
       {{- include "storeops.backupJobSpec" (dict "root" . "kind" "scheduled") | nindent 6 }}
-{{- if not .Values.suspended }}
----
-apiVersion: batch/v1
-kind: Job
-metadata:
-  name: final-backup
-  namespace: {{ .Release.Namespace }}
-  labels:
-    {{- include "storeops.componentLabels" (dict "root" . "component" "backup") | nindent 4 }}
-  annotations:
-    {{- include "storeops.hook" (dict "argocd" "PreDelete" "helm" "pre-delete" "weight" 0) | nindent 4 }}
-spec:
-  {{- include "storeops.backupJobSpec" (dict "root" . "kind" "final") | nindent 2 }}
-{{- end }}
 {{- end }}
 {{- if .Values.restore.from }}
 ---
