@@ -47,10 +47,15 @@ declare -A DIRS=(
   [netpol]="$BIN/kube-network-policies-$KUBE_NETWORK_POLICIES_VERSION"
   [traefik]="$BIN/traefik-$TRAEFIK_VERSION"
   [apiprobe]="$BIN/apiprobe-$(cd "$HERE/images/apiprobe" && cat go.mod main.go | sha256sum | cut -c1-16)"
+  # The real node's CSI driver (harness/csi, keyed by a hash of its sources: versions.csi_source_hash)
+  # and the two sidecars that drive it (harness/csi.py).
+  [csi]="$BIN/storeops-csi-$(cd "$HERE/csi" && LC_ALL=C cat go.mod go.sum ./*.go | sha256sum | cut -c1-16)"
+  [csi-provisioner]="$BIN/csi-provisioner-$CSI_PROVISIONER_VERSION"
+  [csi-resizer]="$BIN/csi-resizer-$CSI_RESIZER_VERSION"
 )
 
 if [[ ${1:-} == --print ]]; then
-  for name in etcd kubernetes kwok helm argocd node pause apiprobe coredns netpol traefik; do printf '%s=%s\n' "$name" "${DIRS[$name]}"; done
+  for name in etcd kubernetes kwok helm argocd node pause apiprobe coredns netpol traefik csi csi-provisioner csi-resizer; do printf '%s=%s\n' "$name" "${DIRS[$name]}"; done
   exit 0
 fi
 
@@ -226,6 +231,28 @@ build_traefik() {
   finish traefik
 }
 
+# The harness's CSI driver: a module of its own (harness/csi) with a committed go.sum.
+build_csi() {
+  begin csi || return 0
+  (cd "$HERE/csi" &&
+    timed storeops-csi go build -p "$GO_P" -trimpath -ldflags="-s -w" -o "${DIRS[csi]}.partial/storeops-csi" .)
+  finish csi
+}
+
+# A CSI sidecar from its wrapper module (harness/gomod/<name>): `go install module@version` would ask the
+# proxy for the module's version list (for deprecations), which the proxy does not serve for these.
+# build_csi_sidecar NAME MODULE VERSION PACKAGE
+build_csi_sidecar() {
+  local name=$1 module=$2 version=$3 package=$4
+  begin "$name" || return 0
+  local mod=$HERE/gomod/$name/go.mod
+  grep -Eq "^\s*(require )?$module $version( |\$)" "$mod" || die "$mod does not require $module $version"
+  (cd "$HERE/gomod/$name" &&
+    timed "$name" go build -p "$GO_P" -trimpath -ldflags="-s -w -X main.version=$version" \
+      -o "${DIRS[$name]}.partial/$name" "$package")
+  finish "$name"
+}
+
 build_kwok() {
   begin kwok || return 0
   timed kwok env GOBIN="${DIRS[kwok]}.partial" go install -p "$GO_P" -trimpath \
@@ -333,6 +360,11 @@ main() {
   build_coredns
   build_netpol
   build_traefik
+  build_csi
+  build_csi_sidecar csi-provisioner github.com/kubernetes-csi/external-provisioner/v6 "$CSI_PROVISIONER_VERSION" \
+    github.com/kubernetes-csi/external-provisioner/v6/cmd/csi-provisioner
+  build_csi_sidecar csi-resizer github.com/kubernetes-csi/external-resizer "$CSI_RESIZER_VERSION" \
+    github.com/kubernetes-csi/external-resizer/cmd/csi-resizer
   log "all binaries ready in $(($(date +%s) - start))s"
 }
 
