@@ -71,7 +71,9 @@ ensure_apt_packages() {
   # boundary, and the static busybox the test images are made of.
   local -A node=([containerd]=containerd [runc]=runc [iptables]=iptables [conntrack]=conntrack
     [ip]=iproute2 [/usr/lib/cni/bridge]=containernetworking-plugins [/bin/busybox]=busybox-static
-    [mmdebstrap]=mmdebstrap)
+    [mmdebstrap]=mmdebstrap
+    # The CSI driver's volumes (harness/csi): ext4 images, loop-mounted, grown offline.
+    [mkfs.ext4]=e2fsprogs [resize2fs]=e2fsprogs [dumpe2fs]=e2fsprogs [losetup]=mount)
   for cmd in "${!node[@]}"; do
     if [[ $cmd == /* ]]; then
       [[ -x $cmd ]] || missing+=("${node[$cmd]}")

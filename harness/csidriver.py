@@ -18,9 +18,10 @@ import functools
 import json
 import logging
 import pathlib
+import shutil
 from typing import Any
 
-from harness import kube, processes, versions
+from harness import errors, kube, processes, versions
 
 __all__ = ["DRIVER", "STORAGE_CLASS", "manifests", "start"]
 
@@ -31,6 +32,8 @@ DRIVER = "csi.storeops.local"
 #: The StorageClass whose volumes the driver makes and grows.
 STORAGE_CLASS = "storeops-csi"
 STARTUP_TIMEOUT = 60.0
+#: What the driver runs (Debian's e2fsprogs, mount and util-linux; build.sh installs them).
+TOOLS = ("mkfs.ext4", "dumpe2fs", "e2fsck", "resize2fs", "losetup", "mount", "umount")
 
 
 def manifests() -> list[dict[str, object]]:
@@ -85,6 +88,12 @@ def start(
     tie_to_parent: bool,
 ) -> dict[str, processes.Process]:
     """Start the driver (registered with the node's kubelet) and its two sidecars; apply the class."""
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    if missing or not pathlib.Path("/dev/loop-control").exists():
+        raise errors.StartupError(
+            f"the CSI driver needs {', '.join(TOOLS)} on PATH and loop devices (/dev/loop-control); "
+            f"missing: {', '.join(missing) or '/dev/loop-control'}"
+        )
     logs = state / "logs"
     socket = kubelet_dir / "plugins" / DRIVER / "csi.sock"
     started: dict[str, processes.Process] = {}
