@@ -343,7 +343,9 @@ def test_each_database_claim_is_an_object_of_the_chart_named_as_its_statefulset_
 
 
 @pytest.mark.parametrize("case", CASES, ids=_ids)
-def test_the_web_pod_restarts_when_its_content_volume_grows(case: Case, rendered: dict[str, str]) -> None:
+def test_the_web_pod_restarts_when_its_content_volume_grows_and_its_claim_is_in_its_wave(
+    case: Case, rendered: dict[str, str]
+) -> None:
     manifests = _manifests(rendered, case)
     web = [m for m in _of_kind(manifests, "Deployment") if any(
         v.get("persistentVolumeClaim") for v in m["spec"]["template"]["spec"].get("volumes", []))]
@@ -351,6 +353,13 @@ def test_the_web_pod_restarts_when_its_content_volume_grows(case: Case, rendered
     assert web[0]["spec"]["strategy"] == {"type": "Recreate"}
     annotations = web[0]["spec"]["template"]["metadata"]["annotations"]
     assert annotations == {"storeops.io/volume-size": case.plan.content_volume}
+    # The claim in the Deployment's wave: an earlier one would wait for a WaitForFirstConsumer claim
+    # to be Bound, which needs the Deployment's pod.
+    (claim,) = [v["persistentVolumeClaim"]["claimName"] for v in web[0]["spec"]["template"]["spec"]["volumes"]
+                if v.get("persistentVolumeClaim")]
+    wave = "argocd.argoproj.io/sync-wave"
+    assert _one(manifests, "PersistentVolumeClaim", claim)["metadata"]["annotations"][wave] == \
+        web[0]["metadata"]["annotations"][wave]
 
 
 @pytest.mark.parametrize("case", CASES, ids=_ids)

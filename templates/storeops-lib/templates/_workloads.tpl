@@ -48,8 +48,11 @@ resources:
 {{- end }}
 
 {{- /*
-The content volume (persistence.content.size) of the web component, never pruned by a sync:
-(dict "root" $ "component" "wordpress" "name" "wordpress-content")
+The content volume (persistence.content.size) of the web component, never pruned by a sync, in the
+sync wave of the Deployment that mounts it ("wave"): Argo CD applies claims before Deployments within
+a wave, and an earlier wave would wait for the claim to be Bound, which a WaitForFirstConsumer class
+does only once the pod exists:
+(dict "root" $ "component" "wordpress" "name" "wordpress-content" "wave" "1")
 */ -}}
 {{- define "storeops.contentClaim" -}}
 apiVersion: v1
@@ -60,6 +63,7 @@ metadata:
   labels:
     {{- include "storeops.componentLabels" . | nindent 4 }}
   annotations:
+    {{- include "storeops.wave" (required "storeops.contentClaim: the wave of the Deployment that mounts it" .wave) | nindent 4 }}
     {{- include "storeops.keepOnPrune" .root | nindent 4 }}
 spec:
   {{- include "storeops.claimSpec" (dict "root" .root "size" .root.Values.persistence.content.size) | nindent 2 }}
