@@ -20,6 +20,7 @@ UNKNOWN_PLAN = "unknown-plan"
 CAPACITY = "capacity"  # the cluster's stores, CPU or memory would run over
 OWNER_LIMIT = "owner-limit"  # the owner would have more stores on the cluster than its profile allows
 IMMUTABLE = "immutable"  # an existing store's engine or cluster would change
+VOLUME_GROWTH = "volume-growth"  # a plan would grow volumes on a cluster whose StorageClass cannot expand them
 NEEDS_REVIEW = "needs-review"  # the change touches a cluster with review: true and came without review
 GONE = "gone"  # the store was removed before the change landed
 REQUEST = "request"  # the request itself is malformed (not a mapping, nested too deeply)

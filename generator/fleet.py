@@ -295,7 +295,8 @@ IMMUTABLE_FIELDS = ("engine", "cluster")
 
 def immutable_changes(before: Fleet, after: Fleet) -> list[Problem]:
     """A problem for each store in both fleets whose engine or cluster differs between them, whose volumes
-    would shrink (its plan, or that plan's sizes), or whose ``adminPasswordRotation`` went down."""
+    would shrink (its plan, or that plan's sizes), or grow on a cluster whose StorageClass cannot expand
+    them, or whose ``adminPasswordRotation`` went down."""
     out: list[Problem] = []
     for path, new in after.stores.items():
         old = before.stores.get(path)
@@ -308,8 +309,12 @@ def immutable_changes(before: Fleet, after: Fleet) -> list[Problem]:
                                    f"cannot change from {was!r} to {now!r}: Argo CD would delete the store's "
                                    f"namespace and its data; request a new store and delete this one",
                                    errors.IMMUTABLE))
-        out.extend(_shrinking(path, new.entry.doc.line_of(("plan",)), before.plans.get(old.entry.store.plan),
-                              after.plans.get(new.entry.store.plan)))
+        line, was_plan, plan = new.entry.doc.line_of(("plan",)), before.plans.get(old.entry.store.plan), \
+            after.plans.get(new.entry.store.plan)
+        out.extend(_shrinking(path, line, was_plan, plan))
+        profile = after.clusters.get(new.entry.store.cluster)
+        if profile is not None and old.entry.store.cluster == new.entry.store.cluster:
+            out.extend(_growing(path, line, new.entry.store.id, was_plan, plan, profile[0]))
         reference = new.entry.store.restore_from
         if reference and reference != old.entry.store.restore_from \
                 and not _own_pre_upgrade(reference, new.entry.store.id):
@@ -338,15 +343,41 @@ def _shrinking(path: str, line: int, was: models.Plan | None, now: models.Plan |
     """A problem when the store's volumes would get smaller (another plan, or its plan changed)."""
     if was is None or now is None:
         return []
-    smaller = [f"{name} {before} -> {after}" for name, before, after in (
-        ("database", was.database_volume, now.database_volume), ("content", was.content_volume, now.content_volume))
-        if models.memory_bytes(after) < models.memory_bytes(before)]
+    smaller = [f"{name} {before} -> {after}" for name, before, after in _volume_changes(was, now)
+               if models.memory_bytes(after) < models.memory_bytes(before)]
     if not smaller:
         return []
     change = f"plan {was.name!r} -> {now.name!r}" if was.name != now.name else f"plan {now.name!r} changed"
     return [Problem(path, line, "plan", f"{change} would shrink the store's volumes ({', '.join(smaller)}): "
                                         f"Kubernetes cannot make a volume smaller; keep the plan or a larger one, "
                                         f"or move the data to a new store", errors.IMMUTABLE)]
+
+
+def _volume_changes(was: models.Plan, now: models.Plan) -> list[tuple[str, str, str]]:
+    """``(volume, size before, size after)`` of each store volume whose size differs between the plans."""
+    return [(name, before, after) for name, before, after in (
+        ("database", was.database_volume, now.database_volume), ("content", was.content_volume, now.content_volume))
+        if models.memory_bytes(after) != models.memory_bytes(before)]
+
+
+def _growing(path: str, line: int, store_id: str, was: models.Plan | None, now: models.Plan | None,
+             cluster: models.Cluster) -> list[Problem]:
+    """A problem when the store's volumes would grow on a cluster whose StorageClass cannot expand a volume:
+    Kubernetes would refuse the claims' new size and every sync of the store would fail."""
+    if was is None or now is None or cluster.volume_expansion:
+        return []
+    bigger = [f"{name} {before} -> {after}" for name, before, after in _volume_changes(was, now)
+              if models.memory_bytes(after) > models.memory_bytes(before)]
+    if not bigger:
+        return []
+    change = f"plan {was.name!r} -> {now.name!r}" if was.name != now.name else f"plan {now.name!r} changed"
+    storage_class = repr(cluster.storage_class) if cluster.storage_class else "the cluster's default"
+    return [Problem(path, line, "plan", f"{change} would grow store {store_id!r}'s volumes ({', '.join(bigger)}), "
+                                        f"but cluster {cluster.name!r} cannot grow a volume in place: its StorageClass "
+                                        f"({storage_class}) does not allow volume expansion ({cluster.source} has no "
+                                        f"allowVolumeExpansion: true), so Kubernetes would refuse the claims' new "
+                                        f"size; keep the plan, or enable expansion on the StorageClass and say so in "
+                                        f"the cluster profile", errors.VOLUME_GROWTH)]
 
 
 def callback_problems(fleet: Fleet, paths: Iterable[str] | None = None) -> list[Problem]:

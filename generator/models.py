@@ -185,6 +185,8 @@ class Cluster:
     destination_name: str | None = None
     target_revision: str = "main"
     storage_class: str | None = None
+    #: Whether the stores' StorageClass can grow a volume in place (its allowVolumeExpansion).
+    volume_expansion: bool = False
     tls_issuer: str | None = None
     review: bool = False
     #: Where store images come from; None: the charts' own defaults.
@@ -221,6 +223,7 @@ class Cluster:
             base_domain=data["baseDomain"],
             ingress_class=data["ingressClassName"],
             storage_class=data.get("storageClassName"),
+            volume_expansion=data.get("allowVolumeExpansion", False),
             tls_issuer=data.get("tlsIssuer"),
             capacity=Capacity(
                 stores=capacity["stores"],

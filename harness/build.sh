@@ -49,10 +49,15 @@ declare -A DIRS=(
   # The S3-compatible object store for store backups (a host process in tests, an add-on Pod on the node).
   [seaweedfs]="$BIN/seaweedfs-$SEAWEEDFS_VERSION"
   [apiprobe]="$BIN/apiprobe-$(cd "$HERE/images/apiprobe" && cat go.mod main.go | sha256sum | cut -c1-16)"
+  # The real node's CSI driver (harness/csi, keyed by a hash of its sources: versions.csi_source_hash)
+  # and the two sidecars that drive it (harness/csi.py).
+  [csi]="$BIN/storeops-csi-$(cd "$HERE/csi" && LC_ALL=C cat go.mod go.sum ./*.go | sha256sum | cut -c1-16)"
+  [csi-provisioner]="$BIN/csi-provisioner-$CSI_PROVISIONER_VERSION"
+  [csi-resizer]="$BIN/csi-resizer-$CSI_RESIZER_VERSION"
 )
 
 if [[ ${1:-} == --print ]]; then
-  for name in etcd kubernetes kwok helm argocd node pause apiprobe coredns netpol traefik seaweedfs; do printf '%s=%s\n' "$name" "${DIRS[$name]}"; done
+  for name in etcd kubernetes kwok helm argocd node pause apiprobe coredns netpol traefik seaweedfs csi csi-provisioner csi-resizer; do printf '%s=%s\n' "$name" "${DIRS[$name]}"; done
   exit 0
 fi
 
@@ -68,7 +73,9 @@ ensure_apt_packages() {
   # boundary, and the static busybox the test images are made of.
   local -A node=([containerd]=containerd [runc]=runc [iptables]=iptables [conntrack]=conntrack
     [ip]=iproute2 [/usr/lib/cni/bridge]=containernetworking-plugins [/bin/busybox]=busybox-static
-    [mmdebstrap]=mmdebstrap)
+    [mmdebstrap]=mmdebstrap
+    # The CSI driver's volumes (harness/csi): ext4 images, loop-mounted, grown offline.
+    [mkfs.ext4]=e2fsprogs [resize2fs]=e2fsprogs [dumpe2fs]=e2fsprogs [losetup]=mount)
   for cmd in "${!node[@]}"; do
     if [[ $cmd == /* ]]; then
       [[ -x $cmd ]] || missing+=("${node[$cmd]}")
@@ -239,6 +246,28 @@ build_seaweedfs() {
   finish seaweedfs
 }
 
+# The harness's CSI driver: a module of its own (harness/csi) with a committed go.sum.
+build_csi() {
+  begin csi || return 0
+  (cd "$HERE/csi" &&
+    timed storeops-csi go build -p "$GO_P" -trimpath -ldflags="-s -w" -o "${DIRS[csi]}.partial/storeops-csi" .)
+  finish csi
+}
+
+# A CSI sidecar from its wrapper module (harness/gomod/<name>): `go install module@version` would ask the
+# proxy for the module's version list (for deprecations), which the proxy does not serve for these.
+# build_csi_sidecar NAME MODULE VERSION PACKAGE
+build_csi_sidecar() {
+  local name=$1 module=$2 version=$3 package=$4
+  begin "$name" || return 0
+  local mod=$HERE/gomod/$name/go.mod
+  grep -Eq "^\s*(require )?$module $version( |\$)" "$mod" || die "$mod does not require $module $version"
+  (cd "$HERE/gomod/$name" &&
+    timed "$name" go build -p "$GO_P" -trimpath -ldflags="-s -w -X main.version=$version" \
+      -o "${DIRS[$name]}.partial/$name" "$package")
+  finish "$name"
+}
+
 build_kwok() {
   begin kwok || return 0
   timed kwok env GOBIN="${DIRS[kwok]}.partial" go install -p "$GO_P" -trimpath \
@@ -347,6 +376,11 @@ main() {
   build_netpol
   build_traefik
   build_seaweedfs
+  build_csi
+  build_csi_sidecar csi-provisioner github.com/kubernetes-csi/external-provisioner/v6 "$CSI_PROVISIONER_VERSION" \
+    github.com/kubernetes-csi/external-provisioner/v6/cmd/csi-provisioner
+  build_csi_sidecar csi-resizer github.com/kubernetes-csi/external-resizer "$CSI_RESIZER_VERSION" \
+    github.com/kubernetes-csi/external-resizer/cmd/csi-resizer
   log "all binaries ready in $(($(date +%s) - start))s"
 }
 

@@ -23,7 +23,7 @@ import shutil
 import sys
 import time
 
-from harness import argocd, components, errors, kube, pki, processes, versions
+from harness import argocd, components, csidriver, errors, kube, pki, processes, versions
 from harness import node as real_node
 
 __all__ = ["DEFAULT_STATE", "KWOK_NODE", "Stack", "load", "main", "start"]
@@ -315,6 +315,11 @@ def _start_components(stack: Stack, node_binaries: versions.NodeBinaries | None 
         run["volumes"] = components.start_volumes(
             state=state, kubeconfig=stack.kubeconfig, node=real_node.NAME, tie_to_parent=stack.tie_to_parent
         )
+        # Volumes that grow in place, for claims of the class storeops-csi (the default class stays).
+        run.update(csidriver.start(
+            versions.locate_csi(), state=state, kubelet_dir=stack.node.directory / "kubelet",
+            kubeconfig=stack.kubeconfig, kubectl=stack.kubectl, node=real_node.NAME, tie_to_parent=stack.tie_to_parent,
+        ))  # fmt: skip
         stack.save()
     if not stack.full:
         return

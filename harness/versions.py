@@ -15,13 +15,17 @@ __all__ = [
     "VERSIONS_FILE",
     "AddonBinaries",
     "Binaries",
+    "CsiBinaries",
     "NodeBinaries",
     "Versions",
     "addon_binaries",
     "binaries",
     "cache_dir",
+    "csi_binaries",
+    "csi_source_hash",
     "locate",
     "locate_addons",
+    "locate_csi",
     "locate_node",
     "node_binaries",
     "read_versions",
@@ -45,6 +49,8 @@ class Versions:
     kube_network_policies: str
     traefik: str
     seaweedfs: str
+    csi_provisioner: str
+    csi_resizer: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,6 +175,52 @@ def locate_addons(*, cache: pathlib.Path | None = None) -> AddonBinaries:
     return found
 
 
+@dataclasses.dataclass(frozen=True)
+class CsiBinaries:
+    """The real node's CSI driver (harness/csi) and the sidecars that drive it (harness/csi.py)."""
+
+    driver: pathlib.Path
+    provisioner: pathlib.Path
+    resizer: pathlib.Path
+
+    def required(self) -> list[pathlib.Path]:
+        return [self.driver, self.provisioner, self.resizer]
+
+
+CSI_SOURCES = HARNESS_DIR / "csi"
+
+
+def csi_source_hash() -> str:
+    """The first 16 hex digits of sha256(go.mod + go.sum + *.go) of harness/csi, as build.sh computes it."""
+    digest = hashlib.sha256()
+    for path in [CSI_SOURCES / "go.mod", CSI_SOURCES / "go.sum", *sorted(CSI_SOURCES.glob("*.go"))]:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def csi_binaries(versions: Versions | None = None, *, cache: pathlib.Path | None = None) -> CsiBinaries:
+    """Where the CSI binaries live for these versions and sources (whether or not they were built)."""
+    v = versions or read_versions()
+    bin_dir = (cache or cache_dir()) / "bin"
+    return CsiBinaries(
+        driver=bin_dir / f"storeops-csi-{csi_source_hash()}" / "storeops-csi",
+        provisioner=bin_dir / f"csi-provisioner-{v.csi_provisioner}" / "csi-provisioner",
+        resizer=bin_dir / f"csi-resizer-{v.csi_resizer}" / "csi-resizer",
+    )
+
+
+def locate_csi(*, cache: pathlib.Path | None = None) -> CsiBinaries:
+    """The CSI binaries, or MissingBinariesError naming what is missing and how to build it."""
+    found = csi_binaries(cache=cache)
+    missing = [p for p in found.required() if not p.exists()]
+    if missing:
+        raise errors.MissingBinariesError(
+            f"the node's CSI driver and sidecars are not built: run `{BUILD_COMMAND}` first; "
+            f"missing: {', '.join(map(str, missing))}"
+        )
+    return found
+
+
 def read_versions(path: pathlib.Path = VERSIONS_FILE) -> Versions:
     """Parse the KEY=value lines of versions.env (comments and blank lines ignored)."""
     values: dict[str, str] = {}
@@ -192,6 +244,8 @@ def read_versions(path: pathlib.Path = VERSIONS_FILE) -> Versions:
             kube_network_policies=values["KUBE_NETWORK_POLICIES_VERSION"],
             traefik=values["TRAEFIK_VERSION"],
             seaweedfs=values["SEAWEEDFS_VERSION"],
+            csi_provisioner=values["CSI_PROVISIONER_VERSION"],
+            csi_resizer=values["CSI_RESIZER_VERSION"],
         )
     except KeyError as e:
         raise errors.HarnessError(f"{path}: missing {e.args[0]}") from e

@@ -71,6 +71,7 @@ def _run(
             pytest.skip("this machine cannot run the harness node: " + "; ".join(problems))
         try:
             versions.locate_node()
+            versions.locate_csi()
         except errors.MissingBinariesError as e:
             pytest.fail(str(e), pytrace=False)
     try:

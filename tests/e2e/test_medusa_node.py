@@ -84,8 +84,15 @@ def _seed_source(target: pathlib.Path) -> pathlib.Path:
 @pytest.fixture(scope="module")
 def loop(cluster: stack.Stack, tmp_path_factory: pytest.TempPathFactory) -> collections.abc.Iterator[demo.Loop]:
     """``storeops serve`` with the status reader, a remote whose other local stores are suspended, an owner's token."""
-    work = tmp_path_factory.mktemp("medusa-loop")
+    yield from serve(cluster, tmp_path_factory.mktemp("medusa-loop"))
+
+
+def serve(cluster: stack.Stack, work: pathlib.Path,
+          edit: collections.abc.Callable[[pathlib.Path], None] | None = None) -> collections.abc.Iterator[demo.Loop]:
+    """The ``loop`` fixture's service, with ``edit`` applied to the seeded data folders first."""
     source = _seed_source(work / "source")
+    if edit is not None:
+        edit(source)
     loop = demo.Loop(stack=cluster, work=work)
     publishing.seed_remote(loop.remote, source, "main")
     owner_token = secrets.token_urlsafe(24)

@@ -238,3 +238,47 @@ def test_a_store_pinned_to_a_release_runs_it_and_a_later_working_chart_change_le
     assert limits["spec"]["limits"][0]["defaultRequest"]["memory"] == "64Mi"  # the release's, unchanged
     kubectl.run("delete", "application", store.app_name, "-n", argocd_stack.namespace, "--wait=false")
     argocd_stack.wait_gone("namespace", store.namespace, timeout=300)
+
+
+@pytest.mark.e2e
+def test_a_store_made_before_its_database_claim_was_in_the_chart_keeps_that_claim(
+    argocd_stack: stack.Stack, tmp_path: pathlib.Path
+) -> None:
+    """Argo CD adopts the claim an existing store's StatefulSet made when the chart starts rendering it:
+    the same claim (uid) on the same volume, now tracked by the Application, the StatefulSet untouched."""
+    kubectl = argocd_stack.kubectl
+    repo = _repository(tmp_path / "repo")
+    chart = repo / "templates/medusa/templates/postgres.yaml"
+    current = chart.read_text()
+    claim_object = '---\n{{ include "storeops.databaseClaim" $sel }}\n'
+    assert claim_object in current
+    chart.write_text(current.replace(claim_object, ""))
+    git(repo, "commit", "-qam", "the chart as it was: the database claim from the StatefulSet only")
+    store = _store("medusa")
+    files = _render(repo, store)
+    kubectl.apply(files[rendering.app_path(store.cluster, store.id)])
+    app = _wait_synced_healthy(argocd_stack, store, git(repo, "rev-parse", "HEAD"))
+    assert ("PersistentVolumeClaim", "data-postgres-0") not in {
+        (r["kind"], r["name"]) for r in app["status"]["resources"]}
+    made = _kubectl_json(kubectl, "get", "pvc", "data-postgres-0", "-n", store.namespace)
+    assert made["status"]["phase"] == "Bound"
+    statefulset = _kubectl_json(kubectl, "get", "statefulset", "postgres", "-n", store.namespace)
+
+    chart.write_text(current)
+    git(repo, "commit", "-qam", "the database claim is an object of the chart")
+    head = git(repo, "rev-parse", "HEAD")
+    kubectl.run("annotate", "application", store.app_name, "-n", argocd_stack.namespace,
+                "argocd.argoproj.io/refresh=hard", "--overwrite")  # fmt: skip
+    app = _wait_synced_healthy(argocd_stack, store, head)
+    tracked = {(r["kind"], r["name"]): r for r in app["status"]["resources"]}
+    assert tracked[("PersistentVolumeClaim", "data-postgres-0")].get("status") == "Synced"
+    adopted = _kubectl_json(kubectl, "get", "pvc", "data-postgres-0", "-n", store.namespace)
+    assert adopted["metadata"]["uid"] == made["metadata"]["uid"]
+    assert adopted["spec"]["volumeName"] == made["spec"]["volumeName"]
+    assert adopted["metadata"]["annotations"]["argocd.argoproj.io/sync-options"] == "Prune=false"
+    # The StatefulSet was not touched.
+    after = _kubectl_json(kubectl, "get", "statefulset", "postgres", "-n", store.namespace)
+    assert (after["metadata"]["uid"], after["metadata"]["generation"]) == (
+        statefulset["metadata"]["uid"], statefulset["metadata"]["generation"])
+    kubectl.run("delete", "application", store.app_name, "-n", argocd_stack.namespace, "--wait=false")
+    argocd_stack.wait_gone("namespace", store.namespace, timeout=300)

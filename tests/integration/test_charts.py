@@ -311,10 +311,55 @@ def test_everything_running_at_once_fits_the_plan(case: Case, rendered: dict[str
 
 
 def _pvcs(manifests: list[Manifest]) -> list[Manifest]:
-    pvcs = list(_of_kind(manifests, "PersistentVolumeClaim"))
-    for m in _of_kind(manifests, "StatefulSet"):
-        pvcs.extend(m["spec"].get("volumeClaimTemplates", []))
-    return pvcs
+    """The store's claims: each is an object of the chart (a StatefulSet's claim template names one of them)."""
+    return list(_of_kind(manifests, "PersistentVolumeClaim"))
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_each_database_claim_is_an_object_of_the_chart_named_as_its_statefulset_names_it(
+    case: Case, rendered: dict[str, str]
+) -> None:
+    """Kubernetes never changes a StatefulSet's claim templates: the claim of its pod 0, rendered as an
+    object with the template's spec and the plan's size, is what a bigger plan patches. Same name: Argo CD
+    adopts the claim an existing store's StatefulSet made. Same wave as the StatefulSet (0), which Argo CD
+    applies after claims; the pod restarts when the size changes (storeops.io/volume-size)."""
+    manifests = _manifests(rendered, case)
+    (statefulset,) = _of_kind(manifests, "StatefulSet")
+    (template,) = statefulset["spec"]["volumeClaimTemplates"]
+    name = f"{template['metadata']['name']}-{statefulset['metadata']['name']}-0"
+    claim = _one(manifests, "PersistentVolumeClaim", name)
+    assert claim["spec"] == template["spec"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == case.plan.database_volume
+    assert claim["metadata"]["labels"] == template["metadata"]["labels"]
+    waves = {m["kind"]: m["metadata"].get("annotations", {}).get("argocd.argoproj.io/sync-wave", "0")
+             for m in (claim, statefulset)}
+    assert waves == {"PersistentVolumeClaim": "0", "StatefulSet": "0"}
+    retention = statefulset["spec"]["persistentVolumeClaimRetentionPolicy"]
+    assert retention == {"whenScaled": "Retain", "whenDeleted": "Retain"}
+    pod = statefulset["spec"]["template"]
+    assert pod["metadata"]["annotations"] == {"storeops.io/volume-size": case.plan.database_volume}
+    assert {"name": "data", "mountPath": pod["spec"]["containers"][0]["volumeMounts"][0]["mountPath"]} in \
+        pod["spec"]["containers"][0]["volumeMounts"]
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_the_web_pod_restarts_when_its_content_volume_grows_and_its_claim_is_in_its_wave(
+    case: Case, rendered: dict[str, str]
+) -> None:
+    manifests = _manifests(rendered, case)
+    web = [m for m in _of_kind(manifests, "Deployment") if any(
+        v.get("persistentVolumeClaim") for v in m["spec"]["template"]["spec"].get("volumes", []))]
+    assert len(web) == 1
+    assert web[0]["spec"]["strategy"] == {"type": "Recreate"}
+    annotations = web[0]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations == {"storeops.io/volume-size": case.plan.content_volume}
+    # The claim in the Deployment's wave: an earlier one would wait for a WaitForFirstConsumer claim
+    # to be Bound, which needs the Deployment's pod.
+    (claim,) = [v["persistentVolumeClaim"]["claimName"] for v in web[0]["spec"]["template"]["spec"]["volumes"]
+                if v.get("persistentVolumeClaim")]
+    wave = "argocd.argoproj.io/sync-wave"
+    assert _one(manifests, "PersistentVolumeClaim", claim)["metadata"]["annotations"][wave] == \
+        web[0]["metadata"]["annotations"][wave]
 
 
 @pytest.mark.parametrize("case", CASES, ids=_ids)
@@ -428,7 +473,7 @@ def test_a_sync_never_prunes_data_but_deleting_the_store_does(case: Case, render
     (it skips only Delete=false and helm.sh/resource-policy: keep, which nothing here carries)."""
     manifests = _manifests(rendered, case)
     data = [m for m in manifests if m["kind"] in ("Namespace", "PersistentVolumeClaim")]
-    assert len(data) == 2
+    assert sorted(m["kind"] for m in data) == ["Namespace", "PersistentVolumeClaim", "PersistentVolumeClaim"]
     for m in data:
         assert m["metadata"]["annotations"]["argocd.argoproj.io/sync-options"] == "Prune=false"
     for m in manifests:

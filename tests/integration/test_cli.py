@@ -179,7 +179,7 @@ def test_plan_shows_the_images_a_profile_change_gives_every_store_of_its_cluster
         "registry.internal.example/hub/library/postgres:17.6-bookworm"
     # Stores on a profile without images show no images.
     (example_repo / "stores/acme-outdoor.yaml").write_text(
-        (example_repo / "stores/acme-outdoor.yaml").read_text().replace("plan: small", "plan: medium"))
+        (example_repo / "stores/acme-outdoor.yaml").read_text().replace("Acme Outdoor Gear", "Acme Gear"))
     profile.write_text(profile.read_text().replace("images:\n  registry: registry.internal.example/hub\n", ""))
     result = storeops(example_repo, "plan", "--base", "HEAD")
     assert result.stdout.splitlines()[:3] == ["plan against HEAD: 1 changed", "  ~ acme-outdoor",
@@ -246,10 +246,17 @@ def test_a_store_s_volumes_never_shrink_by_plan_or_by_the_plans_file(example_rep
     assert result.returncode == 1
     assert ("stores/bookworm.yaml:5: plan: plan 'medium' -> 'small' would shrink the store's volumes "
             "(database 10Gi -> 2Gi, content 10Gi -> 2Gi): Kubernetes cannot make a volume smaller") in result.stdout
-    # Growing is a change like any other.
+    # Growing needs a StorageClass that can expand volumes, which the local profile does not say it has.
     bookworm.write_text(bookworm.read_text().replace("plan: small", "plan: large"))
+    result = storeops(example_repo, "validate", "--base", "HEAD")
+    assert result.returncode == 1
+    assert ("stores/bookworm.yaml:5: plan: plan 'medium' -> 'large' would grow store 'bookworm''s volumes "
+            "(database 10Gi -> 40Gi, content 10Gi -> 40Gi), but cluster 'local' cannot grow a volume in place") \
+        in result.stdout
+    local = example_repo / "clusters/local.yaml"
+    local.write_text(local.read_text() + "allowVolumeExpansion: true\n")
     assert storeops(example_repo, "validate", "--base", "HEAD").returncode == 0
-    git(example_repo, "checkout", "--", "stores/bookworm.yaml")
+    git(example_repo, "checkout", "--", "stores/bookworm.yaml", "clusters/local.yaml")
     # A plan made smaller shrinks every store on it: each is named.
     plans = example_repo / "templates/plans.yaml"
     plans.write_text(plans.read_text().replace("      database: 40Gi", "      database: 30Gi"))

@@ -48,8 +48,11 @@ resources:
 {{- end }}
 
 {{- /*
-The content volume (persistence.content.size) of the web component, never pruned by a sync:
-(dict "root" $ "component" "wordpress" "name" "wordpress-content")
+The content volume (persistence.content.size) of the web component, never pruned by a sync, in the
+sync wave of the Deployment that mounts it ("wave"): Argo CD applies claims before Deployments within
+a wave, and an earlier wave would wait for the claim to be Bound, which a WaitForFirstConsumer class
+does only once the pod exists:
+(dict "root" $ "component" "wordpress" "name" "wordpress-content" "wave" "1")
 */ -}}
 {{- define "storeops.contentClaim" -}}
 apiVersion: v1
@@ -60,6 +63,7 @@ metadata:
   labels:
     {{- include "storeops.componentLabels" . | nindent 4 }}
   annotations:
+    {{- include "storeops.wave" (required "storeops.contentClaim: the wave of the Deployment that mounts it" .wave) | nindent 4 }}
     {{- include "storeops.keepOnPrune" .root | nindent 4 }}
 spec:
   {{- include "storeops.claimSpec" (dict "root" .root "size" .root.Values.persistence.content.size) | nindent 2 }}
@@ -72,7 +76,11 @@ rest of the pod spec (initContainers, containers, volumes) indented by 6, so a c
 the securityContext (8).
   "statefulSet" true: the volume claims are kept when the StatefulSet is scaled down or deleted.
   "terminationGracePeriodSeconds": set on the pod when given.
-(dict "root" $ "component" "mariadb" "user" 999 "statefulSet" true "terminationGracePeriodSeconds" 60)
+  "volumeSize": the size of the claim the pod mounts, as the pod annotation storeops.io/volume-size: a
+  growth restarts the pod once, so a driver that grows filesystems only while they are not mounted
+  finishes the growth (see the chart READMEs, "Volumes that grow").
+(dict "root" $ "component" "mariadb" "user" 999 "statefulSet" true "terminationGracePeriodSeconds" 60
+ "volumeSize" .Values.persistence.database.size)
 */ -}}
 {{- define "storeops.workloadSpec" -}}
 {{- $sel := dict "root" .root "component" .component -}}
@@ -89,6 +97,10 @@ template:
   metadata:
     labels:
       {{- include "storeops.componentLabels" $sel | nindent 6 }}
+    {{- with .volumeSize }}
+    annotations:
+      storeops.io/volume-size: {{ . | quote }}
+    {{- end }}
   spec:
     automountServiceAccountToken: false
     enableServiceLinks: false
@@ -100,10 +112,39 @@ template:
 {{- end }}
 
 {{- /*
-A database StatefulSet's volumeClaimTemplates: one claim `data` of persistence.database.size (the pod's
-claim is data-<component>-0); include it with `| nindent 2` under `spec:`:
+A database's volume: the StatefulSet's claim template `data` of persistence.database.size, and the same
+claim as an object of the chart, named as the StatefulSet names the claim of its pod 0
+(data-<component>-0). Kubernetes never changes a StatefulSet's volumeClaimTemplates (the Application
+ignores differences there), so the claim object is what follows the plan: a bigger plan patches its
+spec.resources.requests.storage and the StorageClass's driver grows the volume in place. For a store
+made before the claim was part of the chart, Argo CD adopts the claim the StatefulSet made (same name,
+same spec): nothing is recreated and no data moves. A new store's claim is created in the same wave as
+the StatefulSet and before it (Argo CD applies claims before StatefulSets within a wave); an earlier
+wave would wait for the claim to be Bound, which a WaitForFirstConsumer class only does once the pod
+exists. Like the content volume, a sync never prunes it; deleting the store deletes it.
+  "databaseClaim": the PersistentVolumeClaim; include it as a document of its own:
+(dict "root" $ "component" "postgres")
+  "databaseClaims": the volumeClaimTemplates; include it with `| nindent 2` under the StatefulSet's `spec:`:
 (dict "root" $ "component" "postgres")
 */ -}}
+{{- define "storeops.databaseClaimName" -}}
+data-{{ .component }}-0
+{{- end }}
+
+{{- define "storeops.databaseClaim" -}}
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: {{ include "storeops.databaseClaimName" . }}
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "storeops.componentLabels" . | nindent 4 }}
+  annotations:
+    {{- include "storeops.keepOnPrune" .root | nindent 4 }}
+spec:
+  {{- include "storeops.claimSpec" (dict "root" .root "size" .root.Values.persistence.database.size) | nindent 2 }}
+{{- end }}
+
 {{- define "storeops.databaseClaims" -}}
 volumeClaimTemplates:
   - metadata:

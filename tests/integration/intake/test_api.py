@@ -317,7 +317,7 @@ def test_a_stores_history_names_who_asked_from_where_and_the_commit_says_so_with
     for running in start(tmp_path, tokens=tokens):
         created = running.client.post("/v1/stores", json=examples.store_payload("audited"), headers=ci)
         assert running.settled(created.json()["request_id"])["status"] == "committed"
-        changed = running.client.patch("/v1/stores/audited", json={"plan": "medium"}, headers=WRITE)
+        changed = running.client.patch("/v1/stores/audited", json={"name": "Audited Shop"}, headers=WRITE)
         assert running.settled(changed.json()["request_id"])["status"] == "committed"
         history = running.client.get("/v1/stores/audited/history", headers=READ).json()
         assert [(r["action"], r["by"], r["source"]) for r in history["requests"]] == [
