@@ -20,7 +20,7 @@ from generator import backups as generator_backups
 from generator import constants, entries, errors, publishing, releases, remotes, rendering
 from generator.errors import Problem
 from webhook import access, auth, backups, credentials, csrf, openapi
-from webhook.errors import BadRequest, Conflict, Forbidden, Invalid, NotFound, NotReady, Rejected
+from webhook.errors import BadRequest, Conflict, Forbidden, Invalid, NotFound, NotReady, RefreshError, Rejected
 from webhook.intake import forms, mappings, pages, queueing
 from webhook.intake.admission import Caller
 from webhook.intake.service import Service
@@ -586,6 +586,12 @@ async def rollback_store(request: Request, call: access.Call) -> Response:
     queued, new = await anyio.to_thread.run_sync(lambda: service.intake.rollback(
         store_id=store_id, entry=entry, revision=revision, caller=caller, body=body, restore_from=restore_from))
     log.info("rollback of %s to %s asked for by %s%s", store_id, revision[:12], call.caller.client, said)
+    # Argo CD takes the rollback's commit only once its running operation ends: a failing sync it keeps
+    # retrying is stopped now rather than after its backoff.
+    stop = getattr(reader, "stop_failing_sync", None)
+    if new and stop is not None:
+        with contextlib.suppress(RefreshError):
+            await anyio.to_thread.run_sync(lambda: stop(store_id))
     return _accepted(request, queued, new, "api")
 
 

@@ -294,6 +294,10 @@ class StatusReader:
         return refreshing.refresh_published(self.api, published, namespace=self.settings.namespace,
                                             root_selector=self.settings.root_selector)
 
+    def stop_failing_sync(self, store_id: str) -> bool:
+        """Before a rollback lands: stop the store's sync that Argo CD keeps retrying (``refreshing``)."""
+        return refreshing.terminate_failing_sync(self.api, namespace=self.settings.namespace, store_id=store_id)
+
     def _tick(self, stop: threading.Event) -> None:
         while not stop.wait(self.settings.tick):
             try:

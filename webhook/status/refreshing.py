@@ -19,7 +19,7 @@ from generator.publishing import Published
 from webhook.errors import RefreshError
 from webhook.status.watching import GROUP, PLURAL, VERSION
 
-__all__ = ["affected_stores", "refresh", "refresh_published"]
+__all__ = ["affected_stores", "refresh", "refresh_published", "terminate_failing_sync"]
 
 log = logging.getLogger(__name__)
 
@@ -69,3 +69,30 @@ def refresh_published(api: client.ApiClient, published: Published, *, namespace:
         return []
     names = [f"{constants.NAMESPACE_PREFIX}{store_id}" for store_id in affected_stores(published)]
     return refresh(api, namespace=namespace, names=names, root_selector=root_selector)
+
+
+def terminate_failing_sync(api: client.ApiClient, *, namespace: str, store_id: str) -> bool:
+    """Stop the store Application's running sync when it is one Argo CD keeps retrying after a failure (what
+    ``argocd app terminate-op`` does: the operation's phase set to ``Terminating``); whether it did.
+
+    A rollback commits the entry that worked; Argo CD syncs a new revision only once the running operation
+    ends, and a failing sync with retries can run for minutes (its backoff) before it gives up."""
+    custom = client.CustomObjectsApi(api)
+    name = f"{constants.NAMESPACE_PREFIX}{store_id}"
+    try:
+        app: Any = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    except client.ApiException as e:
+        if e.status == HTTP_NOT_FOUND:
+            return False
+        raise RefreshError(f"cannot read {namespace}/{name}: {e.status} {e.reason}") from e
+    state = (app.get("status") or {}).get("operationState") or {}
+    if state.get("phase") != "Running" or not state.get("retryCount"):
+        return False
+    try:
+        custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
+                                              {"status": {"operationState": {"phase": "Terminating"}}},
+                                              _content_type=MERGE_PATCH)
+    except client.ApiException as e:
+        raise RefreshError(f"cannot stop the running sync of {namespace}/{name}: {e.status} {e.reason}") from e
+    log.info("stopped %s's failing sync (retry %s): a rollback is coming", name, state.get("retryCount"))
+    return True

@@ -61,9 +61,17 @@ def test_a_failing_change_is_rolled_back_to_the_entry_the_store_was_ready_with(
         unknown = http.post("/v1/stores/acme-outdoor/rollback", json={"reason": "x", "to": "f" * 40},
                             headers=JANE)  # fmt: skip
         assert unknown.status_code == 409 and "never reported ready" in unknown.json()["error"]
+        # Argo CD is still retrying the failing sync: the rollback stops it, so the new commit is synced at once.
+        retrying = applications.argo_status(sync="OutOfSync", health="Degraded", phase="Running", revision=second,
+                                            health_message="the Ingress host is taken")
+        retrying["operationState"]["retryCount"] = 3
+        applications.set_status(custom, namespace, "acme-outdoor", retrying)
         reason = f"the new domain does not resolve yet {uuid.uuid4().hex[:6]}"
         rolled = http.post("/v1/stores/acme-outdoor/rollback", json={"reason": reason}, headers=JANE)
         assert rolled.status_code == 202, rolled.text
+        app = custom.get_namespaced_custom_object(applications.GROUP, applications.VERSION, namespace,
+                                                  applications.PLURAL, "store-acme-outdoor")
+        assert app["status"]["operationState"]["phase"] == "Terminating"
         support.wait_until("the rollback in Git", lambda: "domain" not in examples.remote_stores(bare)[
             "acme-outdoor"])
         entry = examples.remote_stores(bare)["acme-outdoor"]
