@@ -358,12 +358,14 @@ def test_a_backup_of_a_deleted_store_comes_back_as_a_new_store_with_its_order(lo
     new_host = str(urllib.parse.urlsplit(str(events[-1]["url"])).hostname)
     print(f"medusa: restore asked -> ready {time.monotonic() - restored:.0f}s", flush=True)
     admin, password = _owner_admin(loop, new_id, base, new_host, timeout=READY_TIMEOUT, describe=new_describe)
-    with admin:
+    try:
         orders = _ok(admin.get("/admin/orders", params={"fields": "id,email,total"}))["orders"]
         found = [o for o in orders if o["id"] == order_id]
         assert found and found[0]["email"] == email, orders
         titles = {p["id"]: p["title"] for p in _ok(admin.get("/admin/products", params={"fields": "id,title"}))[
             "products"]}
+    finally:
+        admin.close()
     assert products.items() <= titles.items(), (products, titles)
     # The restored shop's admin has a password of its own (changed once restored), not the backed-up one's.
     assert password == _secret(loop, f"store-{new_id}")["admin-password"]
