@@ -74,9 +74,9 @@ def _db_version(cluster: stack.Stack, namespace: str) -> int:
 
 
 def _served_core(browser: Browser) -> str | None:
-    """The WordPress version in wp-login.php's asset URLs (?ver=...), as Traefik serves the page."""
-    status, _, page = browser.get("/wp-login.php")
-    found = re.search(rb"wp-includes/css/buttons\.min\.css\?ver=([0-9][^'\"&]*)", page) if status == 200 else None
+    """The WordPress version the home page names (its generator meta tag), as Traefik serves it."""
+    status, _, page = browser.get("/")
+    found = re.search(rb'<meta name="generator" content="WordPress ([0-9][^"]*)"', page) if status == 200 else None
     return found.group(1).decode() if found else None
 
 
