@@ -128,6 +128,36 @@ def _wordpress_pod(cluster: stack.Stack, namespace: str, tag: str) -> dict[str, 
     return None
 
 
+def _move_profile(cluster: stack.Stack, repo: pathlib.Path, store: Any, old: str, new: str) -> float:
+    """What the platform team does: the profile's WordPress tag changed in a commit, the store
+    re-rendered by the generator and committed; Argo CD asked to compare. When it was committed."""
+    _end_retries(cluster, store.app_name)
+    profile = repo / "clusters/local.yaml"
+    profile.write_text(profile.read_text().replace(f"tag: {old}", f"tag: {new}"))
+    git(repo, "commit", "-qam", f"local profile: WordPress {new}")
+    files = _render(repo, store)
+    values = files[f"rendered/{store.cluster}/values/{store.id}.yaml"]
+    assert f"tag: {new}" in values, values
+    committed = time.monotonic()
+    cluster.refresh(store.app_name)
+    return committed
+
+
+def _init_failure(cluster: stack.Stack, namespace: str, tag: str) -> str | None:
+    """The termination message of a failed core-upgrade init container of a WordPress Pod on `tag`."""
+    pods = _kubectl_json(cluster.kubectl, "get", "pods", "-n", namespace,
+                         "-l", "app.kubernetes.io/component=wordpress")["items"]  # fmt: skip
+    for pod in pods:
+        if not pod["spec"]["containers"][0]["image"].endswith(f":{tag}"):
+            continue
+        for status in pod["status"].get("initContainerStatuses") or []:
+            for state in (status.get("state") or {}, status.get("lastState") or {}):
+                terminated = state.get("terminated") or {}
+                if status["name"] == "core-upgrade" and terminated.get("exitCode") == 1:
+                    return str(terminated.get("message") or "")
+    return None
+
+
 def test_a_store_on_wordpress_6_1_is_upgraded_to_6_8_with_its_login_and_content(
     cluster: stack.Stack, tmp_path: pathlib.Path
 ) -> None:
@@ -160,14 +190,7 @@ def test_a_store_on_wordpress_6_1_is_upgraded_to_6_8_with_its_login_and_content(
     assert "upgrading the WordPress database" not in first_install, first_install
 
     # 2. The platform team moves the cluster's WordPress to 6.8: the profile, then the store re-rendered.
-    _end_retries(cluster, store.app_name)
-    profile.write_text(profile.read_text().replace(f"tag: {OLD_TAG}", f"tag: {NEW_TAG}"))
-    git(repo, "commit", "-qam", f"local profile: WordPress {NEW_TAG}")
-    files = _render(repo, store)
-    values = files[f"rendered/{store.cluster}/values/{store.id}.yaml"]
-    assert f"tag: {NEW_TAG}" in values, values
-    changed = time.monotonic()
-    cluster.refresh(store.app_name)
+    changed = _move_profile(cluster, repo, store, OLD_TAG, NEW_TAG)
 
     # The new Pod's init container replaced the core before Apache started.
     pod = _wait(f"a Ready WordPress Pod on {NEW_TAG}", lambda: _wordpress_pod(cluster, namespace, NEW_TAG),
@@ -204,3 +227,26 @@ def test_a_store_on_wordpress_6_1_is_upgraded_to_6_8_with_its_login_and_content(
     assert _post_title(Browser(cluster, host), post_id) == "Written on 6.1"
     print(f"upgrade: {OLD_TAG} -> {NEW_TAG} (core {core}, db_version {OLD_DB} -> {NEW_DB}) "
           f"in {time.monotonic() - changed:.0f}s after the profile commit")  # fmt: skip
+
+    # 3. Back to 6.1 by mistake: the init container refuses (the volume's core and database are 6.8's),
+    # WordPress does not start on it, and the reason is the container's termination message.
+    changed = _move_profile(cluster, repo, store, NEW_TAG, OLD_TAG)
+    message = _wait(f"the core upgrade to refuse {OLD_TAG}", lambda: _init_failure(cluster, namespace, OLD_TAG),
+                    timeout=TIMEOUT, describe=describe)  # fmt: skip
+    print(f"upgrade: profile commit -> {OLD_TAG} refused in {time.monotonic() - changed:.0f}s: {message}")
+    assert message.startswith(f"core upgrade failed: the volume has WordPress {core}, newer than the image's "
+                              f"{OLD_CORE}"), message  # fmt: skip
+    assert "WordPress cannot go back" in message and "restore the backup" in message, message
+    assert _wordpress_pod(cluster, namespace, OLD_TAG) is None
+    health = ((cluster.application(store.app_name) or {}).get("status") or {}).get("health") or {}  # type: ignore[union-attr]
+    assert health.get("status") != "Healthy", health
+
+    # 4. Forward again to 6.8: the core is the image's, nothing to copy; the store answers with its post.
+    changed = _move_profile(cluster, repo, store, OLD_TAG, NEW_TAG)
+    pod = _wait(f"a Ready WordPress Pod on {NEW_TAG} again", lambda: _wordpress_pod(cluster, namespace, NEW_TAG),
+                timeout=TIMEOUT, describe=describe)  # fmt: skip
+    print(f"upgrade: profile commit -> back on {NEW_TAG} in {time.monotonic() - changed:.0f}s")
+    log = cluster.kubectl.run("logs", "-n", namespace, pod["metadata"]["name"], "-c", "core-upgrade")
+    assert f"WordPress core {core}, as in the image: nothing to do" in log, log
+    assert _core_version(cluster, namespace) == core
+    assert _post_title(Browser(cluster, host), post_id) == "Written on 6.1"
