@@ -83,11 +83,14 @@ kept() {
 # Every entry of a folder, dot files too, one per line (core file names have no newline).
 entries() { ls -A "$1"; }
 
-# Move the complete staged core into place, wp-includes/ last; what is still staged is still to move.
+# Move the complete staged core into place, wp-includes/ last; what is still staged is still to move
+# (so a staging folder without wp-includes/ has had everything moved out of it).
 install_staged() {
-	want=$(version_of "$staging")
-	[ -n "$want" ] || fail "$staging holds no WordPress version (remove it to copy the core again)"
-	log "moving WordPress $want into $dst"
+	if [ -e "$staging/wp-includes" ]; then
+		staged=$(version_of "$staging")
+		[ -n "$staged" ] || fail "$staging holds no WordPress version (remove it to copy the core again)"
+		log "moving WordPress $staged into $dst"
+	fi
 	mkdir -p "$previous"
 	for entry in $(entries "$staging" | grep -vx wp-includes) wp-includes; do
 		[ -e "$staging/$entry" ] || [ -L "$staging/$entry" ] || continue
