@@ -37,7 +37,7 @@ log() { printf '%s [core-upgrade] %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*"; }
 
 fail() {
 	log "failed: $*" >&2
-	# The reason as the container's termination message (kubectl describe, the status reader).
+	# The reason as the container's termination message (`kubectl describe pod`, the Pod's status).
 	if [ -w /dev/termination-log ]; then printf 'core upgrade failed: %s' "$*" >/dev/termination-log || true; fi
 	exit 1
 }
