@@ -98,16 +98,22 @@ def _post_title(browser: Browser, post_id: int) -> str | None:
 
 def _end_retries(cluster: stack.Stack, app_name: str) -> None:
     """End the Application's running operation (its retries of the failing plugin step), as
-    `argocd app terminate-op` does: the operation's phase set to Terminating, then wait for its end."""
+    `argocd app terminate-op` does: the operation's phase set to Terminating, then wait for its end.
+    Asked again while the phase reads Running: the controller, writing an attempt's state at that
+    moment, can put Running back over it."""
 
     def phase() -> str:
         app: dict[str, Any] = cluster.application(app_name) or {}
         return str(((app.get("status") or {}).get("operationState") or {}).get("phase", ""))
 
-    if phase() == "Running":
-        cluster.kubectl.run("patch", "applications.argoproj.io", app_name, "-n", cluster.namespace, "--type", "merge",
-                            "-p", '{"status": {"operationState": {"phase": "Terminating"}}}')  # fmt: skip
-    _wait("the first sync's operation to end", lambda: phase() not in ("Running", "Terminating"), timeout=300)
+    def ended() -> bool:
+        current = phase()
+        if current == "Running":
+            cluster.kubectl.run("patch", "applications.argoproj.io", app_name, "-n", cluster.namespace, "--type",
+                                "merge", "-p", '{"status": {"operationState": {"phase": "Terminating"}}}')  # fmt: skip
+        return current not in ("Running", "Terminating")
+
+    _wait("the running sync operation to end", ended, timeout=300, interval=5.0)
 
 
 def _setup_logs(cluster: stack.Stack, namespace: str) -> str:
