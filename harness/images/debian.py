@@ -1,5 +1,7 @@
 """The stores' images, built here from Debian 13 (trixie) packages: MariaDB, PostgreSQL, Redis, WordPress
-(Apache + mod_php) and Python, under fixed local names (``storeops.local/mariadb:11.8-trixie``, ...).
+(Apache + mod_php) and Python, under fixed local names (``storeops.local/mariadb:11.8-trixie``, ...);
+and older releases to upgrade stores from, each from the Debian suite that has it (``PREVIOUS``:
+``storeops.local/wordpress:6.1-apache-bookworm``, Debian 12's WordPress and PHP 8.2).
 
 Each image is two layers: a root filesystem made by ``mmdebstrap`` (root mode, ``minbase`` variant,
 no apt lists, documentation, man pages or translations; the users the charts run as created with
@@ -9,9 +11,10 @@ images; what of those images they rely on (environment variables that initialise
 ``healthcheck.sh``, user ids, paths, ports) the entrypoints here do too, in POSIX shell.
 
 The root filesystem is cached in ``<cache>/images/rootfs/`` under a hash of what goes into it (suite,
-sources, packages, hooks), the image archive in ``<cache>/images/`` under a hash of that and our
-files: a change to an entrypoint re-packs in seconds, a new package list runs mmdebstrap again. The
-exact Debian version of every package asked for is in the image's labels.
+sources, packages, hooks; an image names its suite, trixie unless it says otherwise), the image
+archive in ``<cache>/images/`` under a hash of that and our files: a change to an entrypoint re-packs
+in seconds, a new package list runs mmdebstrap again. The exact Debian version of every package
+asked for is in the image's labels.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from harness import errors, images, versions
 __all__ = [
     "IMAGES",
     "MIRROR",
+    "PREVIOUS",
     "SUITE",
     "Built",
     "DebianImage",
@@ -44,13 +48,21 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: The suite of an image that names none.
 SUITE = "trixie"
 MIRROR = "http://deb.debian.org"
-SOURCES = (
-    f"deb {MIRROR}/debian {SUITE} main",
-    f"deb {MIRROR}/debian {SUITE}-updates main",
-    f"deb {MIRROR}/debian-security {SUITE}-security main",
-)
+
+
+def sources(suite: str) -> tuple[str, ...]:
+    """The apt sources of a suite: its main archive, updates and security updates."""
+    return (
+        f"deb {MIRROR}/debian {suite} main",
+        f"deb {MIRROR}/debian {suite}-updates main",
+        f"deb {MIRROR}/debian-security {suite}-security main",
+    )
+
+
+SOURCES = sources(SUITE)
 FILES = pathlib.Path(__file__).parent
 BUILD_TIMEOUT = 1800.0
 #: Left out of every package as it is unpacked (dpkg path filters, kept in the image for later installs).
@@ -99,13 +111,21 @@ class DebianImage:
     customize: tuple[str, ...] = ()
     files: tuple[File, ...] = ()
     config: tuple[tuple[str, object], ...] = ()
+    #: The Debian release the packages come from (its folder of our files is harness/images/<name>/ all the same).
+    suite: str = SUITE
 
     @property
     def ref(self) -> str:
         return f"{images.REGISTRY}/{self.name}:{self.tag}"
 
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return sources(self.suite)
+
     def rootfs_key(self) -> str:
-        inputs = {"suite": SUITE, "sources": SOURCES, "dpkg": DPKG_OPTIONS, "trim": TRIM,
+        # The same inputs, named the same, as before images had a suite of their own: the cached root
+        # filesystems of trixie images keep their keys.
+        inputs = {"suite": self.suite, "sources": self.sources, "dpkg": DPKG_OPTIONS, "trim": TRIM,
                   "packages": self.packages, "users": self.users, "customize": self.customize}  # fmt: skip
         return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -138,6 +158,81 @@ _PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 def _run_dir(name: str, uid: int) -> File:
     """A folder under /run (mmdebstrap leaves /run empty), writable by `uid` and, sticky, by any user."""
     return File(f"run/{name}", mode=0o1777, uid=uid, gid=uid)
+
+
+#: PHP packages of the WordPress images (php<version>-<extension>): the command line first, for setup.php.
+PHP_EXTENSIONS = ("cli", "mysql", "gd", "intl", "zip", "curl", "xml", "mbstring", "bcmath")
+
+
+def _wordpress(*, tag: str, suite: str, php: str, themes: tuple[str, ...]) -> DebianImage:
+    """storeops.local/wordpress:<tag>: Debian's wordpress of `suite` on Apache with mod_php `php`, the
+    same files of ours (entrypoint, Apache and WordPress configuration) whatever the release."""
+    return DebianImage(
+        name="wordpress",
+        tag=tag,
+        suite=suite,
+        packages=(
+            "wordpress",
+            *(f"wordpress-theme-{theme}" for theme in themes),
+            "apache2",
+            f"libapache2-mod-php{php}",
+            # The chart's setup Job runs setup.php with this image's PHP.
+            *(f"php{php}-{extension}" for extension in PHP_EXTENSIONS),
+        ),
+        main="wordpress",
+        title=f"WordPress on Apache with mod_php (Debian's wordpress, apache2, libapache2-mod-php{php})",
+        customize=(
+            "a2enmod -q rewrite expires remoteip",
+            "rm -f /var/www/html/index.html",
+            # WordPress as the first start copies it: Debian's links to shared PHP and JS libraries
+            # resolved, Debian's multi-site wp-config.php replaced by ours.
+            "cp -aL /usr/share/wordpress /usr/src/wordpress && rm -f /usr/src/wordpress/wp-config.php",
+            "rm -rf /usr/share/wordpress && ln -s /usr/src/wordpress /usr/share/wordpress",
+            "chown -R www-data:www-data /usr/src/wordpress",
+            # Apache's run, lock and log folders writable by whichever user runs it; logs to the
+            # container's output.
+            "mkdir -p /var/run/apache2 /var/lock/apache2 /var/log/apache2",
+            "chown www-data:www-data /var/run/apache2 /var/lock/apache2 /var/log/apache2",
+            "chmod 1777 /var/run/apache2 /var/lock/apache2 /var/log/apache2",
+            "ln -sfT /dev/stderr /var/log/apache2/error.log",
+            "ln -sfT /dev/stdout /var/log/apache2/access.log",
+            "ln -sfT /dev/stdout /var/log/apache2/other_vhosts_access.log",
+            "chown www-data:www-data /var/www/html",
+        ),
+        files=(
+            _ENTRYPOINT,
+            File(f"{_LIBRARY[1:]}/apache2-foreground", source="apache2-foreground"),
+            File(
+                "etc/apache2/conf-available/storeops-wordpress.conf", source="storeops-wordpress.conf", mode=0o644
+            ),
+            File(
+                "etc/apache2/conf-enabled/storeops-wordpress.conf", link="../conf-available/storeops-wordpress.conf"
+            ),
+            File(
+                "usr/src/wordpress/wp-config-docker.php", source="wp-config-docker.php", mode=0o644, uid=33, gid=33
+            ),
+            File("usr/src/wordpress/.htaccess", source="htaccess", mode=0o644, uid=33, gid=33),
+            _run_dir("apache2", 33),
+            _run_dir("lock", 0),
+            _run_dir("lock/apache2", 33),
+            # Apache's logs go to the container's output (the trim empties /var/log).
+            File("var/log/apache2", mode=0o1777, uid=33, gid=33),
+            File("var/log/apache2/error.log", link="/dev/stderr"),
+            File("var/log/apache2/access.log", link="/dev/stdout"),
+            File("var/log/apache2/other_vhosts_access.log", link="/dev/stdout"),
+        ),
+        config=(
+            ("Entrypoint", ["entrypoint.sh"]),
+            ("Cmd", ["apache2-foreground"]),
+            ("User", "33:33"),
+            ("Env", [_PATH]),
+            ("WorkingDir", "/var/www/html"),
+            ("ExposedPorts", {"80/tcp": {}}),
+            ("Volumes", {"/var/www/html": {}}),
+            # Apache's graceful stop.
+            ("StopSignal", "SIGWINCH"),
+        ),
+    )
 
 
 IMAGES: dict[str, DebianImage] = {
@@ -223,79 +318,7 @@ IMAGES: dict[str, DebianImage] = {
                 ("Volumes", {"/data": {}}),
             ),
         ),
-        DebianImage(
-            name="wordpress",
-            tag="6.8-apache-trixie",
-            packages=(
-                "wordpress",
-                "wordpress-theme-twentytwentyfive",
-                "apache2",
-                "libapache2-mod-php8.4",
-                # The chart's setup Job runs setup.php with this image's PHP.
-                "php8.4-cli",
-                "php8.4-mysql",
-                "php8.4-gd",
-                "php8.4-intl",
-                "php8.4-zip",
-                "php8.4-curl",
-                "php8.4-xml",
-                "php8.4-mbstring",
-                "php8.4-bcmath",
-            ),
-            main="wordpress",
-            title="WordPress on Apache with mod_php (Debian's wordpress, apache2, libapache2-mod-php8.4)",
-            customize=(
-                "a2enmod -q rewrite expires remoteip",
-                "rm -f /var/www/html/index.html",
-                # WordPress as the first start copies it: Debian's links to shared PHP and JS libraries
-                # resolved, Debian's multi-site wp-config.php replaced by ours.
-                "cp -aL /usr/share/wordpress /usr/src/wordpress && rm -f /usr/src/wordpress/wp-config.php",
-                "rm -rf /usr/share/wordpress && ln -s /usr/src/wordpress /usr/share/wordpress",
-                "chown -R www-data:www-data /usr/src/wordpress",
-                # Apache's run, lock and log folders writable by whichever user runs it; logs to the
-                # container's output.
-                "mkdir -p /var/run/apache2 /var/lock/apache2 /var/log/apache2",
-                "chown www-data:www-data /var/run/apache2 /var/lock/apache2 /var/log/apache2",
-                "chmod 1777 /var/run/apache2 /var/lock/apache2 /var/log/apache2",
-                "ln -sfT /dev/stderr /var/log/apache2/error.log",
-                "ln -sfT /dev/stdout /var/log/apache2/access.log",
-                "ln -sfT /dev/stdout /var/log/apache2/other_vhosts_access.log",
-                "chown www-data:www-data /var/www/html",
-            ),
-            files=(
-                _ENTRYPOINT,
-                File(f"{_LIBRARY[1:]}/apache2-foreground", source="apache2-foreground"),
-                File(
-                    "etc/apache2/conf-available/storeops-wordpress.conf", source="storeops-wordpress.conf", mode=0o644
-                ),
-                File(
-                    "etc/apache2/conf-enabled/storeops-wordpress.conf", link="../conf-available/storeops-wordpress.conf"
-                ),
-                File(
-                    "usr/src/wordpress/wp-config-docker.php", source="wp-config-docker.php", mode=0o644, uid=33, gid=33
-                ),
-                File("usr/src/wordpress/.htaccess", source="htaccess", mode=0o644, uid=33, gid=33),
-                _run_dir("apache2", 33),
-                _run_dir("lock", 0),
-                _run_dir("lock/apache2", 33),
-                # Apache's logs go to the container's output (the trim empties /var/log).
-                File("var/log/apache2", mode=0o1777, uid=33, gid=33),
-                File("var/log/apache2/error.log", link="/dev/stderr"),
-                File("var/log/apache2/access.log", link="/dev/stdout"),
-                File("var/log/apache2/other_vhosts_access.log", link="/dev/stdout"),
-            ),
-            config=(
-                ("Entrypoint", ["entrypoint.sh"]),
-                ("Cmd", ["apache2-foreground"]),
-                ("User", "33:33"),
-                ("Env", [_PATH]),
-                ("WorkingDir", "/var/www/html"),
-                ("ExposedPorts", {"80/tcp": {}}),
-                ("Volumes", {"/var/www/html": {}}),
-                # Apache's graceful stop.
-                ("StopSignal", "SIGWINCH"),
-            ),
-        ),
+        _wordpress(tag="6.8-apache-trixie", suite="trixie", php="8.4", themes=("twentytwentyfive",)),
         DebianImage(
             name="python",
             tag="3.13-trixie",
@@ -312,9 +335,15 @@ IMAGES: dict[str, DebianImage] = {
 }
 
 
+#: Older releases of the stores' images, to upgrade stores from; built only when asked for by name.
+PREVIOUS: dict[str, DebianImage] = {
+    "wordpress-6.1": _wordpress(tag="6.1-apache-bookworm", suite="bookworm", php="8.2", themes=("twentytwentythree",)),
+}
+
+
 def build(name: str, *, cache: pathlib.Path | None = None) -> Built:
-    """Build one image (or find it in the cache): its archive, reference and timings."""
-    image = IMAGES[name]
+    """Build one image of IMAGES or PREVIOUS (or find it in the cache): its archive, reference and timings."""
+    image = {**IMAGES, **PREVIOUS}[name]
     started = time.monotonic()
     folder = (cache or versions.cache_dir()) / "images"
     archive_name = f"{image.name}-{image.tag}-{image.key()}"
@@ -342,12 +371,13 @@ def build(name: str, *, cache: pathlib.Path | None = None) -> Built:
 
 
 def build_all(*, cache: pathlib.Path | None = None) -> dict[str, Built]:
-    """Every image, one after another (mmdebstrap is I/O and CPU heavy: parallel builds gain little)."""
+    """Every image of IMAGES (the ones the local profile names), one after another (mmdebstrap is I/O
+    and CPU heavy: parallel builds gain little)."""
     return {name: build(name, cache=cache) for name in IMAGES}
 
 
 def _rootfs_paths(folder: pathlib.Path, image: DebianImage) -> tuple[pathlib.Path, pathlib.Path]:
-    stem = folder / "rootfs" / f"{image.name}-{SUITE}-{image.rootfs_key()}"
+    stem = folder / "rootfs" / f"{image.name}-{image.suite}-{image.rootfs_key()}"
     return stem.with_suffix(".tar"), stem.with_suffix(".packages.json")
 
 
@@ -389,7 +419,7 @@ def _mmdebstrap(image: DebianImage, rootfs: pathlib.Path, packages_file: pathlib
         f"--customize-hook=chroot \"$1\" /bin/sh -ec {shlex.quote(inside)}",
         "--customize-hook=dpkg-query --admindir=\"$1/var/lib/dpkg\" -W -f='${Package}\\t${Version}\\n' "
         f"> {shlex.quote(str(versions_partial))}",
-        SUITE, str(partial), *SOURCES,
+        image.suite, str(partial), *image.sources,
     ]  # fmt: skip
     started = time.monotonic()
     logger.info("image %s: mmdebstrap %s", image.ref, " ".join(image.packages))
@@ -419,9 +449,9 @@ def _labels(image: DebianImage, packages: dict[str, str]) -> dict[str, str]:
     labels = {
         "org.opencontainers.image.title": image.title,
         "org.opencontainers.image.version": packages.get(image.main, "unknown"),
-        "org.opencontainers.image.base.name": f"debian:{SUITE}",
+        "org.opencontainers.image.base.name": f"debian:{image.suite}",
         "org.opencontainers.image.vendor": "storeops (built locally from Debian packages)",
-        "org.opencontainers.image.source": " | ".join(SOURCES),
+        "org.opencontainers.image.source": " | ".join(image.sources),
     }
     for package in image.packages:
         labels[f"local.storeops.debian.{package}"] = packages.get(package, "unknown")
@@ -429,7 +459,8 @@ def _labels(image: DebianImage, packages: dict[str, str]) -> dict[str, str]:
 
 
 def main() -> None:
-    """Build every image (or the ones named) and print what it took: python -m harness.images.debian [name...]"""
+    """Build every image (or the ones named, PREVIOUS's too) and print what it took:
+    python -m harness.images.debian [name...]"""
     import sys
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -858,6 +858,7 @@ def test_the_bootstrap_job_runs_the_apps_bootstrap_and_hands_on_the_publishable_
 
 WOO_ACTIVE = [c for c in ACTIVE if c.engine == "woocommerce"]
 DEFAULT_PLUGIN_SOURCE = "https://downloads.wordpress.org/plugin/woocommerce.{version}.zip"
+CHART_WORDPRESS_USER = 33
 
 
 @pytest.mark.parametrize("case", WOO_ACTIVE, ids=_ids)
@@ -893,6 +894,37 @@ def test_the_setup_job_runs_setup_php_with_the_wordpress_images_php(case: Case, 
     assert env["WOOCOMMERCE_SOURCE"]["value"] == (source or DEFAULT_PLUGIN_SOURCE)
     if case.cluster.name == "local":
         assert env["WOOCOMMERCE_SOURCE"]["value"].startswith("http://127.0.0.1:9/")
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.engine == "woocommerce"], ids=_ids)
+def test_wordpress_core_is_upgraded_by_the_wordpress_image_before_wordpress_starts(
+    case: Case, rendered: dict[str, str]
+) -> None:
+    """The init container runs files/core-upgrade.sh as it is (tests/integration/test_core_upgrade.py
+    runs the same file) with the image WordPress runs, on the content volume, before Apache."""
+    pod = _one(_manifests(rendered, case), "Deployment", "wordpress")["spec"]["template"]["spec"]
+    (upgrade,) = pod["initContainers"]
+    (wordpress,) = pod["containers"]
+    assert upgrade["name"] == "core-upgrade"
+    assert upgrade["image"] == wordpress["image"] == str(case.images()["wordpress"])
+    script = (REPO / "templates/woocommerce/files/core-upgrade.sh").read_text()
+    assert upgrade["command"] == ["sh", "-c", script, "core-upgrade.sh", "/usr/src/wordpress", "/var/www/html"]
+    assert "args" not in upgrade
+    assert upgrade["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    mounts = [(m["name"], m["mountPath"], m.get("readOnly", False)) for m in upgrade["volumeMounts"]]
+    assert mounts == [("content", "/var/www/html", False)]
+    assert upgrade["securityContext"]["readOnlyRootFilesystem"] is True
+    # As www-data: the files it writes belong to the user WordPress runs as.
+    assert pod["securityContext"]["runAsUser"] == CHART_WORDPRESS_USER
+
+
+def test_a_restore_runs_before_the_core_upgrade(helm: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    case = next(c for c in ACTIVE if c.engine == "woocommerce" and c.cluster.name == "local")
+    values = case.values() | {"restore": {"from": "old-shop/20261101T000000Z-manual"}}
+    values["backup"] = {"s3": {"endpoint": "http://objects.example:8333", "bucket": "backups"}}
+    text = _template_text(helm, case, _values_file(tmp_path, yaml.safe_dump(values)))
+    pod = _one(_documents(text), "Deployment", "wordpress")["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["initContainers"]] == ["wait-for-restore", "core-upgrade"]
 
 
 @pytest.mark.parametrize("case", [c for c in ACTIVE if c.cluster.name == "local"], ids=_ids)

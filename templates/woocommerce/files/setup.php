@@ -2,7 +2,8 @@
 /**
  * storeops WooCommerce setup, run by the WordPress image's own PHP: `php /scripts/setup.php`.
  *
- * Installs WordPress (first run), keeps the site title equal to the store's name, installs the pinned
+ * Installs WordPress (first run) or upgrades its database to the core's (after an engine upgrade
+ * replaced the core files), keeps the site title equal to the store's name, installs the pinned
  * WooCommerce from the cluster profile's plugin source when the installed one differs, activates it
  * and applies the shop defaults once. Every step looks before it changes anything, so a second run
  * changes nothing. On failure it prints one line, `setup failed: <reason>`, writes the same reason to
@@ -205,6 +206,7 @@ function storeops_step_site(): void
     $name = storeops_env('STORE_NAME');
     if (is_blog_installed()) {
         storeops_say('WordPress already installed');
+        storeops_upgrade_database();
     } else {
         storeops_say('installing WordPress for ' . storeops_env('STORE_URL'));
         $installed = wp_install($name, storeops_env('ADMIN_USER'), storeops_env('ADMIN_EMAIL'), true, '',
@@ -221,6 +223,29 @@ function storeops_step_site(): void
     if (update_option('blogname', $name)) {
         storeops_say('site title set to the store name');
     }
+}
+
+/**
+ * After an engine upgrade (the wordpress Deployment's init container replaced the core files), bring
+ * the database to the core's schema with WordPress's own wp_upgrade(), as wp-admin/upgrade.php would:
+ * the stored db_version below the core's $wp_db_version means the core is newer than the database.
+ */
+function storeops_upgrade_database(): void
+{
+    global $wp_db_version, $wp_version;
+    $want = (int) $wp_db_version;
+    $have = (int) get_option('db_version');
+    if ($have >= $want) {
+        return;
+    }
+    storeops_say("upgrading the WordPress database from db_version $have to $want (WordPress $wp_version)");
+    wp_upgrade();
+    wp_cache_flush();
+    $now = (int) get_option('db_version');
+    if ($now !== $want) {
+        storeops_fail("the WordPress database is at db_version $now after wp_upgrade, not $want");
+    }
+    storeops_say("WordPress database upgraded to db_version $want");
 }
 
 function storeops_installed_version(string $file): ?string
