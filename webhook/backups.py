@@ -235,6 +235,16 @@ def running_job(api: client.ApiClient, store_id: str, kind: str) -> str | None:
     return None
 
 
+def clear_jobs(api: client.ApiClient, store_id: str) -> None:
+    """Remove the store's finished backup Jobs (and their Pods) before its removal: a Pod that mounted the
+    content volume, even one that ended, keeps the claim's deletion waiting (pvc-protection), and Argo CD
+    waits for the claim before it deletes the rest of the store."""
+    # The CronJob's Jobs, and those storeops made from its template.
+    for selector in ("app.kubernetes.io/component=backup", "storeops.io/backup-kind"):
+        client.BatchV1Api(api).delete_collection_namespaced_job(
+            constants.NAMESPACE_PREFIX + store_id, label_selector=selector, propagation_policy="Background")
+
+
 def job_state(api: client.ApiClient, store_id: str, job: str) -> tuple[str, str]:
     """Where a backup Job is: ``running``, ``done`` or ``failed``, with what its conditions say."""
     try:

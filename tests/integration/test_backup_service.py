@@ -403,6 +403,10 @@ def test_storeops_does_its_backup_work_with_the_rights_the_chart_and_the_platfor
         assert base64.b64decode(copied.data["AWS_ACCESS_KEY_ID"]).decode() == "key-2"
         job = backups.take(api, store_id, kind="pre-upgrade")
         assert backups.job_state(api, store_id, job) == ("running", "")
+        assert backups.running_job(api, store_id, "pre-upgrade") == job
+        backups.clear_jobs(api, store_id)  # before a removal: the backup Jobs go, and their Pods with them
+        support.wait_until("the backup Jobs gone", lambda: not batch.list_namespaced_job(namespace).items)
+        job = backups.take(api, store_id, kind="final")
         as_storeops = client.CoreV1Api(api)
         for forbidden in (lambda: as_storeops.list_namespaced_secret(namespace),
                           lambda: as_storeops.read_namespaced_secret("default-token", namespace),

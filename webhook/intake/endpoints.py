@@ -771,9 +771,10 @@ async def final_backup(request: Request, call: access.Call, store_id: str) -> st
     now = datetime.datetime.now(datetime.UTC)
     recent = [b for b in await anyio.to_thread.run_sync(lambda: objects.of(store_id)) if b.kind == "final"
               and now - backups.backup_time(b.id) < datetime.timedelta(minutes=15)]
-    if recent:
-        return recent[0].reference
     api = reader.api
+    if recent:
+        await anyio.to_thread.run_sync(lambda: backups.clear_jobs(api, store_id))
+        return recent[0].reference
     job = await anyio.to_thread.run_sync(lambda: backups.running_job(api, store_id, "final"))
     if job is None:
         try:
@@ -793,6 +794,7 @@ async def final_backup(request: Request, call: access.Call, store_id: str) -> st
             raise NotReady(f"the final backup of {store_id} is running (Job {job}); ask again to delete it once "
                            f"it is done")
         await anyio.sleep(1.0)
+    await anyio.to_thread.run_sync(lambda: backups.clear_jobs(api, store_id))
     done = [b for b in await anyio.to_thread.run_sync(lambda: objects.of(store_id)) if b.kind == "final"]
     log.info("final backup of %s done (%s) before its removal", store_id, done[0].reference if done else job)
     return done[0].reference if done else None

@@ -559,7 +559,8 @@ spec:
 On a cluster with backups, storeops' ServiceAccount (credentials.reader) may, in this namespace: keep
 the S3 keys' Secret (backup.secretName) in step with the profile's source Secret, and start a backup
 now (a Job from the backup CronJob: manual, pre-upgrade before a rollout moves the store, or final
-before the store is removed) and follow it. Creating a Secret cannot be limited to one name in RBAC; get and update are.
+before the store is removed) and follow it, and remove the finished backup Jobs before the store goes
+(their Pods keep the content claim from being deleted). Creating a Secret cannot be limited to one name in RBAC; get and update are.
 */ -}}
 {{- define "storeops.backupKeeper" -}}
 {{- with .Values.credentials.reader }}
@@ -585,7 +586,7 @@ rules:
     verbs: ["get"]
   - apiGroups: ["batch"]
     resources: ["jobs"]
-    verbs: ["create", "get", "list"]
+    verbs: ["create", "get", "list", "deletecollection"]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
