@@ -204,7 +204,14 @@ def test_a_restore_runs_with_the_database_before_the_web_component_which_waits_f
     assert annotations["argocd.argoproj.io/hook"] == "Sync"
     database = next(m for m in manifests if m["kind"] == "StatefulSet")
     web = _one(manifests, "Deployment", WEB[engine])
-    assert wave(_one(manifests, "ConfigMap", "backup-script")) < wave(restore) == wave(database) < wave(web)
+    # After the database; with the web component, whose content claim the restore pod mounts (a claim of
+    # a later wave would not be there yet), and whose pods wait for the restore's marker.
+    claim = next(m for m in manifests if m["kind"] == "PersistentVolumeClaim"
+                 and m["metadata"]["name"] in {v["persistentVolumeClaim"]["claimName"] for v in
+                                               restore["spec"]["template"]["spec"]["volumes"]
+                                               if "persistentVolumeClaim" in v})
+    assert wave(_one(manifests, "ConfigMap", "backup-script")) < wave(database) < wave(restore) == wave(web)
+    assert wave(claim) <= wave(restore)
     steps = [c["name"] for c in restore["spec"]["template"]["spec"]["initContainers"]]
     assert steps == ["fetch", "load"]
     assert [c["name"] for c in restore["spec"]["template"]["spec"]["containers"]] == ["extract"]

@@ -12,9 +12,9 @@ content volume and uploads both to s3://<bucket>/<prefix>/<store>/<backup-id>/, 
     target revision, where a deleted store's values file is already gone, so such a hook cannot
     render and would hold the deletion forever. storeops takes the final backup (a Job from the
     CronJob's jobTemplate, BACKUP_KIND=final) before it commits a store's removal.
-A restore pod (restore.from "<store>/<backup-id>"): an Argo CD Sync hook in wave 0, with the
-database, so before the web component (wave 1), whose pods also wait for the restore marker (for
-plain Helm, where it is a post-install hook): backup.py fetch (download, sha256 checks) → the
+A restore pod (restore.from "<store>/<backup-id>"): an Argo CD Sync hook in wave 1, with the web
+component and the content claim it mounts, after the database (wave 0); the web pods wait for the
+restore marker (also for plain Helm, where it is a post-install hook): backup.py fetch (download, sha256 checks) → the
 database image loads the dump (only into an empty database, or one this restore began) → backup.py
 extract (files into the content volume, marker done). Idempotent: a done restore is skipped.
 restore.replace: true (a rollback of this same store to an earlier backup) empties the database and
@@ -249,9 +249,10 @@ metadata:
   labels:
     {{- include "storeops.componentLabels" (dict "root" . "component" "restore") | nindent 4 }}
   annotations:
-    # Argo CD: a Sync hook in wave 0, with the database; the web component (wave 1) starts after it.
-    # Helm: after the install, while the web pods wait for the marker.
-    {{- include "storeops.hook" (dict "argocd" "Sync" "helm" "post-install,post-upgrade" "weight" 0) | nindent 4 }}
+    # Argo CD: a Sync hook in wave 1, with the web component and its content claim (which the restore
+    # pod mounts: in an earlier wave the claim is not there yet, and the pod waits for it for good); the
+    # web pods wait for the marker the restore writes last. Helm: after the install, the same way.
+    {{- include "storeops.hook" (dict "argocd" "Sync" "helm" "post-install,post-upgrade" "weight" 1) | nindent 4 }}
 spec:
   backoffLimit: 3
   activeDeadlineSeconds: {{ .Values.backup.activeDeadlineSeconds }}
