@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from generator import constants, publishing
+from generator import constants, operations, publishing
 from generator.settings import Settings
 from webhook.settings import ServiceSettings, Token
 
@@ -26,7 +26,10 @@ FORM_SECRET = "test-form-secret"
 def example_repo(target: Path, *, capacity: int | None = None, per_owner: int | None = None,
                  local_extra: str = "") -> Path:
     """A copy of the example inputs at ``target``; ``capacity`` raises the local cluster's store limit,
-    ``per_owner`` sets its ``storesPerOwner``, ``local_extra`` is added to its profile (YAML)."""
+    ``per_owner`` sets its ``storesPerOwner``, ``local_extra`` is added to its profile (YAML).
+
+    The local profile's ``backups`` are left out unless ``local_extra`` sets them: a service under test
+    without a cluster cannot take the final backup a delete on such a cluster waits for."""
     for folder in (constants.STORES_DIR, constants.CLUSTERS_DIR, constants.TEMPLATES_DIR, constants.RENDERED_DIR,
                    "generator/schemas"):
         shutil.copytree(ROOT / folder, target / folder, symlinks=True)
@@ -42,9 +45,12 @@ def example_repo(target: Path, *, capacity: int | None = None, per_owner: int | 
         text = profile.read_text()
         assert "  stores: " in text and "storesPerOwner" not in text
         profile.write_text(text.replace("  stores: ", f"  storesPerOwner: {per_owner}\n  stores: ", 1))
-    if local_extra:
-        profile = target / constants.CLUSTERS_DIR / "local.yaml"
-        profile.write_text(with_profile_keys(profile.read_text(), local_extra))
+    profile = target / constants.CLUSTERS_DIR / "local.yaml"
+    before = profile.read_text()
+    profile.write_text(with_profile_keys(without_profile_keys(before, "backups"), local_extra))
+    if profile.read_text() != before:
+        # The copied rendered/ files follow the profile, so a first publish changes no store but a test's.
+        operations.render(target, allow_mass_delete=True)
     return target
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
 import threading
 import time
 import uuid
@@ -31,7 +32,7 @@ from webhook.intake import queueing
 log = logging.getLogger(__name__)
 
 #: How many times a request that raced another process's is checked again before the answer is 409.
-_ATTEMPTS = 5
+_ATTEMPTS = 20
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,9 @@ class Intake:
                check: Callable[[], queueing.Request]) -> tuple[queueing.Request, bool]:
         """A replay's first request, or ``check()`` run against an overlay that is up to date; checked again
         when another process queued a request of the same store in the meantime."""
-        for _ in range(_ATTEMPTS):
+        for attempt in range(_ATTEMPTS):
+            if attempt:  # another process won the last round: let it finish, with a little jitter
+                time.sleep(random.uniform(0, 0.005 * min(attempt, 8)))
             with self._lock:
                 self._catch_up()
                 first = self._replay(caller, body)
