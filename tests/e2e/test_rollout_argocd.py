@@ -72,18 +72,24 @@ def _app_path(running: demo.Loop, store_id: str) -> str:
     return str(app["spec"]["source"]["path"])  # type: ignore[index]
 
 
-def test_stores_pinned_to_a_release_move_to_the_next_in_waves_through_argo_cd(loop: Any) -> None:
-    running, first, second = loop
-    ids = [f"wave-{i}-{uuid.uuid4().hex[:4]}" for i in range(3)]
+def _request_ready(running: Any, ids: list[str], version: str) -> None:
+    """The stores requested through storeops pinned to ``version``, each ready."""
     began = time.monotonic()
     for store_id in ids:
         answer = running.request_store({"id": store_id, "name": f"Shop {store_id}", "engine": ENGINE, "plan": "small",
-                                        "cluster": demo.CLUSTER, "chartVersion": first,
+                                        "cluster": demo.CLUSTER, "chartVersion": version,
                                         "owner": {"name": "Pat Doe", "email": f"pat@{store_id}.example"}})
         assert running.wait_request(answer["request_id"])["status"] == "committed"
     for store_id in ids:
         events = running.follow(store_id, until=("ready", "failed", "degraded"), since=began, timeout=600)
         assert events[-1]["status"] == "ready", events[-1]
+
+
+def test_stores_pinned_to_a_release_move_to_the_next_in_waves_through_argo_cd(loop: Any) -> None:
+    running, first, second = loop
+    ids = [f"wave-{i}-{uuid.uuid4().hex[:4]}" for i in range(3)]
+    _request_ready(running, ids, first)
+    for store_id in ids:
         assert _app_path(running, store_id) == releases.chart_dir(ENGINE, first)
         assert _limit_memory(running, store_id) == "64Mi"
 
@@ -140,15 +146,7 @@ def test_a_failure_in_the_second_wave_halts_the_rollout_with_the_third_store_unt
     running, first, second = loop
     # Named to sort first: other stores still on the first release (the example's) come in later waves.
     ids = [f"aa-{i}-{uuid.uuid4().hex[:4]}" for i in range(3)]
-    began = time.monotonic()
-    for store_id in ids:
-        answer = running.request_store({"id": store_id, "name": f"Shop {store_id}", "engine": ENGINE, "plan": "small",
-                                        "cluster": demo.CLUSTER, "chartVersion": first,
-                                        "owner": {"name": "Pat Doe", "email": f"pat@{store_id}.example"}})
-        assert running.wait_request(answer["request_id"])["status"] == "committed"
-    for store_id in ids:
-        events = running.follow(store_id, until=("ready", "failed", "degraded"), since=began, timeout=600)
-        assert events[-1]["status"] == "ready", events[-1]
+    _request_ready(running, ids, first)
     policy = _refuse_release(running, ids[1])
     try:
         started = time.monotonic()

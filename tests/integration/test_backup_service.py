@@ -10,7 +10,6 @@ import collections.abc
 import contextlib
 import datetime
 import json
-import os
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -47,9 +46,7 @@ backups:
 def s3(tmp_path_factory: pytest.TempPathFactory) -> collections.abc.Iterator[objectstore.ObjectStore]:
     try:
         objectstore.binary()
-    except errors.MissingBinariesError as e:
-        if os.environ.get("STOREOPS_NO_SKIPS") == "1":
-            raise
+    except errors.MissingBinariesError as e:  # with STOREOPS_NO_SKIPS=1 (CI) the skip fails the run
         pytest.skip(f"SeaweedFS is not built: {e}")
     with objectstore.running(directory=tmp_path_factory.mktemp("seaweedfs")) as running:
         yield running
