@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log"
 	"os"
 	"time"
@@ -340,8 +341,13 @@ func (n *node) NodePublishVolume(
 	} else if source != "" {
 		return &csi.NodePublishVolumeResponse{}, nil
 	}
-	if staged, err := mountSource(staging); err != nil || staged == "" {
+	defer n.d.locks.lock(req.GetVolumeId())()
+	staged, err := mountSource(staging)
+	if err != nil || staged == "" {
 		return nil, status.Errorf(codes.FailedPrecondition, "volume %s is not staged at %s", req.GetVolumeId(), staging)
+	}
+	if err := n.growStaged(req.GetVolumeId(), staged, staging, req.GetVolumeCapability()); err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
 	}
 	if err := os.MkdirAll(target, 0o750); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
@@ -355,6 +361,57 @@ func (n *node) NodePublishVolume(
 		}
 	}
 	return &csi.NodePublishVolumeResponse{}, nil
+}
+
+// growStaged grows a staged filesystem smaller than its image while no pod has it mounted: the volume
+// grew while a pod used it, that pod is gone, and the kubelet kept the volume staged for the pod that
+// replaces it (a Deployment's or StatefulSet's pod replaced at once, with no NodeUnstageVolume
+// between). The staging mount goes, the filesystem grows offline and is mounted again, before the new
+// pod's bind mount. Still in use elsewhere (or busy), it is left as it is: it grows at a later start.
+func (n *node) growStaged(id, device, staging string, capability *csi.VolumeCapability) error {
+	image, err := n.d.image(id)
+	if err != nil {
+		return err
+	}
+	size, err := fileSize(image)
+	if err != nil {
+		return err
+	}
+	fs, err := filesystemSize(device)
+	if err != nil {
+		return err
+	}
+	if fs >= size {
+		return nil
+	}
+	users, err := mountPointsOf(device)
+	if err != nil {
+		return err
+	}
+	if len(users) > 1 {
+		log.Printf("volume %s: filesystem smaller than its image but mounted by a pod (%v); it grows at a later start",
+			id, users)
+		return nil
+	}
+	if _, err := run("umount", staging); err != nil {
+		log.Printf("volume %s: staging mount busy, not grown now: %v", id, err)
+		return nil
+	}
+	grown, growErr := growOffline(image)
+	args := []string{"-t", "ext4", "-o", "loop"}
+	for _, flag := range capability.GetMount().GetMountFlags() {
+		args = append(args, "-o", flag)
+	}
+	if _, err := run("mount", append(args, image, staging)...); err != nil {
+		return fmt.Errorf("volume %s: mounting again after growing (%v): %w", id, growErr, err)
+	}
+	if growErr != nil {
+		return growErr
+	}
+	if grown {
+		log.Printf("volume %s: filesystem grown to fill its image between two pods", id)
+	}
+	return prepareRoot(staging)
 }
 
 func (n *node) NodeUnpublishVolume(

@@ -204,6 +204,24 @@ func mountSource(path string) (string, error) {
 	return "", nil
 }
 
+// mountPointsOf lists the mount points whose source is device (a staged volume and its bind mounts).
+func mountPointsOf(device string) ([]string, error) {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	var points []string
+	for _, line := range strings.Split(string(data), "\n") {
+		fields := strings.Fields(line)
+		for i, f := range fields {
+			if f == "-" && i+2 < len(fields) && fields[i+2] == device && len(fields) > 4 {
+				points = append(points, unescape(fields[4]))
+			}
+		}
+	}
+	return points, nil
+}
+
 func unescape(s string) string {
 	return strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`).Replace(s)
 }

@@ -11,6 +11,9 @@ that key (product, cart, address, shipping option, the system payment provider, 
 the owner takes the one-time credentials link storeops gives only to them, logs in to the Admin API
 and finds the order; then changes the admin password through storeops and signs in with the new
 one; suspends the store (nothing runs, the volumes stay) and resumes it, and the order is still there.
+Further tests: a backup, the delete and a restore into a new id; and a rollout of three stores
+pinned to a release of the chart, in waves of one, halted by a failure injected in the second wave,
+then the failed store rolled back to its pre-upgrade backup.
 The times from the request to ``ready`` and to the first order are printed (``-s``). Pods' traffic
 stays on the pod network; nothing leaves the machine.
 """
@@ -31,10 +34,11 @@ from typing import Any
 import httpx
 import pytest
 
-from generator import constants, publishing
+from generator import constants, publishing, releases, releasing
 from harness import demo, stack
 from harness.images import debian, medusa
 from tests import medusa_checkout
+from tests.e2e.test_rollout_argocd import _refuse_release
 from tests.e2e.test_store_charts import _kubectl_json
 from tests.e2e.test_store_node import _describe
 from tests.medusa_checkout import ok as _ok
@@ -81,10 +85,33 @@ def _seed_source(target: pathlib.Path) -> pathlib.Path:
     return target
 
 
+#: The two releases of the Medusa chart the remote holds (the rollout test's): filled by _two_releases.
+RELEASES: dict[str, str] = {}
+
+
+def _two_releases(source: pathlib.Path) -> None:
+    """Two releases of the Medusa chart in the seeded data: the working chart's, and one after it whose only
+    change is a larger default memory request in the store's LimitRange (an object Argo CD applies first, which
+    the rollout test's injected failure refuses). The working chart stays as it was."""
+    chart_dir = source / constants.TEMPLATES_DIR / "medusa"
+    kept = {name: (chart_dir / name).read_text() for name in ("Chart.yaml", "values.yaml")}
+    first = releasing.release(source, "medusa")
+    second = f"{first}-next"
+    chart, values = chart_dir / "Chart.yaml", chart_dir / "values.yaml"
+    chart.write_text(kept["Chart.yaml"].replace(f"version: {first}\n", f"version: {second}\n", 1))
+    assert "    memory: 64Mi\n" in kept["values.yaml"]
+    values.write_text(kept["values.yaml"].replace("    memory: 64Mi\n", "    memory: 96Mi\n", 1))
+    assert releasing.release(source, "medusa") == second
+    for name, text in kept.items():
+        (chart_dir / name).write_text(text)
+    RELEASES.update(first=first, second=second)
+
+
 @pytest.fixture(scope="module")
 def loop(cluster: stack.Stack, tmp_path_factory: pytest.TempPathFactory) -> collections.abc.Iterator[demo.Loop]:
-    """``storeops serve`` with the status reader, a remote whose other local stores are suspended, an owner's token."""
-    yield from serve(cluster, tmp_path_factory.mktemp("medusa-loop"))
+    """``storeops serve`` with the status reader, a remote whose other local stores are suspended, an owner's token;
+    the remote holds two releases of the Medusa chart besides the working one."""
+    yield from serve(cluster, tmp_path_factory.mktemp("medusa-loop"), edit=_two_releases)
 
 
 def serve(cluster: stack.Stack, work: pathlib.Path,
@@ -371,3 +398,123 @@ def test_a_backup_of_a_deleted_store_comes_back_as_a_new_store_with_its_order(lo
     assert password == _secret(loop, f"store-{new_id}")["admin-password"]
     print(f"medusa: backup -> delete -> restore as {new_id}: order {order_id} and {len(products)} product(s) there, "
           f"{time.monotonic() - asked:.0f}s in all", flush=True)
+
+
+def _orders(admin: httpx.Client) -> set[str]:
+    return {o["id"] for o in _ok(admin.get("/admin/orders", params={"fields": "id"}))["orders"]}
+
+
+def test_a_rollout_in_waves_halts_at_a_failure_and_the_rollback_restores_the_store_s_pre_upgrade_backup(
+    loop: demo.Loop,
+) -> None:
+    """Three Medusa stores pinned to a release move to the next in waves of one: the canary first; the second
+    store's namespace refuses the new release (an injected ValidatingAdmissionPolicy), so the rollout halts
+    there with the third store untouched, and says so. Rolled back, the failed store is ready again at a new
+    commit with its data from the backup taken before its upgrade: an order placed before it is there, one
+    placed after it is not."""
+    cluster = loop.stack
+    assert cluster.node is not None and cluster.node.ingress_port
+    first, second = RELEASES["first"], RELEASES["second"]
+    base = f"http://127.0.0.1:{cluster.node.ingress_port}"
+    # The node has two cores: the module's earlier stores are suspended first, so three more fit.
+    for other in (STORE_ID, "came-back"):
+        status, seen = _owner_call(loop, "GET", f"/v1/stores/{other}")
+        if status == 200 and seen["entry"].get("state") != "suspended":
+            status, asked = _owner_call(loop, "PATCH", f"/v1/stores/{other}", {"state": "suspended"})
+            assert status == 202, asked
+            assert loop.wait_request(asked["request_id"])["status"] == "committed"
+    for other in (STORE_ID, "came-back"):
+        _wait(f"{other}'s pods to stop", lambda other=other: not [
+            p for p in _kubectl_json(cluster.kubectl, "get", "pods", "-n", f"store-{other}")["items"]
+            if p["status"].get("phase") in ("Running", "Pending")], timeout=600, describe=lambda: "")
+
+    ids = [f"wave-{i}" for i in range(3)]
+    describe = _describe(cluster, f"store-{ids[1]}")
+    asked_at = time.monotonic()
+    for store_id in ids:
+        answer = loop.request_store({"id": store_id, "name": f"Shop {store_id}", "engine": "medusa", "plan": "small",
+                                     "cluster": demo.CLUSTER, "chartVersion": first, "owner": OWNER})
+        assert loop.wait_request(answer["request_id"])["status"] == "committed"
+    hosts = {}
+    for store_id in ids:
+        events = loop.follow(store_id, until=("ready", "failed", "degraded"), since=asked_at, timeout=READY_TIMEOUT)
+        assert events[-1]["status"] == "ready", f"{events[-1]}\n{_describe(cluster, f'store-{store_id}')()}"
+        hosts[store_id] = str(urllib.parse.urlsplit(str(events[-1]["url"])).hostname)
+    print(f"medusa rollout: three stores on {first} ready {time.monotonic() - asked_at:.0f}s", flush=True)
+    key = _wait("the publishable key", lambda: _secret(loop, f"store-{ids[1]}").get("publishable-key"),
+                timeout=KEY_TIMEOUT, describe=describe)  # fmt: skip
+    with httpx.Client(base_url=base, headers={"Host": hosts[ids[1]], "x-publishable-api-key": key},
+                      timeout=120) as store:  # fmt: skip
+        before_order, _ = _place_order(store)
+
+    policy = _refuse_release(loop, ids[1])
+    try:
+        started = time.monotonic()
+        status, rollout = loop.call("POST", "/v1/rollouts", {
+            "engine": "medusa", "version": second, "cluster": demo.CLUSTER, "canary": [ids[0]], "batch": 1,
+            "timeout": 900})
+        assert status in (201, 202), rollout
+        assert [w["stores"] for w in rollout["waves"]] == [[ids[0]], [ids[1]], [ids[2]]], rollout["waves"]
+        view: dict[str, Any] = rollout
+        deadline = time.monotonic() + 1800
+        while time.monotonic() < deadline:
+            status, view = loop.call("GET", f"/v1/rollouts/{rollout['id']}")
+            assert status == 200, view
+            if view["state"] != "running":
+                break
+            time.sleep(3)
+        print(f"medusa rollout: halted after {time.monotonic() - started:.0f}s: {view.get('report')}", flush=True)
+        assert view["state"] == "halted", json.dumps(view, indent=1)
+        report = view["report"]
+        assert report["wave"] == 2 and report["store"] == ids[1] and report["state"] in ("failed", "degraded")
+        assert "injected failure" in report["message"], report
+        assert report["moved"] == ids[:2] and report["untouched"] == [ids[2]], report
+
+        def app_path(store_id: str) -> str:
+            return str((cluster.application(f"store-{store_id}") or {})["spec"]["source"]["path"])  # type: ignore[index]
+
+        # The canary runs the new release; the third store was not touched: no backup, its entry and app as before.
+        assert app_path(ids[0]) == releases.chart_dir("medusa", second)
+        assert app_path(ids[2]) == releases.chart_dir("medusa", first)
+        status, third = loop.call("GET", f"/v1/stores/{ids[2]}")
+        assert status == 200 and third["entry"]["chartVersion"] == first, third
+
+        def backups(store_id: str) -> list[dict[str, Any]]:
+            status, found = _owner_call(loop, "GET", f"/v1/stores/{store_id}/backups")
+            assert status == 200, found
+            return [b for b in found["backups"] if b["kind"] == "pre-upgrade"]
+
+        assert backups(ids[0]) and backups(ids[1]) and not backups(ids[2])
+
+        # After the failed store's pre-upgrade backup, a second order; the rollback's restore drops it.
+        with httpx.Client(base_url=base, headers={"Host": hosts[ids[1]], "x-publishable-api-key": key},
+                          timeout=120) as store:  # fmt: skip
+            after_order, _ = _place_order(store)
+        status, failing = loop.call("GET", f"/v1/stores/{ids[1]}")
+        assert status == 200 and failing["status"] in ("failed", "degraded"), failing
+        failed_at = str((failing.get("deployment") or {}).get("revision") or "")
+        rolled_back = time.monotonic()
+        status, answer = loop.call("POST", f"/v1/stores/{ids[1]}/rollback",
+                                   {"reason": "the new release is refused in this namespace"})
+        assert status == 202, answer
+        assert loop.wait_request(answer["request_id"])["status"] == "committed"
+        events = loop.follow(ids[1], until=("ready",), since=rolled_back, timeout=READY_TIMEOUT,
+                             after_revision=failed_at)  # fmt: skip
+        assert events[-1]["status"] == "ready" and events[-1]["revision"] != failed_at, f"{events[-1]}\n{describe()}"
+        status, back = loop.call("GET", f"/v1/stores/{ids[1]}")
+        assert status == 200 and back["entry"]["chartVersion"] == first, back
+        assert back["entry"]["restoreFrom"] == backups(ids[1])[0]["reference"], back["entry"]
+        assert app_path(ids[1]) == releases.chart_dir("medusa", first)
+        admin, _ = _owner_admin(loop, ids[1], base, hosts[ids[1]], timeout=READY_TIMEOUT, describe=describe)
+        try:
+            orders = _wait("the restored orders", lambda: _orders(admin) if before_order in _orders(admin) else None,
+                           timeout=600, describe=describe)  # fmt: skip
+        finally:
+            admin.close()
+        assert after_order not in orders, orders
+        print(f"medusa rollout: rollback of {ids[1]} ready again {time.monotonic() - rolled_back:.0f}s after asking, "
+              f"at {str(events[-1]['revision'])[:12]}; order {before_order} back, {after_order} (after the backup) "
+              f"gone", flush=True)
+    finally:
+        cluster.kubectl.run("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", policy,
+                            "--ignore-not-found")

@@ -159,11 +159,13 @@ def _prepare(
 
 def _claims_of(engine: Engine, store: Rendered) -> list[tuple[str, str]]:
     """The content claim and the database's claim (data-<database>-0), with their sizes."""
-    content = next(m for m in store.manifests if m["kind"] == "PersistentVolumeClaim")
     template = store.one("StatefulSet", engine.database)["spec"]["volumeClaimTemplates"][0]
+    database = f"{template['metadata']['name']}-{engine.database}-0"
     size = template["spec"]["resources"]["requests"]["storage"]
-    return [(content["metadata"]["name"], content["spec"]["resources"]["requests"]["storage"]),
-            (f"{template['metadata']['name']}-{engine.database}-0", size)]
+    # The chart renders the database's claim as an object of its own too (the name the StatefulSet gives it).
+    content = next(m for m in store.manifests
+                   if m["kind"] == "PersistentVolumeClaim" and m["metadata"]["name"] != database)
+    return [(content["metadata"]["name"], content["spec"]["resources"]["requests"]["storage"]), (database, size)]
 
 
 def _job_done(kubectl: kube.Kubectl, namespace: str, name: str, *, timeout: float = JOB_TIMEOUT) -> None:
