@@ -259,7 +259,23 @@ def deploy(
         host_endpoint=f"http://127.0.0.1:{host_port}",
     )  # fmt: skip
     on_host = store.on_host()
-    processes.wait_until(f"the SeaweedFS add-on's bucket {BUCKET} (from the host: {store.host_endpoint})",
-                         lambda: _bucket_answers(on_host), timeout=timeout, interval=1.0)  # fmt: skip
+    try:
+        processes.wait_until(f"the SeaweedFS add-on's bucket {BUCKET} (from the host: {store.host_endpoint})",
+                             lambda: _bucket_answers(on_host), timeout=timeout, interval=1.0)  # fmt: skip
+    except errors.StartupError as e:
+        raise errors.StartupError(f"{e}\n{_describe(kubectl)}") from e
     logger.info("SeaweedFS add-on ready: %s (host %s), bucket %s", store.endpoint, store.host_endpoint, BUCKET)
     return store
+
+
+def _describe(kubectl: kube.Kubectl) -> str:
+    """The add-on's pods, events and logs, for an error that says why it did not answer."""
+    out = []
+    for args in (("get", "pods,services,endpointslices", "-n", NAMESPACE, "-o", "wide"),
+                 ("get", "events", "-n", NAMESPACE, "--sort-by=.lastTimestamp"),
+                 ("logs", "-n", NAMESPACE, "deployment/seaweedfs", "--all-containers", "--tail=40")):
+        try:
+            out.append(kubectl.run(*args))
+        except errors.HarnessError as e:
+            out.append(f"kubectl {' '.join(args)}: {e}")
+    return "\n".join(out)

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from generator import operations, rendering
-from harness import node, stack, versions
+from harness import errors, node, stack, versions
 from harness.images import debian
 
 pytestmark = pytest.mark.node
@@ -163,8 +163,15 @@ def _wait_ready(kubectl: Any, namespace: str, component: str) -> None:
         lambda: bool(_pods(kubectl, namespace, selector)),
         timeout=120, interval=1,
     )  # fmt: skip
-    kubectl.run("wait", "-n", namespace, "--for=condition=Ready", "pod", "-l", selector,
-                f"--timeout={READY_TIMEOUT}s", timeout=READY_TIMEOUT + 30)  # fmt: skip
+    try:
+        kubectl.run("wait", "-n", namespace, "--for=condition=Ready", "pod", "-l", selector,
+                    f"--timeout={READY_TIMEOUT}s", timeout=READY_TIMEOUT + 30)  # fmt: skip
+    except errors.CommandError as e:
+        # Say why: the pods, the claims and volumes, the events, the pod's logs.
+        seen = [kubectl.run("get", "pods,pvc,pv", "-n", namespace, "-o", "wide", check=False),
+                kubectl.run("get", "events", "-n", namespace, "--sort-by=.lastTimestamp", check=False),
+                kubectl.run("logs", "-n", namespace, "-l", selector, "--all-containers", "--tail=60", check=False)]
+        raise AssertionError(f"{e}\n" + "\n".join(str(s) for s in seen)) from e
 
 
 def _pods(kubectl: Any, namespace: str, selector: str) -> list[str]:
