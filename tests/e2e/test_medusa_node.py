@@ -38,9 +38,12 @@ from generator import constants, publishing, releases, releasing
 from harness import demo, stack
 from harness.images import debian, medusa
 from tests import medusa_checkout
+from tests.e2e import test_full_loop as full_loop
 from tests.e2e.test_rollout_argocd import _refuse_release
 from tests.e2e.test_store_charts import _kubectl_json
 from tests.e2e.test_store_node import _describe
+from tests.github import payloads
+from tests.github.fake import FakeGitHub
 from tests.medusa_checkout import ok as _ok
 
 pytestmark = [pytest.mark.e2e, pytest.mark.node]
@@ -85,6 +88,8 @@ def _seed_source(target: pathlib.Path) -> pathlib.Path:
     return target
 
 
+#: The rollout test's stores, named to sort before the module's other Medusa stores (waves go in id order).
+WAVE_IDS = ("aa-wave-0", "aa-wave-1", "aa-wave-2")
 #: The two releases of the Medusa chart the remote holds (the rollout test's): filled by _two_releases.
 RELEASES: dict[str, str] = {}
 
@@ -111,17 +116,30 @@ def _two_releases(source: pathlib.Path) -> None:
 def loop(cluster: stack.Stack, tmp_path_factory: pytest.TempPathFactory) -> collections.abc.Iterator[demo.Loop]:
     """``storeops serve`` with the status reader, a remote whose other local stores are suspended, an owner's token;
     the remote holds two releases of the Medusa chart besides the working one."""
-    yield from serve(cluster, tmp_path_factory.mktemp("medusa-loop"), edit=_two_releases)
+    yield from serve(cluster, tmp_path_factory.mktemp("medusa-loop"), edit=_two_releases, github=True)
 
 
 def serve(cluster: stack.Stack, work: pathlib.Path,
-          edit: collections.abc.Callable[[pathlib.Path], None] | None = None) -> collections.abc.Iterator[demo.Loop]:
-    """The ``loop`` fixture's service, with ``edit`` applied to the seeded data folders first."""
+          edit: collections.abc.Callable[[pathlib.Path], None] | None = None,
+          *, github: bool = False) -> collections.abc.Iterator[demo.Loop]:
+    """The ``loop`` fixture's service, with ``edit`` applied to the seeded data folders first; with ``github``,
+    reviews go through a local server that speaks GitHub's API on the remote (``loop.fake``), as in
+    tests/e2e/test_full_loop.py."""
     source = _seed_source(work / "source")
     if edit is not None:
         edit(source)
     loop = demo.Loop(stack=cluster, work=work)
     publishing.seed_remote(loop.remote, source, "main")
+    fake = None
+    if github:
+        fake = FakeGitHub(bare=loop.remote, repository=full_loop.REPOSITORY, token=full_loop.GITHUB_TOKEN)
+        fake.start()
+        loop.extra_env.update({
+            "STOREOPS_GITHUB_WEBHOOK_SECRET": payloads.SECRET, "STOREOPS_GITHUB_TOKEN": full_loop.GITHUB_TOKEN,
+            "STOREOPS_GITHUB_REPOSITORY": full_loop.REPOSITORY, "STOREOPS_GITHUB_API_URL": fake.url,
+            "STOREOPS_GITHUB_SECONDS_BETWEEN_WRITES": "0",
+        })  # fmt: skip
+        loop.fake = fake  # type: ignore[attr-defined]
     owner_token = secrets.token_urlsafe(24)
     tokens = work / "tokens.yaml"
     tokens.write_text(json.dumps({"tokens": [
@@ -137,6 +155,8 @@ def serve(cluster: stack.Stack, work: pathlib.Path,
         yield loop
     finally:
         loop.stop_service()
+        if fake is not None:
+            fake.stop()
         log = work / "service.log"
         print(log.read_text(errors="replace")[-3000:] if log.exists() else "", flush=True)
 
@@ -400,6 +420,20 @@ def test_a_backup_of_a_deleted_store_comes_back_as_a_new_store_with_its_order(lo
           f"{time.monotonic() - asked:.0f}s in all", flush=True)
 
 
+def _suspend(loop: demo.Loop, *store_ids: str) -> None:
+    """Suspend those of the stores that exist and run, and wait until their pods are gone (room on the node)."""
+    for store_id in store_ids:
+        status, seen = _owner_call(loop, "GET", f"/v1/stores/{store_id}")
+        if status == 200 and seen["entry"].get("state") != "suspended":
+            status, asked = _owner_call(loop, "PATCH", f"/v1/stores/{store_id}", {"state": "suspended"})
+            assert status == 202, asked
+            assert loop.wait_request(asked["request_id"])["status"] == "committed"
+    for store_id in store_ids:
+        _wait(f"{store_id}'s pods to stop", lambda store_id=store_id: not [
+            p for p in _kubectl_json(loop.stack.kubectl, "get", "pods", "-n", f"store-{store_id}")["items"]
+            if p["status"].get("phase") in ("Running", "Pending")], timeout=600, describe=lambda: "")
+
+
 def _orders(admin: httpx.Client) -> set[str]:
     return {o["id"] for o in _ok(admin.get("/admin/orders", params={"fields": "id"}))["orders"]}
 
@@ -417,18 +451,9 @@ def test_a_rollout_in_waves_halts_at_a_failure_and_the_rollback_restores_the_sto
     first, second = RELEASES["first"], RELEASES["second"]
     base = f"http://127.0.0.1:{cluster.node.ingress_port}"
     # The node has two cores: the module's earlier stores are suspended first, so three more fit.
-    for other in (STORE_ID, "came-back"):
-        status, seen = _owner_call(loop, "GET", f"/v1/stores/{other}")
-        if status == 200 and seen["entry"].get("state") != "suspended":
-            status, asked = _owner_call(loop, "PATCH", f"/v1/stores/{other}", {"state": "suspended"})
-            assert status == 202, asked
-            assert loop.wait_request(asked["request_id"])["status"] == "committed"
-    for other in (STORE_ID, "came-back"):
-        _wait(f"{other}'s pods to stop", lambda other=other: not [
-            p for p in _kubectl_json(cluster.kubectl, "get", "pods", "-n", f"store-{other}")["items"]
-            if p["status"].get("phase") in ("Running", "Pending")], timeout=600, describe=lambda: "")
+    _suspend(loop, STORE_ID, "came-back")
 
-    ids = [f"wave-{i}" for i in range(3)]
+    ids = list(WAVE_IDS)
     describe = _describe(cluster, f"store-{ids[1]}")
     asked_at = time.monotonic()
     for store_id in ids:
@@ -454,7 +479,9 @@ def test_a_rollout_in_waves_halts_at_a_failure_and_the_rollback_restores_the_sto
             "engine": "medusa", "version": second, "cluster": demo.CLUSTER, "canary": [ids[0]], "batch": 1,
             "timeout": 900})
         assert status in (201, 202), rollout
-        assert [w["stores"] for w in rollout["waves"]] == [[ids[0]], [ids[1]], [ids[2]]], rollout["waves"]
+        # The canary, then one store per wave in id order: these three first (the module's other Medusa stores, on
+        # the working chart, come in later waves).
+        assert [w["stores"] for w in rollout["waves"]][:3] == [[ids[0]], [ids[1]], [ids[2]]], rollout["waves"]
         view: dict[str, Any] = rollout
         deadline = time.monotonic() + 1800
         while time.monotonic() < deadline:
@@ -468,7 +495,7 @@ def test_a_rollout_in_waves_halts_at_a_failure_and_the_rollback_restores_the_sto
         report = view["report"]
         assert report["wave"] == 2 and report["store"] == ids[1] and report["state"] in ("failed", "degraded")
         assert "injected failure" in report["message"], report
-        assert report["moved"] == ids[:2] and report["untouched"] == [ids[2]], report
+        assert report["moved"] == ids[:2] and report["untouched"][0] == ids[2], report
 
         def app_path(store_id: str) -> str:
             return str((cluster.application(f"store-{store_id}") or {})["spec"]["source"]["path"])  # type: ignore[index]
@@ -518,3 +545,68 @@ def test_a_rollout_in_waves_halts_at_a_failure_and_the_rollback_restores_the_sto
     finally:
         cluster.kubectl.run("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", policy,
                             "--ignore-not-found")
+
+
+def test_on_a_reviewed_cluster_a_merged_request_runs_on_the_node_and_a_closed_one_frees_its_id(
+    loop: demo.Loop, tmp_path: pathlib.Path
+) -> None:
+    """Review mode through GitHub's API shapes (a local server on the remote) and the real node: the merged
+    pull request's store is committed and ready, and its shop answers; a closed one's request is rejected,
+    its branch deleted, and its id can be requested again."""
+    cluster = loop.stack
+    assert cluster.node is not None and cluster.node.ingress_port
+    fake: FakeGitHub = loop.fake  # type: ignore[attr-defined]
+    _suspend(loop, *WAVE_IDS)
+    clone = tmp_path / "platform"
+    full_loop._set_review(loop, clone, True)
+    merged_id, closed_id = "reviewed-shop", "closed-shop"
+
+    def pending(store_id: str) -> tuple[dict[str, Any], Any]:
+        answer = loop.request_store({"id": store_id, "name": f"Shop {store_id}", "engine": "medusa", "plan": "small",
+                                     "cluster": demo.CLUSTER, "owner": OWNER})  # fmt: skip
+        view = loop.wait_request(answer["request_id"])
+        assert view["status"] == "pending-review", view
+        pull = full_loop.wait_for(lambda: next((p for p in fake.pulls.values()
+                                                if p.state == "open" and store_id in (p.title + p.body)), None))
+        return view, pull
+
+    def deliver_closed(number: int) -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{loop.port}", timeout=30) as github_side:
+            assert payloads.deliver(github_side, "pull_request",  # type: ignore[arg-type]
+                                    payloads.pull_request(fake, number, "closed")).status_code == 202
+
+    try:
+        asked = time.monotonic()
+        view, pull = pending(merged_id)
+        fake.merge_pull(n=str(pull.number), body={})
+        deliver_closed(pull.number)
+        done = full_loop.wait_for(lambda: (lambda v: v if v["status"] == "committed" else None)(
+            loop.call("GET", f"/v1/requests/{view['request_id']}")[1]), timeout=120)
+        describe = _describe(cluster, f"store-{merged_id}")
+        events = loop.follow(merged_id, until=("ready", "failed", "degraded"), since=asked, timeout=READY_TIMEOUT)
+        assert events[-1]["status"] == "ready", f"{events[-1]}\n{describe()}"
+        host = str(urllib.parse.urlsplit(str(events[-1]["url"])).hostname)
+        with httpx.Client(base_url=f"http://127.0.0.1:{cluster.node.ingress_port}", headers={"Host": host},
+                          timeout=60) as shop:  # fmt: skip
+            assert shop.get("/health").status_code == 200
+        full_loop.wait_for(lambda: pull.head not in fake.git("for-each-ref", "--format=%(refname:short)",
+                                                             "refs/heads/"))  # fmt: skip
+        print(f"medusa review: merged pull request #{pull.number} -> committed in {str(done['commit'])[:12]} -> "
+              f"ready on the node {time.monotonic() - asked:.0f}s after the request", flush=True)
+
+        view, pull = pending(closed_id)
+        fake.update_pull(n=str(pull.number), body={"state": "closed"})
+        deliver_closed(pull.number)
+        rejected = full_loop.wait_for(lambda: (lambda v: v if v["status"] == "rejected" else None)(
+            loop.call("GET", f"/v1/requests/{view['request_id']}")[1]), timeout=120)
+        assert "closed" in json.dumps(rejected["problems"]), rejected
+        full_loop.wait_for(lambda: pull.head not in fake.git("for-each-ref", "--format=%(refname:short)",
+                                                             "refs/heads/"))  # fmt: skip
+        assert cluster.kubectl.get("namespace", f"store-{closed_id}") is None
+        again = loop.request_store({"id": closed_id, "name": "Again", "engine": "medusa", "plan": "small",
+                                    "cluster": demo.CLUSTER, "owner": OWNER})  # fmt: skip
+        assert loop.wait_request(again["request_id"])["status"] == "pending-review"
+        print(f"medusa review: closed pull request #{pull.number} -> rejected, branch deleted; {closed_id} "
+              f"requested again -> pending-review", flush=True)
+    finally:
+        full_loop._set_review(loop, clone, False)
