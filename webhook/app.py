@@ -21,7 +21,6 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from generator import publishing, remotes
-from generator.errors import StoreopsError
 from generator.models import Cluster
 from webhook import access, auth, backups, credentials, leadership, settings, signin, state
 from webhook.errors import NotReady, Rejected, SettingsError
@@ -180,11 +179,13 @@ async def _follow(built: service.Service, reader: statusreader.StatusReader, *, 
                   leading: anyio.Event) -> None:
     """Until this replica leads (or stops): read Git and the status ledger every ``interval`` seconds, so its
     answers follow what the leader writes."""
+    # The clone may be as a kill -9 left it (stale locks, a half-made clone); the writer does the same first.
+    await anyio.to_thread.run_sync(built.writer.recover)
     while not leading.is_set() and not stop.is_set():
         try:
             await anyio.to_thread.run_sync(built.writer.refresh)
             await anyio.to_thread.run_sync(reader.reload)
-        except (StoreopsError, OSError, state.StateError) as e:
+        except Exception as e:  # a follower that stops following serves stale views: log, and try again
             log.warning("following the leader: reading Git or the ledger failed, again in %.0fs: %s", interval,
                         remotes.redact(str(e)))
         with anyio.move_on_after(interval):
