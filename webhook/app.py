@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from generator import publishing, remotes
 from generator.models import Cluster
 from webhook import access, auth, backups, credentials, leadership, settings, signin, state
-from webhook.errors import NotReady, Rejected, SettingsError
+from webhook.errors import NotReady, Rejected
 from webhook.github import deploys, hooks
 from webhook.github.client import GitHub, GitHubPullRequests, GitHubSettings
 from webhook.intake import console, endpoints, rollouts, service
@@ -228,10 +228,8 @@ def create_app(config: settings.ServiceSettings, *, pulls: PullRequests | None =
                 api=getattr(app.state.status_reader, "api", None),
             )
 
+        settings.check_election(config, status)
         lease = config.lease
-        if lease is not None and (status is None or not status.enabled):
-            raise SettingsError(f"STOREOPS_LEADER_ELECTION has value {config.leader_election!r}, but there is no "
-                                "Kubernetes API to hold the Lease: set STOREOPS_KUBECONFIG or run in a cluster.")
         reader = statusreader.launch(status, sinks=status_sinks(status, hub=repo, branch=config.git.branch,
                                                                 details=details)
                                      if status is not None else None, start=lease is None)  # fmt: skip

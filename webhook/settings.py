@@ -479,6 +479,13 @@ class StatusSettings:
         )
 
 
+def check_election(service: ServiceSettings, status: StatusSettings | None) -> None:
+    """Leader election holds its Lease through the status reader's Kubernetes API: refuse it without one."""
+    if service.leader_election and (status is None or not status.enabled):
+        raise SettingsError(f"STOREOPS_LEADER_ELECTION has value {service.leader_election!r}, but there is no "
+                            "Kubernetes API to hold the Lease: set STOREOPS_KUBECONFIG or run in a cluster.")
+
+
 def _allow_list(raw: str) -> str:
     try:
         destinations.Allowed.parse(raw)

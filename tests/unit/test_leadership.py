@@ -10,7 +10,7 @@ from kubernetes import client
 
 from webhook import leadership
 from webhook.errors import SettingsError
-from webhook.settings import LeaseSettings, ServiceSettings, parse_lease
+from webhook.settings import LeaseSettings, ServiceSettings, StatusSettings, check_election, parse_lease
 
 URL = "postgresql://storeops:secret@127.0.0.1:5432/storeops"
 
@@ -35,6 +35,14 @@ def test_the_lease_and_its_timing_are_read_from_the_environment() -> None:
 def test_election_without_a_shared_database_is_refused() -> None:
     with pytest.raises(SettingsError, match="STOREOPS_DATABASE_URL is not set"):
         ServiceSettings.from_env({"STOREOPS_LEADER_ELECTION": "storeops/storeops-leader"})
+
+
+def test_election_without_a_kubernetes_api_is_refused() -> None:
+    config = ServiceSettings.from_env({"STOREOPS_LEADER_ELECTION": "a/b", "STOREOPS_DATABASE_URL": URL})
+    with pytest.raises(SettingsError, match="no Kubernetes API to hold the Lease"):
+        check_election(config, StatusSettings())
+    check_election(config, StatusSettings(kubeconfig="/etc/kubeconfig"))
+    check_election(ServiceSettings(), None)  # no election: nothing needed
 
 
 @pytest.mark.parametrize("raw", ["storeops", "/lease", "storeops/", "Store/x", "a/b/c", "a b/c"])
