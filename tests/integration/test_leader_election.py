@@ -260,7 +260,7 @@ def test_two_replicas_elect_one_writer_and_the_other_takes_over_a_kill_9_mid_bur
             for i in range(offset, len(wanted), 6):
                 send(i, wanted[i])
                 if not killed.is_set():
-                    time.sleep(0.1)  # a steady stream, so the kill lands while requests come in
+                    time.sleep(0.25)  # a steady stream over a second or more: the kill lands while it comes in
 
         threads = [threading.Thread(target=client_loop, args=(n,)) for n in range(6)]
         for thread in threads:
@@ -270,6 +270,7 @@ def test_two_replicas_elect_one_writer_and_the_other_takes_over_a_kill_9_mid_bur
         last_renewal = lease_of(coordination, namespace).spec.renew_time  # type: ignore[union-attr]
         leader.kill()
         killed_at = time.monotonic()
+        killed.set()
         killed_wall = datetime.datetime.now(datetime.UTC)
         with lock:
             answered_at_kill = len(answered)
