@@ -176,10 +176,15 @@ def sync(repo: git.Repo, branch: str) -> str:
         sha: str = repo.git.rev_parse("--verify", "--quiet", f"{ref}^{{commit}}")
     except git.GitCommandError:
         sha = ""
-    if sha:
-        repo.git.checkout("-B", branch, ref)
-        repo.git.reset("--hard", ref)
-    repo.git.clean("-ffdx")
+    try:
+        if sha:
+            # -f: a publish cut short (kill -9) can leave files the branch has untracked in the work tree,
+            # and a plain checkout refuses to overwrite them.
+            repo.git.checkout("-f", "-B", branch, ref)
+            repo.git.reset("--hard", ref)
+        repo.git.clean("-ffdx")
+    except git.GitCommandError as e:
+        raise GitError(f"cannot check out {ref} in {repo.working_tree_dir}: {_stderr(e)}") from e
     return sha
 
 

@@ -10,6 +10,8 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -20,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from generator import publishing, remotes
 from generator.models import Cluster
-from webhook import access, auth, backups, credentials, settings, signin, state
+from webhook import access, auth, backups, credentials, leadership, settings, signin, state
 from webhook.errors import NotReady, Rejected
 from webhook.github import deploys, hooks
 from webhook.github.client import GitHub, GitHubPullRequests, GitHubSettings
@@ -173,14 +175,42 @@ def _backup_fleet(built: service.Service) -> tuple[dict[str, Cluster], dict[str,
     return {name: cluster for name, (cluster, _) in git.clusters.items()}, stores
 
 
+async def _follow(built: service.Service, reader: statusreader.StatusReader, *, interval: float, stop: anyio.Event,
+                  leading: anyio.Event) -> None:
+    """Until this replica leads (or stops): read Git and the status ledger every ``interval`` seconds, so its
+    answers follow what the leader writes."""
+    # The clone may be as a kill -9 left it (stale locks, a half-made clone); the writer does the same first.
+    await anyio.to_thread.run_sync(built.writer.recover)
+    while not leading.is_set() and not stop.is_set():
+        try:
+            await anyio.to_thread.run_sync(built.writer.refresh)
+            await anyio.to_thread.run_sync(reader.reload)
+        except Exception as e:  # a follower that stops following serves stale views: log, and try again
+            log.warning("following the leader: reading Git or the ledger failed, again in %.0fs: %s", interval,
+                        remotes.redact(str(e)))
+        with anyio.move_on_after(interval):
+            async with anyio.create_task_group() as group:
+                async def ends(event: anyio.Event) -> None:
+                    await event.wait()
+                    group.cancel_scope.cancel()
+                group.start_soon(ends, stop)
+                group.start_soon(ends, leading)
+
+
 def create_app(config: settings.ServiceSettings, *, pulls: PullRequests | None = None,
-               github: GitHubSettings | None = None, status: StatusSettings | None = None) -> Starlette:
+               github: GitHubSettings | None = None, status: StatusSettings | None = None,
+               on_lost: Callable[[], None] = leadership.exit_now) -> Starlette:
     """The app; the queue opens and the writer starts when the app starts (its lifespan).
 
     With ``github`` enabled, ``POST /v1/webhooks/github`` works and review-mode requests open pull
     requests on GitHub (unless ``pulls`` says otherwise). With ``status`` enabled (a kubeconfig, or
     in a cluster) the status reader watches the store Applications, reports to the callback URL and
     GitHub, serves ``/v1/stores/{id}/status`` and ``/events``, and asks Argo CD to refresh after a push.
+
+    With leader election (``config.leader_election``; see ``webhook.leadership``) the app serves the
+    API at once and runs the single workers (the writer, the status reader, the GitHub delivery worker,
+    the rollouts driver, the backup keeper) only while it holds the Lease; until then it reads Git and
+    the status ledger every ``follower_refresh`` seconds. ``on_lost`` is called when the Lease is lost.
     """
 
     @contextlib.asynccontextmanager
@@ -198,9 +228,11 @@ def create_app(config: settings.ServiceSettings, *, pulls: PullRequests | None =
                 api=getattr(app.state.status_reader, "api", None),
             )
 
+        settings.check_election(config, status)
+        lease = config.lease
         reader = statusreader.launch(status, sinks=status_sinks(status, hub=repo, branch=config.git.branch,
                                                                 details=details)
-                                     if status is not None else None)  # fmt: skip
+                                     if status is not None else None, start=lease is None)  # fmt: skip
         app.state.status_reader = reader
         opener = pulls
         if opener is None:
@@ -239,15 +271,49 @@ def create_app(config: settings.ServiceSettings, *, pulls: PullRequests | None =
                                 endpoints=config.backup_endpoints) if reader is not None else None
         app.state.backups = keeper
         stop = anyio.Event()
+
+        async def lead() -> None:
+            """The work only one process may do at a time."""
+            async with anyio.create_task_group() as group:
+                group.start_soon(lambda: built.writer.run(stop=stop))
+                group.start_soon(lambda: runner.run(stop=stop))
+                if hub is not None:
+                    group.start_soon(lambda: hub.run(stop=stop))
+                if keeper is not None:
+                    group.start_soon(lambda: keeper.run(stop=stop))
+
+        elector: leadership.Elector | None = None
+        if lease is not None and status is not None and reader is not None:
+            leading = anyio.Event()
+            token = anyio.lowlevel.current_token()
+
+            def started() -> None:
+                with contextlib.suppress(anyio.RunFinishedError):
+                    anyio.from_thread.run_sync(leading.set, token=token)
+
+            elector = leadership.Elector(api=statusreader.api_client(status), lease=lease,
+                                         holder=leadership.identity(), on_started=started, on_lost=on_lost)
+            follower_reader = reader
+
+            async def elected() -> None:
+                await _follow(built, follower_reader, interval=config.follower_refresh, stop=stop, leading=leading)
+                if stop.is_set():
+                    return
+                log.info("leading: starting the writer, the status reader and the other single workers")
+                await anyio.to_thread.run_sync(follower_reader.reload)
+                statusreader.begin(follower_reader)
+                await lead()
+
+        app.state.elector = elector
         async with anyio.create_task_group() as group:
-            group.start_soon(lambda: built.writer.run(stop=stop))
-            group.start_soon(lambda: runner.run(stop=stop))
-            if hub is not None:
-                group.start_soon(lambda: hub.run(stop=stop))
-            if keeper is not None:
-                group.start_soon(lambda: keeper.run(stop=stop))
-            log.info("storeops intake on %s:%d; queue %s", config.host, config.port,
-                     state.redacted(config.queue_location))
+            if elector is None:
+                group.start_soon(lead)
+            else:
+                group.start_soon(elected)
+                elector.start()
+            log.info("storeops intake on %s:%d; queue %s%s", config.host, config.port,
+                     state.redacted(config.queue_location),
+                     f"; candidate {elector.holder} for lease {config.leader_election}" if elector else "")
             try:
                 yield
             finally:
@@ -263,6 +329,10 @@ def create_app(config: settings.ServiceSettings, *, pulls: PullRequests | None =
         if hub is not None:
             hub.close()
         await statusreader.shutdown(reader)
+        if elector is not None:
+            # Only now, with every single worker stopped: the next leader may start the moment the Lease is free.
+            await anyio.to_thread.run_sync(elector.stop)
+            elector.close()
 
     middleware = [Middleware(MetricsMiddleware), Middleware(SecurityHeadersMiddleware)]
     built_app = Starlette(routes=ROUTES, middleware=middleware, lifespan=lifespan,

@@ -63,12 +63,33 @@ def document() -> dict[str, Any]:
                 "Problem": {"type": "object", "properties": {
                     "field": {"type": "string"}, "message": {"type": "string"},
                     "path": {"type": "string"}, "line": {"type": "integer"}}},
+                "StatusCallback": {
+                    "type": "object", "required": ["event_id", "store_id", "status", "url", "error", "revision", "at"],
+                    "properties": {
+                        "event_id": {"type": "string", "description": "The transition's id (its number in the status "
+                                     "ledger): the same on every delivery of it; drop a repeat by it"},
+                        "store_id": {"type": "string"}, "status": {"type": "string"},
+                        "url": {"type": ["string", "null"], "description": "The store's URL, when ready"},
+                        "error": {"type": ["string", "null"]}, "revision": {"type": ["string", "null"]},
+                        "at": {"type": "string", "format": "date-time"},
+                        "admin_url": {"type": "string"}, "credentials": {"type": "object"},
+                        "publishable_key": {"type": "string"}}},
                 "Error": {"type": "object", "properties": {
                     "error": {"type": "string"},
                     "problems": {"type": "array", "items": {"$ref": "#/components/schemas/Problem"}}}},
             },
         },
         "security": [{"bearer": []}],
+        "webhooks": {
+            "storeStatus": {"post": {
+                "summary": "A store's status changed (POSTed to STOREOPS_CALLBACK_URL and the store's callbackUrl)",
+                "description": "Delivered at least once; signed in X-Storeops-Signature-256 (sha256=HMAC of the body).",
+                "parameters": [{"name": "X-Storeops-Event", "in": "header", "required": True,
+                                "schema": {"type": "string"}, "description": "The payload's event_id"}],
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/StatusCallback"}}}},
+                "responses": {"2XX": {"description": "Delivered; anything else is retried with backoff"}}}},
+        },
         "paths": {
             "/v1/stores": {
                 "post": {"summary": "Request a new store", "parameters": [idem],

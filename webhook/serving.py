@@ -50,6 +50,7 @@ def cmd_serve(args: argparse.Namespace, _git: Settings) -> int:
     config = dataclasses.replace(config, host=host, port=port)
     hub = github.GitHubSettings.from_env()
     status = StatusSettings.from_env()
+    settings.check_election(config, status)
     served = app.create_app(config, github=hub, status=status)
     uvicorn_config = uvicorn.Config(served, host=host, port=port, log_level="info" if args.verbose else "warning",
                                     access_log=bool(args.verbose), lifespan="on",

@@ -70,6 +70,41 @@ class Token:
 
 
 @dataclass(frozen=True)
+class LeaseSettings:
+    """Where the Lease is and its timing (seconds, whole: the Lease keeps its duration as an integer)."""
+
+    namespace: str
+    name: str
+    #: How long a Lease not renewed stays taken: the longest a dead leader's work waits for a successor.
+    lease_duration: int = 15
+    #: How long a leader keeps trying to renew before it gives up (and exits).
+    renew_deadline: int = 10
+    #: How often candidates try to take the Lease, and the leader renews it.
+    retry_period: int = 2
+
+    def __post_init__(self) -> None:
+        # The client checks these with sys.exit; here they are a setting's error, before anything starts.
+        if self.retry_period < 1:
+            raise SettingsError(f"STOREOPS_LEASE_RETRY_PERIOD has value {self.retry_period}. Must be 1 or more.")
+        if self.renew_deadline <= 1.2 * self.retry_period:
+            raise SettingsError(f"STOREOPS_LEASE_RENEW_DEADLINE has value {self.renew_deadline}. Must be more than "
+                                f"1.2 x STOREOPS_LEASE_RETRY_PERIOD ({self.retry_period}).")
+        if self.lease_duration <= self.renew_deadline:
+            raise SettingsError(f"STOREOPS_LEASE_DURATION has value {self.lease_duration}. Must be more than "
+                                f"STOREOPS_LEASE_RENEW_DEADLINE ({self.renew_deadline}).")
+
+
+def parse_lease(raw: str) -> tuple[str, str]:
+    """``namespace/name`` of ``STOREOPS_LEADER_ELECTION``."""
+    namespace, _, name = raw.strip().partition("/")
+    label = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+    if not re.fullmatch(label, namespace) or not re.fullmatch(rf"{label}(\.{label})*", name):
+        raise SettingsError(f"STOREOPS_LEADER_ELECTION has value {raw!r}. Not namespace/lease-name "
+                            f"(e.g. storeops/storeops-leader).")
+    return namespace, name
+
+
+@dataclass(frozen=True)
 class ServiceSettings:
     git: Settings = field(default_factory=Settings)
     host: str = "127.0.0.1"
@@ -132,6 +167,16 @@ class ServiceSettings:
     #: ``postgresql://user:password@host:5432/db``: every piece of state the service keeps lives there (for
     #: several replicas); '' keeps it in SQLite files in the state dir.
     database_url: str = field(default="", repr=False)
+    #: ``namespace/name`` of the Lease replicas elect their one writer with ('' for one replica, no election;
+    #: see ``webhook.leadership``), and its timing in whole seconds.
+    leader_election: str = ""
+    lease_duration: int = 15
+    lease_renew_deadline: int = 10
+    lease_retry_period: int = 2
+    #: How often a replica that is not the leader reads the Git remote and the status ledger again (seconds).
+    follower_refresh: float = 10.0
+    #: With leader election: how often the leader's writer looks for requests other replicas queued (seconds).
+    queue_poll: float = 1.0
 
     @property
     def queue_path(self) -> Path:
@@ -208,7 +253,39 @@ class ServiceSettings:
             backup_endpoints=_backup_endpoints(env),
             final_backup_wait=number("STOREOPS_FINAL_BACKUP_WAIT", d.final_backup_wait, low=0),
             database_url=database_url(env),
-        )
+            leader_election=_leader_election(env),
+            lease_duration=integer("STOREOPS_LEASE_DURATION", d.lease_duration, low=1),
+            lease_renew_deadline=integer("STOREOPS_LEASE_RENEW_DEADLINE", d.lease_renew_deadline, low=1),
+            lease_retry_period=integer("STOREOPS_LEASE_RETRY_PERIOD", d.lease_retry_period, low=1),
+            follower_refresh=number("STOREOPS_FOLLOWER_REFRESH", d.follower_refresh, low=0.1),
+            queue_poll=number("STOREOPS_QUEUE_POLL", d.queue_poll, low=0.05),
+        ).checked()
+
+    def checked(self) -> ServiceSettings:
+        """These settings, or a SettingsError naming what does not go together."""
+        if self.leader_election:
+            self.lease  # noqa: B018 - checks the timing
+            if not self.database_url:
+                raise SettingsError(f"STOREOPS_LEADER_ELECTION has value {self.leader_election!r}, but "
+                                    "STOREOPS_DATABASE_URL is not set. Replicas share their queue and ledger in "
+                                    "PostgreSQL; set it.")
+        return self
+
+    @property
+    def lease(self) -> LeaseSettings | None:
+        """The Lease of the election, or None when there is none (one replica)."""
+        if not self.leader_election:
+            return None
+        namespace, name = parse_lease(self.leader_election)
+        return LeaseSettings(namespace=namespace, name=name, lease_duration=self.lease_duration,
+                             renew_deadline=self.lease_renew_deadline, retry_period=self.lease_retry_period)
+
+
+def _leader_election(env: Mapping[str, str]) -> str:
+    raw = env.get("STOREOPS_LEADER_ELECTION", "").strip()
+    if raw:
+        parse_lease(raw)
+    return raw
 
 
 def database_url(env: Mapping[str, str]) -> str:
@@ -400,6 +477,13 @@ class StatusSettings:
             retry_min=number("STOREOPS_CALLBACK_RETRY_MIN", d.retry_min, low=0),
             retry_max=number("STOREOPS_CALLBACK_RETRY_MAX", d.retry_max, low=0),
         )
+
+
+def check_election(service: ServiceSettings, status: StatusSettings | None) -> None:
+    """Leader election holds its Lease through the status reader's Kubernetes API: refuse it without one."""
+    if service.leader_election and (status is None or not status.enabled):
+        raise SettingsError(f"STOREOPS_LEADER_ELECTION has value {service.leader_election!r}, but there is no "
+                            "Kubernetes API to hold the Lease: set STOREOPS_KUBECONFIG or run in a cluster.")
 
 
 def _allow_list(raw: str) -> str:

@@ -108,7 +108,7 @@ def test_api_request_reaches_ready_then_suspends_then_deletes(loop: demo.Loop) -
     got = called("ready")
     assert got is not None and got.signature_ok
     assert got.payload["url"] == ready["url"] and got.payload["revision"] == ready["revision"]
-    assert set(got.payload) >= {"store_id", "status", "url", "error", "revision", "at"}
+    assert set(got.payload) >= {"event_id", "store_id", "status", "url", "error", "revision", "at"}
 
     # Suspend: ready again at the new commit, with every workload at zero and the volumes kept.
     asked = time.monotonic()

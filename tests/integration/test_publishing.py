@@ -180,3 +180,17 @@ def test_a_lost_default_remote_is_an_error_not_a_fresh_seed(tmp_path: Path, exam
     with pytest.raises(GitError, match="is missing, but this state directory"):
         publishing.publish(settings, edit=add_store_edit("after-loss"))
     assert not settings.default_remote.exists()
+
+
+def test_a_clone_left_with_untracked_files_the_branch_has_syncs_to_the_branch(tmp_path: Path,
+                                                                             bare_remote: Path) -> None:
+    """A publish cut short by kill -9 after it wrote files, in a clone behind a push that added them since."""
+    behind = settings_for(tmp_path, bare_remote, "behind")
+    publishing.publish(behind)  # the clone exists, at the remote's branch as it is now
+    ahead = settings_for(tmp_path, bare_remote, "ahead")
+    publishing.publish(ahead, edit=add_store_edit("left"))
+    (behind.workdir / "stores/left.yaml").write_text("half-written by a process that died\n")
+    repo = publishing.open_workdir(behind, publishing.remote_url(behind))
+    sha = publishing.sync(repo, behind.branch)
+    assert sha == git(bare_remote, "rev-parse", "main").strip()
+    assert (behind.workdir / "stores/left.yaml").read_text() == STORE.format(id="left")

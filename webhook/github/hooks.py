@@ -124,7 +124,9 @@ def build(config: ServiceSettings, github: GitHubSettings, *, hub: GitHub, repos
     handlers = Handlers(repository=repository, hub=hub, public_url=config.public_url,
                         review_branch_prefix=config.review_branch_prefix)
     return GitHubService(settings=github, deliveries=store, handlers=handlers, retry_min=config.retry_min,
-                         retry_max=config.retry_max)
+                         retry_max=config.retry_max,
+                         # Another replica may have stored the delivery: it cannot wake this one.
+                         poll=config.queue_poll if config.leader_election else GitHubService.poll)
 
 
 async def github_webhook(request: Request) -> Response:

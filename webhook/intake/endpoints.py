@@ -432,9 +432,12 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     service = _service(request)
     writer = service.writer
+    elector = getattr(request.app.state, "elector", None)
+    # One replica is its own leader; of several (leader election), one leads and runs the writer.
+    role = "single" if elector is None else "leader" if elector.leading.is_set() else "follower"
     body = {"git_loaded": service.intake.ready,
-            "writer": "retrying" if writer.failing_since is not None else "ok",
-            "last_error": writer.last_error}
+            "writer": "retrying" if writer.failing_since is not None else "ok" if role != "follower" else "follower",
+            "last_error": writer.last_error, "role": role}
     return JSONResponse({"status": "ready" if service.intake.ready else "not ready", **body},
                         status_code=200 if service.intake.ready else 503)
 

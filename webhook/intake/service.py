@@ -40,7 +40,9 @@ def build(config: ServiceSettings, *, repository: Repository) -> Service:
     writer = Writer(repository=repository, intake=intake, metrics=metrics,
                     batch_max=config.batch_max, batch_window=config.batch_window, retry_min=config.retry_min,
                     retry_max=config.retry_max, review_branch_prefix=config.review_branch_prefix,
-                    review_interval=config.review_poll_interval)
+                    review_interval=config.review_poll_interval,
+                    # Replicas queue requests this writer is not woken for: it looks for them.
+                    queue_poll=config.queue_poll if config.leader_election else None)
     # A review backend that reports a review's end by itself (GitHub's events) reaches the writer here.
     repository.on_reviewed = writer.note_reviewed
     forms = mappings.load(config.form_mapping)

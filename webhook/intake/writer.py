@@ -133,7 +133,8 @@ class Ended(NamedTuple):
 class Writer:
     def __init__(self, *, repository: Repository, intake: Intake, metrics: Metrics,
                  batch_max: int, batch_window: float, retry_min: float, retry_max: float,
-                 review_branch_prefix: str, refresh_interval: float = 30.0, review_interval: float = 60.0) -> None:
+                 review_branch_prefix: str, refresh_interval: float = 30.0, review_interval: float = 60.0,
+                 queue_poll: float | None = None) -> None:
         self.repository = repository
         self.git = repository.git
         self.intake = intake
@@ -147,6 +148,9 @@ class Writer:
         self.refresh_interval = refresh_interval
         #: Seconds between asking the review backend where every open review stands.
         self.review_interval = review_interval
+        #: Seconds between looks at the queue while idle, for requests other processes queued (they cannot wake
+        #: this one); None: only when woken, and every ``refresh_interval``.
+        self.queue_poll = queue_poll
         self.failing_since: float | None = None
         self.last_error = ""
         self._wake: anyio.Event | None = None
@@ -404,7 +408,7 @@ class Writer:
             wake = self._wake = anyio.Event()
             if self.queue.pending(limit=1):
                 continue
-            with anyio.move_on_after(self.refresh_interval):
+            with anyio.move_on_after(min(self.refresh_interval, self.queue_poll or self.refresh_interval)):
                 await _first(stop, wake)
             if wake.is_set() and self.batch_window:
                 await anyio.sleep(self.batch_window)

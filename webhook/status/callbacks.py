@@ -1,10 +1,12 @@
 """Callback deliveries: a store's status change POSTed as signed JSON to a receiver's URL.
 
-The body is ``{store_id, status, url, error, revision, at}``. The signature is
+The body is ``{event_id, store_id, status, url, error, revision, at}``. The signature is
 ``sha256=<hex HMAC-SHA256 of the body>`` under the shared secret, in ``signature_header`` (the
 way GitHub signs its webhooks, so receivers can reuse their check); receivers built around a
-bearer-like shared token get it in ``token_header`` too. ``X-Storeops-Event`` carries the event
-id: deliveries are retried, and a receiver de-duplicates by it.
+bearer-like shared token get it in ``token_header`` too. The event id (``event_id``, and the
+``X-Storeops-Event`` header) is the transition's number in the status ledger, the same on every
+delivery of it: deliveries are retried (and repeated after a crash, or by the next leader of several
+replicas), and a receiver de-duplicates by it.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from webhook.settings import StatusSettings
 from webhook.status import lifecycle
 from webhook.status.ledger import Event
 
-__all__ = ["EVENT_HEADER", "CallbackSink", "Callbacks", "body", "callback_payload", "sign", "verify"]
+__all__ = ["EVENT_HEADER", "CallbackSink", "Callbacks", "body", "callback_payload", "event_id", "sign", "verify"]
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +38,24 @@ EVENT_HEADER = "X-Storeops-Event"
 
 
 def callback_payload(event: Event, details: Mapping[str, object] | None = None) -> dict[str, object]:
-    """The callback body: ``{store_id, status, url, error, revision, at}``, and on ``ready`` the
+    """The callback body: ``{event_id, store_id, status, url, error, revision, at}``, and on ``ready`` the
     ``details`` of the store (``admin_url``, ``credentials``, ``publishable_key``: see
     ``webhook.credentials.ready_details``)."""
     error = event.message if event.state in (lifecycle.FAILED, lifecycle.DEGRADED, lifecycle.STUCK) else ""
     payload: dict[str, object] = {
-        "store_id": event.store_id, "status": event.state,
+        "event_id": event_id(event), "store_id": event.store_id, "status": event.state,
         "url": event.url if event.state == lifecycle.READY and event.url else None,
         "error": error or None, "revision": event.revision or None, "at": event.as_dict()["at"],
     }  # fmt: skip
     if event.state == lifecycle.READY and details:
         payload.update({key: value for key, value in details.items() if key not in payload})
     return payload
+
+
+def event_id(event: Event) -> str:
+    """The id a receiver de-duplicates by: the transition's number in the ledger (one database for every
+    replica, so one number per transition whichever replica delivers it)."""
+    return str(event.seq)
 
 
 def body(payload: Mapping[str, object]) -> bytes:
@@ -200,7 +208,7 @@ class CallbackSink:
                 details = self.details(event)
             except Exception as e:  # the report goes out without them rather than not at all
                 log.warning("ready details of %s unavailable: %s", event.store_id, e)
-        self.callbacks.post(target, callback_payload(event, details), event_id=str(event.seq))
+        self.callbacks.post(target, callback_payload(event, details), event_id=event_id(event))
 
     def close(self) -> None:
         self.callbacks.close()

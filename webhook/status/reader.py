@@ -31,7 +31,7 @@ from webhook.status.revisions import Revisions
 from webhook.status.sinks import MetricsSink, Sink, WakeSink
 from webhook.status.watching import Watcher
 
-__all__ = ["Fleet", "StatusReader", "api_client", "build", "launch", "row_view", "shutdown", "trim"]
+__all__ = ["Fleet", "StatusReader", "api_client", "begin", "build", "launch", "row_view", "shutdown", "trim"]
 
 log = logging.getLogger(__name__)
 
@@ -260,6 +260,11 @@ class StatusReader:
         self.ledger.close()
         self.api.close()  # type: ignore[no-untyped-call]
 
+    def reload(self) -> None:
+        """Take up what the ledger holds now: a replica that does not lead answers from what the leader records,
+        and one that becomes the leader starts from it (so it repeats no transition already reported)."""
+        self.reporter.reload()
+
     # --- what the rest of the service asks (webhook.types.StatusView) ---------------------------
 
     def store_status(self, store_id: str) -> dict[str, object] | None:
@@ -314,16 +319,25 @@ def row_view(row: Row) -> dict[str, object]:
             "since": row.since.isoformat(timespec="milliseconds").replace("+00:00", "Z")}
 
 
-def launch(settings: StatusSettings | None, *, sinks: Sequence[Sink] | None = None) -> StatusReader | None:
-    """Build and start the reader when a cluster is configured; None (the service runs without it) otherwise."""
+def launch(settings: StatusSettings | None, *, sinks: Sequence[Sink] | None = None,
+           start: bool = True) -> StatusReader | None:
+    """Build the reader when a cluster is configured, and start it unless told not to (a replica that does not
+    lead keeps it built, to answer from the ledger, and starts it with :func:`begin` when it leads); None (the
+    service runs without it) when no cluster is configured."""
     if settings is None or not settings.enabled:
         log.info("status reader off: no STOREOPS_KUBECONFIG and not in a cluster")
         return None
     reader = build(settings, sinks=sinks)
-    reader.start(stop=threading.Event())
-    log.info("status reader watching Applications in %s (%s); reporting to %s", settings.namespace,
-             settings.selector, ", ".join(s.name for s in reader.reporter.sinks))
+    if start:
+        begin(reader)
     return reader
+
+
+def begin(reader: StatusReader) -> None:
+    """Start the reader's threads (the watch, the ticker, the deliverer of the outbox)."""
+    reader.start(stop=threading.Event())
+    log.info("status reader watching Applications in %s (%s); reporting to %s", reader.settings.namespace,
+             reader.settings.selector, ", ".join(s.name for s in reader.reporter.sinks))
 
 
 async def shutdown(reader: StatusReader | None) -> None:

@@ -45,6 +45,13 @@ class Reporter:
         self._changes = self.ledger.changes()
         self.seq = self.ledger.last_seq()
 
+    def reload(self) -> None:
+        """Read the stores' states and changes again from the ledger: another process (the leader of several
+        replicas) records them, this one answers from them, and takes over from them when it leads."""
+        rows, changes, seq = self.ledger.rows(), self.ledger.changes(), self.ledger.last_seq()
+        with self._lock:
+            self._rows, self._changes, self.seq = rows, changes, seq
+
     # --- what the rest of storeops asks -----------------------------------------------------------
 
     def row(self, store_id: str) -> Row | None:

@@ -751,6 +751,7 @@ def test_health_ready_metrics_and_openapi(service: Running) -> None:
     assert service.client.get("/healthz").json() == {"status": "ok"}
     ready = service.client.get("/readyz").json()
     assert ready["status"] == "ready" and ready["git_loaded"] is True
+    assert ready["role"] == "single", "one replica, no election: it is its own writer"
     service.settled(service.create("metered")["request_id"])
     text = service.client.get("/metrics").text
     assert 'storeops_http_requests_total{code="202",route="create_store"} 1' in text
@@ -762,3 +763,6 @@ def test_health_ready_metrics_and_openapi(service: Running) -> None:
     paths = {"/v1/stores", "/v1/stores/{store_id}", "/v1/requests/{request_id}", "/v1/webhooks/form", "/healthz"}
     assert paths <= set(spec["paths"])
     assert spec["components"]["schemas"]["Store"]["properties"]["id"]["pattern"]
+    callback = spec["webhooks"]["storeStatus"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert callback == {"$ref": "#/components/schemas/StatusCallback"}
+    assert "event_id" in spec["components"]["schemas"]["StatusCallback"]["required"]

@@ -116,7 +116,8 @@ def test_every_transition_is_reported_once_signed_to_the_callback(
     assert all(r.signature_ok for r in reports), "every callback carries a valid HMAC-SHA256 signature"
     assert all(r.token == support.TOKEN for r in reports)
     assert len({r.event_id for r in reports}) == len(reports)
-    assert all(set(r.payload) == {"store_id", "status", "url", "error", "revision", "at"} for r in reports)
+    assert all(r.payload["event_id"] == r.event_id for r in reports), "the payload carries the header's event id"
+    assert all(set(r.payload) == {"event_id", "store_id", "status", "url", "error", "revision", "at"} for r in reports)
     by_status = {r.payload["status"]: r.payload for r in reports}
     assert by_status["ready"]["url"] == "http://alpha.stores.localtest.me"
     assert by_status["ready"]["revision"] == "r" * 40
