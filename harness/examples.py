@@ -98,10 +98,12 @@ def git(repo: Path, *args: str) -> str:
 def remote_stores(bare: Path, branch: str = "main") -> dict[str, dict[str, object]]:
     """The store entries on ``branch`` of the bare remote, by id."""
     out: dict[str, dict[str, object]] = {}
-    listing = git(bare, "ls-tree", "--name-only", f"{branch}", f"{constants.STORES_DIR}/")
+    # One commit for the listing and the reads: the branch may move in between (a store deleted meanwhile).
+    commit = git(bare, "rev-parse", "--verify", f"{branch}^{{commit}}").strip()
+    listing = git(bare, "ls-tree", "--name-only", commit, f"{constants.STORES_DIR}/")
     for path in listing.split():
         if path.endswith(constants.ENTRY_SUFFIX):
-            data = yaml.safe_load(git(bare, "show", f"{branch}:{path}"))
+            data = yaml.safe_load(git(bare, "show", f"{commit}:{path}"))
             out[data["id"]] = data
     return out
 

@@ -39,7 +39,7 @@ from harness import demo, stack
 from harness.images import debian, medusa
 from tests import medusa_checkout
 from tests.e2e import test_full_loop as full_loop
-from tests.e2e.test_rollout_argocd import _refuse_release
+from tests.e2e.test_rollout_argocd import _refuse_release, halted_rollout
 from tests.e2e.test_store_charts import _kubectl_json
 from tests.e2e.test_store_node import _describe
 from tests.github import payloads
@@ -474,28 +474,7 @@ def test_a_rollout_in_waves_halts_at_a_failure_and_the_rollback_restores_the_sto
 
     policy = _refuse_release(loop, ids[1])
     try:
-        started = time.monotonic()
-        status, rollout = loop.call("POST", "/v1/rollouts", {
-            "engine": "medusa", "version": second, "cluster": demo.CLUSTER, "canary": [ids[0]], "batch": 1,
-            "timeout": 900})
-        assert status in (201, 202), rollout
-        # The canary, then one store per wave in id order: these three first (the module's other Medusa stores, on
-        # the working chart, come in later waves).
-        assert [w["stores"] for w in rollout["waves"]][:3] == [[ids[0]], [ids[1]], [ids[2]]], rollout["waves"]
-        view: dict[str, Any] = rollout
-        deadline = time.monotonic() + 1800
-        while time.monotonic() < deadline:
-            status, view = loop.call("GET", f"/v1/rollouts/{rollout['id']}")
-            assert status == 200, view
-            if view["state"] != "running":
-                break
-            time.sleep(3)
-        print(f"medusa rollout: halted after {time.monotonic() - started:.0f}s: {view.get('report')}", flush=True)
-        assert view["state"] == "halted", json.dumps(view, indent=1)
-        report = view["report"]
-        assert report["wave"] == 2 and report["store"] == ids[1] and report["state"] in ("failed", "degraded")
-        assert "injected failure" in report["message"], report
-        assert report["moved"] == ids[:2] and report["untouched"][0] == ids[2], report
+        halted_rollout(loop, "medusa", second, ids, wave_timeout=900)
 
         def app_path(store_id: str) -> str:
             return str((cluster.application(f"store-{store_id}") or {})["spec"]["source"]["path"])  # type: ignore[index]

@@ -142,6 +142,33 @@ def _refuse_release(running: demo.Loop, store_id: str) -> str:
     return name
 
 
+def halted_rollout(running: Any, engine: str, version: str, ids: list[str], *, wave_timeout: int) -> dict[str, Any]:
+    """A rollout of ``engine`` to ``version`` with ``ids[0]`` as its canary and waves of one, which must halt at
+    the second wave (``ids[1]``, where a failure was injected) with ``ids[2]`` untouched; its report."""
+    started = time.monotonic()
+    code, rollout = running.call("POST", "/v1/rollouts", {"engine": engine, "version": version,
+                                                          "cluster": demo.CLUSTER, "canary": [ids[0]], "batch": 1,
+                                                          "timeout": wave_timeout})  # fmt: skip
+    assert code in (201, 202), rollout
+    # The canary, then one store per wave in id order: these three first (other stores of the engine come later).
+    assert [w["stores"] for w in rollout["waves"]][:3] == [[ids[0]], [ids[1]], [ids[2]]], rollout["waves"]
+    deadline = time.monotonic() + 3 * wave_timeout
+    view: dict[str, Any] = rollout
+    while time.monotonic() < deadline:
+        code, view = running.call("GET", f"/v1/rollouts/{rollout['id']}")
+        assert code == 200, view
+        if view["state"] != "running":
+            break
+        time.sleep(3)
+    print(f"{engine} rollout halted after {time.monotonic() - started:.0f}s: {view.get('report')}", flush=True)
+    assert view["state"] == "halted", json.dumps(view, indent=1)
+    report: dict[str, Any] = view["report"]
+    assert report["wave"] == 2 and report["store"] == ids[1] and report["state"] in ("failed", "degraded")
+    assert "injected failure" in report["message"], report
+    assert report["moved"] == ids[:2] and report["untouched"][0] == ids[2], report
+    return report
+
+
 def test_a_failure_in_the_second_wave_halts_the_rollout_with_the_third_store_untouched(loop: Any) -> None:
     running, first, second = loop
     # Named to sort first: other stores still on the first release (the example's) come in later waves.
@@ -149,27 +176,7 @@ def test_a_failure_in_the_second_wave_halts_the_rollout_with_the_third_store_unt
     _request_ready(running, ids, first)
     policy = _refuse_release(running, ids[1])
     try:
-        started = time.monotonic()
-        code, rollout = running.call("POST", "/v1/rollouts", {
-            "engine": ENGINE, "version": second, "cluster": demo.CLUSTER, "canary": [ids[0]], "batch": 1,
-            "timeout": 600})
-        assert code in (201, 202), rollout
-        # The canary, then one store per wave in id order: these three first.
-        assert [w["stores"] for w in rollout["waves"]][:3] == [[ids[0]], [ids[1]], [ids[2]]], rollout["waves"]
-        deadline = time.monotonic() + 900
-        view: dict[str, Any] = rollout
-        while time.monotonic() < deadline:
-            code, view = running.call("GET", f"/v1/rollouts/{rollout['id']}")
-            assert code == 200, view
-            if view["state"] != "running":
-                break
-            time.sleep(3)
-        print(f"rollout halted after {time.monotonic() - started:.0f}s: {view.get('report')}", flush=True)
-        assert view["state"] == "halted", json.dumps(view, indent=1)
-        report = view["report"]
-        assert report["wave"] == 2 and report["store"] == ids[1] and report["state"] in ("failed", "degraded")
-        assert "injected failure" in report["message"], report
-        assert report["moved"] == ids[:2] and report["untouched"][0] == ids[2]
+        halted_rollout(running, ENGINE, second, ids, wave_timeout=600)
         # The canary runs the new release; the failing store's Application renders it and fails; the third
         # store's entry and Application stay on the first release.
         assert _app_path(running, ids[0]) == releases.chart_dir(ENGINE, second)
