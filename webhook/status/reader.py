@@ -21,6 +21,7 @@ from kubernetes import client, config
 
 from generator import constants
 from generator.publishing import Published
+from webhook.errors import RefreshError
 from webhook.metrics import STATUS, Labels, Metrics
 from webhook.settings import StatusSettings
 from webhook.status import lifecycle, refreshing
@@ -130,16 +131,20 @@ class Fleet:
     apps: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Reads a failed hook Job's reason; None: the Application's own messages only.
     explain: Explain | None = None
+    #: Stops an Application's stale retrying sync (refreshing.stale_retrying_sync), by name; None: left alone.
+    unstick: Callable[[str], object] | None = None
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._progressing: dict[str, datetime.datetime] = {}
         self._reasons: dict[tuple[str, str, str, str], str] = {}
+        self._unstuck: set[tuple[str, str]] = set()
 
     def upsert(self, obj: Mapping[str, Any]) -> None:
         store_id = lifecycle.application_store_id(obj)
         app = trim(obj)
         self._explain(app, obj)
+        self._unstick(obj)
         with self._lock:
             self.apps[store_id] = app
             self._assess(store_id)
@@ -159,6 +164,20 @@ class Fleet:
                 self._reasons[key] = self.explain(namespace, name) if namespace and name else ""
             if self._reasons[key]:
                 resource["reason"] = self._reasons[key]
+
+    def _unstick(self, obj: Mapping[str, Any]) -> None:
+        """Stop a sync Argo CD retries for a chart the store's spec no longer names, once per operation."""
+        if self.unstick is None or not refreshing.stale_retrying_sync(obj):
+            return
+        name = str((obj.get("metadata") or {}).get("name") or "")
+        started = str(((obj.get("status") or {}).get("operationState") or {}).get("startedAt") or "")
+        if (name, started) in self._unstuck:
+            return
+        self._unstuck.add((name, started))
+        try:
+            self.unstick(name)
+        except RefreshError as e:
+            log.warning("%s", e)
 
     def delete(self, obj: Mapping[str, Any]) -> None:
         store_id = lifecycle.application_store_id(obj)
@@ -366,7 +385,8 @@ def build(settings: StatusSettings, *, api: client.ApiClient | None = None, sink
     reporter = Reporter(ledger=ledger, metrics=metrics,
                         sinks=[*reported, MetricsSink(metrics), WakeSink(deliverer.wake)])
     fleet = Fleet(reporter=reporter, revisions=Revisions(settings.workdir), stuck_after=settings.stuck_after,
-                  clock=clock, explain=lambda namespace, job: job_reason(api, namespace, job))
+                  clock=clock, explain=lambda namespace, job: job_reason(api, namespace, job),
+                  unstick=lambda name: refreshing.terminate_stale_sync(api, namespace=settings.namespace, name=name))
     watcher = Watcher(api=api, consumer=fleet, namespace=settings.namespace, selector=settings.selector,
                       metrics=metrics, watch_timeout=settings.watch_timeout,
                       read_timeout=settings.effective_read_timeout, page_size=settings.page_size,

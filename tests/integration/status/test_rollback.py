@@ -4,10 +4,12 @@ server), as a new commit on the local remote that says why."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from harness import applications, examples
@@ -83,3 +85,53 @@ def test_a_failing_change_is_rolled_back_to_the_entry_the_store_was_ready_with(
         # Asked again before Argo CD synced it: the entry is already what it was.
         again = http.post("/v1/stores/acme-outdoor/rollback", json={"reason": "again"}, headers=JANE)
         assert again.status_code == 409 and "nothing to roll back" in again.json()["error"]
+
+
+def test_a_sync_retried_for_a_chart_the_spec_no_longer_names_is_stopped(
+        tmp_path: Path, apiserver: harness_stack.Stack, caplog: pytest.LogCaptureFixture) -> None:
+    """Argo CD may start an automated sync at a new revision before the root Application has moved the store's
+    spec to its new chart (a rollback, a release), and then retry that failing sync with the old chart for
+    minutes. The status reader stops it (once), so Argo CD starts over with the spec's chart; a retrying sync of
+    the spec's own chart, or a first attempt, is left alone."""
+    caplog.set_level(logging.INFO, logger="webhook.status.refreshing")
+    with support.owners_app(tmp_path, apiserver, "acme-outdoor") as running:
+        namespace, custom = running.namespace, running.custom
+        body = applications.application("acme-outdoor", namespace)
+        spec_source = body["spec"]["source"]
+        old_chart = "templates/releases/woocommerce/0.2.0/woocommerce"
+        revision = examples.git(running.bare, "rev-parse", "main").strip()
+        body["status"] = applications.argo_status(sync="Synced", health="Healthy", phase="Succeeded",
+                                                  revision=revision)
+        custom.create_namespaced_custom_object(applications.GROUP, applications.VERSION, namespace,
+                                               applications.PLURAL, body)
+
+        def app() -> Any:
+            return custom.get_namespaced_custom_object(applications.GROUP, applications.VERSION, namespace,
+                                                       applications.PLURAL, "store-acme-outdoor")
+
+        def running_sync(path: str, retries: int, started: str = "2026-11-28T01:00:00Z") -> dict[str, Any]:
+            status = applications.argo_status(sync="OutOfSync", health="Degraded", phase="Running", revision=revision)
+            status["operationState"].update(retryCount=retries, startedAt=started)
+            status["operationState"]["operation"]["sync"]["source"] = {**spec_source, "path": path}
+            return status
+
+        def stopped() -> list[str]:
+            return [r.getMessage() for r in caplog.records if "failing sync of" in r.getMessage()]
+
+        def terminating() -> bool:
+            return bool(app()["status"]["operationState"]["phase"] == "Terminating")
+
+        # The spec's own chart, retried; the old chart on its first attempt; then the old chart, retried. The
+        # reader sees them in this order (one watch), and only the last is stopped.
+        applications.set_status(custom, namespace, "acme-outdoor", running_sync(spec_source["path"], 2))
+        applications.set_status(custom, namespace, "acme-outdoor", running_sync(old_chart, 0))
+        applications.set_status(custom, namespace, "acme-outdoor", running_sync(old_chart, 1))
+        support.wait_until("the stale sync stopped", terminating, timeout=30)
+        assert len(stopped()) == 1 and old_chart in stopped()[0], stopped()
+        # The same operation seen again is not stopped twice; a later one (its own start) is.
+        applications.set_status(custom, namespace, "acme-outdoor", running_sync(old_chart, 2))
+        applications.set_status(custom, namespace, "acme-outdoor",
+                                running_sync(old_chart, 1, started="2026-11-28T01:05:00Z"))
+        support.wait_until("the later stale sync stopped", lambda: any("01:05:00" in m for m in stopped()), timeout=30)
+        assert [m for m in stopped() if "01:00:00" in m] == stopped()[:1], stopped()
+        assert len(stopped()) == 2, stopped()
