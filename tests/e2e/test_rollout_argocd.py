@@ -97,14 +97,7 @@ def test_stores_pinned_to_a_release_move_to_the_next_in_waves_through_argo_cd(lo
     code, rollout = running.call("POST", "/v1/rollouts", {"engine": ENGINE, "version": second,
                                                           "cluster": demo.CLUSTER, "canary": [ids[0]], "batch": 1})
     assert code in (201, 202), rollout
-    deadline = time.monotonic() + 900
-    view: dict[str, Any] = rollout
-    while time.monotonic() < deadline:
-        code, view = running.call("GET", f"/v1/rollouts/{rollout['id']}")
-        assert code == 200, view
-        if view["state"] != "running":
-            break
-        time.sleep(3)
+    view = _ended(running, rollout, timeout=900)
     assert view["state"] == "done", json.dumps(view, indent=1)
     print(f"rollout: {len(view['waves'])} waves done in {time.monotonic() - started:.0f}s", flush=True)
     waves = [w["stores"] for w in view["waves"]]
@@ -142,6 +135,19 @@ def _refuse_release(running: demo.Loop, store_id: str) -> str:
     return name
 
 
+def _ended(running: Any, rollout: dict[str, Any], *, timeout: float) -> dict[str, Any]:
+    """The rollout's view once it is no longer running (or at the timeout, as it then is)."""
+    deadline = time.monotonic() + timeout
+    view = rollout
+    while time.monotonic() < deadline:
+        code, view = running.call("GET", f"/v1/rollouts/{rollout['id']}")
+        assert code == 200, view
+        if view["state"] != "running":
+            break
+        time.sleep(3)
+    return view
+
+
 def halted_rollout(running: Any, engine: str, version: str, ids: list[str], *, wave_timeout: int) -> dict[str, Any]:
     """A rollout of ``engine`` to ``version`` with ``ids[0]`` as its canary and waves of one, which must halt at
     the second wave (``ids[1]``, where a failure was injected) with ``ids[2]`` untouched; its report."""
@@ -152,14 +158,7 @@ def halted_rollout(running: Any, engine: str, version: str, ids: list[str], *, w
     assert code in (201, 202), rollout
     # The canary, then one store per wave in id order: these three first (other stores of the engine come later).
     assert [w["stores"] for w in rollout["waves"]][:3] == [[ids[0]], [ids[1]], [ids[2]]], rollout["waves"]
-    deadline = time.monotonic() + 3 * wave_timeout
-    view: dict[str, Any] = rollout
-    while time.monotonic() < deadline:
-        code, view = running.call("GET", f"/v1/rollouts/{rollout['id']}")
-        assert code == 200, view
-        if view["state"] != "running":
-            break
-        time.sleep(3)
+    view = _ended(running, rollout, timeout=3 * wave_timeout)
     print(f"{engine} rollout halted after {time.monotonic() - started:.0f}s: {view.get('report')}", flush=True)
     assert view["state"] == "halted", json.dumps(view, indent=1)
     report: dict[str, Any] = view["report"]

@@ -9,7 +9,7 @@ removes it once it refreshed. The reader's Role allows ``patch`` on Applications
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from kubernetes import client
@@ -77,23 +77,11 @@ def terminate_failing_sync(api: client.ApiClient, *, namespace: str, store_id: s
 
     A rollback commits the entry that worked; Argo CD syncs a new revision only once the running operation
     ends, and a failing sync with retries can run for minutes (its backoff) before it gives up."""
-    custom = client.CustomObjectsApi(api)
     name = f"{constants.NAMESPACE_PREFIX}{store_id}"
-    try:
-        app: Any = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-    except client.ApiException as e:
-        if e.status == HTTP_NOT_FOUND:
-            return False
-        raise RefreshError(f"cannot read {namespace}/{name}: {e.status} {e.reason}") from e
-    state = (app.get("status") or {}).get("operationState") or {}
-    if state.get("phase") != "Running" or not state.get("retryCount"):
+    app = _terminate_when(api, namespace, name, retrying_sync)
+    if app is None:
         return False
-    try:
-        custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
-                                              {"status": {"operationState": {"phase": "Terminating"}}},
-                                              _content_type=MERGE_PATCH)
-    except client.ApiException as e:
-        raise RefreshError(f"cannot stop the running sync of {namespace}/{name}: {e.status} {e.reason}") from e
+    state = (app.get("status") or {}).get("operationState") or {}
     log.info("stopped %s's failing sync (retry %s): a rollback is coming", name, state.get("retryCount"))
     return True
 
@@ -107,10 +95,9 @@ def stale_retrying_sync(app: Mapping[str, Any]) -> bool:
     spec no longer has. An automated sync takes the spec's source when it starts; when a commit moves the
     store's chart (a rollback, a release) Argo CD may see the new revision before the root Application has
     updated the store's spec, start on the old chart at the new revision, and retry that for minutes."""
-    status = app.get("status") or {}
-    state = status.get("operationState") or {}
-    if state.get("phase") != "Running" or not state.get("retryCount"):
+    if not retrying_sync(app):
         return False
+    state = (app.get("status") or {}).get("operationState") or {}
     running = ((state.get("operation") or {}).get("sync") or {}).get("source")
     wanted = (app.get("spec") or {}).get("source")
     if not isinstance(running, Mapping) or not isinstance(wanted, Mapping):
@@ -121,23 +108,39 @@ def stale_retrying_sync(app: Mapping[str, Any]) -> bool:
 def terminate_stale_sync(api: client.ApiClient, *, namespace: str, name: str) -> bool:
     """Stop the Application's running sync if it is a stale retrying one (:func:`stale_retrying_sync`, read
     again here); Argo CD's automated sync then starts over with the spec's source. Whether it did."""
-    custom = client.CustomObjectsApi(api)
-    try:
-        app: Any = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-    except client.ApiException as e:
-        if e.status == HTTP_NOT_FOUND:
-            return False
-        raise RefreshError(f"cannot read {namespace}/{name}: {e.status} {e.reason}") from e
-    if not stale_retrying_sync(app):
+    app = _terminate_when(api, namespace, name, stale_retrying_sync)
+    if app is None:
         return False
-    try:
-        custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
-                                              {"status": {"operationState": {"phase": "Terminating"}}},
-                                              _content_type=MERGE_PATCH)
-    except client.ApiException as e:
-        raise RefreshError(f"cannot stop the stale sync of {namespace}/{name}: {e.status} {e.reason}") from e
     state = (app.get("status") or {}).get("operationState") or {}
     source = ((state.get("operation") or {}).get("sync") or {}).get("source") or {}
     log.info("stopped %s's failing sync of %s (started %s, retry %s): its spec now says %s", name, source.get("path"),
              state.get("startedAt"), state.get("retryCount"), ((app.get("spec") or {}).get("source") or {}).get("path"))
     return True
+
+
+def retrying_sync(app: Mapping[str, Any]) -> bool:
+    """Whether the Application's running sync is one Argo CD retries after a failure."""
+    state = (app.get("status") or {}).get("operationState") or {}
+    return state.get("phase") == "Running" and bool(state.get("retryCount"))
+
+
+def _terminate_when(api: client.ApiClient, namespace: str, name: str,
+                    check: Callable[[Mapping[str, Any]], bool]) -> Mapping[str, Any] | None:
+    """Read the Application; if ``check`` says so, set its operation's phase to ``Terminating`` (what ``argocd
+    app terminate-op`` does) and return what was read; None when it is gone or ``check`` says no."""
+    custom = client.CustomObjectsApi(api)
+    try:
+        app: Any = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    except client.ApiException as e:
+        if e.status == HTTP_NOT_FOUND:
+            return None
+        raise RefreshError(f"cannot read {namespace}/{name}: {e.status} {e.reason}") from e
+    if not check(app):
+        return None
+    try:
+        custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
+                                              {"status": {"operationState": {"phase": "Terminating"}}},
+                                              _content_type=MERGE_PATCH)
+    except client.ApiException as e:
+        raise RefreshError(f"cannot stop the running sync of {namespace}/{name}: {e.status} {e.reason}") from e
+    return dict(app)
