@@ -281,17 +281,23 @@ func (n *node) NodeStageVolume(_ context.Context, req *csi.NodeStageVolumeReques
 	if err := os.MkdirAll(target, 0o750); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
-	args := []string{"-t", "ext4", "-o", "loop"}
-	for _, flag := range req.GetVolumeCapability().GetMount().GetMountFlags() {
-		args = append(args, "-o", flag)
-	}
-	if _, err := run("mount", append(args, image, target)...); err != nil {
+	if err := mountImage(image, target, req.GetVolumeCapability()); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
 	if err := prepareRoot(target); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
 	return &csi.NodeStageVolumeResponse{}, nil
+}
+
+// mountImage loop-mounts the volume's ext4 image at target with the capability's mount flags.
+func mountImage(image, target string, capability *csi.VolumeCapability) error {
+	args := []string{"-t", "ext4", "-o", "loop"}
+	for _, flag := range capability.GetMount().GetMountFlags() {
+		args = append(args, "-o", flag)
+	}
+	_, err := run("mount", append(args, image, target)...)
+	return err
 }
 
 func (n *node) NodeUnstageVolume(
@@ -398,11 +404,7 @@ func (n *node) growStaged(id, device, staging string, capability *csi.VolumeCapa
 		return nil
 	}
 	grown, growErr := growOffline(image)
-	args := []string{"-t", "ext4", "-o", "loop"}
-	for _, flag := range capability.GetMount().GetMountFlags() {
-		args = append(args, "-o", flag)
-	}
-	if _, err := run("mount", append(args, image, staging)...); err != nil {
+	if err := mountImage(image, staging, capability); err != nil {
 		return fmt.Errorf("volume %s: mounting again after growing (%v): %w", id, growErr, err)
 	}
 	if growErr != nil {
