@@ -43,11 +43,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> collections.abc.Iterator[d
     try:
         loop.prepare()
         fake.start()
-        loop.extra_env.update({
-            "STOREOPS_GITHUB_WEBHOOK_SECRET": payloads.SECRET, "STOREOPS_GITHUB_TOKEN": GITHUB_TOKEN,
-            "STOREOPS_GITHUB_REPOSITORY": REPOSITORY, "STOREOPS_GITHUB_API_URL": fake.url,
-            "STOREOPS_GITHUB_SECONDS_BETWEEN_WRITES": "0",
-        })
+        loop.extra_env.update(github_env(fake))
         loop.start_service()
         loop.receiver = receiver  # type: ignore[attr-defined]
         loop.fake = fake  # type: ignore[attr-defined]
@@ -58,6 +54,13 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> collections.abc.Iterator[d
         receiver.close()
         running.stop()
         print((work / "service.log").read_text(errors="replace")[-4000:] if (work / "service.log").exists() else "")
+
+
+def github_env(fake: FakeGitHub) -> dict[str, str]:
+    """The service's settings for GitHub's API at ``fake`` (its webhook secret, token and repository)."""
+    return {"STOREOPS_GITHUB_WEBHOOK_SECRET": payloads.SECRET, "STOREOPS_GITHUB_TOKEN": GITHUB_TOKEN,
+            "STOREOPS_GITHUB_REPOSITORY": REPOSITORY, "STOREOPS_GITHUB_API_URL": fake.url,
+            "STOREOPS_GITHUB_SECONDS_BETWEEN_WRITES": "0"}
 
 
 def entry(store_id: str, **extra: object) -> dict[str, object]:

@@ -134,11 +134,7 @@ def serve(cluster: stack.Stack, work: pathlib.Path,
     if github:
         fake = FakeGitHub(bare=loop.remote, repository=full_loop.REPOSITORY, token=full_loop.GITHUB_TOKEN)
         fake.start()
-        loop.extra_env.update({
-            "STOREOPS_GITHUB_WEBHOOK_SECRET": payloads.SECRET, "STOREOPS_GITHUB_TOKEN": full_loop.GITHUB_TOKEN,
-            "STOREOPS_GITHUB_REPOSITORY": full_loop.REPOSITORY, "STOREOPS_GITHUB_API_URL": fake.url,
-            "STOREOPS_GITHUB_SECONDS_BETWEEN_WRITES": "0",
-        })  # fmt: skip
+        loop.extra_env.update(full_loop.github_env(fake))
         loop.fake = fake  # type: ignore[attr-defined]
     owner_token = secrets.token_urlsafe(24)
     tokens = work / "tokens.yaml"
