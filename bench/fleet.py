@@ -21,8 +21,14 @@ JSON log records ``setting manifests cache`` (one per generation, with the Appli
 cached manifest moved to a new commit outside an Application's ``manifest-generate-paths`` logs
 ``manifest cache moved`` instead). The root Application's (``storeops-<cluster>``) are counted apart
 from the stores' (``store-<id>``). storeops' own CPU seconds
-are its serve process's. Argo CD runs with the harness's settings: ``--status-processors=4
---operation-processors=4 --app-resync=<harness>``, repo-server defaults but a short revision cache.
+are its serve process's.
+
+Argo CD's settings are options, printed with the figures: the controller's status and operation
+processors and resync period (``--app-resync``; storeops asks Argo CD to refresh the Applications a push
+touched, so polling only catches what happened outside storeops), the repo-server's parallelism limit.
+The defaults are the guidance in docs/install.md; ``--argocd harness`` runs the test harness's settings
+instead (10 s polling, 4 + 4 processors) to compare. ``--no-seeds`` leaves out the Helm run (for
+comparing Argo CD's settings, which do not change it).
 """
 
 from __future__ import annotations
@@ -51,6 +57,11 @@ from harness import stack as harness_stack
 
 CLIENTS = 16
 SEEDS_CONCURRENCY = 5
+#: Argo CD's settings for a fleet (docs/install.md, "Argo CD for a large fleet").
+TUNED = {"status_processors": 20, "operation_processors": 10, "app_resync": 600, "repo_parallelism": 0}
+#: argocd-cm: a change of only an object's status (a Deployment's replicas counted, a store Application's
+#: sync state seen by the root Application) refreshes its Application only when its health changes.
+IGNORE_STATUS_UPDATES = {"resource.customizations.ignoreResourceUpdates.all": "jsonPointers:\n- /status\n"}
 #: The repo-server's record of a manifest generation (one per generation; "manifest cache miss" comes twice).
 GENERATED = "setting manifests cache"
 
@@ -191,58 +202,98 @@ def seeds_way(running: harness_stack.Stack, repo: Path, count: int, work: Path) 
             "concurrency": SEEDS_CONCURRENCY}
 
 
+def argocd_flags(args: argparse.Namespace) -> dict[str, list[str]]:
+    """The flags for Argo CD's controller and repo-server the options ask for."""
+    return {
+        "argocd-application-controller": [f"--status-processors={args.status_processors}",
+                                          f"--operation-processors={args.operation_processors}",
+                                          f"--app-resync={args.app_resync}"],
+        "argocd-repo-server": [f"--parallelismlimit={args.repo_parallelism}"],
+    }
+
+
+def measure(args: argparse.Namespace, running: harness_stack.Stack, loop: demo.Loop, work: Path) -> dict[str, Any]:
+    """The run: a small fleet and its one-store change, the burst, the change at the full fleet, the seeds' way."""
+    results: dict[str, Any] = {}
+    source = examples.example_repo(work / "source", capacity=args.stores + 20)
+    publishing.seed_remote(loop.remote, source, "main")
+    loop.extra_env.update({"STOREOPS_RATE": "100000", "STOREOPS_BURST": "100000"})
+    loop.prepare()
+    loop.start_service()
+    assert loop.service is not None
+    meter = Meter(running, loop.service.pid)
+    small = [f"small-{i}-{uuid.uuid4().hex[:4]}" for i in range(args.small)]
+    results["small_fleet"] = burst(loop, small, args.timeout)
+    results["change_at_small"] = one_change(loop, small[0], meter)
+    big = [f"fleet-{i}-{uuid.uuid4().hex[:4]}" for i in range(args.stores - args.small)]
+    meter.start()
+    results["burst"] = {**burst(loop, big, args.timeout), **meter.stop()}
+    results["change_at_full"] = one_change(loop, small[1], meter)
+    if not args.no_seeds:
+        results["seeds_way"] = seeds_way(running, source, len(big), work)
+    argo = results["burst"]["cpu_seconds"]
+    results["ratios"] = {
+        "change_full_over_small": round(results["change_at_full"]["ready_seconds"]
+                                        / results["change_at_small"]["ready_seconds"], 2),
+        "storeops_cpu_share_of_argocd": round(argo["storeops"] / max(argo["controller"] + argo["repo-server"], 0.01),
+                                              3),
+    }
+    if "seeds_way" in results:
+        results["ratios"]["seeds_way_over_storeops_burst"] = round(
+            results["seeds_way"]["all_available_seconds"] / results["burst"]["all_ready_seconds"], 2)
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stores", type=int, default=100, help="the fleet's size after the burst (default 100)")
     parser.add_argument("--small", type=int, default=10, help="new stores before the first one-store change")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds the burst may take to be ready")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--argocd", choices=("tuned", "harness"), default="tuned",
+                        help="Argo CD's settings: the options below (tuned) or the test harness's (10 s polling)")
+    parser.add_argument("--status-processors", type=int, default=TUNED["status_processors"])
+    parser.add_argument("--operation-processors", type=int, default=TUNED["operation_processors"])
+    parser.add_argument("--app-resync", type=int, default=TUNED["app_resync"],
+                        help="seconds between the controller's polls of every Application")
+    parser.add_argument("--repo-parallelism", type=int, default=TUNED["repo_parallelism"],
+                        help="the repo-server's concurrent manifest generations (0: no limit)")
+    parser.add_argument("--ignore-status-updates", action=argparse.BooleanOptionalAction, default=True,
+                        help="refresh an Application on a status-only change of its objects only when health changes")
+    parser.add_argument("--no-seeds", action="store_true", help="leave out the seeds' way (Helm per store)")
     args = parser.parse_args(argv)
     if args.stores <= args.small:
         parser.error("--stores must be larger than --small")
     work = Path(tempfile.mkdtemp(prefix="storeops-fleet-"))
-    running = harness_stack.start(work / "stack", full=True, tie_to_parent=True)
+    tuned = args.argocd == "tuned"
+    flags = argocd_flags(args) if tuned else {}
+    settings = IGNORE_STATUS_UPDATES if tuned and args.ignore_status_updates else {}
+    running = harness_stack.start(work / "stack", full=True, tie_to_parent=True, argocd_defaults=tuned,
+                                  argocd_flags=flags, argocd_settings=settings)
     loop = demo.Loop(stack=running, work=work)
-    results: dict[str, Any] = {"stores": args.stores}
+    results: dict[str, Any] = {"stores": args.stores,
+                               "argocd": {**flags, "argocd-cm": settings} if tuned else "harness"}
     try:
-        source = examples.example_repo(work / "source", capacity=args.stores + 20)
-        publishing.seed_remote(loop.remote, source, "main")
-        loop.extra_env.update({"STOREOPS_RATE": "100000", "STOREOPS_BURST": "100000"})
-        loop.prepare()
-        loop.start_service()
-        assert loop.service is not None
-        meter = Meter(running, loop.service.pid)
-        small = [f"small-{i}-{uuid.uuid4().hex[:4]}" for i in range(args.small)]
-        results["small_fleet"] = burst(loop, small, args.timeout)
-        results["change_at_small"] = one_change(loop, small[0], meter)
-        big = [f"fleet-{i}-{uuid.uuid4().hex[:4]}" for i in range(args.stores - args.small)]
-        meter.start()
-        results["burst"] = {**burst(loop, big, args.timeout), **meter.stop()}
-        results["change_at_full"] = one_change(loop, small[1], meter)
-        results["seeds_way"] = seeds_way(running, source, len(big), work)
-        argo = results["burst"]["cpu_seconds"]
-        results["ratios"] = {
-            "seeds_way_over_storeops_burst": round(results["seeds_way"]["all_available_seconds"]
-                                                   / results["burst"]["all_ready_seconds"], 2),
-            "change_full_over_small": round(results["change_at_full"]["ready_seconds"]
-                                            / results["change_at_small"]["ready_seconds"], 2),
-            "storeops_cpu_share_of_argocd": round(argo["storeops"] / max(argo["controller"] + argo["repo-server"],
-                                                                         0.01), 3),
-        }
+        # The loop's progress lines go to stderr: stdout is the figures' (JSON with --json).
+        with contextlib.redirect_stdout(sys.stderr):
+            results.update(measure(args, running, loop, work))
     finally:
         loop.stop_service()
         running.stop()
     if args.json:
         print(json.dumps(results, indent=2))
     else:
-        b, s, r = results["burst"], results["seeds_way"], results["ratios"]
+        b, r = results["burst"], results["ratios"]
+        print(f"Argo CD: {results['argocd']}")
         print(f"burst of {b['stores']} new stores (fleet {args.stores}): all ready in {b['all_ready_seconds']}s, "
               f"request -> ready p50 {b['p50_seconds']}s p99 {b['p99_seconds']}s")
         print(f"  Argo CD CPU: controller {b['cpu_seconds']['controller']}s, repo-server "
               f"{b['cpu_seconds']['repo-server']}s; peak RSS {b['peak_rss_mib']}; manifest generations "
               f"{b['generations']}; storeops CPU {b['cpu_seconds']['storeops']}s")
-        print(f"the seeds' way (helm --wait, {s['concurrency']} at a time): {s['stores']} stores Available in "
-              f"{s['all_available_seconds']}s: {r['seeds_way_over_storeops_burst']}x storeops' burst")
+        if "seeds_way" in results:
+            s = results["seeds_way"]
+            print(f"the seeds' way (helm --wait, {s['concurrency']} at a time): {s['stores']} stores Available in "
+                  f"{s['all_available_seconds']}s: {r['seeds_way_over_storeops_burst']}x storeops' burst")
         for key in ("change_at_small", "change_at_full"):
             c = results[key]
             print(f"one-store change ({key.removeprefix('change_at_')} fleet): ready in {c['ready_seconds']}s, "

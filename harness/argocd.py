@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import pathlib
 import secrets
+from collections.abc import Mapping
 
 __all__ = ["NAMESPACE", "PART_OF", "bootstrap_manifests", "crd_files"]
 
@@ -24,7 +25,9 @@ def crd_files(crds: pathlib.Path) -> list[pathlib.Path]:
     return sorted(crds.glob("*-crd.yaml"))
 
 
-def bootstrap_manifests(*, namespace: str, argocd_user: str) -> list[dict[str, object]]:
+def bootstrap_manifests(*, namespace: str, argocd_user: str, settings: Mapping[str, str] | None = None,
+                        ) -> list[dict[str, object]]:
+    """settings: more keys of argocd-cm (they win over the harness's)."""
     def labelled(name: str) -> dict[str, object]:
         return {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/name": name, **PART_OF}}
 
@@ -37,6 +40,7 @@ def bootstrap_manifests(*, namespace: str, argocd_user: str) -> list[dict[str, o
             "data": {
                 "timeout.reconciliation": RECONCILIATION_TIMEOUT,
                 "timeout.reconciliation.jitter": "0s",
+                **(settings or {}),
             },
         },
         {

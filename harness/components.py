@@ -16,6 +16,7 @@ import socket
 import ssl
 import sys
 import urllib.request
+from collections.abc import Sequence
 
 from harness import kube, pki, processes, versions
 
@@ -331,6 +332,7 @@ def start_repo_server(
     redis_port: int,
     tie_to_parent: bool = False,
     argocd_defaults: bool = False,
+    extra_args: Sequence[str] = (),
 ) -> processes.Process:
     argv = [
         str(binaries.argocd),
@@ -345,6 +347,7 @@ def start_repo_server(
         # Resolved branch heads are cached this long (3m by default): keep it short so a pushed
         # commit is seen at the next resync.
         argv.append(f"--revision-cache-expiration={RESYNC_SECONDS // 2}s")
+    argv += extra_args  # last wins: these override the flags above
     env = _argocd_env(binaries, state, kubeconfig) | {"ARGOCD_BINARY_NAME": "argocd-repo-server"}
     process = processes.spawn("argocd-repo-server", argv, log_dir=state / "logs", env=env, tie_to_parent=tie_to_parent)
     processes.wait_until("argocd-repo-server port", lambda: port_open(port), timeout=STARTUP_TIMEOUT, process=process)
@@ -361,6 +364,7 @@ def start_application_controller(
     repo_server_port: int,
     tie_to_parent: bool = False,
     argocd_defaults: bool = False,
+    extra_args: Sequence[str] = (),
 ) -> processes.Process:
     argv = [
         str(binaries.argocd),
@@ -374,6 +378,7 @@ def start_application_controller(
     if not argocd_defaults:
         # Frequent resyncs (default 3m) so tests see a pushed commit within seconds.
         argv += [f"--app-resync={RESYNC_SECONDS}", "--app-resync-jitter=0"]
+    argv += extra_args  # last wins: these override the flags above
     env = _argocd_env(binaries, state, kubeconfig) | {"ARGOCD_BINARY_NAME": "argocd-application-controller"}
     process = processes.spawn(
         "argocd-application-controller", argv, log_dir=state / "logs", env=env, tie_to_parent=tie_to_parent
@@ -387,10 +392,10 @@ def start_application_controller(
     return process
 
 
-def port_open(port: int) -> bool:
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(1)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+        return s.connect_ex((host, port)) == 0
 
 
 def _http_json(url: str, body: object | None = None) -> dict[str, object]:

@@ -22,6 +22,7 @@ import pathlib
 import shutil
 import sys
 import time
+from collections.abc import Mapping, Sequence
 
 from harness import argocd, components, csidriver, errors, kube, pki, processes, versions
 from harness import node as real_node
@@ -58,6 +59,10 @@ class Stack:
     tie_to_parent: bool = False
     # Argo CD with its own defaults (3-minute polling, 3-minute revision cache) instead of 10 s.
     argocd_defaults: bool = False
+    # Flags appended to Argo CD's components' own, by process name (the fleet benchmark's tuning).
+    argocd_flags: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    # Keys added to argocd-cm (the same benchmark's).
+    argocd_settings: dict[str, str] = dataclasses.field(default_factory=dict)
     # The real node (harness/node.py), when started with node=True.
     node: real_node.Node | None = None
     node_started_seconds: float = 0.0
@@ -130,6 +135,8 @@ class Stack:
             "api_host": self.api_host,
             "watch_cache": self.watch_cache,
             "argocd_defaults": self.argocd_defaults,
+            "argocd_flags": self.argocd_flags,
+            "argocd_settings": self.argocd_settings,
             "ports": self.ports,
             "kubeconfig": str(self.kubeconfig),
             "namespace": self.namespace,
@@ -199,6 +206,8 @@ def start(
     binaries: versions.Binaries | None = None,
     tie_to_parent: bool = False,
     argocd_defaults: bool = False,
+    argocd_flags: Mapping[str, Sequence[str]] | None = None,
+    argocd_settings: Mapping[str, str] | None = None,
     node: bool = False,
 ) -> Stack:
     """Start a stack in `state` (created; must not hold a running stack). Stops what it started on failure.
@@ -248,6 +257,8 @@ def start(
         watch_cache=full if watch_cache is None else watch_cache,
         tie_to_parent=tie_to_parent,
         argocd_defaults=argocd_defaults,
+        argocd_flags={name: list(flags) for name, flags in (argocd_flags or {}).items()},
+        argocd_settings=dict(argocd_settings or {}),
         api_host=api_host,
     )
     try:
@@ -347,18 +358,20 @@ def _start_components(stack: Stack, node_binaries: versions.NodeBinaries | None 
         "the Argo CD CRDs to be Established", lambda: _established(stack, crd_names), timeout=60, interval=0.5
     )
     stack.kubectl.apply(
-        *argocd.bootstrap_manifests(namespace=stack.namespace, argocd_user=certs.clients["argocd"].user)
+        *argocd.bootstrap_manifests(namespace=stack.namespace, argocd_user=certs.clients["argocd"].user,
+                                     settings=stack.argocd_settings)
     )
     argocd_kubeconfig = kubeconfig("argocd", namespace=stack.namespace)
     run["argocd-repo-server"] = components.start_repo_server(
         b, state=state, kubeconfig=argocd_kubeconfig, port=ports["repo-server"],
         metrics_port=ports["repo-server-metrics"], redis_port=ports["redis"], tie_to_parent=stack.tie_to_parent,
-        argocd_defaults=stack.argocd_defaults,
+        argocd_defaults=stack.argocd_defaults, extra_args=stack.argocd_flags.get("argocd-repo-server", ()),
     )  # fmt: skip
     run["argocd-application-controller"] = components.start_application_controller(
         b, state=state, kubeconfig=argocd_kubeconfig, metrics_port=ports["controller-metrics"],
         redis_port=ports["redis"], repo_server_port=ports["repo-server"], tie_to_parent=stack.tie_to_parent,
         argocd_defaults=stack.argocd_defaults,
+        extra_args=stack.argocd_flags.get("argocd-application-controller", ()),
     )  # fmt: skip
 
 
@@ -448,6 +461,8 @@ def load(state: pathlib.Path) -> Stack:
         processes={d["name"]: processes.adopt(d) for d in record["processes"]},
         namespace=str(record["namespace"]),
         argocd_defaults=bool(record.get("argocd_defaults", False)),
+        argocd_flags={str(k): [str(f) for f in v] for k, v in (record.get("argocd_flags") or {}).items()},
+        argocd_settings={str(k): str(v) for k, v in (record.get("argocd_settings") or {}).items()},
         node=real_node.load(state) if record.get("node") else None,
         api_host=str(record.get("api_host", "127.0.0.1")),
     )
