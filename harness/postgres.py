@@ -59,8 +59,12 @@ def bin_dir() -> pathlib.Path | None:
 
 
 @contextlib.contextmanager
-def cluster(*, prefix: str = "storeops-pg-", user: str = "storeops") -> collections.abc.Iterator[Cluster]:
-    """Start a cluster with superuser ``user`` (password authentication) on 127.0.0.1; stop it on exit."""
+def cluster(*, prefix: str = "storeops-pg-", user: str = "storeops", host: str = "127.0.0.1",
+            clients: str = "") -> collections.abc.Iterator[Cluster]:
+    """Start a cluster with superuser ``user`` (password authentication) on ``host``; stop it on exit.
+
+    clients: a network (CIDR) besides loopback allowed to connect, e.g. the node's pods when ``host`` is the
+    node's bridge gateway."""
     binaries = bin_dir()
     if binaries is None:
         raise RuntimeError("PostgreSQL's server binaries (Debian's postgresql) are not installed")
@@ -76,12 +80,15 @@ def cluster(*, prefix: str = "storeops-pg-", user: str = "storeops") -> collecti
     try:
         subprocess.run([*run_as, str(binaries / "initdb"), "-D", str(data), "-U", user, "--auth=scram-sha-256",
                         f"--pwfile={folder / 'pw'}"], check=True, capture_output=True)  # fmt: skip
+        if clients:
+            with (data / "pg_hba.conf").open("a") as hba:
+                hba.write(f"host all all {clients} scram-sha-256\n")
         # fsync off: a throwaway cluster; what the tests check is the service's transactions, not the disk's.
-        options = (f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={folder} "
+        options = (f"-c listen_addresses={host} -c port={port} -c unix_socket_directories={folder} "
                    f"-c fsync=off -c max_connections=200")
         subprocess.run([*run_as, str(binaries / "pg_ctl"), "-D", str(data), "-o", options, "-w", "start", "-l",
                         str(folder / "pg.log")], check=True, capture_output=True)  # fmt: skip
-        yield Cluster(env={"PGHOST": "127.0.0.1", "PGPORT": port, "PGUSER": user, "PGPASSWORD": password},
+        yield Cluster(env={"PGHOST": host, "PGPORT": port, "PGUSER": user, "PGPASSWORD": password},
                       bin_dir=binaries, folder=folder)
     finally:
         if data.is_dir():
