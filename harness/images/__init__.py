@@ -120,10 +120,13 @@ def _build(
     cache: pathlib.Path | None,
     base: pathlib.Path | None = None,
     archive_name: str | None = None,
+    ref: str | None = None,
 ) -> Image:
     """Pack `entries` as a layer (on top of `base`, an uncompressed root filesystem tar, when given)
-    into ``<cache>/images/<archive_name or name-tag>.tar``; an archive already there is reused."""
-    ref = f"{REGISTRY}/{name}:{tag}"
+    into ``<cache>/images/<archive_name or name-tag>.tar``; an archive already there is reused. The
+    archive imports as `ref` (``ctr images import`` takes the name from io.containerd.image.name), by
+    default ``storeops.local/<name>:<tag>``."""
+    ref = ref or f"{REGISTRY}/{name}:{tag}"
     folder = (cache or versions.cache_dir()) / "images"
     archive = folder / f"{archive_name or f'{name}-{tag}'}.tar"
     if archive.exists():
@@ -183,6 +186,23 @@ def _build(
             _add(tar, f"blobs/sha256/{hashlib.sha256(blob).hexdigest()}", blob)
     partial.replace(archive)
     return Image(ref=ref, archive=archive)
+
+
+def _run_logged(
+    argv: list[str], *, cwd: pathlib.Path, env: dict[str, str], log: pathlib.Path, timeout: float
+) -> None:
+    """Run a build step with its output appended to `log`; a failure raises with the log's tail."""
+    with log.open("ab") as out:
+        out.write(f"$ {' '.join(argv)}\n".encode())
+        out.flush()
+        try:
+            done = subprocess.run(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                  timeout=timeout, check=False)  # fmt: skip
+        except subprocess.TimeoutExpired as e:
+            raise errors.CommandError(f"{' '.join(argv)} timed out in {cwd}; see {log}") from e
+    if done.returncode != 0:
+        tail = log.read_text(errors="replace")[-3000:]
+        raise errors.CommandError(f"{' '.join(argv)} exited {done.returncode} in {cwd}:\n{tail}")
 
 
 def _layer(entries: list[_Entry]) -> bytes:
