@@ -3,7 +3,8 @@
 Each image is one uncompressed layer written from files on disk, packed as an OCI image layout tar
 that ``ctr images import`` reads, and cached in ``<cache>/images/`` under a name that includes a
 hash of its inputs. Local builds get local names (``storeops.local/<name>:<tag>``), never an
-official image's name.
+official image's name; the one exception is the project's own service image (harness/images/service.py),
+imported under the name the platform's Deployment runs, ``ghcr.io/storeops/storeops:<version>``.
 
 * ``pause``: the sandbox process (harness/images/pause, built by build.sh);
 * ``debian`` (harness/images/debian.py): the stores' images (MariaDB, PostgreSQL, Redis, WordPress,
@@ -11,6 +12,8 @@ official image's name.
 * ``busybox``: Debian's static busybox (package busybox-static) with its applets linked in /bin,
   for test Pods (``httpd``, ``wget``, ``nc``, ``sh``), and ``/bin/apiprobe`` (harness/images/apiprobe,
   an in-cluster API client that verifies the server against the ServiceAccount's CA);
+* ``medusa`` and ``service`` (harness/images/medusa.py, service.py): an application built on the host
+  (the Medusa store; the storeops service with its dependencies from PyPI) on a Debian root filesystem;
 * ``static_binary``: one static Go program alone (the node's add-ons: CoreDNS, kube-network-policies,
   Traefik), tagged ``<version>-<hash of the binary>``.
 """
