@@ -3,7 +3,8 @@
 Each image is one uncompressed layer written from files on disk, packed as an OCI image layout tar
 that ``ctr images import`` reads, and cached in ``<cache>/images/`` under a name that includes a
 hash of its inputs. Local builds get local names (``storeops.local/<name>:<tag>``), never an
-official image's name.
+official image's name; the one exception is the project's own service image (harness/images/service.py),
+imported under the name the platform's Deployment runs, ``ghcr.io/storeops/storeops:<version>``.
 
 * ``pause``: the sandbox process (harness/images/pause, built by build.sh);
 * ``debian`` (harness/images/debian.py): the stores' images (MariaDB, PostgreSQL, Redis, WordPress,
@@ -11,6 +12,8 @@ official image's name.
 * ``busybox``: Debian's static busybox (package busybox-static) with its applets linked in /bin,
   for test Pods (``httpd``, ``wget``, ``nc``, ``sh``), and ``/bin/apiprobe`` (harness/images/apiprobe,
   an in-cluster API client that verifies the server against the ServiceAccount's CA);
+* ``medusa`` and ``service`` (harness/images/medusa.py, service.py): an application built on the host
+  (the Medusa store; the storeops service with its dependencies from PyPI) on a Debian root filesystem;
 * ``static_binary``: one static Go program alone (the node's add-ons: CoreDNS, kube-network-policies,
   Traefik), tagged ``<version>-<hash of the binary>``.
 """
@@ -120,10 +123,13 @@ def _build(
     cache: pathlib.Path | None,
     base: pathlib.Path | None = None,
     archive_name: str | None = None,
+    ref: str | None = None,
 ) -> Image:
     """Pack `entries` as a layer (on top of `base`, an uncompressed root filesystem tar, when given)
-    into ``<cache>/images/<archive_name or name-tag>.tar``; an archive already there is reused."""
-    ref = f"{REGISTRY}/{name}:{tag}"
+    into ``<cache>/images/<archive_name or name-tag>.tar``; an archive already there is reused. The
+    archive imports as `ref` (``ctr images import`` takes the name from io.containerd.image.name), by
+    default ``storeops.local/<name>:<tag>``."""
+    ref = ref or f"{REGISTRY}/{name}:{tag}"
     folder = (cache or versions.cache_dir()) / "images"
     archive = folder / f"{archive_name or f'{name}-{tag}'}.tar"
     if archive.exists():
@@ -183,6 +189,23 @@ def _build(
             _add(tar, f"blobs/sha256/{hashlib.sha256(blob).hexdigest()}", blob)
     partial.replace(archive)
     return Image(ref=ref, archive=archive)
+
+
+def _run_logged(
+    argv: list[str], *, cwd: pathlib.Path, env: dict[str, str], log: pathlib.Path, timeout: float
+) -> None:
+    """Run a build step with its output appended to `log`; a failure raises with the log's tail."""
+    with log.open("ab") as out:
+        out.write(f"$ {' '.join(argv)}\n".encode())
+        out.flush()
+        try:
+            done = subprocess.run(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                  timeout=timeout, check=False)  # fmt: skip
+        except subprocess.TimeoutExpired as e:
+            raise errors.CommandError(f"{' '.join(argv)} timed out in {cwd}; see {log}") from e
+    if done.returncode != 0:
+        tail = log.read_text(errors="replace")[-3000:]
+        raise errors.CommandError(f"{' '.join(argv)} exited {done.returncode} in {cwd}:\n{tail}")
 
 
 def _layer(entries: list[_Entry]) -> bytes:

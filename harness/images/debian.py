@@ -30,6 +30,7 @@ import pathlib
 import shlex
 import shutil
 import subprocess
+import tarfile
 import time
 from collections.abc import Iterator
 
@@ -113,10 +114,12 @@ class DebianImage:
     config: tuple[tuple[str, object], ...] = ()
     #: The Debian release the packages come from (its folder of our files is harness/images/<name>/ all the same).
     suite: str = SUITE
+    #: Where the name points: storeops.local for local builds; the project's own registry for its service image.
+    registry: str = images.REGISTRY
 
     @property
     def ref(self) -> str:
-        return f"{images.REGISTRY}/{self.name}:{self.tag}"
+        return f"{self.registry}/{self.name}:{self.tag}"
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -436,6 +439,38 @@ def _mmdebstrap(image: DebianImage, rootfs: pathlib.Path, packages_file: pathlib
         partial.unlink(missing_ok=True)
         versions_partial.unlink(missing_ok=True)
     return time.monotonic() - started
+
+
+def _tree_filter(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+    """Owned by root, readable by all, no host timestamps: the layer depends on the contents only."""
+    if info.name.endswith("/.complete"):
+        return None
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    info.mtime = 0
+    if not info.issym():
+        info.mode = (info.mode | 0o444 | (0o111 if info.isdir() or info.mode & 0o100 else 0)) & 0o755
+    return info
+
+
+def _rootfs_with_tree(rootfs: pathlib.Path, tree: pathlib.Path, path: str, out: pathlib.Path) -> None:
+    """One layer tar: the root filesystem, then the contents of `tree` (an application built on the host,
+    its ``.complete`` marker left out) under `path` (without the leading slash), owned by root and
+    read-only to everyone else; the folders above `path` the root filesystem lacks are made 0755."""
+    with tarfile.open(rootfs, "r:") as source, tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
+        present: set[str] = set()
+        for member in source:
+            present.add(member.name.rstrip("/"))
+            tar.addfile(member, source.extractfile(member) if member.isreg() else None)
+        parts = path.split("/")
+        for depth in range(1, len(parts) + 1):
+            info = tarfile.TarInfo("./" + "/".join(parts[:depth]))
+            if info.name in present:
+                continue
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        for child in sorted(tree.iterdir()):
+            tar.add(child, arcname=f"./{path}/{child.name}", recursive=True, filter=_tree_filter)
 
 
 def _packages(packages_file: pathlib.Path) -> dict[str, str]:

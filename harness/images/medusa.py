@@ -30,7 +30,6 @@ import os
 import pathlib
 import shutil
 import subprocess
-import tarfile
 import tempfile
 import time
 
@@ -144,17 +143,7 @@ def server_key(node_major: int) -> str:
 
 
 def _run(argv: list[str], *, cwd: pathlib.Path, env: dict[str, str], log: pathlib.Path) -> None:
-    with log.open("ab") as out:
-        out.write(f"$ {' '.join(argv)}\n".encode())
-        out.flush()
-        try:
-            done = subprocess.run(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                  timeout=BUILD_TIMEOUT, check=False)  # fmt: skip
-        except subprocess.TimeoutExpired as e:
-            raise errors.CommandError(f"{' '.join(argv)} timed out in {cwd}; see {log}") from e
-    if done.returncode != 0:
-        tail = log.read_text(errors="replace")[-3000:]
-        raise errors.CommandError(f"{' '.join(argv)} exited {done.returncode} in {cwd}:\n{tail}")
+    images._run_logged(argv, cwd=cwd, env=env, log=log, timeout=BUILD_TIMEOUT)
 
 
 def copy_project(project: pathlib.Path, modules: pathlib.Path) -> pathlib.Path:
@@ -251,32 +240,6 @@ def _migration_folders(server: pathlib.Path) -> None:
 # --- the image ----------------------------------------------------------------------------------------------
 
 
-def _app_filter(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-    """Owned by root, readable by all, no host timestamps: the layer depends on the contents only."""
-    if info.name.endswith("/.complete"):
-        return None
-    info.uid = info.gid = 0
-    info.uname = info.gname = "root"
-    info.mtime = 0
-    if not info.issym():
-        info.mode = (info.mode | 0o444 | (0o111 if info.isdir() or info.mode & 0o100 else 0)) & 0o755
-    return info
-
-
-def _base(rootfs: pathlib.Path, server: pathlib.Path, out: pathlib.Path) -> None:
-    """One layer tar: the root filesystem, then the built server under /app/.medusa/server."""
-    with tarfile.open(rootfs, "r:") as source, tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
-        for member in source:
-            tar.addfile(member, source.extractfile(member) if member.isreg() else None)
-        parts = SERVER_DIR.split("/")
-        for depth in range(1, len(parts) + 1):
-            info = tarfile.TarInfo("./" + "/".join(parts[:depth]))
-            info.type, info.mode = tarfile.DIRTYPE, 0o755
-            tar.addfile(info)
-        for child in sorted(server.iterdir()):
-            tar.add(child, arcname=f"./{SERVER_DIR}/{child.name}", recursive=True, filter=_app_filter)
-
-
 def image_key(server: str) -> str:
     digest = hashlib.sha256(f"{IMAGE.rootfs_key()} {server}".encode())
     digest.update(json.dumps(dict(IMAGE.config), sort_keys=True).encode())
@@ -303,7 +266,7 @@ def build(*, cache: pathlib.Path | None = None) -> Built:
             config = dict(IMAGE.config) | {"Labels": _labels(packages)}
             base = folder / f".{archive_name}.base-{os.getpid()}.tar"
             try:
-                _base(rootfs, server, base)
+                debian._rootfs_with_tree(rootfs, server, SERVER_DIR, base)
                 # The uploads folder of the local file provider (the chart mounts a volume there).
                 entries = [images._Entry(f"{SERVER_DIR}/static", mode=0o755, uid=USER, gid=USER)]
                 images._build(IMAGE.name, IMAGE.tag, entries, config, cache=cache, base=base,
