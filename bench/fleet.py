@@ -6,10 +6,11 @@ Starts its own control plane with Argo CD (kwok runs the Pods: no store process 
 measured is storeops, Git, Argo CD and the API server) and ``storeops serve`` with the status reader,
 on a copy of the example data whose local cluster is sized for the fleet. Then, in one run:
 
-1. a one-store change at a small fleet (the example stores plus --small new ones): request -> ready;
+1. a one-store change at a small fleet (the example stores plus --small new ones): request -> ready,
+   once Argo CD's controller is at rest (under a quarter of a core over 5 s; the wait is reported);
 2. a burst of new WooCommerce stores up to --stores, all requested at once through the API (16
    clients): time until every one is ``ready``, and each store's request -> ready (p50, p99);
-3. the same one-store change with the whole fleet there;
+3. the same one-store change with the whole fleet there, again once the controller is at rest;
 4. the seeds' way, on the same API server: ``helm upgrade --install --wait --timeout 10m`` of the
    same number of stores (Helm 3's ``--wait``, which is Helm 4's ``--wait=legacy``) with the same chart
    and values (each in its own namespace, the chart's own Namespace off since Helm creates it), five
@@ -25,10 +26,13 @@ are its serve process's.
 
 Argo CD's settings are options, printed with the figures: the controller's status and operation
 processors and resync period (``--app-resync``; storeops asks Argo CD to refresh the Applications a push
-touched, so polling only catches what happened outside storeops), the repo-server's parallelism limit.
-The defaults are the guidance in docs/install.md; ``--argocd harness`` runs the test harness's settings
-instead (10 s polling, 4 + 4 processors) to compare. ``--no-seeds`` leaves out the Helm run (for
-comparing Argo CD's settings, which do not change it).
+touched, so polling only catches what happened outside storeops), the repo-server's parallelism limit,
+the ``ignoreResourceUpdates`` customizations (``--no-ignore-status-updates`` leaves them out), and any
+other controller flag (``--controller-flag``, e.g. the work queue's rate limiter). argocd-cm also gets the
+``resource.exclusions`` Argo CD's install manifests ship. The defaults are the guidance in
+docs/install.md; ``--argocd harness`` runs the test harness's settings instead (10 s polling, 4 + 4
+processors) to compare. ``--no-seeds`` leaves out the Helm run (for comparing Argo CD's settings, which do
+not change it). A burst not all ready within ``--timeout`` ends the run with what it measured (exit 1).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import concurrent.futures
 import contextlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -52,16 +57,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import yaml
 
 from generator import models, operations, publishing, rendering
-from harness import demo, examples
+from harness import argocd, demo, examples
 from harness import stack as harness_stack
 
 CLIENTS = 16
 SEEDS_CONCURRENCY = 5
 #: Argo CD's settings for a fleet (docs/install.md, "Argo CD for a large fleet").
 TUNED = {"status_processors": 20, "operation_processors": 10, "app_resync": 600, "repo_parallelism": 0}
-#: argocd-cm: a change of only an object's status (a Deployment's replicas counted, a store Application's
-#: sync state seen by the root Application) refreshes its Application only when its health changes.
-IGNORE_STATUS_UPDATES = {"resource.customizations.ignoreResourceUpdates.all": "jsonPointers:\n- /status\n"}
+#: argocd-cm: a change of only an object's status (a Deployment's replicas counted, a PVC bound) refreshes its
+#: Application only when its health changes; and a store Application's own bookkeeping (its status, the
+#: operation Argo CD sets and clears, the refresh annotation storeops sets and Argo CD removes) does not
+#: refresh the root Application that tracks it, whose every refresh compares all the fleet's Applications.
+IGNORE_STATUS_UPDATES = {
+    "resource.customizations.ignoreResourceUpdates.all": "jsonPointers:\n- /status\n",
+    "resource.customizations.ignoreResourceUpdates.argoproj.io_Application": (
+        "jsonPointers:\n- /status\n- /operation\n- /metadata/annotations/argocd.argoproj.io~1refresh\n"),
+}
 #: The repo-server's record of a manifest generation (one per generation; "manifest cache miss" comes twice).
 GENERATED = "setting manifests cache"
 
@@ -113,6 +124,15 @@ def entry(store_id: str, **extra: object) -> dict[str, object]:
             "cluster": demo.CLUSTER, "owner": {"name": "Fleet Owner", "email": f"owner@{store_id}.example"}, **extra}
 
 
+class Unfinished(Exception):
+    """A burst not all ready within its timeout; carries what was measured."""
+
+    def __init__(self, figures: dict[str, Any]) -> None:
+        super().__init__(f"only {figures['ready']} of {figures['stores']} stores ready after "
+                         f"{figures['timeout_seconds']:.0f}s")
+        self.figures = figures
+
+
 def ready_ids(loop: demo.Loop) -> set[str]:
     out: set[str] = set()
     after = ""
@@ -146,7 +166,8 @@ def burst(loop: demo.Loop, ids: list[str], timeout: float) -> dict[str, Any]:
             ready.setdefault(store_id, now)
         time.sleep(1)
     if len(ready) < len(ids):
-        raise SystemExit(f"only {len(ready)} of {len(ids)} stores ready after {timeout:.0f}s")
+        raise Unfinished({"stores": len(ids), "ready": len(ready), "timeout_seconds": timeout,
+                          "accepted_seconds": round(accepted, 1)})
     each = sorted(ready[s] - asked[s] for s in ids)
     return {"stores": len(ids), "accepted_seconds": round(accepted, 1),
             "all_ready_seconds": round(max(ready.values()) - began, 1),
@@ -154,8 +175,23 @@ def burst(loop: demo.Loop, ids: list[str], timeout: float) -> dict[str, Any]:
             "p99_seconds": round(each[min(len(each) - 1, int(len(each) * 0.99))], 1)}
 
 
+def settle(meter: Meter, *, idle: float = 0.25, window: float = 5.0, timeout: float = 600.0) -> float:
+    """Wait until Argo CD's controller uses less than ``idle`` of a core over ``window`` seconds (the fleet at
+    rest, what a change meets in steady state); the seconds that took."""
+    began = time.monotonic()
+    pid = meter.pids["controller"]
+    while time.monotonic() - began < timeout:
+        before = cpu_seconds(pid)
+        time.sleep(window)
+        if cpu_seconds(pid) - before < idle * window:
+            break
+    return round(time.monotonic() - began, 1)
+
+
 def one_change(loop: demo.Loop, store_id: str, meter: Meter) -> dict[str, Any]:
-    """Suspend one store (a change of its values): request -> ready at the change, and what it cost."""
+    """Suspend one store (a change of its values), once Argo CD is at rest: request -> ready at the change, and
+    what it cost."""
+    settled = settle(meter)
     status, view = loop.call("GET", f"/v1/stores/{store_id}")
     before = str((view.get("deployment") or {}).get("revision") or "")
     meter.start()
@@ -167,7 +203,7 @@ def one_change(loop: demo.Loop, store_id: str, meter: Meter) -> dict[str, Any]:
     assert events[-1]["status"] == "ready", events[-1]
     seconds = time.monotonic() - began
     time.sleep(5)  # what Argo CD does for the commit beyond this store shows in the next seconds
-    return {"ready_seconds": round(seconds, 1), **meter.stop()}
+    return {"ready_seconds": round(seconds, 1), "settled_seconds": settled, **meter.stop()}
 
 
 def seeds_way(running: harness_stack.Stack, repo: Path, count: int, work: Path) -> dict[str, Any]:
@@ -207,7 +243,7 @@ def argocd_flags(args: argparse.Namespace) -> dict[str, list[str]]:
     return {
         "argocd-application-controller": [f"--status-processors={args.status_processors}",
                                           f"--operation-processors={args.operation_processors}",
-                                          f"--app-resync={args.app_resync}"],
+                                          f"--app-resync={args.app_resync}", *args.controller_flag],
         "argocd-repo-server": [f"--parallelismlimit={args.repo_parallelism}"],
     }
 
@@ -227,7 +263,12 @@ def measure(args: argparse.Namespace, running: harness_stack.Stack, loop: demo.L
     results["change_at_small"] = one_change(loop, small[0], meter)
     big = [f"fleet-{i}-{uuid.uuid4().hex[:4]}" for i in range(args.stores - args.small)]
     meter.start()
-    results["burst"] = {**burst(loop, big, args.timeout), **meter.stop()}
+    try:
+        results["burst"] = {**burst(loop, big, args.timeout), **meter.stop()}
+    except Unfinished as e:
+        results["burst"] = {**e.figures, **meter.stop()}
+        results["unfinished"] = str(e)
+        return results
     results["change_at_full"] = one_change(loop, small[1], meter)
     if not args.no_seeds:
         results["seeds_way"] = seeds_way(running, source, len(big), work)
@@ -260,14 +301,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="the repo-server's concurrent manifest generations (0: no limit)")
     parser.add_argument("--ignore-status-updates", action=argparse.BooleanOptionalAction, default=True,
                         help="refresh an Application on a status-only change of its objects only when health changes")
+    parser.add_argument("--controller-flag", action="append", default=[], metavar="FLAG",
+                        help="another flag for the application-controller (repeatable), e.g. --wq-cooldown-ns=10s")
     parser.add_argument("--no-seeds", action="store_true", help="leave out the seeds' way (Helm per store)")
+    parser.add_argument("--keep", action="store_true", help="keep the run's folder (the components' logs) afterwards")
     args = parser.parse_args(argv)
     if args.stores <= args.small:
         parser.error("--stores must be larger than --small")
     work = Path(tempfile.mkdtemp(prefix="storeops-fleet-"))
     tuned = args.argocd == "tuned"
     flags = argocd_flags(args) if tuned else {}
-    settings = IGNORE_STATUS_UPDATES if tuned and args.ignore_status_updates else {}
+    settings = {"resource.exclusions": argocd.RESOURCE_EXCLUSIONS} if tuned else {}
+    if tuned and args.ignore_status_updates:
+        settings |= IGNORE_STATUS_UPDATES
     running = harness_stack.start(work / "stack", full=True, tie_to_parent=True, argocd_defaults=tuned,
                                   argocd_flags=flags, argocd_settings=settings)
     loop = demo.Loop(stack=running, work=work)
@@ -280,8 +326,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         loop.stop_service()
         running.stop()
-    if args.json:
+        if args.keep:
+            print(f"the run's folder (logs under stack/logs): {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    if args.json or "unfinished" in results:
         print(json.dumps(results, indent=2))
+        return 1 if "unfinished" in results else 0
     else:
         b, r = results["burst"], results["ratios"]
         print(f"Argo CD: {results['argocd']}")

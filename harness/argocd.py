@@ -19,6 +19,22 @@ NAMESPACE = "argocd"
 PART_OF = {"app.kubernetes.io/part-of": "argocd"}
 # Short reconciliation so tests see a pushed change within seconds rather than minutes.
 RECONCILIATION_TIMEOUT = "10s"
+#: What Argo CD's install manifests put in argocd-cm (manifests/base/config/argocd-cm.yaml) for this cluster's
+#: kinds: high-churn objects never declared in Git, left out of the controller's watch (node heartbeats,
+#: leader-election Leases, Endpoints) so their changes cost it nothing. The fleet benchmark sets it.
+RESOURCE_EXCLUSIONS = """\
+- apiGroups: ["", "discovery.k8s.io"]
+  kinds: [Endpoints, EndpointSlice]
+- apiGroups: [apiregistration.k8s.io]
+  kinds: [APIService]
+- apiGroups: [coordination.k8s.io]
+  kinds: [Lease]
+- apiGroups: [authentication.k8s.io, authorization.k8s.io]
+  kinds: [SelfSubjectReview, TokenReview, LocalSubjectAccessReview, SelfSubjectAccessReview, SelfSubjectRulesReview,
+          SubjectAccessReview]
+- apiGroups: [certificates.k8s.io]
+  kinds: [CertificateSigningRequest]
+"""
 
 
 def crd_files(crds: pathlib.Path) -> list[pathlib.Path]:

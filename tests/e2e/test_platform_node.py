@@ -221,3 +221,24 @@ def test_deleting_the_leader_s_pod_hands_the_lease_to_the_other_replica(platform
     platform.cluster.kubectl.wait_for("two Ready replicas again", lambda: len(platform.ready_pods()) == 2,
                                       timeout=READY_TIMEOUT, interval=1)  # fmt: skip
     assert platform.holder() == other
+
+
+def test_the_service_account_argo_cd_applied_can_do_what_the_service_needs_and_no_more(platform: Platform) -> None:
+    """The RBAC of argocd/platform/ as applied: the Lease in its own namespace, the fleet's Applications in Argo
+    CD's (read, watch, and patch for a refresh), and not Argo CD's Secrets or other namespaces' Leases."""
+    account = f"system:serviceaccount:{NAMESPACE}:storeops"
+
+    def can(verb: str, resource: str, namespace: str) -> bool:
+        answer = platform.cluster.kubectl.run("auth", "can-i", verb, resource, "-n", namespace, f"--as={account}",
+                                              check=False).strip()  # fmt: skip
+        assert answer in ("yes", "no"), answer
+        return answer == "yes"
+
+    allowed = [("get", f"leases/{LEASE}", NAMESPACE), ("update", f"leases/{LEASE}", NAMESPACE),
+               ("create", "leases", NAMESPACE), ("list", "applications.argoproj.io", "argocd"),
+               ("watch", "applications.argoproj.io", "argocd"), ("patch", "applications.argoproj.io", "argocd")]
+    refused = [("get", "secrets", "argocd"), ("delete", "applications.argoproj.io", "argocd"),
+               ("update", "leases/other", NAMESPACE), ("create", "leases", "default"),
+               ("list", "secrets", NAMESPACE), ("create", "applications.argoproj.io", "argocd")]
+    assert [case for case in allowed if not can(*case)] == []
+    assert [case for case in refused if can(*case)] == []
