@@ -493,6 +493,13 @@ def _labels(image: DebianImage, packages: dict[str, str]) -> dict[str, str]:
     return labels
 
 
+def summary(image: images.Image, *, seconds: float, cached: bool, parts: dict[str, float]) -> str:
+    """One line on a built image for the modules' ``main``: reference, what it took (by part), size, archive."""
+    size = image.archive.stat().st_size / 1e6
+    took = ", ".join(f"{name} {value:.1f}s" for name, value in parts.items())
+    return f"{image.ref}\t{'cached' if cached else 'built'} in {seconds:.1f}s ({took})\t{size:.0f} MB\t{image.archive}"
+
+
 def main() -> None:
     """Build every image (or the ones named, PREVIOUS's too) and print what it took:
     python -m harness.images.debian [name...]"""
@@ -502,9 +509,8 @@ def main() -> None:
     names = sys.argv[1:] or list(IMAGES)
     for name in names:
         built = build(name)
-        size = built.image.archive.stat().st_size / 1e6
-        print(f"{built.image.ref}\t{'cached' if built.cached else 'built'} in {built.seconds:.1f}s "
-              f"(mmdebstrap {built.rootfs_seconds:.1f}s)\t{size:.0f} MB\t{built.image.archive}")  # fmt: skip
+        print(summary(built.image, seconds=built.seconds, cached=built.cached,
+                      parts={"mmdebstrap": built.rootfs_seconds}))
 
 
 if __name__ == "__main__":

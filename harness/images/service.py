@@ -272,10 +272,8 @@ def main() -> None:
     """Build the image and print what it took: python -m harness.images.service"""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     built = build()
-    size = built.image.archive.stat().st_size / 1e6
-    print(f"{built.image.ref}\t{'cached' if built.cached else 'built'} in {built.seconds:.1f}s "
-          f"(site {built.site_seconds:.1f}s, mmdebstrap {built.rootfs_seconds:.1f}s)\t{size:.0f} MB\t"
-          f"{built.image.archive}")  # fmt: skip
+    print(debian.summary(built.image, seconds=built.seconds, cached=built.cached,
+                         parts={"site": built.site_seconds, "mmdebstrap": built.rootfs_seconds}))
 
 
 if __name__ == "__main__":
