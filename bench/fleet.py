@@ -269,7 +269,9 @@ def measure(args: argparse.Namespace, running: harness_stack.Stack, loop: demo.L
         results["burst"] = {**e.figures, **meter.stop()}
         results["unfinished"] = str(e)
         return results
+    print(f"burst: {json.dumps(results['burst'])}")  # what a long run has measured so far, as it goes
     results["change_at_full"] = one_change(loop, small[1], meter)
+    print(f"change at the full fleet: {json.dumps(results['change_at_full'])}")
     if not args.no_seeds:
         results["seeds_way"] = seeds_way(running, source, len(big), work)
     argo = results["burst"]["cpu_seconds"]
