@@ -473,6 +473,23 @@ def _rootfs_with_tree(rootfs: pathlib.Path, tree: pathlib.Path, path: str, out: 
             tar.add(child, arcname=f"./{path}/{child.name}", recursive=True, filter=_tree_filter)
 
 
+def pack_with_tree(image: DebianImage, *, tree: pathlib.Path, path: str, archive_name: str,
+                   entries: list[images._Entry], labels: dict[str, str], cache: pathlib.Path) -> pathlib.Path:
+    """The archive ``<cache>/images/<archive_name>.tar`` of `image`: its root filesystem (already built) with
+    `tree` under `path` (``_rootfs_with_tree``), then `entries` as the top layer; imports as ``image.ref``."""
+    folder = cache / "images"
+    rootfs, _ = _rootfs_paths(folder, image)
+    config = dict(image.config) | {"Labels": labels}
+    base = folder / f".{archive_name}.base-{os.getpid()}.tar"
+    try:
+        _rootfs_with_tree(rootfs, tree, path, base)
+        built = images._build(image.name, image.tag, entries, config, cache=cache, base=base,
+                              archive_name=archive_name, ref=image.ref)  # fmt: skip
+    finally:
+        base.unlink(missing_ok=True)
+    return built.archive
+
+
 def _packages(packages_file: pathlib.Path) -> dict[str, str]:
     loaded = json.loads(packages_file.read_text())
     assert isinstance(loaded, dict)

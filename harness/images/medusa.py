@@ -262,17 +262,10 @@ def build(*, cache: pathlib.Path | None = None) -> Built:
         if not cached:
             if not rootfs.exists():
                 rootfs_seconds = debian._mmdebstrap(IMAGE, rootfs, packages_file)
-            packages = debian._packages(packages_file)
-            config = dict(IMAGE.config) | {"Labels": _labels(packages)}
-            base = folder / f".{archive_name}.base-{os.getpid()}.tar"
-            try:
-                debian._rootfs_with_tree(rootfs, server, SERVER_DIR, base)
-                # The uploads folder of the local file provider (the chart mounts a volume there).
-                entries = [images._Entry(f"{SERVER_DIR}/static", mode=0o755, uid=USER, gid=USER)]
-                images._build(IMAGE.name, IMAGE.tag, entries, config, cache=cache, base=base,
-                              archive_name=archive_name)  # fmt: skip
-            finally:
-                base.unlink(missing_ok=True)
+            # The uploads folder of the local file provider (the chart mounts a volume there).
+            entries = [images._Entry(f"{SERVER_DIR}/static", mode=0o755, uid=USER, gid=USER)]
+            debian.pack_with_tree(IMAGE, tree=server, path=SERVER_DIR, archive_name=archive_name, entries=entries,
+                                  labels=_labels(debian._packages(packages_file)), cache=cache)  # fmt: skip
         packages = debian._packages(packages_file)
     seconds = time.monotonic() - started
     logger.info("image %s: %s in %.1fs (%s)", IMAGE.ref, archive, seconds, "cached" if cached else "built")

@@ -242,16 +242,10 @@ def build(*, cache: pathlib.Path | None = None) -> Built:
         archive = folder / f"{archive_name}.tar"
         cached = archive.exists()
         if not cached:
-            config = dict(IMAGE.config) | {"Labels": _labels(packages)}
-            base = folder / f".{archive_name}.base-{os.getpid()}.tar"
-            try:
-                debian._rootfs_with_tree(rootfs, site, SITE_DIR, base)
-                # The service's state folder (the Deployment mounts an emptyDir there).
-                entries = [images._Entry(STATE_DIR, mode=0o755, uid=USER, gid=USER)]
-                images._build(IMAGE.name, IMAGE.tag, entries, config, cache=cache, base=base,
-                              archive_name=archive_name, ref=REF)  # fmt: skip
-            finally:
-                base.unlink(missing_ok=True)
+            # The service's state folder (the Deployment mounts an emptyDir there).
+            entries = [images._Entry(STATE_DIR, mode=0o755, uid=USER, gid=USER)]
+            debian.pack_with_tree(IMAGE, tree=site, path=SITE_DIR, archive_name=archive_name, entries=entries,
+                                  labels=_labels(packages), cache=cache)  # fmt: skip
     seconds = time.monotonic() - started
     logger.info("image %s: %s in %.1fs (%s)", REF, archive, seconds, "cached" if cached else "built")
     return Built(image=images.Image(ref=REF, archive=archive), seconds=seconds, site_seconds=site_seconds,
