@@ -47,7 +47,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -57,7 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import yaml
 
 from generator import models, operations, publishing, rendering
-from harness import argocd, demo, examples
+from harness import argocd, components, demo, examples
 from harness import stack as harness_stack
 
 CLIENTS = 16
@@ -82,6 +84,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_ticks() -> tuple[float, float]:
+    """All cores' busy and total clock ticks since boot (/proc/stat)."""
+    fields = [float(f) for f in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return sum(fields) - idle, sum(fields)
+
+
 def peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -93,19 +102,28 @@ class Meter:
     """CPU seconds of Argo CD's controller and repo-server and of storeops serve, and the repo-server's
     manifest generations, between ``start`` and ``stop``."""
 
+    #: The cluster's own processes, whose CPU is reported too (what the same work costs the API server).
+    CLUSTER = {"kube-apiserver": "apiserver", "etcd": "etcd", "kube-controller-manager": "controller-manager",
+               "kwok": "kwok"}
+
     def __init__(self, running: harness_stack.Stack, service_pid: int) -> None:
         self.pids = {"controller": running.processes["argocd-application-controller"].pid,
                      "repo-server": running.processes["argocd-repo-server"].pid, "storeops": service_pid}
+        self.cluster = {short: running.processes[name].pid for name, short in self.CLUSTER.items()}
         self.log = running.processes["argocd-repo-server"].log_path
         self.cpu: dict[str, float] = {}
+        self.machine = (0.0, 0.0)
         self.offset = 0
 
     def start(self) -> None:
-        self.cpu = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self.cpu = {name: cpu_seconds(pid) for name, pid in (self.pids | self.cluster).items()}
+        self.machine = machine_ticks()
         self.offset = self.log.stat().st_size
 
     def stop(self) -> dict[str, Any]:
         used = {name: round(cpu_seconds(pid) - self.cpu[name], 2) for name, pid in self.pids.items()}
+        cluster = {name: round(cpu_seconds(pid) - self.cpu[name], 2) for name, pid in self.cluster.items()}
+        busy, total = (now - then for now, then in zip(machine_ticks(), self.machine, strict=True))
         generated: list[str] = []
         with self.log.open("rb") as f:
             f.seek(self.offset)
@@ -114,7 +132,9 @@ class Meter:
                     record = json.loads(line)
                     if isinstance(record, dict) and record.get("msg") == GENERATED:
                         generated.append(str(record.get("application") or ""))
-        return {"cpu_seconds": used, "peak_rss_mib": {n: round(peak_rss_mib(p)) for n, p in self.pids.items()},
+        return {"cpu_seconds": used, "cluster_cpu_seconds": cluster,
+                "machine_busy": round(busy / max(total, 1), 2),
+                "peak_rss_mib": {n: round(peak_rss_mib(p)) for n, p in self.pids.items()},
                 "generations": {"stores": sum(1 for a in generated if a.startswith("store-")),
                                 "root": sum(1 for a in generated if a.startswith("storeops-"))}}
 
@@ -238,6 +258,23 @@ def seeds_way(running: harness_stack.Stack, repo: Path, count: int, work: Path) 
             "concurrency": SEEDS_CONCURRENCY}
 
 
+def profile_controller(running: harness_stack.Stack, path: Path, *, delay: float, seconds: int) -> threading.Thread:
+    """In the background: ``delay`` seconds from now, a CPU profile of Argo CD's application-controller over
+    ``seconds`` seconds (Go's pprof, on its metrics port), written to ``path`` (read with ``go tool pprof``)."""
+    components.profiler_switch(running.state).write_text("true")
+    url = f"http://127.0.0.1:{running.ports['controller-metrics']}/debug/pprof/profile?seconds={seconds}"
+
+    def take() -> None:
+        time.sleep(delay)
+        with urllib.request.urlopen(url, timeout=seconds + 60) as answer:
+            path.write_bytes(answer.read())
+        print(f"controller CPU profile ({seconds}s from {delay:.0f}s into the burst): {path}")
+
+    thread = threading.Thread(target=take, daemon=True)
+    thread.start()
+    return thread
+
+
 def argocd_flags(args: argparse.Namespace) -> dict[str, list[str]]:
     """The flags for Argo CD's controller and repo-server the options ask for."""
     return {
@@ -263,6 +300,8 @@ def measure(args: argparse.Namespace, running: harness_stack.Stack, loop: demo.L
     results["change_at_small"] = one_change(loop, small[0], meter)
     big = [f"fleet-{i}-{uuid.uuid4().hex[:4]}" for i in range(args.stores - args.small)]
     meter.start()
+    if args.profile:
+        profile_controller(running, args.profile.resolve(), delay=args.profile_delay, seconds=args.profile_seconds)
     try:
         results["burst"] = {**burst(loop, big, args.timeout), **meter.stop()}
     except Unfinished as e:
@@ -306,6 +345,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--controller-flag", action="append", default=[], metavar="FLAG",
                         help="another flag for the application-controller (repeatable), e.g. --wq-cooldown-ns=10s")
     parser.add_argument("--no-seeds", action="store_true", help="leave out the seeds' way (Helm per store)")
+    parser.add_argument("--profile", type=Path, metavar="FILE",
+                        help="write a CPU profile of Argo CD's controller during the burst to FILE (go tool pprof)")
+    parser.add_argument("--profile-delay", type=float, default=20, help="seconds into the burst the profile starts")
+    parser.add_argument("--profile-seconds", type=int, default=60, help="the profile's length in seconds")
     parser.add_argument("--keep", action="store_true", help="keep the run's folder (the components' logs) afterwards")
     args = parser.parse_args(argv)
     if args.stores <= args.small:

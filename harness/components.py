@@ -301,6 +301,10 @@ def start_redis(*, state: pathlib.Path, port: int, tie_to_parent: bool = False) 
     return process
 
 
+def profiler_switch(state: pathlib.Path) -> pathlib.Path:
+    return state / "argocd" / "profiler.enabled"
+
+
 def _argocd_env(binaries: versions.Binaries, state: pathlib.Path, kubeconfig: pathlib.Path) -> dict[str, str]:
     root = state / "argocd"
     for sub in ("tls", "ssh", "gpg", "tmp", "home"):
@@ -319,6 +323,9 @@ def _argocd_env(binaries: versions.Binaries, state: pathlib.Path, kubeconfig: pa
         # helm, and the wrapper scripts the repo-server execs (git-verify-wrapper.sh).
         "PATH": os.pathsep.join([str(binaries.helm.parent), str(binaries.argocd.parent), os.environ.get("PATH", "")]),
         "HOSTNAME": "argocd-application-controller-0",
+        # Go's pprof endpoints on the metrics ports answer while this file says "true" (it does not exist
+        # unless a benchmark writes it: the controller's metrics port listens on every address).
+        "ARGOCD_ENABLE_PROFILER_FILE_PATH": str(profiler_switch(state)),
     }
 
 
