@@ -191,6 +191,14 @@ def _one(manifests: list[Manifest], kind: str, name: str) -> Manifest:
     return found[0]
 
 
+def _annotations(m: Manifest) -> dict[str, str]:
+    return m["metadata"].get("annotations") or {}
+
+
+def _wave(m: Manifest) -> int:
+    return int(_annotations(m).get("argocd.argoproj.io/sync-wave", "0"))
+
+
 def _pod_specs(manifests: list[Manifest]) -> list[tuple[str, Manifest]]:
     out = []
     for m in manifests:
@@ -462,13 +470,49 @@ def test_namespace_is_owned_and_labelled_like_the_application_says(case: Case, r
     for key, value in expected.items():
         assert labels.get(key) == value, key
     assert set(POD_SECURITY_LABELS) <= set(labels)
-    assert namespace["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"] == "-10"
+    # In the Sync phase's first wave, where Argo CD applies the Namespace kind before any other.
+    waves = [_wave(m) for m in _manifests(rendered, case) if "argocd.argoproj.io/hook" not in _annotations(m)]
+    assert _wave(namespace) == min(waves)
     # The AppProject lets the store own exactly this cluster-scoped kind.
     project = rendering.app_project(case.store, case.cluster, "https://git.example.test/fleet.git")
     assert project["spec"]["clusterResourceWhitelist"] == [{"group": "", "kind": "Namespace"}]
     for m in _manifests(rendered, case):
         if m["kind"] != "Namespace":
             assert m["metadata"]["namespace"] == case.namespace, f"{m['kind']}/{m['metadata']['name']}"
+
+
+#: Argo CD's install order of kinds within one wave (gitops-engine's sync tasks, after Helm's kind sorter).
+KIND_ORDER = ["Namespace", "NetworkPolicy", "ResourceQuota", "LimitRange", "ServiceAccount", "Secret", "ConfigMap",
+              "PersistentVolumeClaim", "Role", "RoleBinding", "Service", "Deployment", "StatefulSet", "Job",
+              "CronJob", "Ingress"]
+
+
+@pytest.mark.parametrize("case", ACTIVE, ids=_ids)
+def test_a_sync_of_a_new_store_takes_five_steps(case: Case, rendered: dict[str, str]) -> None:
+    """Each (phase, wave) is a step of every sync: Argo CD applies it, waits until it is healthy and compares
+    the whole store again. Five: the credentials (PreSync); everything that needs nothing healthy before it;
+    the web component (after the database is ready); the Ingress (after the web component is); the setup
+    (PostSync). What must come first within a step comes first by kind, which the chart's kinds allow."""
+    manifests = _manifests(rendered, case)
+    phases = {"PreSync": 0, None: 1, "PostSync": 2}
+    steps: dict[tuple[int, int], list[str]] = {}
+    for m in manifests:
+        hook = _annotations(m).get("argocd.argoproj.io/hook")
+        if hook == "Sync":  # a restore's Job, only when one is asked for
+            continue
+        assert m["kind"] in KIND_ORDER, m["kind"]
+        steps.setdefault((phases[hook], _wave(m)), []).append(m["kind"])
+    assert len(steps) == 5, sorted(steps)
+    first, database, web, ingress, setup = (steps[k] for k in sorted(steps))
+    assert "Job" in first and "StatefulSet" in database and "Deployment" in web and ingress == ["Ingress"]
+    assert "Job" in setup
+    # Within a step, a Job's ServiceAccount, Role and script come before it, the isolation before any workload.
+    for kinds in steps.values():
+        if "Job" in kinds:
+            assert max((KIND_ORDER.index(k) for k in kinds if k != "Job"), default=-1) < KIND_ORDER.index("Job")
+    for kind in ("NetworkPolicy", "ResourceQuota", "LimitRange"):
+        assert kind in database
+        assert KIND_ORDER.index(kind) < KIND_ORDER.index("StatefulSet")
 
 
 @pytest.mark.parametrize("case", CASES, ids=_ids)
@@ -528,7 +572,9 @@ def test_containers_run_the_images_of_the_profile(case: Case, rendered: dict[str
 
 @pytest.mark.parametrize("case", ACTIVE, ids=_ids)
 def test_credentials_exist_before_anything_reads_them(case: Case, rendered: dict[str, str]) -> None:
-    """The Job that writes the Secret is a PreSync hook after its RBAC; readers run in the Sync phase or later."""
+    """The Job that writes the Secret is a PreSync hook after its RBAC (Argo CD: the same wave, where the kinds
+    go in install order, Job last; Helm: a lower weight, since it orders one weight's hooks by name); readers run
+    in the Sync phase or later."""
     manifests = _manifests(rendered, case)
     annotations = {f"{m['kind']}/{m['metadata']['name']}": m["metadata"].get("annotations", {}) for m in manifests}
     job = annotations["Job/credentials"]
@@ -537,7 +583,8 @@ def test_credentials_exist_before_anything_reads_them(case: Case, rendered: dict
     for rbac in ("ServiceAccount", "Role", "RoleBinding", "ConfigMap"):
         hook = annotations[f"{rbac}/credentials-writer"]
         assert hook["argocd.argoproj.io/hook"] == "PreSync"
-        assert int(hook["argocd.argoproj.io/sync-wave"]) < int(job["argocd.argoproj.io/sync-wave"])
+        assert hook["argocd.argoproj.io/sync-wave"] == job["argocd.argoproj.io/sync-wave"]
+        assert int(hook["helm.sh/hook-weight"]) < int(job["helm.sh/hook-weight"])
     role = _one(manifests, "Role", "credentials-writer")
     assert role["rules"] == [
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
@@ -602,13 +649,29 @@ def test_server_side_dry_run_accepts_every_manifest_without_pod_security_warning
 ) -> None:
     manifests = _manifests(rendered, case)
     _create_namespace(kube_apiserver, case, manifests)
-    result = _kubectl(kube_apiserver, "apply", "--dry-run=server", "-o", "name", "-f", "-", input=rendered[case.id])
+    # Strict field validation: an unknown or duplicate field is an error. Argo CD applies the stores' manifests
+    # with Validate=false (the API server then drops such a field silently), so this is where one is caught.
+    result = _kubectl(kube_apiserver, "apply", "--dry-run=server", "--validate=strict", "-o", "name", "-f", "-",
+                      input=rendered[case.id])
     assert result.returncode == 0, result.stderr
     applied = set(result.stdout.split())
     assert len(applied) == len(manifests)
     # The namespace warns on the restricted profile: every pod template must meet it.
     assert "PodSecurity" not in result.stderr, result.stderr
     assert "Warning" not in result.stderr, result.stderr
+
+
+def test_the_strict_dry_run_refuses_an_unknown_field(kube_apiserver: stack.Stack, rendered: dict[str, str]) -> None:
+    """Control for the test above: a chart's manifest with a misspelt field fails the same check."""
+    case = ACTIVE[0]
+    manifests = _manifests(rendered, case)
+    _create_namespace(kube_apiserver, case, manifests)
+    service = json.loads(json.dumps(_of_kind(manifests, "Service")[0]))
+    service["spec"]["selectr"] = service["spec"]["selector"]
+    result = _kubectl(kube_apiserver, "apply", "--dry-run=server", "--validate=strict", "-f", "-",
+                      input=json.dumps(service))
+    assert result.returncode != 0
+    assert 'unknown field "spec.selectr"' in result.stderr, result.stderr
 
 
 def test_the_dry_run_does_report_pod_security_violations(kube_apiserver: stack.Stack, rendered: dict[str, str]) -> None:

@@ -85,8 +85,6 @@ metadata:
   namespace: {{ .Release.Namespace }}
   labels:
     {{- include "storeops.componentLabels" (dict "root" . "component" "backup") | nindent 4 }}
-  annotations:
-    {{- include "storeops.wave" "-1" | nindent 4 }}
 data:
   backup.py: |
     {{- include "storeops.backupScript" . | nindent 4 }}
@@ -383,8 +381,6 @@ metadata:
   namespace: {{ $.Release.Namespace }}
   labels:
     {{- include "storeops.labels" $ | nindent 4 }}
-  annotations:
-    {{- include "storeops.wave" "-5" | nindent 4 }}
 spec:
   podSelector:
     matchExpressions:

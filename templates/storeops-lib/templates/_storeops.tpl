@@ -36,14 +36,24 @@ app.kubernetes.io/component: {{ .component }}
 argocd.argoproj.io/sync-wave: {{ . | quote }}
 {{- end }}
 
-{{- /* Hook annotations for Argo CD and Helm: (dict "argocd" "PreSync" "helm" "pre-install,pre-upgrade" "weight" -5) */ -}}
+{{- /*
+Hook annotations for Argo CD and Helm:
+(dict "argocd" "PreSync" "helm" "pre-install,pre-upgrade" "weight" -5 ["helmWeight" -6]).
+Within one sync wave Argo CD applies kinds in install order, each kind before the next: Namespace,
+NetworkPolicy, ResourceQuota, LimitRange, ServiceAccount, Secret, ConfigMap, PersistentVolumeClaim, Role,
+RoleBinding, Service, Deployment, StatefulSet, Job, CronJob, Ingress. So a hook Job shares its wave with its
+ServiceAccount, RBAC and script ConfigMap, and a wave holds every object that needs nothing healthy before
+it: each wave is one more step of every sync (Argo CD applies it, waits for it to be healthy, checks the
+whole store again), and those steps are most of what a fleet's syncs cost. Helm orders hooks of one weight
+by name, not kind: those objects take a lower helmWeight than their Job (Helm has no steps to save).
+*/ -}}
 {{- define "storeops.hook" -}}
 argocd.argoproj.io/hook: {{ .argocd }}
 argocd.argoproj.io/hook-delete-policy: BeforeHookCreation
 argocd.argoproj.io/sync-wave: {{ .weight | quote }}
 helm.sh/hook: {{ .helm }}
 helm.sh/hook-delete-policy: before-hook-creation
-helm.sh/hook-weight: {{ .weight | quote }}
+helm.sh/hook-weight: {{ ternary .helmWeight .weight (hasKey . "helmWeight") | quote }}
 {{- end }}
 
 {{- /*
@@ -103,7 +113,6 @@ metadata:
     pod-security.kubernetes.io/audit: {{ .Values.namespace.podSecurity.audit }}
     pod-security.kubernetes.io/warn: {{ .Values.namespace.podSecurity.warn }}
   annotations:
-    {{- include "storeops.wave" "-10" | nindent 4 }}
     {{- include "storeops.keepOnPrune" . | nindent 4 }}
 {{- end }}
 {{- end }}
@@ -116,8 +125,6 @@ metadata:
   namespace: {{ .Release.Namespace }}
   labels:
     {{- include "storeops.labels" . | nindent 4 }}
-  annotations:
-    {{- include "storeops.wave" "-5" | nindent 4 }}
 spec:
   hard:
     requests.cpu: {{ .Values.quota.cpu | quote }}
@@ -131,8 +138,6 @@ metadata:
   namespace: {{ .Release.Namespace }}
   labels:
     {{- include "storeops.labels" . | nindent 4 }}
-  annotations:
-    {{- include "storeops.wave" "-5" | nindent 4 }}
 spec:
   limits:
     - type: Container
@@ -155,8 +160,6 @@ metadata:
   namespace: {{ .Release.Namespace }}
   labels:
     {{- include "storeops.labels" . | nindent 4 }}
-  annotations:
-    {{- include "storeops.wave" "-5" | nindent 4 }}
 spec:
   podSelector: {}
   policyTypes: ["Ingress"]
@@ -173,8 +176,6 @@ metadata:
   namespace: {{ .Release.Namespace }}
   labels:
     {{- include "storeops.labels" . | nindent 4 }}
-  annotations:
-    {{- include "storeops.wave" "-5" | nindent 4 }}
 spec:
   podSelector:
     matchLabels:
@@ -263,7 +264,7 @@ metadata:
   labels:
     {{- include "storeops.componentLabels" (dict "root" . "component" "credentials") | nindent 4 }}
   annotations:
-    {{- include "storeops.hook" (merge (dict "weight" -20) $hook) | nindent 4 }}
+    {{- include "storeops.hook" (merge (dict "weight" -10 "helmWeight" -20) $hook) | nindent 4 }}
 automountServiceAccountToken: false
 ---
 apiVersion: rbac.authorization.k8s.io/v1
@@ -274,7 +275,7 @@ metadata:
   labels:
     {{- include "storeops.componentLabels" (dict "root" . "component" "credentials") | nindent 4 }}
   annotations:
-    {{- include "storeops.hook" (merge (dict "weight" -20) $hook) | nindent 4 }}
+    {{- include "storeops.hook" (merge (dict "weight" -10 "helmWeight" -20) $hook) | nindent 4 }}
 rules:
   # create cannot be limited to a name (the name is in the body); get and patch are.
   - apiGroups: [""]
@@ -293,7 +294,7 @@ metadata:
   labels:
     {{- include "storeops.componentLabels" (dict "root" . "component" "credentials") | nindent 4 }}
   annotations:
-    {{- include "storeops.hook" (merge (dict "weight" -20) $hook) | nindent 4 }}
+    {{- include "storeops.hook" (merge (dict "weight" -10 "helmWeight" -20) $hook) | nindent 4 }}
 roleRef:
   apiGroup: rbac.authorization.k8s.io
   kind: Role
@@ -311,7 +312,7 @@ metadata:
   labels:
     {{- include "storeops.componentLabels" (dict "root" . "component" "credentials") | nindent 4 }}
   annotations:
-    {{- include "storeops.hook" (merge (dict "weight" -20) $hook) | nindent 4 }}
+    {{- include "storeops.hook" (merge (dict "weight" -10 "helmWeight" -20) $hook) | nindent 4 }}
 data:
   credentials.py: |
     {{- include "storeops.credentialsScript" . | nindent 4 }}
@@ -409,8 +410,8 @@ subjects:
 
 {{- /*
 The shop admin's password change, when the store entry's adminPasswordRotation (credentials.rotation)
-went up: a PostSync hook Job (wave 7: after the hooks' ConfigMaps, wave 5 at most), before the shop's
-own setup (wave 10; so a setup that fails, e.g. a WooCommerce
+went up: a PostSync hook Job (wave 7: the scripts it mounts are ordinary objects of the store by then),
+before the shop's own setup (wave 10; so a setup that fails, e.g. a WooCommerce
 plugin source that is down, does not hold it back; an admin the setup has not made yet is made by it
 with the new password). Three steps in one pod, in order:
   1. prepare (credentials image, API token): a new password kept in the Secret as admin-password-next,
