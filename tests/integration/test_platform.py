@@ -38,9 +38,10 @@ def test_every_setting_the_deployment_passes_is_read_by_the_service() -> None:
 
 @pytest.mark.parametrize("cluster", ["local", "prod"])
 def test_rendered_argo_objects_pass_server_side_dry_run(argocd_stack: Stack, cluster: str) -> None:
-    """With the Argo CD CRDs installed, every rendered AppProject and Application is accepted."""
+    """With the Argo CD CRDs installed, every rendered AppProject and Application is accepted under strict field
+    validation (Argo CD applies them with Validate=false, where an unknown field would be dropped silently)."""
     kubectl = argocd_stack.kubectl
     files = [REPO / f"rendered/{cluster}/root.yaml", *sorted((REPO / f"rendered/{cluster}/apps").glob("*.yaml"))]
     for path in files:
-        out = kubectl.run("apply", "--dry-run=server", "-n", "argocd", "-f", str(path))
+        out = kubectl.run("apply", "--dry-run=server", "--validate=strict", "-n", "argocd", "-f", str(path))
         assert out.count("(server dry run)") == 2, f"{path}: {out}"

@@ -72,8 +72,24 @@ def test_application_points_at_the_chart_with_the_values_file() -> None:
     policy = app["spec"]["syncPolicy"]
     assert policy["automated"] == {"prune": True, "selfHeal": True}
     assert "CreateNamespace=true" in policy["syncOptions"]
+    # Argo CD's client-side validation is off (its cost per applied object); tests/integration/test_charts.py
+    # checks the charts' manifests under strict field validation.
+    assert "Validate=false" in policy["syncOptions"]
+    assert "ServerSideApply=true" in policy["syncOptions"]
     assert policy["managedNamespaceMetadata"]["labels"][constants.POD_SECURITY_ENFORCE] == "baseline"
     assert policy["retry"]["limit"] > 0
+
+
+def test_the_root_application_applies_only_the_applications_a_commit_changed() -> None:
+    fleet = operations.load(REPO)
+    project, root = rendering.root_objects(fleet.clusters["local"][0], "git://127.0.0.1:9418/storeops.git")
+    assert (project["kind"], root["kind"]) == ("AppProject", "Application")
+    policy = root["spec"]["syncPolicy"]
+    assert policy["automated"] == {"prune": True, "selfHeal": True}
+    # Otherwise every sync of the root applies every store's Application and project again.
+    assert "ApplyOutOfSyncOnly=true" in policy["syncOptions"]
+    assert "Validate=false" in policy["syncOptions"]
+    assert "finalizers" not in root["metadata"]
 
 
 def test_labels_and_annotations_select_and_link_the_store() -> None:
