@@ -33,6 +33,7 @@ def test_the_fleet_benchmark_runs_at_twenty_stores() -> None:
     assert burst["generations"]["stores"] >= STORES - SMALL
     assert burst["generations"]["root"] >= 1
     assert burst["cpu_seconds"]["controller"] > 0 and burst["cpu_seconds"]["storeops"] > 0
+    assert burst["cluster_cpu_seconds"]["apiserver"] > 0 and 0 < burst["machine_busy"] <= 1
     for key in ("change_at_small", "change_at_full"):
         change = figures[key]
         assert change["ready_seconds"] > 0
@@ -40,6 +41,7 @@ def test_the_fleet_benchmark_runs_at_twenty_stores() -> None:
         assert change["generations"] == {"stores": 1, "root": 1}, (key, change)
     seeds = figures["seeds_way"]
     assert seeds["stores"] == STORES - SMALL and seeds["all_available_seconds"] > 0
+    assert seeds["helm_cpu_seconds"] > 0 and seeds["cluster_cpu_seconds"]["apiserver"] > 0
     assert set(figures["ratios"]) == {"change_full_over_small", "storeops_cpu_share_of_argocd",
                                       "seeds_way_over_storeops_burst"}
     assert figures["argocd"]["argocd-application-controller"]
