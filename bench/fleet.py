@@ -122,8 +122,8 @@ class Meter:
         self.offset = self.log.stat().st_size
 
     def stop(self) -> dict[str, Any]:
-        used = {name: round(cpu_seconds(pid) - self.cpu[name], 2) for name, pid in self.pids.items()}
-        cluster = {name: round(cpu_seconds(pid) - self.cpu[name], 2) for name, pid in self.cluster.items()}
+        spent = {name: round(cpu_seconds(pid) - self.cpu[name], 2) for name, pid in (self.pids | self.cluster).items()}
+        used, cluster = ({name: spent[name] for name in names} for names in (self.pids, self.cluster))
         busy, total = (now - then for now, then in zip(machine_ticks(), self.machine, strict=True))
         generated: list[str] = []
         with self.log.open("rb") as f:
